@@ -1,0 +1,197 @@
+"""Configuration: command-line flags, a TOML file (``--config``) and ``VB_*`` variables.
+
+Precedence (highest first): command line, environment (``VB_HTTP_PORT``), TOML file,
+embedded defaults. The defaults serve on loopback with state under ``./var`` so that
+``make run`` works on a fresh machine with nothing else configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(slots=True)
+class Limits:
+    """Limits against hostile peers. Loopback tests raise the per-address ones."""
+
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    max_connections_per_address: int = 32
+    max_connections: int = 2000
+    connection_rate_per_address: float = 20.0  # new connections per second, token bucket
+    max_message_size: int = 16 * 1024 * 1024
+    max_chunk_size: int = 16 * 1024 * 1024
+    max_chunk_streams: int = 64
+    player_buffer_bytes: int = 2 * 1024 * 1024
+    gop_cache_bytes: int = 8 * 1024 * 1024
+    chat_max_chars: int = 2000
+    chat_history: int = 500
+
+
+@dataclass(slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    rtmp_port: int = 1935
+    rtmps_port: int = 1936
+    data_dir: Path = Path("var")
+    advisor_token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    ice_host: list[str] = field(default_factory=list)
+    stun: list[str] = field(default_factory=list)
+    turn: list[str] = field(default_factory=list)
+    access_log_days: int = 7
+    public_url: str | None = None
+    session_ttl: float = 4 * 3600.0
+    log_level: str = "INFO"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+    def effective_ice_hosts(self) -> list[str]:
+        """Addresses for ICE: configured ones, else ``--host`` when it is a specific address.
+
+        An empty list means "every non-loopback interface" (aioice's own gathering).
+        """
+        if self.ice_host:
+            return list(self.ice_host)
+        try:
+            addr = ipaddress.ip_address(self.host)
+        except ValueError:
+            return []
+        return [] if addr.is_unspecified else [str(addr)]
+
+    def base_url(self, scheme: str = "http") -> str:
+        """Absolute base URL for links handed to participants."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        s = scheme + ("s" if self.tls else "")
+        return f"{s}://{host}:{self.http_port}"
+
+    def rtmp_base(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if self.public_url:
+            from urllib.parse import urlsplit
+
+            host = urlsplit(self.public_url).hostname or host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"rtmp://{host}:{self.rtmp_port}"
+
+
+# flag name -> (type, help); lists are repeatable flags
+_FLAGS: dict[str, tuple[str, str]] = {
+    "host": ("str", "address to listen on (default 127.0.0.1)"),
+    "http_port": ("int", "HTTP/WebSocket/RTMPT port (default 8080)"),
+    "rtmp_port": ("int", "RTMP port (default 1935)"),
+    "rtmps_port": ("int", "native RTMPS port when TLS is configured (default 1936)"),
+    "data_dir": ("path", "state directory (default ./var)"),
+    "advisor_token": ("str", "static bearer token accepted as an advisor (automation)"),
+    "tls_cert": ("path", "TLS certificate (PEM): HTTPS, WSS, RTMPTS, RTMPS"),
+    "tls_key": ("path", "TLS private key (PEM)"),
+    "ice_host": ("list", "address for ICE candidates (repeatable)"),
+    "stun": ("list", "STUN server URL (repeatable; none by default)"),
+    "turn": ("list", "TURN server URL (repeatable; none by default)"),
+    "access_log_days": ("int", "days to keep the access log (default 7)"),
+    "public_url": ("str", "external base URL for links (default from --host/--http-port)"),
+    "session_ttl": ("float", "seconds a consultation may last (default 14400)"),
+    "log_level": ("str", "DEBUG, INFO, WARNING (default INFO)"),
+}
+
+_LIMIT_TYPES = {f.name: f.type for f in fields(Limits)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    for name, (kind, help_text) in _FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if kind == "list":
+            parser.add_argument(flag, action="append", default=None, help=help_text)
+        else:
+            parser.add_argument(flag, default=None, help=help_text)
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="override a protection limit, e.g. max_connections_per_address=500",
+    )
+
+
+def _coerce(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if kind == "path":
+        return Path(value)
+    if kind == "list":
+        if isinstance(value, str):
+            return [v for v in (p.strip() for p in value.split(",")) if v]
+        return [str(v) for v in value]
+    return str(value)
+
+
+def _apply_limit(limits: Limits, name: str, value: Any) -> None:
+    if name not in _LIMIT_TYPES:
+        raise ValueError(f"unknown limit {name!r}")
+    current = getattr(limits, name)
+    setattr(limits, name, type(current)(value))
+
+
+def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Config:
+    """Build the configuration from defaults < TOML < environment < command line."""
+    env = os.environ if environ is None else environ
+    cfg = Config()
+    values: dict[str, Any] = {}
+    limit_values: dict[str, Any] = {}
+    config_path = getattr(args, "config", None) or env.get("VB_CONFIG")
+    if config_path:
+        with open(config_path, "rb") as fh:
+            data = tomllib.load(fh)
+        for key, value in data.items():
+            key = key.replace("-", "_")
+            if key == "limits" and isinstance(value, dict):
+                limit_values.update(value)
+            elif key in _FLAGS:
+                values[key] = _coerce(_FLAGS[key][0], value)
+            else:
+                raise ValueError(f"{config_path}: unknown setting {key!r}")
+    for name, (kind, _) in _FLAGS.items():
+        env_value = env.get("VB_" + name.upper())
+        if env_value is not None and env_value != "":
+            values[name] = _coerce(kind, env_value)
+    for name, (kind, _) in _FLAGS.items():
+        arg_value = getattr(args, name, None)
+        if arg_value is not None:
+            values[name] = _coerce(kind, arg_value)
+    for item in getattr(args, "limit", None) or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--limit expects NAME=VALUE, got {item!r}")
+        limit_values[name.strip()] = value.strip()
+    for name, value in values.items():
+        setattr(cfg, name, value)
+    for name, value in limit_values.items():
+        _apply_limit(cfg.limits, name, value)
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    return cfg

@@ -1,0 +1,330 @@
+"""Consultations, participants and their tokens: the session core.
+
+Everything here lives in memory only: chat text and tokens never touch disk (terms of
+use: no recording). Front-ends (RTMP, WebRTC, the web pages) attach *connections* to a
+participant and subscribe to the consultation's events; they never talk to each other.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from gateway.media import PublishedStream
+
+log = logging.getLogger(__name__)
+
+
+class Role(StrEnum):
+    ADVISOR = "advisor"
+    CUSTOMER = "customer"
+
+    @property
+    def other(self) -> Role:
+        return Role.CUSTOMER if self is Role.ADVISOR else Role.ADVISOR
+
+
+class ChatRejected(ValueError):
+    """A chat message that cannot be delivered (empty, too long, session over)."""
+
+
+EventListener = Callable[[dict[str, Any]], None]
+
+
+@dataclass(eq=False)
+class Connection:
+    """One front-end attachment of a participant (an RTMP socket, a WebRTC peer, a WS)."""
+
+    kind: str  # rtmp, rtmpt, rtmps, webrtc, chat-only, events
+    close: Callable[[], None]
+    codecs_in: dict[str, str] = field(default_factory=dict)
+    codecs_out: dict[str, str] = field(default_factory=dict)
+    since: float = field(default_factory=time.time)
+
+
+@dataclass(eq=False)
+class Participant:
+    role: Role
+    token: str
+    pin: str | None = None
+    connections: list[Connection] = field(default_factory=list)
+    camera: bool = False
+    microphone: bool = False
+    joined_at: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "role": str(self.role),
+            "present": bool(self.connections),
+            "camera": self.camera,
+            "microphone": self.microphone,
+            "connections": [
+                {
+                    "kind": c.kind,
+                    "codecs_in": c.codecs_in,
+                    "codecs_out": c.codecs_out,
+                    "since": _iso(c.since),
+                }
+                for c in self.connections
+            ],
+        }
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class Consultation:
+    """One private meeting of an advisor and a customer."""
+
+    def __init__(
+        self,
+        consultation_id: str,
+        *,
+        ttl: float,
+        gop_cache_bytes: int,
+        chat_max_chars: int = 2000,
+        chat_history: int = 500,
+        now: float | None = None,
+    ) -> None:
+        self.id = consultation_id
+        self.created_at = time.time() if now is None else now
+        self.expires_at = self.created_at + ttl
+        self.ended = False
+        self.chat_max_chars = chat_max_chars
+        self.participants: dict[Role, Participant] = {
+            Role.ADVISOR: Participant(Role.ADVISOR, _new_token()),
+            Role.CUSTOMER: Participant(Role.CUSTOMER, _new_token(), pin=_new_pin()),
+        }
+        self.streams: dict[Role, PublishedStream] = {
+            role: PublishedStream(f"{consultation_id}/{role}", gop_cache_bytes=gop_cache_bytes)
+            for role in Role
+        }
+        for role, stream in self.streams.items():
+            stream.on_change = self._stream_changed_callback(role)
+        # Chat lives in memory for the session only, bounded.
+        self.chat_log: deque[dict[str, Any]] = deque(maxlen=chat_history)
+        self._listeners: dict[int, EventListener] = {}
+        self.features: set[str] = set()
+        self.client_kinds: set[str] = set()
+
+    # -- events -----------------------------------------------------------------------
+    def subscribe(self, listener: EventListener) -> Callable[[], None]:
+        key = id(listener)
+        self._listeners[key] = listener
+
+        def unsubscribe() -> None:
+            self._listeners.pop(key, None)
+
+        return unsubscribe
+
+    def emit(self, event: dict[str, Any]) -> None:
+        for listener in list(self._listeners.values()):
+            try:
+                listener(event)
+            except Exception:  # one broken listener must not silence the others
+                log.exception("event listener failed")
+
+    def _stream_changed_callback(self, role: Role) -> Callable[[PublishedStream], None]:
+        def changed(stream: PublishedStream) -> None:
+            self.emit(
+                {
+                    "type": "media",
+                    "role": str(role),
+                    "publishing": stream.live,
+                    "via": stream.kind if stream.live else None,
+                    "camera": self.participants[role].camera,
+                    "microphone": self.participants[role].microphone,
+                }
+            )
+
+        return changed
+
+    # -- participants -------------------------------------------------------------------
+    def attach(self, role: Role, connection: Connection) -> None:
+        participant = self.participants[role]
+        first = not participant.connections
+        participant.connections.append(connection)
+        if participant.joined_at is None:
+            participant.joined_at = time.time()
+        if connection.kind != "events":
+            self.client_kinds.add(connection.kind)
+        if first:
+            self.emit({"type": "participant", "role": str(role), "present": True})
+
+    def detach(self, role: Role, connection: Connection) -> None:
+        participant = self.participants[role]
+        if connection in participant.connections:
+            participant.connections.remove(connection)
+            if not participant.connections:
+                self.emit({"type": "participant", "role": str(role), "present": False})
+
+    def set_media_state(self, role: Role, camera: bool, microphone: bool) -> None:
+        participant = self.participants[role]
+        participant.camera = bool(camera)
+        participant.microphone = bool(microphone)
+        stream = self.streams[role]
+        stream.set_gates(participant.camera, participant.microphone)
+        self.emit(
+            {
+                "type": "media",
+                "role": str(role),
+                "publishing": stream.live,
+                "via": stream.kind if stream.live else None,
+                "camera": participant.camera,
+                "microphone": participant.microphone,
+            }
+        )
+
+    # -- chat -----------------------------------------------------------------------------
+    def chat(self, role: Role, text: Any) -> dict[str, Any]:
+        if self.ended:
+            raise ChatRejected("the consultation has ended")
+        if not isinstance(text, str):
+            raise ChatRejected("chat text must be a string")
+        text = text.strip()
+        if not text:
+            raise ChatRejected("empty message")
+        if len(text) > self.chat_max_chars:
+            raise ChatRejected(f"message longer than {self.chat_max_chars} characters")
+        event = {"type": "chat", "from": str(role), "text": text, "ts": time.time()}
+        self.chat_log.append(event)
+        self.features.add("chat")
+        self.emit(event)
+        return event
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def end(self, reason: str = "ended") -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.emit({"type": "session_ended", "reason": reason})
+        for stream in self.streams.values():
+            stream.stop()
+        for participant in self.participants.values():
+            for connection in list(participant.connections):
+                try:
+                    connection.close()
+                except Exception:
+                    log.exception("closing a connection failed")
+            participant.connections.clear()
+        self.chat_log.clear()
+        self._listeners.clear()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at),
+            "duration": round(time.time() - self.created_at, 1),
+            "ended": self.ended,
+            "participants": {str(r): p.describe() for r, p in self.participants.items()},
+            "streams": {
+                str(r): {
+                    "live": s.live,
+                    "via": s.kind or None,
+                    "video_codec": s.video_codec,
+                    "audio_codec": s.audio_codec,
+                    "receivers": len(s.receivers),
+                }
+                for r, s in self.streams.items()
+            },
+        }
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _new_pin() -> str:
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    consultation: Consultation
+    role: Role
+
+
+class Directory:
+    """All consultations of this node, and token → (consultation, role) lookup."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 4 * 3600.0,
+        gop_cache_bytes: int = 8 * 1024 * 1024,
+        chat_max_chars: int = 2000,
+        chat_history: int = 500,
+    ) -> None:
+        self.ttl = ttl
+        self.gop_cache_bytes = gop_cache_bytes
+        self.chat_max_chars = chat_max_chars
+        self.chat_history = chat_history
+        self.consultations: dict[str, Consultation] = {}
+        self._tokens: dict[str, Grant] = {}
+        self.on_end: list[Callable[[Consultation], None]] = []
+
+    def create(self) -> Consultation:
+        consultation = Consultation(
+            secrets.token_urlsafe(9),
+            ttl=self.ttl,
+            gop_cache_bytes=self.gop_cache_bytes,
+            chat_max_chars=self.chat_max_chars,
+            chat_history=self.chat_history,
+        )
+        self.consultations[consultation.id] = consultation
+        for role, participant in consultation.participants.items():
+            self._tokens[participant.token] = Grant(consultation, role)
+        return consultation
+
+    def get(self, consultation_id: str) -> Consultation | None:
+        return self.consultations.get(consultation_id)
+
+    def authorize(self, token: str | None, now: float | None = None) -> Grant | None:
+        """The grant for a participant token, or None (unknown, expired or ended)."""
+        if not token or len(token) > 200:
+            return None
+        grant = self._tokens.get(token)
+        if grant is None:
+            return None
+        # constant-time compare of the stored token guards against timing on the dict hit
+        expected = grant.consultation.participants[grant.role].token
+        if not hmac.compare_digest(expected.encode(), token.encode()):
+            return None
+        now = time.time() if now is None else now
+        if grant.consultation.ended or now >= grant.consultation.expires_at:
+            return None
+        return grant
+
+    def end(self, consultation_id: str, reason: str = "ended") -> bool:
+        consultation = self.consultations.pop(consultation_id, None)
+        if consultation is None:
+            return False
+        for participant in consultation.participants.values():
+            self._tokens.pop(participant.token, None)
+        consultation.end(reason)
+        for callback in self.on_end:
+            try:
+                callback(consultation)
+            except Exception:
+                log.exception("end-of-consultation hook failed")
+        return True
+
+    def expire(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        expired = [c.id for c in self.consultations.values() if now >= c.expires_at]
+        for cid in expired:
+            self.end(cid, "expired")
+        return expired
+
+    def end_all(self, reason: str = "shutdown") -> None:
+        for cid in list(self.consultations):
+            self.end(cid, reason)

@@ -1,0 +1,146 @@
+"""Composition root: ``python -m gateway serve`` wires the core to its front-ends.
+
+This is the only module of ``gateway/`` that imports ``rtmp``, ``webrtc`` and ``web``
+(DESIGN.md, dependency rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from gateway import config as config_mod
+from gateway.config import Config
+from gateway.service import Gateway
+
+log = logging.getLogger("gateway")
+
+SWEEP_INTERVAL = 5.0
+
+
+def make_ssl_context(cfg: Config) -> ssl.SSLContext | None:
+    if not cfg.tls:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    assert cfg.tls_cert is not None and cfg.tls_key is not None
+    ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+    return ctx
+
+
+class Service:
+    """The running gateway: web app, RTMP (and RTMPS) servers, housekeeping."""
+
+    def __init__(self, cfg: Config) -> None:
+        from web.app import create_app
+
+        self.config = cfg
+        self.gateway = Gateway.from_config(cfg)
+        self.app = create_app(self.gateway)
+        self.runner: web.AppRunner | None = None
+        self.rtmp_servers: list = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from rtmp.server import RtmpServer
+        from web.access_log import RedactingAccessLogger
+
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        ssl_ctx = make_ssl_context(cfg)
+        self.runner = web.AppRunner(
+            self.app, access_log_class=RedactingAccessLogger, handle_signals=False
+        )
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, cfg.host, cfg.http_port, ssl_context=ssl_ctx)
+        await site.start()
+        rtmp = RtmpServer(self.gateway, kind="rtmp")
+        await rtmp.start(cfg.host, cfg.rtmp_port)
+        self.rtmp_servers.append(rtmp)
+        if ssl_ctx is not None:
+            rtmps = RtmpServer(self.gateway, kind="rtmps", ssl_context=ssl_ctx)
+            await rtmps.start(cfg.host, cfg.rtmps_port)
+            self.rtmp_servers.append(rtmps)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweeper")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            for cid in self.gateway.directory.expire():
+                log.info("consultation %s… expired", cid[:4])
+
+    async def stop(self) -> None:
+        self.gateway.accepting = False
+        self.gateway.directory.end_all("shutdown")
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for server in self.rtmp_servers:
+            await server.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    def banner(self) -> str:
+        cfg = self.config
+        base = cfg.base_url()
+        lines = [
+            f"Video-Beratung gateway serving on {base} (RTMP {cfg.rtmp_base()}/consult)",
+            f"Advisor page:   {base}/advisor",
+        ]
+        if self.gateway.advisor_auth.login_token:
+            lines.append(
+                f"One-time advisor login: {base}/login?token={self.gateway.advisor_auth.login_token}"
+            )
+        return "\n".join(lines)
+
+
+async def serve(cfg: Config) -> int:
+    service = Service(cfg)
+    await service.start()
+    print(service.banner(), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: ending every consultation")
+        await service.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videoberatung", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="run the gateway")
+    config_mod.add_arguments(serve_p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        try:
+            cfg = config_mod.load(args)
+        except (ValueError, OSError) as exc:
+            parser.error(str(exc))
+        logging.basicConfig(
+            level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        try:
+            return asyncio.run(serve(cfg))
+        except OSError as exc:
+            print(f"videoberatung: {exc}", file=sys.stderr)
+            return 1
+    return 2

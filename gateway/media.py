@@ -1,0 +1,237 @@
+"""Codec-neutral media units and the per-participant published stream.
+
+Front-ends convert their wire format to :class:`MediaUnit` and back. A
+:class:`PublishedStream` keeps what a late receiver needs to start cleanly (codec
+configuration, metadata and the current GOP, bounded in bytes) and fans units out to
+its receivers. Fan-out never waits: a receiver that cannot take a unit now drops it and
+everything up to the next keyframe, counting the drop (MediaMTX's ring-buffer rule:
+the publisher never waits for a slow reader).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+AUDIO = "audio"
+VIDEO = "video"
+
+
+@dataclass(slots=True)
+class MediaUnit:
+    """One access unit (a video frame or an audio packet) or a codec configuration.
+
+    ``timestamp`` is the decode time in milliseconds on the session clock (32-bit
+    wrapping, as RTMP carries it); ``cts`` is the composition offset (pts - dts) in ms.
+    ``payload`` is in the codec's native framing (H.264: AVCC length-prefixed NAL units;
+    AAC: raw access unit). ``wire`` optionally keeps the front-end's own encoding of the
+    unit (the FLV tag body for RTMP) so a receiver of the same kind relays it without
+    re-serialising.
+    """
+
+    kind: str
+    codec: str
+    timestamp: int
+    payload: bytes
+    keyframe: bool = False
+    config: bool = False
+    cts: int = 0
+    wire: bytes | None = None
+    info: dict[str, Any] | None = None
+
+
+class Receiver(Protocol):
+    """A consumer of a published stream (an RTMP player, a transcoder, a WebRTC track)."""
+
+    def deliver(self, unit: MediaUnit) -> bool:
+        """Take a unit without blocking. Return False when it could not be taken."""
+
+    def stream_started(self, stream: PublishedStream) -> None: ...
+
+    def stream_stopped(self, stream: PublishedStream) -> None: ...
+
+
+@dataclass(slots=True)
+class ReceiverState:
+    receiver: Receiver
+    waiting_for_keyframe: bool = True
+    dropped: int = 0
+    delivered: int = 0
+
+
+@dataclass
+class StreamStats:
+    units_in: int = 0
+    bytes_in: int = 0
+    keyframes: int = 0
+    dropped: int = 0
+    gop_evictions: int = 0
+
+
+class PublishedStream:
+    """A participant's camera and microphone as published into the consultation."""
+
+    def __init__(self, name: str, *, gop_cache_bytes: int = 8 * 1024 * 1024) -> None:
+        self.name = name
+        self.gop_cache_bytes = gop_cache_bytes
+        self.live = False
+        self.kind = ""  # front-end kind of the publisher ("rtmp", "webrtc", ...)
+        self.metadata: MediaUnit | None = None
+        self.video_config: MediaUnit | None = None
+        self.audio_config: MediaUnit | None = None
+        self.video_codec: str | None = None
+        self.audio_codec: str | None = None
+        self._gop: list[MediaUnit] = []
+        self._gop_bytes = 0
+        self._receivers: dict[int, ReceiverState] = {}
+        self.stats = StreamStats()
+        # Camera and microphone gates: the customer decides (terms of use). While a gate
+        # is closed nothing of that kind is forwarded.
+        self.video_enabled = True
+        self.audio_enabled = True
+        self.on_change: Callable[[PublishedStream], None] | None = None
+
+    # -- publisher side -------------------------------------------------------------
+    def start(self, kind: str) -> None:
+        self.live = True
+        self.kind = kind
+        self._reset_caches()
+        for state in list(self._receivers.values()):
+            state.waiting_for_keyframe = True
+            state.receiver.stream_started(self)
+        if self.on_change:
+            self.on_change(self)
+
+    def stop(self) -> None:
+        if not self.live:
+            return
+        self.live = False
+        self._reset_caches()
+        for state in list(self._receivers.values()):
+            state.receiver.stream_stopped(self)
+        if self.on_change:
+            self.on_change(self)
+
+    def _reset_caches(self) -> None:
+        self.metadata = None
+        self.video_config = None
+        self.audio_config = None
+        self.video_codec = None
+        self.audio_codec = None
+        self._gop.clear()
+        self._gop_bytes = 0
+
+    def push(self, unit: MediaUnit) -> None:
+        """Publish one unit: update the caches, then hand it to every receiver."""
+        stats = self.stats
+        stats.units_in += 1
+        stats.bytes_in += len(unit.payload)
+        kind = unit.kind
+        if kind == VIDEO:
+            if not self.video_enabled:
+                return
+            self.video_codec = unit.codec
+            if unit.config:
+                self.video_config = unit
+                self._gop.clear()
+                self._gop_bytes = 0
+            elif unit.keyframe:
+                stats.keyframes += 1
+                self._gop = [unit]
+                self._gop_bytes = len(unit.payload)
+            elif self._gop:
+                self._append_gop(unit)
+        elif kind == AUDIO:
+            if not self.audio_enabled:
+                return
+            self.audio_codec = unit.codec
+            if unit.config:
+                self.audio_config = unit
+            elif self._gop:
+                self._append_gop(unit)
+        else:  # metadata
+            self.metadata = unit
+        for state in self._receivers.values():
+            self._deliver(state, unit)
+
+    def _append_gop(self, unit: MediaUnit) -> None:
+        self._gop_bytes += len(unit.payload)
+        if self._gop_bytes > self.gop_cache_bytes:
+            # A GOP larger than the cache (a camera that never sends keyframes): give up
+            # on caching it; a late receiver then waits for the next keyframe.
+            self._gop.clear()
+            self._gop_bytes = 0
+            self.stats.gop_evictions += 1
+            return
+        self._gop.append(unit)
+
+    def _deliver(self, state: ReceiverState, unit: MediaUnit) -> None:
+        if state.waiting_for_keyframe:
+            if unit.config or unit.kind not in (VIDEO, AUDIO):
+                pass
+            elif unit.kind == VIDEO:
+                if not unit.keyframe:
+                    return
+                state.waiting_for_keyframe = False
+            elif self.video_codec is not None and self.video_enabled:
+                return  # audio waits with video so the player starts in sync
+        if state.receiver.deliver(unit):
+            state.delivered += 1
+            return
+        state.dropped += 1
+        self.stats.dropped += 1
+        if unit.kind == VIDEO or unit.config:
+            state.waiting_for_keyframe = True
+
+    # -- receiver side --------------------------------------------------------------
+    def add_receiver(self, receiver: Receiver) -> ReceiverState:
+        """Attach a receiver; a live stream first replays its caches to it."""
+        state = ReceiverState(receiver)
+        self._receivers[id(receiver)] = state
+        if self.live:
+            receiver.stream_started(self)
+            self.replay(state)
+        return state
+
+    def replay(self, state: ReceiverState) -> None:
+        """Bring a new receiver up to date: metadata, configs, then the cached GOP."""
+        state.waiting_for_keyframe = True
+        for unit in (self.metadata, self.video_config, self.audio_config):
+            if unit is not None:
+                self._deliver(state, unit)
+        for unit in self._gop:
+            self._deliver(state, unit)
+
+    def resync(self, receiver: Receiver) -> None:
+        """Restart a receiver at the next clean point (after pause or receiveVideo)."""
+        state = self._receivers.get(id(receiver))
+        if state is not None and self.live:
+            self.replay(state)
+
+    def set_gates(self, video: bool, audio: bool) -> None:
+        """Open or close the camera/microphone gates; reopened video restarts at a keyframe."""
+        if video and not self.video_enabled:
+            self._gop.clear()
+            self._gop_bytes = 0
+            for state in self._receivers.values():
+                state.waiting_for_keyframe = True
+        self.video_enabled = video
+        self.audio_enabled = audio
+
+    def remove_receiver(self, receiver: Receiver) -> None:
+        self._receivers.pop(id(receiver), None)
+
+    @property
+    def receivers(self) -> list[ReceiverState]:
+        return list(self._receivers.values())
+
+    def request_keyframe(self) -> None:
+        """Nobody can be asked on RTMP; WebRTC publishers override this via a hook."""
+        if self.keyframe_requester is not None:
+            self.keyframe_requester()
+
+    keyframe_requester: Callable[[], None] | None = None

@@ -1,0 +1,156 @@
+"""Thin asyncio glue: TCP (and native TLS) sockets feeding :class:`RtmpSession`.
+
+All protocol and application rules live in ``rtmp.connection`` and ``rtmp.session``;
+this module only moves bytes, enforces connection limits per address, and drives the
+sessions' timers from one periodic tick (one timer for all connections, not one each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import defaultdict
+
+from gateway.service import Gateway
+from rtmp.session import RtmpSession
+
+log = logging.getLogger("rtmp")
+
+TICK_INTERVAL = 1.0
+
+
+class AdmissionControl:
+    """Connection floods: a cap per address (concurrent and per second) and in total."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.per_address: dict[str, int] = defaultdict(int)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self.total = 0
+
+    def admit(self, address: str, now: float) -> str | None:
+        """None when admitted, else the reason for refusing."""
+        limits = self.gateway.config.limits
+        if self.total >= limits.max_connections:
+            return "too many connections"
+        if self.per_address[address] >= limits.max_connections_per_address:
+            return "too many connections from this address"
+        rate = limits.connection_rate_per_address
+        tokens, last = self._buckets.get(address, (rate, now))
+        tokens = min(rate, tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._buckets[address] = (tokens, now)
+            return "connection rate from this address too high"
+        self._buckets[address] = (tokens - 1.0, now)
+        if len(self._buckets) > 10000:  # forget idle addresses, bounded memory
+            cutoff = now - 60
+            self._buckets = {a: b for a, b in self._buckets.items() if b[1] > cutoff}
+        self.per_address[address] += 1
+        self.total += 1
+        return None
+
+    def release(self, address: str) -> None:
+        self.total -= 1
+        left = self.per_address[address] - 1
+        if left <= 0:
+            self.per_address.pop(address, None)
+        else:
+            self.per_address[address] = left
+
+
+class _RtmpProtocol(asyncio.Protocol):
+    def __init__(self, server: RtmpServer) -> None:
+        self.server = server
+        self.session: RtmpSession | None = None
+        self.transport: asyncio.Transport | None = None
+        self.address = "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if peer else "?"
+        refused = self.server.admission.admit(self.address, time.monotonic())
+        if refused is not None:
+            log.warning("rtmp %s %s: refused: %s", self.server.kind, self.address, refused)
+            self.address = ""
+            transport.abort()
+            return
+        self.session = RtmpSession(
+            self.server.gateway,
+            transport=self.server.kind,
+            peer=self.address,
+            write=transport.write,
+            close=transport.close,
+            buffer_size=transport.get_write_buffer_size,
+        )
+        self.server.sessions.add(self.session)
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is not None:
+            session.receive_data(data)
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        session = self.session
+        if session is not None:
+            session.connection_lost()
+            self.server.sessions.discard(session)
+            self.session = None
+        if self.address:
+            self.server.admission.release(self.address)
+            self.address = ""
+
+
+class RtmpServer:
+    """RTMP on a TCP port; with an SSL context, native RTMPS (what ffmpeg/OBS call rtmps)."""
+
+    def __init__(
+        self, gateway: Gateway, *, kind: str = "rtmp", ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.gateway = gateway
+        self.kind = kind
+        self.ssl_context = ssl_context
+        self.sessions: set[RtmpSession] = set()
+        self.admission = AdmissionControl(gateway)
+        self._server: asyncio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _RtmpProtocol(self), host, port, ssl=self.ssl_context, backlog=256
+        )
+        self._ticker = asyncio.create_task(self._tick_forever(), name=f"{self.kind}-tick")
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            now = time.monotonic()
+            for session in list(self.sessions):
+                session.tick(now)
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+            self._ticker = None
+        if self._server is not None:
+            self._server.close()
+            for session in list(self.sessions):
+                session.close()
+            await self._server.wait_closed()
+            self._server = None

@@ -1,0 +1,577 @@
+"""The RTMP application ``consult``: what a connection means for a consultation.
+
+:class:`RtmpSession` sits between one :class:`~rtmp.connection.RtmpConnection` (the
+protocol) and the gateway core (consultations, published streams). It does no socket
+I/O itself: the TCP/TLS server and the RTMPT tunnel hand it bytes and give it a
+``write`` callable, so both transports share every rule here.
+
+Authorisation (INTERFACE.md): the token may come as the first extra ``connect``
+argument (the Flash client), as ``?token=`` on the app/tcUrl, or on the stream name
+(ffmpeg/librtmp). A ``connect`` without a token is accepted; publish/play then need one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from gateway.consultation import ChatRejected, Connection, Grant, Role
+from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
+from gateway.service import Gateway
+from rtmp import messages as m
+from rtmp.amf import encode_command_payload
+from rtmp.connection import RtmpConnection
+from rtmp.events import (
+    CommandReceived,
+    DataReceived,
+    HandshakeCompleted,
+    MediaReceived,
+    PingResponse,
+    ProtocolViolation,
+    RtmpEvent,
+    SharedObjectReceived,
+)
+from rtmp.flv import FlvError, audio_unit, audio_tag, video_tag, video_unit
+
+log = logging.getLogger("rtmp")
+
+APP_NAME = "consult"
+PING_INTERVAL = 30.0
+
+# connect capability bits (Adobe RTMP spec 7.2.1.1)
+SUPPORT_VID_H264 = 0x0080
+SUPPORT_SND_AAC = 0x0400
+
+
+def split_query(name: str) -> tuple[str, dict[str, str]]:
+    """``"customer?token=T"`` → ``("customer", {"token": "T"})``; first value wins."""
+    base, _, query = name.partition("?")
+    params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items() if v}
+    return base, params
+
+
+class PlayerReceiver:
+    """Delivers a published stream to one RTMP NetStream, bounded by the socket buffer."""
+
+    def __init__(self, session: RtmpSession, stream_id: int, source: PublishedStream) -> None:
+        self.session = session
+        self.stream_id = stream_id
+        self.source = source
+        self.receive_audio = True
+        self.receive_video = True
+        self.paused = False
+        self._announced = False
+
+    def deliver(self, unit: MediaUnit) -> bool:
+        session = self.session
+        if session.closed:
+            return False
+        if self.paused:
+            return False
+        if session.buffer_size() > session.player_buffer_limit:
+            return False  # slow player: the stream drops until the next keyframe
+        conn = session.conn
+        kind = unit.kind
+        if kind == VIDEO:
+            if not self.receive_video:
+                return True
+            conn.send_media(self.stream_id, m.VIDEO, unit.timestamp, video_tag(unit))
+        elif kind == AUDIO:
+            if not self.receive_audio:
+                return True
+            conn.send_media(self.stream_id, m.AUDIO, unit.timestamp, audio_tag(unit))
+        elif unit.wire is not None:
+            conn.send_data_raw(self.stream_id, unit.wire, unit.timestamp)
+        session.flush()
+        return True
+
+    def stream_started(self, stream: PublishedStream) -> None:
+        if self.session.closed:
+            return
+        conn = self.session.conn
+        if self._announced:
+            # The other side (re)started publishing while we were waiting (FMS semantics).
+            conn.stream_begin(self.stream_id)
+            conn.send_status(
+                self.stream_id, "NetStream.Play.PublishNotify", f"{stream.name} is now published."
+            )
+        self._announced = True
+        self.session.flush()
+
+    def stream_stopped(self, stream: PublishedStream) -> None:
+        if self.session.closed:
+            return
+        conn = self.session.conn
+        conn.send_status(
+            self.stream_id, "NetStream.Play.UnpublishNotify", f"{stream.name} is now unpublished."
+        )
+        conn.stream_eof(self.stream_id)
+        self.session.flush()
+
+
+class RtmpSession:
+    """Application logic for one RTMP connection (any transport)."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        transport: str,
+        peer: str,
+        write: Callable[[bytes], None],
+        close: Callable[[], None],
+        buffer_size: Callable[[], int],
+        now: float | None = None,
+    ) -> None:
+        self.gateway = gateway
+        limits = gateway.config.limits
+        self.transport = transport
+        self.peer = peer
+        self._write = write
+        self._close_transport = close
+        self.buffer_size = buffer_size
+        self.player_buffer_limit = limits.player_buffer_bytes
+        self.conn = RtmpConnection(
+            max_message_size=limits.max_message_size,
+            max_chunk_size=limits.max_chunk_size,
+            max_chunk_streams=limits.max_chunk_streams,
+        )
+        self.closed = False
+        self.started = time.monotonic() if now is None else now
+        self.last_receive = self.started
+        self._last_ping = self.started
+        self.connected = False  # connect accepted
+        self.grant: Grant | None = None
+        self.capabilities: dict[str, Any] = {}
+        self.flash_version = ""
+        self.publishing: dict[int, PublishedStream] = {}
+        self.playing: dict[int, PlayerReceiver] = {}
+        self._participant_conn: Connection | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._in_chat = False
+        self.media_errors = 0
+
+    # -- transport boundary -------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float | None = None) -> None:
+        if self.closed:
+            return
+        self.last_receive = time.monotonic() if now is None else now
+        conn = self.conn
+        conn.receive_data(data)
+        event = conn.next_event()
+        while event is not None:
+            if type(event) is MediaReceived:
+                self._on_media(event)
+            else:
+                self._on_event(event)
+            if self.closed:
+                return
+            event = conn.next_event()
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and not self.closed:
+            self._write(data)
+
+    def tick(self, now: float) -> None:
+        """Timers: handshake timeout, idle timeout, keep-alive pings (time passed in)."""
+        if self.closed:
+            return
+        limits = self.gateway.config.limits
+        if not self.conn.handshake_done and now - self.started > limits.handshake_timeout:
+            self.abort("handshake timeout")
+            return
+        if now - self.last_receive > limits.idle_timeout:
+            self.abort("idle timeout")
+            return
+        if self.conn.handshake_done and now - self._last_ping >= PING_INTERVAL:
+            self._last_ping = now
+            self.conn.ping(int(now * 1000))
+            self.flush()
+
+    def abort(self, reason: str) -> None:
+        """Close this one connection because of the peer; one log line."""
+        if self.closed:
+            return
+        log.warning("rtmp %s %s: closing: %s", self.transport, self.peer, reason)
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.flush()
+        self.closed = True
+        self.conn.close()
+        self._cleanup()
+        self._close_transport()
+
+    def connection_lost(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.conn.close()
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        for stream in self.publishing.values():
+            stream.stop()
+        self.publishing.clear()
+        for receiver in self.playing.values():
+            receiver.source.remove_receiver(receiver)
+        self.playing.clear()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self.grant is not None and self._participant_conn is not None:
+            self.grant.consultation.detach(self.grant.role, self._participant_conn)
+            self._participant_conn = None
+
+    # -- events -------------------------------------------------------------------------
+    def _on_media(self, event: MediaReceived) -> None:
+        stream = self.publishing.get(event.stream_id)
+        if stream is None:
+            return  # media on a stream that is not publishing: ignore (FMS does too)
+        try:
+            if event.type_id == m.VIDEO:
+                unit = video_unit(event.payload, event.timestamp)
+            else:
+                unit = audio_unit(event.payload, event.timestamp)
+        except FlvError:
+            self.media_errors += 1
+            return
+        stream.push(unit)
+        pc = self._participant_conn
+        if pc is not None and unit.kind not in pc.codecs_in:
+            pc.codecs_in[unit.kind] = unit.codec
+
+    def _on_event(self, event: RtmpEvent) -> None:
+        if isinstance(event, CommandReceived):
+            self._on_command(event)
+        elif isinstance(event, DataReceived):
+            self._on_data(event)
+        elif isinstance(event, ProtocolViolation):
+            self.abort(event.reason)
+        elif isinstance(event, HandshakeCompleted):
+            log.debug("rtmp %s %s: handshake done (digest=%s)", self.transport, self.peer, event.digest)
+        elif isinstance(event, SharedObjectReceived):
+            # Remote shared objects are not part of the consultation: ignore cleanly.
+            log.debug("rtmp %s: shared object %r ignored", self.peer, event.name[:40])
+        elif isinstance(event, PingResponse):
+            pass
+
+    def _on_data(self, event: DataReceived) -> None:
+        stream = self.publishing.get(event.stream_id)
+        if stream is None or not event.values:
+            return
+        head = event.values[0]
+        if head == "@setDataFrame" and len(event.values) >= 3:
+            payload = encode_command_payload(list(event.values[1:]), False)
+        elif head == "onMetaData":
+            payload = event.payload
+        else:
+            return
+        stream.push(MediaUnit("data", "amf0", event.timestamp, b"", wire=payload))
+
+    def _on_command(self, cmd: CommandReceived) -> None:
+        handler = _COMMANDS.get(cmd.name)
+        if handler is None:
+            if cmd.transaction_id > 0:
+                self.conn.send_error(
+                    cmd.transaction_id, "NetConnection.Call.Failed", f"Method not found ({cmd.name})."
+                )
+            return
+        if cmd.name != "connect" and not self.connected:
+            self.abort(f"{cmd.name!r} before connect")
+            return
+        handler(self, cmd)
+
+    # -- NetConnection ------------------------------------------------------------------------
+    def _cmd_connect(self, cmd: CommandReceived) -> None:
+        if self.connected:
+            self.abort("second connect")
+            return
+        props = cmd.command_object if isinstance(cmd.command_object, dict) else {}
+        app_raw = props.get("app")
+        app_raw = app_raw if isinstance(app_raw, str) else ""
+        app, app_query = split_query(app_raw)
+        app = app.strip("/")
+        tc_url = props.get("tcUrl") if isinstance(props.get("tcUrl"), str) else ""
+        _, tc_query = split_query(str(tc_url))
+        token: str | None = None
+        if cmd.args and isinstance(cmd.args[0], str) and cmd.args[0]:
+            token = cmd.args[0]
+        token = token or app_query.get("token") or tc_query.get("token")
+        if app != APP_NAME:
+            self.conn.reject_connect(cmd.transaction_id, f"Unknown application {app[:40]!r}.")
+            self.flush()
+            self.abort("connect to an unknown application")
+            return
+        if token is not None:
+            grant = self.gateway.authorize(token)
+            if grant is None:
+                self.conn.reject_connect(
+                    cmd.transaction_id, "Invalid or expired token: please use your current link."
+                )
+                self.flush()
+                self.abort("connect with an invalid token")
+                return
+            self._bind(grant)
+        encoding = props.get("objectEncoding", 0)
+        self.capabilities = {
+            "videoCodecs": int(_num(props.get("videoCodecs"))),
+            "audioCodecs": int(_num(props.get("audioCodecs"))),
+        }
+        flash_ver = props.get("flashVer")
+        self.flash_version = flash_ver[:64] if isinstance(flash_ver, str) else ""
+        self.connected = True
+        self.conn.accept_connect(cmd.transaction_id, 3 if _num(encoding) == 3 else 0)
+
+    @property
+    def supports_h264(self) -> bool:
+        return bool(self.capabilities.get("videoCodecs", 0) & SUPPORT_VID_H264)
+
+    @property
+    def supports_aac(self) -> bool:
+        return bool(self.capabilities.get("audioCodecs", 0) & SUPPORT_SND_AAC)
+
+    def _bind(self, grant: Grant) -> bool:
+        """Tie this connection to a participant. A second, different grant is refused."""
+        if self.grant is not None:
+            return (
+                self.grant.consultation is grant.consultation and self.grant.role is grant.role
+            )
+        self.grant = grant
+        self._participant_conn = Connection(kind=self.transport, close=self.close)
+        grant.consultation.attach(grant.role, self._participant_conn)
+        self._unsubscribe = grant.consultation.subscribe(self._on_session_event)
+        return True
+
+    def _authorize_stream(self, params: dict[str, str]) -> Grant | None:
+        token = params.get("token")
+        if token is not None:
+            grant = self.gateway.authorize(token)
+            if grant is None or not self._bind(grant):
+                return None
+            return grant
+        if self.grant is not None and self.gateway.authorize(
+            self.grant.consultation.participants[self.grant.role].token
+        ):
+            return self.grant
+        return None
+
+    def _cmd_create_stream(self, cmd: CommandReceived) -> None:
+        sid = self.conn.allocate_stream()
+        self.conn.send_result(cmd.transaction_id, None, float(sid))
+
+    def _cmd_ack_only(self, cmd: CommandReceived) -> None:
+        # releaseStream, FCPublish, FCUnpublish, FCSubscribe: FMS answers with _result.
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None)
+        if cmd.name == "FCUnpublish":
+            for sid, _stream in list(self.publishing.items()):
+                self._stop_publishing(sid)
+
+    def _cmd_check_bw(self, cmd: CommandReceived) -> None:
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None)
+
+    def _cmd_delete_stream(self, cmd: CommandReceived) -> None:
+        sid = int(_num(cmd.args[0])) if cmd.args else cmd.stream_id
+        self._close_stream(sid)
+        self.conn.release_stream(sid)
+
+    def _cmd_close_stream(self, cmd: CommandReceived) -> None:
+        self._close_stream(cmd.stream_id)
+
+    def _close_stream(self, sid: int) -> None:
+        if sid in self.publishing:
+            self._stop_publishing(sid)
+        receiver = self.playing.pop(sid, None)
+        if receiver is not None:
+            receiver.source.remove_receiver(receiver)
+
+    # -- NetStream ----------------------------------------------------------------------------
+    def _stream_name(self, cmd: CommandReceived) -> tuple[str, dict[str, str]]:
+        raw = cmd.args[0] if cmd.args and isinstance(cmd.args[0], str) else ""
+        name, params = split_query(raw)
+        # FMS accepts "mp4:" style prefixes and a trailing extension; neither applies here.
+        return name.strip("/"), params
+
+    def _cmd_publish(self, cmd: CommandReceived) -> None:
+        sid = cmd.stream_id
+        name, params = self._stream_name(cmd)
+        if sid not in self.conn.streams:
+            self._publish_bad(sid, name, "Publishing on a stream that was not created.")
+            return
+        grant = self._authorize_stream(params)
+        if grant is None:
+            self._publish_bad(sid, name, "Invalid or expired token.")
+            return
+        if name != str(grant.role):
+            self._publish_bad(sid, name, f"You may only publish as {grant.role}.")
+            return
+        if sid in self.publishing:
+            self._publish_bad(sid, name, "This stream is already publishing.")
+            return
+        stream = grant.consultation.streams[grant.role]
+        if stream.live:
+            # A participant who reconnects (dropped Wi-Fi) takes over from its stale
+            # connection instead of being locked out until that one times out.
+            stream.stop()
+        self.publishing[sid] = stream
+        self.conn.stream_begin(sid)
+        self.conn.send_status(
+            sid, "NetStream.Publish.Start", f"{name} is now published.", details=name
+        )
+        self.flush()
+        stream.start(self.transport)
+
+    def _publish_bad(self, sid: int, name: str, description: str) -> None:
+        self.conn.send_status(sid, "NetStream.Publish.BadName", description, level="error")
+        self.flush()
+        self.abort(f"publish refused: {description}")
+
+    def _stop_publishing(self, sid: int) -> None:
+        stream = self.publishing.pop(sid, None)
+        if stream is not None:
+            stream.stop()
+            self.conn.send_status(sid, "NetStream.Unpublish.Success", "Stream unpublished.")
+
+    def _cmd_play(self, cmd: CommandReceived) -> None:
+        sid = cmd.stream_id
+        name, params = self._stream_name(cmd)
+        if sid not in self.conn.streams:
+            self._play_failed(sid, "Playing on a stream that was not created.")
+            return
+        grant = self._authorize_stream(params)
+        if grant is None:
+            self._play_failed(sid, "Invalid or expired token.")
+            return
+        if name != str(grant.role.other):
+            self._play_failed(sid, f"You may only play {grant.role.other}.")
+            return
+        if sid in self.playing:
+            old = self.playing.pop(sid)
+            old.source.remove_receiver(old)
+        source = grant.consultation.streams[grant.role.other]
+        receiver = PlayerReceiver(self, sid, source)
+        self.playing[sid] = receiver
+        conn = self.conn
+        conn.stream_begin(sid)
+        conn.send_status(sid, "NetStream.Play.Reset", f"Playing and resetting {name}.", details=name)
+        conn.send_status(sid, "NetStream.Play.Start", f"Started playing {name}.", details=name)
+        conn.send_data(sid, ["|RtmpSampleAccess", True, True])
+        conn.send_data(sid, ["onStatus", {"code": "NetStream.Data.Start"}])
+        self.flush()
+        source.add_receiver(receiver)
+        if self._participant_conn is not None:
+            self._participant_conn.codecs_out.update(
+                {k: v for k, v in (("video", source.video_codec), ("audio", source.audio_codec)) if v}
+            )
+
+    def _play_failed(self, sid: int, description: str) -> None:
+        self.conn.send_status(sid, "NetStream.Play.Failed", description, level="error")
+        self.flush()
+        self.abort(f"play refused: {description}")
+
+    def _cmd_receive(self, cmd: CommandReceived) -> None:
+        receiver = self.playing.get(cmd.stream_id)
+        if receiver is None or not cmd.args:
+            return
+        flag = bool(cmd.args[0])
+        if cmd.name == "receiveAudio":
+            receiver.receive_audio = flag
+        else:
+            receiver.receive_video = flag
+            if flag:
+                receiver.source.resync(receiver)
+
+    def _cmd_pause(self, cmd: CommandReceived) -> None:
+        receiver = self.playing.get(cmd.stream_id)
+        if receiver is None:
+            return
+        pausing = bool(cmd.args[0]) if cmd.args else True
+        receiver.paused = pausing
+        if pausing:
+            self.conn.send_status(cmd.stream_id, "NetStream.Pause.Notify", "Paused live stream.")
+        else:
+            self.conn.send_status(cmd.stream_id, "NetStream.Unpause.Notify", "Unpaused live stream.")
+            receiver.source.resync(receiver)  # restart at the cached GOP
+
+    # -- consultation RPC -----------------------------------------------------------------------
+    def _cmd_chat(self, cmd: CommandReceived) -> None:
+        text = cmd.args[0] if cmd.args else None
+        if self.grant is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        try:
+            self._in_chat = True
+            self.grant.consultation.chat(self.grant.role, text)
+        except ChatRejected as exc:
+            self._call_failed(cmd, str(exc))
+            return
+        finally:
+            self._in_chat = False
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None, True)
+
+    def _cmd_media(self, cmd: CommandReceived) -> None:
+        if self.grant is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        camera = bool(cmd.args[0]) if cmd.args else False
+        microphone = bool(cmd.args[1]) if len(cmd.args) > 1 else False
+        self.grant.consultation.set_media_state(self.grant.role, camera, microphone)
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None, True)
+
+    def _call_failed(self, cmd: CommandReceived, description: str) -> None:
+        if cmd.transaction_id > 0:
+            self.conn.send_error(cmd.transaction_id, "NetConnection.Call.Failed", description)
+
+    def _on_session_event(self, event: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        conn = self.conn
+        if event.get("type") == "chat":
+            if self._in_chat:
+                return  # the sender's own message: its client shows it already
+            conn.send_command(
+                0, "onChat", 0.0, None, event["from"], event["text"], float(event["ts"])
+            )
+        else:
+            conn.send_command(0, "onSessionEvent", 0.0, None, event)
+        self.flush()
+        if event.get("type") == "session_ended":
+            self.close()
+
+
+def _num(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    return float(value)
+
+
+_COMMANDS: dict[str, Callable[[RtmpSession, CommandReceived], None]] = {
+    "connect": RtmpSession._cmd_connect,
+    "createStream": RtmpSession._cmd_create_stream,
+    "releaseStream": RtmpSession._cmd_ack_only,
+    "FCPublish": RtmpSession._cmd_ack_only,
+    "FCUnpublish": RtmpSession._cmd_ack_only,
+    "FCSubscribe": RtmpSession._cmd_ack_only,
+    "FCUnsubscribe": RtmpSession._cmd_ack_only,
+    "_checkbw": RtmpSession._cmd_check_bw,
+    "getStreamLength": RtmpSession._cmd_check_bw,
+    "deleteStream": RtmpSession._cmd_delete_stream,
+    "closeStream": RtmpSession._cmd_close_stream,
+    "publish": RtmpSession._cmd_publish,
+    "play": RtmpSession._cmd_play,
+    "receiveAudio": RtmpSession._cmd_receive,
+    "receiveVideo": RtmpSession._cmd_receive,
+    "pause": RtmpSession._cmd_pause,
+    "chat": RtmpSession._cmd_chat,
+    "media": RtmpSession._cmd_media,
+}
