@@ -1,0 +1,51 @@
+"""The aiohttp application of the gateway: API, events WebSocket, pages, static files.
+
+Front-ends that come later (the RTMPT tunnel, WHIP/WHEP) add their routes with their
+own ``setup(app)`` before the application starts, as the modules here do::
+
+    app = create_app(gateway)
+    rtmpt.setup(app)
+    runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+
+from aiohttp import web
+
+from gateway.service import Gateway
+from web import api, events, pages, webrtc_stub
+from web.accesslog import RedactingAccessLogger
+from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
+from web.problems import problem_middleware
+from web.security import security_headers
+
+__all__ = ["GATEWAY_KEY", "RedactingAccessLogger", "create_app"]
+
+# JSON bodies and the PIN form are small; document uploads will stream multipart.
+CLIENT_MAX_SIZE = 1024 * 1024
+
+Setup = Callable[[web.Application], None]
+DEFAULT_SETUPS: tuple[Setup, ...] = (api.setup, events.setup, pages.setup, webrtc_stub.setup)
+
+
+def create_app(
+    gateway: Gateway,
+    *,
+    setups: Iterable[Setup] = DEFAULT_SETUPS,
+    client_max_size: int = CLIENT_MAX_SIZE,
+) -> web.Application:
+    """The application, with every route module in ``setups`` registered.
+
+    Pass ``setups`` without ``webrtc_stub.setup`` when the real WHIP/WHEP handlers
+    register the same paths.
+    """
+    app = web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
+    app[GATEWAY_KEY] = gateway
+    app[CSRF_SECRET_KEY] = secrets.token_bytes(32)
+    app.on_response_prepare.append(security_headers)
+    for setup in setups:
+        setup(app)
+    return app
