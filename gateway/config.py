@@ -25,7 +25,7 @@ class Limits:
     max_connections_per_address: int = 32
     max_connections: int = 2000
     connection_rate_per_address: float = 20.0  # new connections per second, token bucket
-    max_message_size: int = 16 * 1024 * 1024
+    max_message_size: int = 8 * 1024 * 1024  # far above any real frame; a claim above closes
     max_chunk_size: int = 16 * 1024 * 1024
     max_chunk_streams: int = 64
     player_buffer_bytes: int = 2 * 1024 * 1024

@@ -50,7 +50,7 @@ class Service:
 
     async def start(self) -> None:
         from rtmp.server import RtmpServer
-        from web.access_log import RedactingAccessLogger
+        from web.accesslog import RedactingAccessLogger
 
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -95,10 +95,9 @@ class Service:
             f"Video-Beratung gateway serving on {base} (RTMP {cfg.rtmp_base()}/consult)",
             f"Advisor page:   {base}/advisor",
         ]
-        if self.gateway.advisor_auth.login_token:
-            lines.append(
-                f"One-time advisor login: {base}/login?token={self.gateway.advisor_auth.login_token}"
-            )
+        login = self.gateway.advisor_auth.login_token
+        if login:
+            lines.append(f"One-time advisor login: {base}/login?token={login}")
         return "\n".join(lines)
 
 

@@ -25,9 +25,7 @@ class AdvisorAuth:
     def check_bearer(self, token: str | None) -> bool:
         if not token:
             return False
-        if self.static_token and hmac.compare_digest(
-            self.static_token.encode(), token.encode()
-        ):
+        if self.static_token and hmac.compare_digest(self.static_token.encode(), token.encode()):
             return True
         return self.check_session(token)
 

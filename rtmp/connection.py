@@ -67,7 +67,9 @@ class RtmpConnection:
         self.is_client = is_client
         self._handshake: ServerHandshake | ClientHandshake
         if is_client:
-            self._handshake = ClientHandshake(digest=client_digest, validate=client_validate, rng=rng)
+            self._handshake = ClientHandshake(
+                digest=client_digest, validate=client_validate, rng=rng
+            )
         else:
             self._handshake = ServerHandshake(rng=rng)
         self.handshake_done = False
@@ -92,6 +94,8 @@ class RtmpConnection:
         self._next_stream_id = 1
         self._next_transaction = 2.0
         self.bytes_sent = 0
+        # A client may queue its connect before the handshake is over; it goes after C2.
+        self._held: list[bytes] = []
         if is_client:
             self._queue(self._handshake.data_to_send())
 
@@ -117,6 +121,9 @@ class RtmpConnection:
                     self.digest = hs.s1_digest_valid
                     peer_version = hs.server_version
                 self._events.append(HandshakeCompleted(self.digest, peer_version))
+                if self._held:
+                    self._out.extend(self._held)
+                    self._held.clear()
                 data = hs.leftover
                 self._handshake_bytes -= len(data)
                 if not data:
@@ -177,13 +184,13 @@ class RtmpConnection:
             values = decode_command_payload(msg.payload, t == m.DATA_AMF3)
             self._events.append(DataReceived(msg.stream_id, msg.timestamp, values, msg.payload))
         elif t == m.USER_CONTROL:
-            event, values = m.parse_user_control(msg.payload)
+            event, uc_values = m.parse_user_control(msg.payload)
             if event == m.UC_PING_REQUEST:
-                self.send(m.user_control(m.UC_PING_RESPONSE, values[0] if values else 0))
+                self.send(m.user_control(m.UC_PING_RESPONSE, uc_values[0] if uc_values else 0))
             elif event == m.UC_PING_RESPONSE:
-                self._events.append(PingResponse(values[0] if values else 0))
+                self._events.append(PingResponse(uc_values[0] if uc_values else 0))
             else:
-                self._events.append(UserControlReceived(event, values))
+                self._events.append(UserControlReceived(event, tuple(uc_values)))
         elif t == m.WINDOW_ACK_SIZE:
             size = m.parse_u32(msg.payload)
             if size == 0:
@@ -219,7 +226,7 @@ class RtmpConnection:
         args = list(values[3:])
         if name in ("_result", "_error"):
             self._events.append(
-                ResultReceived(msg.stream_id, float(tid), name == "_error", cmd_obj, args)
+                ResultReceived(msg.stream_id, float(tid), name == "_error", cmd_obj, args, amf3)
             )
         else:
             self._events.append(
@@ -228,7 +235,10 @@ class RtmpConnection:
 
     # -- sending --------------------------------------------------------------------------
     def send(self, msg: Message) -> None:
-        self._out.append(self._writer.write(msg))
+        if self.handshake_done:
+            self._out.append(self._writer.write(msg))
+        else:
+            self._held.append(self._writer.write(msg))
 
     def send_command(
         self,
@@ -247,10 +257,14 @@ class RtmpConnection:
             csid = CSID_COMMAND if stream_id == 0 else CSID_STREAM
         self.send(Message(type_id, stream_id, 0, payload, csid))
 
-    def send_result(self, transaction_id: float, command_object: Any, *args: Any, amf3: bool | None = None) -> None:
+    def send_result(
+        self, transaction_id: float, command_object: Any, *args: Any, amf3: bool | None = None
+    ) -> None:
         self.send_command(0, "_result", transaction_id, command_object, *args, amf3=amf3)
 
-    def send_error(self, transaction_id: float, code: str, description: str, amf3: bool | None = None) -> None:
+    def send_error(
+        self, transaction_id: float, code: str, description: str, amf3: bool | None = None
+    ) -> None:
         info = {"level": "error", "code": code, "description": description}
         self.send_command(0, "_error", transaction_id, None, info, amf3=amf3)
 
@@ -265,12 +279,18 @@ class RtmpConnection:
         payload = encode_command_payload(list(values), False)
         self.send(Message(m.DATA_AMF0, stream_id, timestamp, payload, CSID_STREAM))
 
-    def send_data_raw(self, stream_id: int, payload: bytes, timestamp: int = 0, amf3: bool = False) -> None:
-        self.send(Message(m.DATA_AMF3 if amf3 else m.DATA_AMF0, stream_id, timestamp, payload, CSID_STREAM))
+    def send_data_raw(
+        self, stream_id: int, payload: bytes, timestamp: int = 0, amf3: bool = False
+    ) -> None:
+        self.send(
+            Message(
+                m.DATA_AMF3 if amf3 else m.DATA_AMF0, stream_id, timestamp, payload, CSID_STREAM
+            )
+        )
 
     def send_media(self, stream_id: int, type_id: int, timestamp: int, payload: bytes) -> None:
         csid = CSID_VIDEO if type_id == m.VIDEO else CSID_AUDIO
-        self._out.append(self._writer.write(Message(type_id, stream_id, timestamp, payload, csid)))
+        self.send(Message(type_id, stream_id, timestamp, payload, csid))
 
     def stream_begin(self, stream_id: int) -> None:
         self.send(m.user_control(m.UC_STREAM_BEGIN, stream_id))
@@ -361,7 +381,9 @@ class RtmpConnection:
 
     def call(self, name: str, *args: Any, stream_id: int = 0) -> float:
         tid = self.next_transaction()
-        self.send_command(stream_id, name, tid, None, *args, csid=CSID_COMMAND if stream_id == 0 else 8)
+        self.send_command(
+            stream_id, name, tid, None, *args, csid=CSID_COMMAND if stream_id == 0 else 8
+        )
         return tid
 
 

@@ -38,6 +38,7 @@ class ResultReceived(RtmpEvent):
     error: bool
     command_object: Any
     args: list[Any] = field(default_factory=list)
+    amf3: bool = False
 
 
 @dataclass(slots=True)

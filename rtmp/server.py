@@ -8,6 +8,7 @@ sessions' timers from one periodic tick (one timer for all connections, not one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -143,10 +144,8 @@ class RtmpServer:
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-            except asyncio.CancelledError:
-                pass
             self._ticker = None
         if self._server is not None:
             self._server.close()

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from gateway.consultation import ChatRejected, Connection, Grant, Role
+from gateway.consultation import ChatRejected, Connection, Grant
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 from gateway.service import Gateway
 from rtmp import messages as m
@@ -34,7 +34,7 @@ from rtmp.events import (
     RtmpEvent,
     SharedObjectReceived,
 )
-from rtmp.flv import FlvError, audio_unit, audio_tag, video_tag, video_unit
+from rtmp.flv import FlvError, audio_tag, audio_unit, video_tag, video_unit
 
 log = logging.getLogger("rtmp")
 
@@ -255,7 +255,9 @@ class RtmpSession:
         elif isinstance(event, ProtocolViolation):
             self.abort(event.reason)
         elif isinstance(event, HandshakeCompleted):
-            log.debug("rtmp %s %s: handshake done (digest=%s)", self.transport, self.peer, event.digest)
+            log.debug(
+                "rtmp %s %s: handshake done (digest=%s)", self.transport, self.peer, event.digest
+            )
         elif isinstance(event, SharedObjectReceived):
             # Remote shared objects are not part of the consultation: ignore cleanly.
             log.debug("rtmp %s: shared object %r ignored", self.peer, event.name[:40])
@@ -280,7 +282,9 @@ class RtmpSession:
         if handler is None:
             if cmd.transaction_id > 0:
                 self.conn.send_error(
-                    cmd.transaction_id, "NetConnection.Call.Failed", f"Method not found ({cmd.name})."
+                    cmd.transaction_id,
+                    "NetConnection.Call.Failed",
+                    f"Method not found ({cmd.name}).",
                 )
             return
         if cmd.name != "connect" and not self.connected:
@@ -340,9 +344,7 @@ class RtmpSession:
     def _bind(self, grant: Grant) -> bool:
         """Tie this connection to a participant. A second, different grant is refused."""
         if self.grant is not None:
-            return (
-                self.grant.consultation is grant.consultation and self.grant.role is grant.role
-            )
+            return self.grant.consultation is grant.consultation and self.grant.role is grant.role
         self.grant = grant
         self._participant_conn = Connection(kind=self.transport, close=self.close)
         grant.consultation.attach(grant.role, self._participant_conn)
@@ -461,7 +463,9 @@ class RtmpSession:
         self.playing[sid] = receiver
         conn = self.conn
         conn.stream_begin(sid)
-        conn.send_status(sid, "NetStream.Play.Reset", f"Playing and resetting {name}.", details=name)
+        conn.send_status(
+            sid, "NetStream.Play.Reset", f"Playing and resetting {name}.", details=name
+        )
         conn.send_status(sid, "NetStream.Play.Start", f"Started playing {name}.", details=name)
         conn.send_data(sid, ["|RtmpSampleAccess", True, True])
         conn.send_data(sid, ["onStatus", {"code": "NetStream.Data.Start"}])
@@ -469,7 +473,11 @@ class RtmpSession:
         source.add_receiver(receiver)
         if self._participant_conn is not None:
             self._participant_conn.codecs_out.update(
-                {k: v for k, v in (("video", source.video_codec), ("audio", source.audio_codec)) if v}
+                {
+                    k: v
+                    for k, v in (("video", source.video_codec), ("audio", source.audio_codec))
+                    if v
+                }
             )
 
     def _play_failed(self, sid: int, description: str) -> None:
@@ -498,7 +506,9 @@ class RtmpSession:
         if pausing:
             self.conn.send_status(cmd.stream_id, "NetStream.Pause.Notify", "Paused live stream.")
         else:
-            self.conn.send_status(cmd.stream_id, "NetStream.Unpause.Notify", "Unpaused live stream.")
+            self.conn.send_status(
+                cmd.stream_id, "NetStream.Unpause.Notify", "Unpaused live stream."
+            )
             receiver.source.resync(receiver)  # restart at the cached GOP
 
     # -- consultation RPC -----------------------------------------------------------------------

@@ -1,0 +1,144 @@
+"""Start the real gateway (``python -m gateway serve``) as a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ADVISOR_TOKEN = "test-advisor-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class GatewayProcess:
+    data_dir: Path
+    extra: list[str] = field(default_factory=list)
+    http_port: int = field(default_factory=free_port)
+    rtmp_port: int = field(default_factory=free_port)
+    rtmps_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[str] | None = None
+    log_path: Path | None = None
+
+    @property
+    def base(self) -> str:
+        scheme = "https" if "--tls-cert" in self.extra else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 20.0) -> GatewayProcess:
+        self.log_path = self.data_dir / "gateway.log"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(self.http_port),
+            "--rtmp-port",
+            str(self.rtmp_port),
+            "--rtmps-port",
+            str(self.rtmps_port),
+            "--data-dir",
+            str(self.data_dir / "data"),
+            "--advisor-token",
+            ADVISOR_TOKEN,
+            "--ice-host",
+            "127.0.0.1",
+            # loopback tests open many connections from one address
+            "--limit",
+            "max_connections_per_address=1000",
+            "--limit",
+            "connection_rate_per_address=1000",
+            *self.extra,
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VB_")}
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.rtmp_port), 0.2):
+                    pass
+                self.get("/healthz")
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"gateway did not start: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return int(self.proc.returncode)
+
+    # -- tiny HTTP helpers (urllib: no extra event loop in sync tests) --------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        token: str | None = ADVISOR_TOKEN,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(self.base + path, data=body, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        context = None
+        if self.base.startswith("https"):
+            context = ssl.create_default_context()  # the test certificate is self-signed
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=context) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def get(self, path: str) -> Any:
+        status, _, body = self.request("GET", path)
+        if status != 200:
+            raise OSError(f"GET {path}: {status}")
+        return json.loads(body)
+
+    def create_session(self) -> dict[str, Any]:
+        status, _, body = self.request("POST", "/api/sessions")
+        assert status == 201, body
+        return json.loads(body)

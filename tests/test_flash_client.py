@@ -1,0 +1,225 @@
+"""What only Flash Player does, reproduced by our own client (rtmp.client.RtmpClient):
+digest validation of S1 and S2, ``connect`` with objectEncoding 3 then AMF3 (type 17)
+commands, 128-byte chunks, no metadata, the token as the first ``connect`` argument."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from rtmp import messages as m
+from rtmp.client import RtmpClient
+from tests.gwproc import GatewayProcess
+from tests.media import FlvTag, make_flv, read_flv_tags
+
+pytestmark = pytest.mark.e2e
+
+UMLAUT_TEXT = "Grüße aus Köln – 10 € 😀"
+
+
+@pytest.fixture(scope="module")
+def h264_tags(tmp_path_factory: pytest.TempPathFactory) -> list[FlvTag]:
+    path = make_flv(tmp_path_factory.mktemp("flash") / "cam.flv", "h264_speex", seconds=3)
+    return [t for t in read_flv_tags(path) if t.type_id in (8, 9)]
+
+
+async def _flash(gateway: GatewayProcess, token: str | None) -> RtmpClient:
+    client = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
+    tc_url = f"rtmp://127.0.0.1:{gateway.rtmp_port}/consult"
+    extra = (token,) if token is not None else ()
+    result = await client.connect("consult", tc_url, *extra)
+    assert not result.error, result
+    return client
+
+
+async def test_flash_handshake_connect_and_amf3_commands(gateway: GatewayProcess) -> None:
+    session = gateway.create_session()
+    client = await _flash(gateway, session["customer"]["token"])
+    try:
+        # ClientHandshake(validate=True) raises unless S1's digest and S2's HMAC check out.
+        assert client.handshake is not None and client.handshake.digest
+        assert client.conn.object_encoding == 3
+        result = await client.call("createStream")
+        assert result.amf3, "after objectEncoding 3 the server answers in AMF3 command messages"
+        assert result.args and result.args[0] >= 1
+    finally:
+        await client.close()
+
+
+async def test_flash_publishes_h264_without_metadata_and_flash_plays_it(
+    gateway: GatewayProcess, h264_tags: list[FlvTag]
+) -> None:
+    session = gateway.create_session()
+    customer = await _flash(gateway, session["customer"]["token"])
+    advisor = await _flash(gateway, session["advisor"]["token"])
+    try:
+        sid = await customer.create_stream()
+        customer.publish(sid, "customer")
+        await customer.wait_status("NetStream.Publish.Start")
+        assert customer.conn._writer.chunk_size == 128  # Flash keeps the default
+        # Send the first second only, then let the advisor join late.
+        start = [t for t in h264_tags if t.timestamp < 1000]
+        rest = [t for t in h264_tags if t.timestamp >= 1000]
+        for tag in start:
+            customer.send_media(sid, tag.type_id, tag.timestamp, tag.body)
+        await asyncio.sleep(0.3)
+        psid = await advisor.create_stream()
+        advisor.play(psid, "customer")
+        await advisor.wait_status("NetStream.Play.Start")
+        for tag in rest:
+            customer.send_media(sid, tag.type_id, tag.timestamp, tag.body)
+        await advisor.wait_for(lambda: sum(1 for e in advisor.media if e.type_id == 9) >= 20)
+        video = [e for e in advisor.media if e.type_id == 9]
+        audio = [e for e in advisor.media if e.type_id == 8]
+        # AVC sequence header first, then a keyframe (frame type 1)
+        assert video[0].payload[0] == 0x17 and video[0].payload[1] == 0
+        assert video[1].payload[0] >> 4 == 1 and video[1].payload[1] == 1
+        assert audio and audio[0].payload[0] >> 4 == 11  # Speex, as Flash's microphone sends
+        sample_access = [d.values for d in advisor.data if d.values[:1] == ["|RtmpSampleAccess"]]
+        assert sample_access == [["|RtmpSampleAccess", True, True]]
+        # relayed bytes are the publisher's bytes, in order, from the cached keyframe on
+        sent = [t.body for t in h264_tags if t.type_id == 9]
+        start_at = sent.index(video[1].payload)
+        received = [e.payload for e in video[1:]]
+        assert received == sent[start_at : start_at + len(received)]
+    finally:
+        await customer.close()
+        await advisor.close()
+
+
+async def test_chat_between_flash_clients_keeps_utf8(gateway: GatewayProcess) -> None:
+    session = gateway.create_session()
+    customer = await _flash(gateway, session["customer"]["token"])
+    advisor = await _flash(gateway, session["advisor"]["token"])
+    try:
+        result = await customer.call("chat", UMLAUT_TEXT)
+        assert not result.error
+        call = await advisor.wait_for(
+            lambda: next((c for c in advisor.calls if c.name == "onChat"), None)
+        )
+        assert call.args[0] == "customer"
+        assert call.args[1] == UMLAUT_TEXT
+        assert isinstance(call.args[2], float) and call.args[2] > 1.7e9
+        # the sender does not get its own message echoed as a call
+        await asyncio.sleep(0.2)
+        assert not [c for c in customer.calls if c.name == "onChat"]
+        too_long = await customer.call("chat", "x" * 5000)
+        assert too_long.error
+    finally:
+        await customer.close()
+        await advisor.close()
+
+
+async def test_wrong_token_at_connect_is_rejected(gateway: GatewayProcess) -> None:
+    client = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
+    try:
+        result = await client.connect(
+            "consult", f"rtmp://127.0.0.1:{gateway.rtmp_port}/consult", "wrong-token"
+        )
+        assert result.error
+        assert result.args[0]["code"] == "NetConnection.Connect.Rejected"
+        assert "token" in result.args[0]["description"]
+        await asyncio.wait_for(client.closed.wait(), 5)
+    finally:
+        await client.close()
+
+
+async def test_connect_without_token_then_publish_other_role_is_bad_name(
+    gateway: GatewayProcess,
+) -> None:
+    session = gateway.create_session()
+    client = await _flash(gateway, None)
+    try:
+        sid = await client.create_stream()
+        client.publish(sid, f"advisor?token={session['customer']['token']}")
+        status = await client.wait_status("NetStream.Publish.BadName")
+        assert status["level"] == "error"
+        await asyncio.wait_for(client.closed.wait(), 5)
+    finally:
+        await client.close()
+
+
+async def test_play_with_wrong_token_fails(gateway: GatewayProcess) -> None:
+    client = await _flash(gateway, None)
+    try:
+        sid = await client.create_stream()
+        client.play(sid, "customer?token=bogus")
+        await client.wait_status("NetStream.Play.Failed")
+    finally:
+        await client.close()
+
+
+def _type0_chunks(csid: int, type_id: int, stream_id: int, ts: int, payload: bytes) -> bytes:
+    """A message as type-0 chunks with an absolute extended timestamp, written out by hand
+    (RTMP spec 5.3.1): the extended field repeats on every type-3 continuation chunk."""
+    ext = ts >= 0xFFFFFF
+    header = bytes([csid]) + (min(ts, 0xFFFFFF)).to_bytes(3, "big")
+    header += len(payload).to_bytes(3, "big") + bytes([type_id]) + struct.pack("<I", stream_id)
+    if ext:
+        header += struct.pack(">I", ts)
+    out = bytearray(header)
+    for i in range(0, len(payload), 128):
+        if i:
+            out.append(0xC0 | csid)
+            if ext:
+                out += struct.pack(">I", ts)
+        out += payload[i : i + 128]
+    return bytes(out)
+
+
+async def test_timestamps_cross_24_bits_and_wrap_at_32(
+    gateway: GatewayProcess, h264_tags: list[FlvTag]
+) -> None:
+    session = gateway.create_session()
+    customer = await _flash(gateway, session["customer"]["token"])
+    advisor = await _flash(gateway, session["advisor"]["token"])
+    try:
+        sid = await customer.create_stream()
+        customer.publish(sid, "customer")
+        await customer.wait_status("NetStream.Publish.Start")
+        psid = await advisor.create_stream()
+        advisor.play(psid, "customer")
+        await advisor.wait_status("NetStream.Play.Start")
+        video = [t for t in h264_tags if t.type_id == 9]
+        header = video[0]
+        assert header.body[1] == 0
+        frames = [t for t in video if t.body[1] == 1][:4]
+        assert frames[0].body[0] >> 4 == 1  # a keyframe first
+        # start just below 2^24, pass 2^32 (4.66 h ... 49.7 days of session clock)
+        base_values = [0xFFFFF0, 0xFFFFFF, 0x1000000, 0xFFFFFFF0 - 40]
+        customer.write_raw(_type0_chunks(6, 9, sid, base_values[0], header.body))
+        sent: list[int] = []
+        for base in base_values:
+            for i, tag in enumerate(frames):
+                ts = (base + i * 66) & 0xFFFFFFFF
+                sent.append(ts)
+                customer.write_raw(_type0_chunks(6, 9, sid, ts, tag.body))
+        await advisor.wait_for(
+            lambda: (
+                sum(1 for e in advisor.media if e.type_id == 9 and e.payload[1] == 1) >= len(sent)
+            ),
+            timeout=10,
+        )
+        got = [e.timestamp for e in advisor.media if e.type_id == 9 and e.payload[1] == 1]
+        assert got == sent
+        assert max(sent) >= 0xFFFFFFF0 - 40 and min(sent[-4:]) < 0x1000  # really wrapped
+    finally:
+        await customer.close()
+        await advisor.close()
+
+
+async def test_ping_is_answered_and_acknowledgements_follow_the_window(
+    gateway: GatewayProcess,
+) -> None:
+    session = gateway.create_session()
+    client = await _flash(gateway, session["customer"]["token"])
+    try:
+        # the server told us its window: a peer acknowledging by window size is expected
+        assert client.conn.peer_window == 2_500_000
+        client.send_raw(m.user_control(m.UC_PING_REQUEST, 12345))
+        pong = await client.wait_for(lambda: client.conn.bytes_received > 0 and client.pings)
+        assert pong == [12345]
+    finally:
+        await client.close()

@@ -1,0 +1,173 @@
+"""Hostile input against the real server: each bad connection is closed with one log
+line, and everyone else keeps working."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from rtmp.amf import encode_amf0
+from rtmp.client import RtmpClient
+from rtmp.handshake import ClientHandshake
+from tests.gwproc import GatewayProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def _handshaken_socket(port: int) -> socket.socket:
+    """A raw socket past the handshake, ready for hand-made chunks."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    hs = ClientHandshake(digest=True)
+    sock.sendall(hs.data_to_send())
+    while not hs.done:
+        data = sock.recv(65536)
+        assert data, "server closed during the handshake"
+        hs.receive_data(data)
+        out = hs.data_to_send()
+        if out:
+            sock.sendall(out)
+    return sock
+
+
+def _closed_by_server(sock: socket.socket, timeout: float = 5.0) -> bool:
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def _chunk0(
+    csid: int, type_id: int, payload: bytes, stream_id: int = 0, length: int | None = None
+) -> bytes:
+    size = len(payload) if length is None else length
+    return (
+        bytes([csid])
+        + b"\x00\x00\x00"
+        + size.to_bytes(3, "big")
+        + bytes([type_id])
+        + struct.pack("<I", stream_id)
+        + payload
+    )
+
+
+async def _still_serving(gateway: GatewayProcess) -> None:
+    session = gateway.create_session()
+    client = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
+    try:
+        result = await client.connect(
+            "consult", f"rtmp://127.0.0.1:{gateway.rtmp_port}/consult", session["customer"]["token"]
+        )
+        assert not result.error
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", id="http-before-handshake"),
+        pytest.param(b"\x06" + b"\x00" * 1536, id="rtmpe-requested"),
+    ],
+)
+async def test_garbage_before_handshake(gateway: GatewayProcess, attack: bytes) -> None:
+    sock = socket.create_connection(("127.0.0.1", gateway.rtmp_port), timeout=5)
+    sock.sendall(attack)
+    assert _closed_by_server(sock)
+    sock.close()
+    await _still_serving(gateway)
+
+
+HOSTILE_AFTER_HANDSHAKE = {
+    "chunk-size-zero": _chunk0(2, 1, struct.pack(">I", 0)),
+    "chunk-size-top-bit": _chunk0(2, 1, struct.pack(">I", 0x80000000)),
+    "message-claims-16MB": _chunk0(3, 20, b"\x02\x00\x07connect", length=0xFFFFFF),
+    "unknown-message-type": _chunk0(3, 7, b"\x00" * 8),
+    "type3-on-fresh-csid": b"\xc9" + b"\x00" * 64,
+    "truncated-amf-connect": _chunk0(
+        3, 20, b"\x02\x00\x07connect\x00\x3f\xf0\x00\x00\x00\x00\x00\x00\x03\x00\x03ap"
+    ),
+    "deeply-nested-amf": _chunk0(
+        3, 20, encode_amf0("connect", 1.0) + b"\x0a\x00\x00\x00\x01" * 3000
+    ),
+    "huge-count-amf-array": _chunk0(3, 20, encode_amf0("connect", 1.0) + b"\x0a\x7f\xff\xff\xff"),
+    "garbage-after-handshake": bytes(range(256)) * 4,
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_AFTER_HANDSHAKE))
+async def test_hostile_chunks_close_only_that_connection(
+    gateway: GatewayProcess, name: str
+) -> None:
+    bystander_session = gateway.create_session()
+    bystander = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
+    await bystander.connect(
+        "consult",
+        f"rtmp://127.0.0.1:{gateway.rtmp_port}/consult",
+        bystander_session["customer"]["token"],
+    )
+    try:
+        sock = _handshaken_socket(gateway.rtmp_port)
+        # a hostile chunk size needs a second chunk to be parsed with it
+        sock.sendall(HOSTILE_AFTER_HANDSHAKE[name] + _chunk0(3, 20, encode_amf0("x", 0.0, None)))
+        assert _closed_by_server(sock), f"{name}: connection left open"
+        sock.close()
+        # the bystander's connection still works
+        result = await bystander.call("createStream")
+        assert not result.error
+        await _still_serving(gateway)
+    finally:
+        await bystander.close()
+    assert "closing" in gateway.log()
+
+
+async def test_slow_loris_handshake_and_flood_from_one_address(tmp_path: Path) -> None:
+    gw = GatewayProcess(
+        tmp_path,
+        extra=["--limit", "handshake_timeout=1.5", "--limit", "idle_timeout=3"],
+    )
+    gw.start()
+    try:
+        slow = socket.create_connection(("127.0.0.1", gw.rtmp_port), timeout=5)
+        slow.sendall(b"\x03" + b"\x00" * 100)  # C0 and a trickle of C1, then nothing
+        t0 = time.monotonic()
+        assert _closed_by_server(slow, timeout=6)
+        assert 1.0 <= time.monotonic() - t0 <= 5.0
+        slow.close()
+        await _still_serving(gw)
+    finally:
+        assert gw.stop() == 0
+    assert "handshake timeout" in gw.log()
+
+
+async def test_connection_flood_from_one_address_is_capped(tmp_path: Path) -> None:
+    # later --limit flags win over the harness's raised loopback limits
+    gw = GatewayProcess(tmp_path, extra=["--limit", "max_connections_per_address=5"])
+    gw.start()
+    try:
+        socks = [socket.create_connection(("127.0.0.1", gw.rtmp_port), timeout=5) for _ in range(4)]
+        # four are held open (the health check probe came and went); the sixth is refused
+        extra = [socket.create_connection(("127.0.0.1", gw.rtmp_port), timeout=5) for _ in range(2)]
+        assert _closed_by_server(extra[-1], timeout=3)
+        for s in socks:
+            s.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                s.recv(1)  # still open, just waiting for a handshake
+        for s in socks + extra:
+            s.close()
+        await asyncio.sleep(0.2)
+        await _still_serving(gw)
+    finally:
+        assert gw.stop() == 0
+    assert "too many connections from this address" in gw.log()
