@@ -63,7 +63,7 @@ class PlayerReceiver:
         self.receive_audio = True
         self.receive_video = True
         self.paused = False
-        self._announced = False
+        self.waiting = False
 
     def deliver(self, unit: MediaUnit) -> bool:
         session = self.session
@@ -91,15 +91,15 @@ class PlayerReceiver:
     def stream_started(self, stream: PublishedStream) -> None:
         if self.session.closed:
             return
-        conn = self.session.conn
-        if self._announced:
+        if self.waiting:
             # The other side (re)started publishing while we were waiting (FMS semantics).
+            conn = self.session.conn
             conn.stream_begin(self.stream_id)
             conn.send_status(
                 self.stream_id, "NetStream.Play.PublishNotify", f"{stream.name} is now published."
             )
-        self._announced = True
-        self.session.flush()
+            self.session.flush()
+        self.waiting = False
 
     def stream_stopped(self, stream: PublishedStream) -> None:
         if self.session.closed:
@@ -110,6 +110,7 @@ class PlayerReceiver:
         )
         conn.stream_eof(self.stream_id)
         self.session.flush()
+        self.waiting = True
 
 
 class RtmpSession:
@@ -470,6 +471,9 @@ class RtmpSession:
         conn.send_data(sid, ["|RtmpSampleAccess", True, True])
         conn.send_data(sid, ["onStatus", {"code": "NetStream.Data.Start"}])
         self.flush()
+        # Waiting for a publisher that has not started: its start is announced with
+        # NetStream.Play.PublishNotify, as FMS does for live streams.
+        receiver.waiting = not source.live
         source.add_receiver(receiver)
         if self._participant_conn is not None:
             self._participant_conn.codecs_out.update(

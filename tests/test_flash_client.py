@@ -223,3 +223,53 @@ async def test_ping_is_answered_and_acknowledgements_follow_the_window(
         assert pong == [12345]
     finally:
         await client.close()
+
+
+async def test_chat_between_flash_client_and_events_websocket(gateway: GatewayProcess) -> None:
+    """„Grüße aus Köln – 10 €“ intact both ways between RTMP and the events WebSocket."""
+    import aiohttp
+
+    session = gateway.create_session()
+    flash = await _flash(gateway, session["customer"]["token"])
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(session["advisor"]["events_url"]) as ws,
+        ):
+            await ws.send_json({"type": "chat", "text": UMLAUT_TEXT})
+            call = await flash.wait_for(
+                lambda: next((c for c in flash.calls if c.name == "onChat"), None)
+            )
+            assert call.args[:2] == ["advisor", UMLAUT_TEXT]
+            result = await flash.call("chat", "Danke, " + UMLAUT_TEXT)
+            assert not result.error
+            async with asyncio.timeout(5):
+                async for msg in ws:
+                    event = msg.json()
+                    if event.get("type") == "chat" and event["from"] == "customer":
+                        assert event["text"] == "Danke, " + UMLAUT_TEXT
+                        break
+            # the Flash side hears about participants through onSessionEvent
+            events = [c.args[0] for c in flash.calls if c.name == "onSessionEvent"]
+            assert any(e.get("type") == "participant" and e.get("role") == "advisor" for e in events)
+    finally:
+        await flash.close()
+
+
+async def test_ending_the_consultation_tells_flash_and_closes(gateway: GatewayProcess) -> None:
+    session = gateway.create_session()
+    flash = await _flash(gateway, session["customer"]["token"])
+    try:
+        status, _, _ = await asyncio.to_thread(
+            gateway.request, "DELETE", f"/api/sessions/{session['id']}"
+        )
+        assert status == 204
+        await asyncio.wait_for(flash.closed.wait(), 5)
+        ended = [
+            c.args[0]
+            for c in flash.calls
+            if c.name == "onSessionEvent" and c.args[0].get("type") == "session_ended"
+        ]
+        assert ended
+    finally:
+        await flash.close()

@@ -1,0 +1,117 @@
+"""Configuration precedence (flags > VB_* > TOML > defaults) and the CLI's lifecycle."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+import pytest
+
+from gateway import config as config_mod
+from gateway.main import build_parser
+from tests.gwproc import GatewayProcess
+
+
+def _load(argv: list[str], env: dict[str, str] | None = None) -> config_mod.Config:
+    args = build_parser().parse_args(["serve", *argv])
+    return config_mod.load(args, env or {})
+
+
+def test_defaults_serve_on_loopback_with_local_state() -> None:
+    cfg = _load([])
+    assert (cfg.host, cfg.http_port, cfg.rtmp_port, cfg.rtmps_port) == (
+        "127.0.0.1",
+        8080,
+        1935,
+        1936,
+    )
+    assert cfg.data_dir == Path("var")
+    assert cfg.stun == [] and cfg.turn == []  # never a third-party default
+    assert cfg.access_log_days == 7
+    assert cfg.effective_ice_hosts() == ["127.0.0.1"]
+
+
+def test_toml_then_environment_then_flags(tmp_path: Path) -> None:
+    toml = tmp_path / "gw.toml"
+    toml.write_text(
+        'http_port = 9000\nrtmp_port = 9935\nice_host = ["10.0.0.1"]\n'
+        "[limits]\nidle_timeout = 5.5\n",
+        encoding="utf-8",
+    )
+    cfg = _load(["--config", str(toml)])
+    assert (cfg.http_port, cfg.rtmp_port, cfg.ice_host) == (9000, 9935, ["10.0.0.1"])
+    assert cfg.limits.idle_timeout == 5.5
+    cfg = _load(["--config", str(toml)], {"VB_HTTP_PORT": "9100", "VB_ICE_HOST": "a,b"})
+    assert cfg.http_port == 9100 and cfg.ice_host == ["a", "b"] and cfg.rtmp_port == 9935
+    cfg = _load(
+        ["--config", str(toml), "--http-port", "9200", "--limit", "idle_timeout=7"],
+        {"VB_HTTP_PORT": "9100"},
+    )
+    assert cfg.http_port == 9200 and cfg.limits.idle_timeout == 7.0
+
+
+def test_unknown_settings_and_half_tls_are_errors(tmp_path: Path) -> None:
+    toml = tmp_path / "bad.toml"
+    toml.write_text("htp_port = 1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="htp_port"):
+        _load(["--config", str(toml)])
+    with pytest.raises(ValueError, match="unknown limit"):
+        _load(["--limit", "nonsense=1"])
+    with pytest.raises(ValueError, match="go together"):
+        _load(["--tls-cert", "c.pem"])
+
+
+def test_repeatable_ice_host_flag() -> None:
+    cfg = _load(["--ice-host", "127.0.0.1", "--ice-host", "::1"])
+    assert cfg.ice_host == ["127.0.0.1", "::1"]
+    assert _load(["--host", "0.0.0.0"]).effective_ice_hosts() == []
+
+
+def test_urls_use_public_url_when_set() -> None:
+    cfg = _load(["--public-url", "https://beratung.example.de/"])
+    assert cfg.base_url() == "https://beratung.example.de"
+    assert cfg.rtmp_base() == "rtmp://beratung.example.de:1935"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_ends_sessions_and_exits_zero(tmp_path: Path, sig: int) -> None:
+    gw = GatewayProcess(tmp_path).start()
+    session = gw.create_session()
+    assert gw.stop(sig) == 0, gw.log()
+    assert "shutting down" in gw.log()
+    assert session["customer"]["token"] not in gw.log()
+
+
+def test_banner_prints_one_time_login(tmp_path: Path) -> None:
+    gw = GatewayProcess(tmp_path).start()
+    try:
+        log = gw.log()
+        assert "One-time advisor login: http://127.0.0.1:" in log
+        assert "/login?token=" in log
+    finally:
+        gw.stop()
+
+
+def test_help_lists_every_interface_flag() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[
+        "serve"
+    ]
+    text = sub.format_help()
+    for flag in (
+        "--host",
+        "--http-port",
+        "--rtmp-port",
+        "--data-dir",
+        "--advisor-token",
+        "--tls-cert",
+        "--tls-key",
+        "--rtmps-port",
+        "--ice-host",
+        "--stun",
+        "--turn",
+        "--access-log-days",
+        "--config",
+    ):
+        assert flag in text
