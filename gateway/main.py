@@ -118,7 +118,10 @@ async def serve(cfg: Config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videoberatung", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="videoberatung",
+        description="Video-Beratung gateway: Flash (RTMP) and WebRTC in one consultation.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run the gateway")
     config_mod.add_arguments(serve_p)

@@ -251,7 +251,9 @@ async def test_chat_between_flash_client_and_events_websocket(gateway: GatewayPr
                         break
             # the Flash side hears about participants through onSessionEvent
             events = [c.args[0] for c in flash.calls if c.name == "onSessionEvent"]
-            assert any(e.get("type") == "participant" and e.get("role") == "advisor" for e in events)
+            assert any(
+                e.get("type") == "participant" and e.get("role") == "advisor" for e in events
+            )
     finally:
         await flash.close()
 
