@@ -29,6 +29,9 @@ class Limits:
     max_chunk_size: int = 16 * 1024 * 1024
     max_chunk_streams: int = 64
     player_buffer_bytes: int = 2 * 1024 * 1024
+    # Kernel send buffer per RTMP socket: autotuning would grow it to 4 MB, i.e. seconds
+    # of delay queued for a slow player before we notice and drop (live, not download).
+    socket_send_buffer: int = 256 * 1024
     gop_cache_bytes: int = 8 * 1024 * 1024
     chat_max_chars: int = 2000
     chat_history: int = 500

@@ -233,6 +233,7 @@ class Consultation:
                     "video_codec": s.video_codec,
                     "audio_codec": s.audio_codec,
                     "receivers": len(s.receivers),
+                    "dropped": s.stats.dropped,
                 }
                 for r, s in self.streams.items()
             },

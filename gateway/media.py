@@ -61,6 +61,7 @@ class ReceiverState:
     waiting_for_keyframe: bool = True
     dropped: int = 0
     delivered: int = 0
+    lagging: bool = False
 
 
 @dataclass
@@ -181,7 +182,13 @@ class PublishedStream:
                 return  # audio waits with video so the player starts in sync
         if state.receiver.deliver(unit):
             state.delivered += 1
+            if state.lagging:
+                state.lagging = False
+                log.info("%s: receiver caught up (%d units dropped)", self.name, state.dropped)
             return
+        if not state.lagging:
+            state.lagging = True
+            log.info("%s: a receiver fell behind; dropping until the next keyframe", self.name)
         state.dropped += 1
         self.stats.dropped += 1
         if unit.kind == VIDEO or unit.config:

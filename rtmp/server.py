@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import time
 from collections import defaultdict
@@ -79,6 +80,11 @@ class _RtmpProtocol(asyncio.Protocol):
             self.address = ""
             transport.abort()
             return
+        sock = transport.get_extra_info("socket")
+        send_buffer = self.server.gateway.config.limits.socket_send_buffer
+        if sock is not None and send_buffer > 0:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         self.session = RtmpSession(
             self.server.gateway,
             transport=self.server.kind,

@@ -62,9 +62,28 @@ PROFILES: dict[str, tuple[list[str], list[str]]] = {
 
 
 def make_flv(
-    path: Path, profile: str, *, seconds: float = 6.0, size: str = "320x240", rate: int = 15
+    path: Path,
+    profile: str,
+    *,
+    seconds: float = 6.0,
+    size: str = "320x240",
+    rate: int = 15,
+    video_bitrate: str | None = None,
 ) -> Path:
     vargs, aargs = PROFILES[profile]
+    if video_bitrate is not None:
+        # testsrc compresses to almost nothing: noise makes the encoder use the bitrate
+        vargs = [
+            *vargs,
+            "-vf",
+            "noise=alls=30:allf=t",
+            "-b:v",
+            video_bitrate,
+            "-maxrate",
+            video_bitrate,
+            "-bufsize",
+            "1M",
+        ]
     cmd = [
         "ffmpeg",
         "-hide_banner",

@@ -6,6 +6,7 @@ consultation through the HTTP API and uses the URLs it hands out, as a user woul
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import subprocess
@@ -338,3 +339,79 @@ def test_server_digest_is_what_flash_validates() -> None:
     assert c1_digest is not None
     s2_key = hmac.new(key + tail, c1_digest, hashlib.sha256).digest()
     assert hmac.new(s2_key, s2[:1504], hashlib.sha256).digest() == s2[1504:]
+
+
+async def test_ffmpeg_metadata_reaches_a_late_flash_player_first(
+    gateway: GatewayProcess, media_dir: Path
+) -> None:
+    """ffmpeg sends @setDataFrame/onMetaData (Flash does not); a player gets it first."""
+    from rtmp.client import RtmpClient
+
+    src = make_flv(media_dir / "meta.flv", "h264_aac", seconds=6)
+    session = gateway.create_session()
+    publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+    player = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
+    try:
+        await asyncio.sleep(1.0)
+        await player.connect(
+            "consult", session["advisor"]["rtmp"]["connect_url"], session["advisor"]["token"]
+        )
+        sid = await player.create_stream()
+        player.play(sid, "customer")
+        await player.wait_for(lambda: len(player.media) >= 10)
+        meta = [d for d in player.data if d.values and d.values[0] == "onMetaData"]
+        assert meta and meta[0].values[1]["width"] == 320.0
+        first_video = next(e for e in player.media if e.type_id == 9)
+        first_audio = next(e for e in player.media if e.type_id == 8)
+        assert first_video.payload[:2] == b"\x17\x00"  # AVC sequence header
+        assert first_audio.payload[:2] == b"\xaf\x00"  # AudioSpecificConfig
+    finally:
+        await player.close()
+        publisher.kill()
+        _finish(publisher)
+
+
+async def test_stuck_player_never_slows_the_publisher_or_other_players(
+    tmp_path: Path, media_dir: Path
+) -> None:
+    """A player that stops reading loses frames (counted); everyone else is unaffected."""
+    import socket
+
+    from rtmp.client import RtmpClient
+
+    gw = GatewayProcess(tmp_path, extra=["--limit", "player_buffer_bytes=65536"]).start()
+    src = make_flv(
+        media_dir / "stuck.flv", "h264_aac", seconds=6, size="640x360", video_bitrate="3M"
+    )
+    try:
+        session = gw.create_session()
+        token = session["advisor"]["token"]
+        url = session["advisor"]["rtmp"]["connect_url"]
+        # a small receive buffer set before connecting, so the kernel cannot hide the stall
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(raw, ("127.0.0.1", gw.rtmp_port))
+        _, stuck = await loop.create_connection(RtmpClient, sock=raw)
+        healthy = await RtmpClient.open("127.0.0.1", gw.rtmp_port)
+        for client in (stuck, healthy):
+            await client.connect("consult", url, token)
+            client.play(await client.create_stream(), "customer")
+            await client.wait_status("NetStream.Play.Start")
+        assert stuck.transport is not None
+        stuck.transport.pause_reading()  # a player on a dead network
+        t0 = time.monotonic()
+        publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+        err = await asyncio.to_thread(_finish, publisher, 30)
+        elapsed = time.monotonic() - t0
+        assert publisher.returncode == 0, err
+        assert elapsed < 9.0, "the publisher was held back by the stuck player"
+        video = [e for e in healthy.media if e.type_id == 9]
+        assert len(video) >= 85  # 6 s at 15 fps, minus start-up
+        state = gw.get(f"/api/sessions/{session['id']}")
+        assert state["streams"]["customer"]["dropped"] > 0, (state["streams"], stuck.bytes_received)
+        await stuck.close()
+        await healthy.close()
+    finally:
+        assert gw.stop() == 0
