@@ -13,6 +13,7 @@ argument (the Flash client), as ``?token=`` on the app/tcUrl, or on the stream n
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,7 @@ from rtmp.events import (
     SharedObjectReceived,
 )
 from rtmp.flv import FlvError, audio_tag, audio_unit, video_tag, video_unit
+from rtmp.messages import ProtocolError
 
 log = logging.getLogger("rtmp")
 
@@ -366,7 +368,11 @@ class RtmpSession:
         return None
 
     def _cmd_create_stream(self, cmd: CommandReceived) -> None:
-        sid = self.conn.allocate_stream()
+        try:
+            sid = self.conn.allocate_stream()
+        except ProtocolError as exc:
+            self.abort(str(exc))
+            return
         self.conn.send_result(cmd.transaction_id, None, float(sid))
 
     def _cmd_ack_only(self, cmd: CommandReceived) -> None:
@@ -564,9 +570,11 @@ class RtmpSession:
 
 
 def _num(value: Any) -> float:
+    """A finite number from an AMF value (NaN and infinities, legal in AMF0, are 0)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 0.0
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else 0.0
 
 
 _COMMANDS: dict[str, Callable[[RtmpSession, CommandReceived], None]] = {
