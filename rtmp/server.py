@@ -97,8 +97,14 @@ class _RtmpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         session = self.session
-        if session is not None:
+        if session is None:
+            return
+        try:
             session.receive_data(data)
+        except Exception:
+            # A bug, not the peer's fault alone: keep the traceback, close only this one.
+            log.exception("rtmp %s %s: internal error; closing", self.server.kind, self.address)
+            session.close()
 
     def eof_received(self) -> bool | None:
         return False  # close our side too
