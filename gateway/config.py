@@ -32,6 +32,9 @@ class Limits:
     # Kernel send buffer per RTMP socket: autotuning would grow it to 4 MB, i.e. seconds
     # of delay queued for a slow player before we notice and drop (live, not download).
     socket_send_buffer: int = 256 * 1024
+    # Seconds a publisher's socket rests after a small read so reads come in batches
+    # (see rtmp/server.py); 0 reads every segment as it comes.
+    read_batch_delay: float = 0.004
     gop_cache_bytes: int = 8 * 1024 * 1024
     chat_max_chars: int = 2000
     chat_history: int = 500
@@ -54,6 +57,7 @@ class Config:
     public_url: str | None = None
     session_ttl: float = 4 * 3600.0
     log_level: str = "INFO"
+    event_loop: str = "uvloop"
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -115,6 +119,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "public_url": ("str", "external base URL for links (default from --host/--http-port)"),
     "session_ttl": ("float", "seconds a consultation may last (default 14400)"),
     "log_level": ("str", "DEBUG, INFO, WARNING (default INFO)"),
+    "event_loop": ("str", "uvloop (default) or asyncio"),
 }
 
 _LIMIT_TYPES = {f.name: f.type for f in fields(Limits)}
@@ -195,6 +200,8 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         setattr(cfg, name, value)
     for name, value in limit_values.items():
         _apply_limit(cfg.limits, name, value)
+    if cfg.event_loop not in ("uvloop", "asyncio"):
+        raise ValueError(f"--event-loop must be uvloop or asyncio, not {cfg.event_loop!r}")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     return cfg

@@ -115,3 +115,22 @@ def test_help_lists_every_interface_flag() -> None:
         "--config",
     ):
         assert flag in text
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_serves_rtmp_on_either_event_loop(tmp_path: Path, loop: str) -> None:
+    from rtmp.client import RtmpClient
+
+    gw = GatewayProcess(tmp_path, extra=["--event-loop", loop]).start()
+    try:
+        session = gw.create_session()
+        client = await RtmpClient.open("127.0.0.1", gw.rtmp_port)
+        result = await client.connect(
+            "consult", session["customer"]["rtmp"]["connect_url"], session["customer"]["token"]
+        )
+        assert not result.error
+        await client.close()
+    finally:
+        assert gw.stop() == 0, gw.log()
+    with pytest.raises(ValueError, match="event-loop"):
+        _load(["--event-loop", "tokio"])
