@@ -1,0 +1,242 @@
+"""Routes: which path a receiver's media takes (DESIGN.md, "Media routing").
+
+A :class:`Route` joins one *sink* (an RTMP player, a WebRTC sender) to a participant's
+:class:`~gateway.media.PublishedStream`. Per kind (video, audio) it passes the source's
+units straight through when the sink accepts that codec, and otherwise attaches the
+sink to the shared transcoder for the sink's preferred codec. The decision is made when
+the first unit of a kind arrives and again whenever the publisher restarts (a Flash
+customer may come back over WebRTC with other codecs).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream, Receiver
+
+log = logging.getLogger(__name__)
+
+# What Flash Player 11 decodes as FLV tags (FLV spec E.4.2.1 / E.4.3.1).
+FLASH_VIDEO = frozenset({"spark", "vp6", "vp6a", "screen", "screen2"})
+FLASH_AUDIO = frozenset({"nellymoser", "speex", "mp3", "pcm", "pcm_le", "adpcm", "alaw", "mulaw"})
+
+
+@dataclass(frozen=True)
+class SinkCaps:
+    """What a sink takes as is, and what it wants when something must be transcoded."""
+
+    video_pass: frozenset[str]
+    audio_pass: frozenset[str]
+    video_target: str | None
+    audio_target: str | None
+    # H.264 passes to WebRTC only as (constrained) baseline: no B-frames (DESIGN.md).
+    h264_needs_baseline: bool = False
+
+
+def flash_caps(h264: bool, aac: bool) -> SinkCaps:
+    """A Flash player: H.264/AAC when its ``connect`` capabilities say so."""
+    video = FLASH_VIDEO | ({"h264"} if h264 else set())
+    audio = FLASH_AUDIO | ({"aac"} if aac else set())
+    return SinkCaps(
+        frozenset(video),
+        frozenset(audio),
+        "h264" if h264 else "spark",
+        "aac" if aac else "nellymoser",
+    )
+
+
+def webrtc_caps(video_codec: str | None, audio_codec: str | None) -> SinkCaps:
+    """A WebRTC receiver with the codecs negotiated in its SDP answer."""
+    return SinkCaps(
+        frozenset({video_codec} if video_codec else set()),
+        frozenset({audio_codec} if audio_codec else set()),
+        video_codec,
+        audio_codec,
+        h264_needs_baseline=True,
+    )
+
+
+class TranscoderLike(Protocol):
+    output: PublishedStream
+
+    def request_keyframe(self) -> None: ...
+
+
+class TranscoderSource(Protocol):
+    """What routing needs of gateway.transcode.TranscoderPool."""
+
+    def acquire(self, source: PublishedStream, target: object) -> TranscoderLike: ...
+
+    def release(self, transcoder: TranscoderLike) -> None: ...
+
+
+def is_baseline_avcc_config(record: bytes) -> bool:
+    """AVCDecoderConfigurationRecord (ISO 14496-15 5.2.4.1): byte 1 is profile_idc;
+    66 is Baseline, which cannot carry B-frames."""
+    return len(record) > 1 and record[0] == 1 and record[1] == 66
+
+
+class _KindFilter:
+    """The sink's attachment to a transcoder's output for one kind. Start/stop comes
+    from the source through the Route, so the output's own notices are swallowed."""
+
+    def __init__(self, route: Route, kind: str) -> None:
+        self.route = route
+        self.kind = kind
+
+    def deliver(self, unit: MediaUnit) -> bool:
+        if unit.kind != self.kind:
+            return True
+        return self.route.sink.deliver(unit)
+
+    def stream_started(self, stream: PublishedStream) -> None:
+        pass
+
+    def stream_stopped(self, stream: PublishedStream) -> None:
+        pass
+
+
+@dataclass
+class _Path:
+    codec: str
+    transcoder: TranscoderLike | None = None
+    attachment: _KindFilter | None = None
+
+
+@dataclass
+class RouteStats:
+    passed: dict[str, int] = field(default_factory=lambda: {VIDEO: 0, AUDIO: 0})
+    transcoded: dict[str, str] = field(default_factory=dict)  # kind -> "in>out"
+
+
+class Route:
+    """One sink's connection to one published stream."""
+
+    def __init__(
+        self,
+        source: PublishedStream,
+        sink: Receiver,
+        caps: SinkCaps,
+        pool: TranscoderSource | None,
+        target_factory: type | None = None,
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.caps = caps
+        self.pool = pool
+        self.target_factory = target_factory
+        self._paths: dict[str, _Path] = {}
+        self.stats = RouteStats()
+        self.closed = False
+        source.add_receiver(self)
+
+    # -- Receiver protocol (on the source) ------------------------------------------------
+    def deliver(self, unit: MediaUnit) -> bool:
+        kind = unit.kind
+        if kind != VIDEO and kind != AUDIO:
+            # Metadata describes the source's codecs: only meaningful passed through.
+            path = self._paths.get(VIDEO)
+            if path is None or path.transcoder is None:
+                return self.sink.deliver(unit)
+            return True
+        path = self._paths.get(kind)
+        if path is None or path.codec != unit.codec:
+            path = self._choose(kind, unit)
+        if path.transcoder is not None:
+            return True  # the transcoder is a receiver of the source itself
+        ok = self.sink.deliver(unit)
+        if ok:
+            self.stats.passed[kind] += 1
+        return ok
+
+    def stream_started(self, stream: PublishedStream) -> None:
+        self._reset()
+        self.sink.stream_started(stream)
+
+    def stream_stopped(self, stream: PublishedStream) -> None:
+        self._reset()
+        self.sink.stream_stopped(stream)
+
+    # -- decisions ------------------------------------------------------------------------
+    def _passes(self, kind: str, unit: MediaUnit) -> bool:
+        caps = self.caps
+        if kind == VIDEO:
+            if unit.codec not in caps.video_pass:
+                return False
+            if unit.codec == "h264" and caps.h264_needs_baseline:
+                config = self.source.video_config
+                record = unit.payload if unit.config else (config.payload if config else b"")
+                return is_baseline_avcc_config(record)
+            return True
+        return unit.codec in caps.audio_pass
+
+    def _choose(self, kind: str, unit: MediaUnit) -> _Path:
+        old = self._paths.pop(kind, None)
+        if old is not None:
+            self._drop_path(old)
+        target_codec = self.caps.video_target if kind == VIDEO else self.caps.audio_target
+        if self._passes(kind, unit) or self.pool is None or target_codec is None:
+            path = _Path(unit.codec)
+            if not self._passes(kind, unit):
+                log.info(
+                    "%s: no way to deliver %s %s to this receiver",
+                    self.source.name,
+                    kind,
+                    unit.codec,
+                )
+        else:
+            target = self._target(kind, target_codec)
+            transcoder = self.pool.acquire(self.source, target)
+            attachment = _KindFilter(self, kind)
+            path = _Path(unit.codec, transcoder, attachment)
+            transcoder.output.add_receiver(attachment)
+            self.stats.transcoded[kind] = f"{unit.codec}>{target_codec}"
+        self._paths[kind] = path
+        return path
+
+    def _target(self, kind: str, codec: str) -> object:
+        if self.target_factory is None:
+            from gateway.transcode import TargetFormat
+
+            factory: type = TargetFormat
+        else:
+            factory = self.target_factory
+        if kind == VIDEO:
+            return factory(video=codec, audio=None)
+        return factory(video=None, audio=codec)
+
+    def _drop_path(self, path: _Path) -> None:
+        if path.transcoder is not None and self.pool is not None:
+            if path.attachment is not None:
+                path.transcoder.output.remove_receiver(path.attachment)
+            self.pool.release(path.transcoder)
+
+    def _reset(self) -> None:
+        for path in self._paths.values():
+            self._drop_path(path)
+        self._paths.clear()
+        self.stats.transcoded.clear()
+
+    # -- control from the sink --------------------------------------------------------------
+    def request_keyframe(self) -> None:
+        """A receiver lost a picture (PLI/FIR): key the encoder, or ask the publisher."""
+        path = self._paths.get(VIDEO)
+        if path is not None and path.transcoder is not None:
+            path.transcoder.request_keyframe()
+        else:
+            self.source.request_keyframe()
+
+    def describe(self) -> dict[str, str]:
+        out = {}
+        for kind, path in self._paths.items():
+            out[kind] = self.stats.transcoded.get(kind, f"{path.codec} (passthrough)")
+        return out
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.source.remove_receiver(self)
+        self._reset()

@@ -1,0 +1,166 @@
+"""Routing decisions: passthrough where the receiver takes the codec, else a shared
+transcoder for the receiver's preferred codec, re-decided when the publisher restarts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
+from gateway.routing import Route, flash_caps, webrtc_caps
+
+
+@dataclass(frozen=True)
+class Target:
+    video: str | None
+    audio: str | None
+
+
+class FakeTranscoder:
+    def __init__(self, source: PublishedStream, target: Target) -> None:
+        self.source = source
+        self.target = target
+        self.output = PublishedStream(f"{source.name}->{target}")
+        self.output.start("transcoder")
+        self.keyframes_requested = 0
+        self.refs = 0
+
+    def request_keyframe(self) -> None:
+        self.keyframes_requested += 1
+
+
+class FakePool:
+    def __init__(self) -> None:
+        self.live: dict[tuple[int, Target], FakeTranscoder] = {}
+        self.closed: list[Target] = []
+
+    def acquire(self, source: PublishedStream, target: object) -> FakeTranscoder:
+        assert isinstance(target, Target)
+        key = (id(source), target)
+        if key not in self.live:
+            self.live[key] = FakeTranscoder(source, target)
+        self.live[key].refs += 1
+        return self.live[key]
+
+    def release(self, transcoder: object) -> None:
+        assert isinstance(transcoder, FakeTranscoder)
+        transcoder.refs -= 1
+        if transcoder.refs == 0:
+            del self.live[(id(transcoder.source), transcoder.target)]
+            self.closed.append(transcoder.target)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.units: list[MediaUnit] = []
+        self.started = 0
+        self.stopped = 0
+
+    def deliver(self, unit: MediaUnit) -> bool:
+        self.units.append(unit)
+        return True
+
+    def stream_started(self, stream: PublishedStream) -> None:
+        self.started += 1
+
+    def stream_stopped(self, stream: PublishedStream) -> None:
+        self.stopped += 1
+
+
+def _video(codec: str, key: bool, ts: int = 0) -> MediaUnit:
+    return MediaUnit(VIDEO, codec, ts, b"v", keyframe=key)
+
+
+def _audio(codec: str, ts: int = 0) -> MediaUnit:
+    return MediaUnit(AUDIO, codec, ts, b"a")
+
+
+def _route(caps_video: str | None = "vp8") -> tuple[PublishedStream, Sink, FakePool, Route]:
+    source = PublishedStream("c/customer")
+    source.start("rtmp")
+    sink, pool = Sink(), FakePool()
+    route = Route(source, sink, webrtc_caps(caps_video, "opus"), pool, Target)
+    return source, sink, pool, route
+
+
+def test_flash_to_flash_passes_through_without_a_transcoder() -> None:
+    source = PublishedStream("c/customer")
+    source.start("rtmp")
+    sink, pool = Sink(), FakePool()
+    Route(source, sink, flash_caps(h264=True, aac=True), pool, Target)
+    source.push(_video("spark", True))
+    source.push(_audio("speex"))
+    assert [u.codec for u in sink.units] == ["spark", "speex"]
+    assert pool.live == {}
+
+
+def test_flash_camera_to_browser_uses_one_transcoder_per_kind() -> None:
+    source, sink, pool, route = _route()
+    source.push(_video("spark", True))
+    source.push(_audio("nellymoser"))
+    targets = {t.target for t in pool.live.values()}
+    assert targets == {Target(None, "opus"), Target("vp8", None)}
+    assert sink.units == []  # nothing raw reaches the browser
+    vp8 = next(t for t in pool.live.values() if t.target.video == "vp8")
+    vp8.output.push(_video("vp8", True))
+    vp8.output.push(_audio("opus"))  # another kind on this output is not this path's
+    assert [u.codec for u in sink.units] == ["vp8"]
+    assert route.describe() == {"video": "spark>vp8", "audio": "nellymoser>opus"}
+
+
+def test_receivers_of_the_same_format_share_the_transcoder() -> None:
+    source, _, pool, _ = _route()
+    Route(source, Sink(), webrtc_caps("vp8", "opus"), pool, Target)
+    source.push(_video("spark", True))
+    assert len(pool.live) == 1
+    assert next(iter(pool.live.values())).refs == 2
+
+
+def test_last_receiver_leaving_closes_the_transcoder() -> None:
+    source, _, pool, route = _route()
+    other = Route(source, Sink(), webrtc_caps("vp8", "opus"), pool, Target)
+    source.push(_video("spark", True))
+    route.close()
+    assert pool.closed == []
+    other.close()
+    assert pool.closed == [Target("vp8", None)]
+
+
+def test_h264_passes_to_webrtc_only_as_baseline() -> None:
+    baseline = bytes([1, 66, 0xC0, 30, 0xFF])
+    high = bytes([1, 100, 0, 40, 0xFF])
+    for record, expect_pass in ((baseline, True), (high, False)):
+        source, sink, pool, _ = _route("h264")
+        source.push(MediaUnit(VIDEO, "h264", 0, record, config=True))
+        source.push(_video("h264", True))
+        assert bool(sink.units) is expect_pass
+        assert bool(pool.live) is not expect_pass
+
+
+def test_publisher_restart_with_other_codecs_redecides() -> None:
+    source, sink, pool, _ = _route()
+    source.push(_video("spark", True))
+    assert pool.live
+    source.stop()
+    assert pool.closed == [Target("vp8", None)]
+    source.start("webrtc")
+    source.push(_video("vp8", True))
+    assert [u.codec for u in sink.units] == ["vp8"] and not pool.live
+    assert sink.stopped == 1 and sink.started >= 1
+
+
+def test_keyframe_request_goes_to_the_encoder_or_the_publisher() -> None:
+    source, _, pool, route = _route()
+    asked: list[int] = []
+    source.keyframe_requester = lambda: asked.append(1)
+    source.push(_video("vp8", True))
+    route.request_keyframe()
+    assert asked == [1]
+    source.push(_video("spark", True))  # the codec changed: now transcoded
+    route.request_keyframe()
+    assert next(iter(pool.live.values())).keyframes_requested == 1
+
+
+def test_old_flash_player_gets_spark_and_nellymoser_targets() -> None:
+    caps = flash_caps(h264=False, aac=False)
+    assert (caps.video_target, caps.audio_target) == ("spark", "nellymoser")
+    assert "h264" not in caps.video_pass and "aac" not in caps.audio_pass
