@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from gateway.config import Config
 from gateway.consultation import Directory, Grant
+from gateway.routing import TranscoderSource
 
 
 class AdvisorAuth:
@@ -67,6 +68,8 @@ class Gateway:
     advisor_auth: AdvisorAuth
     started_at: float = field(default_factory=time.time)
     accepting: bool = True
+    # gateway.transcode.TranscoderPool, set by the composition root; None = passthrough only
+    transcoders: TranscoderSource | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Gateway:

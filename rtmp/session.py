@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 from gateway.consultation import ChatRejected, Connection, Grant
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
+from gateway.routing import Route, flash_caps
 from gateway.service import Gateway
 from rtmp import messages as m
 from rtmp.amf import encode_command_payload
@@ -66,6 +67,17 @@ class PlayerReceiver:
         self.receive_video = True
         self.paused = False
         self.waiting = False
+        self.route: Route | None = None
+        self._codecs_seen: set[str] = set()
+
+    def detach(self) -> None:
+        if self.route is not None:
+            self.route.close()
+            self.route = None
+
+    def resync(self) -> None:
+        if self.route is not None:
+            self.source.resync(self.route)
 
     def deliver(self, unit: MediaUnit) -> bool:
         session = self.session
@@ -77,6 +89,11 @@ class PlayerReceiver:
             return False  # slow player: the stream drops until the next keyframe
         conn = session.conn
         kind = unit.kind
+        if kind not in self._codecs_seen and kind != "data":
+            self._codecs_seen.add(kind)
+            pc = session.participant_connection
+            if pc is not None:
+                pc.codecs_out[kind] = unit.codec
         if kind == VIDEO:
             if not self.receive_video:
                 return True
@@ -91,6 +108,7 @@ class PlayerReceiver:
         return True
 
     def stream_started(self, stream: PublishedStream) -> None:
+        self._codecs_seen.clear()
         if self.session.closed:
             return
         if self.waiting:
@@ -223,7 +241,7 @@ class RtmpSession:
             stream.stop()
         self.publishing.clear()
         for receiver in self.playing.values():
-            receiver.source.remove_receiver(receiver)
+            receiver.detach()
         self.playing.clear()
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -337,6 +355,10 @@ class RtmpSession:
         self.conn.accept_connect(cmd.transaction_id, 3 if _num(encoding) == 3 else 0)
 
     @property
+    def participant_connection(self) -> Connection | None:
+        return self._participant_conn
+
+    @property
     def supports_h264(self) -> bool:
         return bool(self.capabilities.get("videoCodecs", 0) & SUPPORT_VID_H264)
 
@@ -400,7 +422,7 @@ class RtmpSession:
             self._stop_publishing(sid)
         receiver = self.playing.pop(sid, None)
         if receiver is not None:
-            receiver.source.remove_receiver(receiver)
+            receiver.detach()
 
     # -- NetStream ----------------------------------------------------------------------------
     def _stream_name(self, cmd: CommandReceived) -> tuple[str, dict[str, str]]:
@@ -463,8 +485,7 @@ class RtmpSession:
             self._play_failed(sid, f"You may only play {grant.role.other}.")
             return
         if sid in self.playing:
-            old = self.playing.pop(sid)
-            old.source.remove_receiver(old)
+            self.playing.pop(sid).detach()
         source = grant.consultation.streams[grant.role.other]
         receiver = PlayerReceiver(self, sid, source)
         self.playing[sid] = receiver
@@ -480,15 +501,14 @@ class RtmpSession:
         # Waiting for a publisher that has not started: its start is announced with
         # NetStream.Play.PublishNotify, as FMS does for live streams.
         receiver.waiting = not source.live
-        source.add_receiver(receiver)
-        if self._participant_conn is not None:
-            self._participant_conn.codecs_out.update(
-                {
-                    k: v
-                    for k, v in (("video", source.video_codec), ("audio", source.audio_codec))
-                    if v
-                }
-            )
+        # Flash gets H.264/AAC only when its connect capabilities say so (DESIGN.md);
+        # what it cannot take goes through the shared transcoder for its format.
+        receiver.route = Route(
+            source,
+            receiver,
+            flash_caps(self.supports_h264, self.supports_aac),
+            self.gateway.transcoders,
+        )
 
     def _play_failed(self, sid: int, description: str) -> None:
         self.conn.send_status(sid, "NetStream.Play.Failed", description, level="error")
@@ -505,7 +525,7 @@ class RtmpSession:
         else:
             receiver.receive_video = flag
             if flag:
-                receiver.source.resync(receiver)
+                receiver.resync()
 
     def _cmd_pause(self, cmd: CommandReceived) -> None:
         receiver = self.playing.get(cmd.stream_id)
@@ -519,7 +539,7 @@ class RtmpSession:
             self.conn.send_status(
                 cmd.stream_id, "NetStream.Unpause.Notify", "Unpaused live stream."
             )
-            receiver.source.resync(receiver)  # restart at the cached GOP
+            receiver.resync()  # restart at the cached GOP
 
     # -- consultation RPC -----------------------------------------------------------------------
     def _cmd_chat(self, cmd: CommandReceived) -> None:
