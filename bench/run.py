@@ -1,0 +1,772 @@
+"""The benchmark suite: ``make bench`` (or ``.venv/bin/python bench/run.py``).
+
+Every scenario measures the gateway and its yardstick, nginx-rtmp (Debian nginx +
+libnginx-mod-rtmp), in the same run, one after the other on the same input, and prints
+the gateway's figure as a ratio to the yardstick's. Figures from another day or
+another machine are not comparable; ratios from one run are.
+
+Scenarios (``--only NAME``, repeatable):
+
+* ``relay720p`` -- a 4 Mbit/s 720p30 H.264/AAC FLV published in real time by
+  ``ffmpeg -re`` to one ``ffmpeg`` player: server CPU seconds during the publish.
+* ``pairs50``   -- 50 publishers + 50 players at 1 Mbit/s from one load-generator
+  process (bench/loadgen.py): CPU, memory per connection, drops, generator lag.
+* ``chunk``     -- bench/chunk_micro.py, the chunk parser alone (no yardstick).
+* ``profile``   -- not run by default: relay720p against the gateway once more with
+  py-spy attached, summarised as the functions the CPU goes to.
+
+Results: a table on stdout and JSON in bench/out/ (git-ignored). Nothing else is
+written; docs/benchmarks.md is updated by hand from a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.media import PAIR_360P, RELAY_720P, FlvCounter, flv_totals, make_flv  # noqa: E402
+from bench.nginx_rtmp import NginxRtmp, free_port  # noqa: E402
+from bench.procstat import cpu_delta, cpu_sample, rss_bytes  # noqa: E402
+from tests.gwproc import GatewayProcess  # noqa: E402
+
+OUT_DIR = ROOT / "bench" / "out"
+GW_ASYNCIO = "gateway/asyncio-loop"
+GW_NO_REST = "gateway/no-read-rest"
+SCENARIOS = ("relay720p", "relay720p-flash", "pairs50", "session", "chunk")
+OPTIONAL = ("profile",)
+PY = sys.executable
+
+
+@dataclass
+class Durations:
+    relay: float
+    pairs: float
+    pairs_count: int
+    profile: float
+
+
+FULL = Durations(relay=40.0, pairs=20.0, pairs_count=50, profile=30.0)
+QUICK = Durations(relay=8.0, pairs=8.0, pairs_count=50, profile=8.0)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- servers -----------------------------------------------------------------------------
+@dataclass
+class Server:
+    """A server under test: its pid and how to get a (publish URL, play URL) pair."""
+
+    name: str
+    pid: int
+    new_pair: Callable[[int], tuple[str, str]]
+
+
+@contextlib.contextmanager
+def nginx_server() -> Iterator[Server]:
+    with NginxRtmp() as ng:
+        yield Server("nginx-rtmp", ng.pid, lambda i: (ng.url(f"s{i}"), ng.url(f"s{i}")))
+
+
+def uvloop_available() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def gateway_has_option(flag: str) -> bool:
+    """Whether ``python -m gateway serve`` knows ``flag`` (variants of older trees skip)."""
+    proc = subprocess.run(
+        [PY, "-m", "gateway", "serve", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    return flag in proc.stdout
+
+
+def gateway_has_limit(name: str) -> bool:
+    from gateway.config import Limits
+
+    return name in Limits.__dataclass_fields__
+
+
+def gateway_variants() -> list[str]:
+    """The gateway rows this tree supports: default, then the knobs' off positions."""
+    names = ["gateway"]
+    if gateway_has_option("--event-loop"):
+        names.append(GW_ASYNCIO)
+    if gateway_has_limit("read_batch_delay"):
+        names.append(GW_NO_REST)
+    return names
+
+
+@contextlib.contextmanager
+def gateway_server(name: str = "gateway", extra: tuple[str, ...] = ()) -> Iterator[Server]:
+    data = Path(tempfile.mkdtemp(prefix="bench-gw-"))
+    gw = GatewayProcess(data, extra=list(extra))
+    try:
+        gw.start()
+        assert gw.proc is not None
+
+        def new_pair(i: int) -> tuple[str, str]:
+            # Each pair is its own consultation: the customer publishes "customer", the
+            # advisor plays it; both URLs carry their participant's token.
+            doc = gw.create_session()
+            return doc["customer"]["rtmp"]["publish_url"], doc["advisor"]["rtmp"]["play_url"]
+
+        yield Server(name, gw.proc.pid, new_pair)
+    finally:
+        if gw.proc is not None:
+            gw.stop()
+            problems = [
+                line for line in gw.log().splitlines() if " ERROR " in line or "Traceback" in line
+            ]
+            if problems:
+                log("gateway log has errors:\n  " + "\n  ".join(problems[:20]))
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def forward_floor(uvloop: bool = False) -> Iterator[Server]:
+    """nginx-rtmp behind bench/tcp_forward.py on the publisher's leg; the pid is the forwarder's.
+
+    The player connects to nginx directly, so the forwarder carries exactly one copy of
+    the stream in and one out: the same bytes, reads and wake-ups as the gateway.
+    """
+    with NginxRtmp() as ng:
+        port = free_port()
+        cmd = [PY, str(ROOT / "bench" / "tcp_forward.py"), str(port), str(ng.port)]
+        proc = subprocess.Popen(
+            [*cmd, "--uvloop"] if uvloop else cmd, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("tcp_forward did not start")
+            name = "asyncio-forward+uvloop" if uvloop else "asyncio-forward"
+            yield Server(
+                name,
+                proc.pid,
+                lambda i: (f"rtmp://127.0.0.1:{port}/consult/s{i}", ng.url(f"s{i}")),
+            )
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+SERVERS: dict[str, Callable[[], contextlib.AbstractContextManager[Server]]] = {
+    "nginx-rtmp": nginx_server,
+    "gateway": gateway_server,
+    # The gateway runs on uvloop by default; this row is the same code on asyncio's own
+    # selector loop, to show what the loop is worth.
+    GW_ASYNCIO: lambda: gateway_server(GW_ASYNCIO, ("--event-loop", "asyncio")),
+    # Publishers' small reads are followed by a short pause (limit read_batch_delay) so
+    # the next read takes more; this row switches that off to show what it is worth.
+    GW_NO_REST: lambda: gateway_server(GW_NO_REST, ("--limit", "read_batch_delay=0")),
+    "asyncio-forward": forward_floor,
+    "asyncio-forward+uvloop": lambda: forward_floor(uvloop=True),
+}
+
+
+# -- relay720p ---------------------------------------------------------------------------
+class Player:
+    """``ffmpeg -i PLAY_URL -c copy -f flv -`` with its output counted tag by tag.
+
+    ``-max_interleave_delta 0`` makes the muxer write each packet at once: by default it
+    holds packets back to interleave audio and video, and the last ones would be lost
+    when the player is stopped (it is stopped: neither server's UnpublishNotify makes
+    ffmpeg exit).
+    """
+
+    def __init__(self, url: str) -> None:
+        cmd = [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+            "-i", url, "-c", "copy", "-max_interleave_delta", "0", "-f", "flv", "-",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.counter = FlvCounter()
+        self.last_data = time.monotonic()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(65536):
+            self.counter.feed(chunk)
+            self.last_data = time.monotonic()
+
+    def finish(self, quiet: float = 1.5, timeout: float = 15.0) -> str:
+        """Wait until no data came for ``quiet`` s, then stop ffmpeg; return its stderr."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if time.monotonic() - self.last_data > quiet:
+                break
+            time.sleep(0.1)
+        if self.proc.poll() is None:
+            # SIGINT lets ffmpeg close its output cleanly; a player blocked in a network
+            # read may ignore it, hence the kill after a grace period.
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._thread.join(5)
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read().decode(errors="replace")
+        self.proc.stderr.close()
+        return err
+
+
+def relay_once(server: Server, flv: Path, seconds: float) -> dict[str, Any]:
+    publish_url, play_url = server.new_pair(0)
+    player = Player(play_url)
+    # The player connects first and waits for the stream: then it is owed every frame
+    # (nginx-rtmp has no GOP cache; a late player would start at a different frame).
+    time.sleep(2.0)
+    if player.proc.poll() is not None:
+        raise RuntimeError(f"player exited early: {player.finish()}")
+    rss0 = rss_bytes(server.pid)
+    s0 = cpu_sample(server.pid, time.monotonic())
+    pub = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(flv),
+         "-c", "copy", "-f", "flv", publish_url],
+        capture_output=True, text=True, timeout=seconds + 60,
+    )  # fmt: skip
+    s1 = cpu_sample(server.pid, time.monotonic())
+    rss1 = rss_bytes(server.pid)
+    player_err = player.finish()
+    got = player.counter.totals
+    window = s1.wall - s0.wall
+    cpu = cpu_delta(s0, s1)
+    return {
+        "server": server.name,
+        "window_seconds": window,
+        "cpu_seconds": cpu,
+        "cpu_ticks_seconds": s1.total - s0.total,
+        "cpu_user_seconds": s1.user - s0.user,
+        "cpu_system_seconds": s1.system - s0.system,
+        "cpu_percent_of_core": 100 * cpu / window if window else 0.0,
+        "rss_bytes": rss1,
+        "rss_growth_bytes": rss1 - rss0,
+        "publisher_rc": pub.returncode,
+        "publisher_stderr": pub.stderr[-500:],
+        "player_stderr": player_err[-500:],
+        "delivered_video_frames": got.video_frames,
+        "delivered_audio_frames": got.audio_frames,
+        "delivered_video_bytes": got.video_frame_bytes,
+        "delivered_audio_bytes": got.audio_frame_bytes,
+        "delivered_stream_bytes": got.stream_bytes,
+    }
+
+
+def scenario_relay720p(d: Durations) -> dict[str, Any]:
+    flv = make_flv(RELAY_720P, d.relay)
+    src = flv_totals(flv)
+    result: dict[str, Any] = {
+        "input": {
+            "file": flv.name,
+            "seconds": d.relay,
+            "mbit_per_s": src.stream_bytes * 8 / d.relay / 1e6,
+            "video_frames": src.video_frames,
+            "audio_frames": src.audio_frames,
+            "video_bytes": src.video_frame_bytes,
+            "audio_bytes": src.audio_frame_bytes,
+        }
+    }
+    # The floor rows say what a CPython asyncio server pays for this stream before any
+    # RTMP work, on asyncio's selector loop and on uvloop.
+    names = ["nginx-rtmp", *gateway_variants(), "asyncio-forward"]
+    if uvloop_available():
+        names.append("asyncio-forward+uvloop")
+    for name in names:
+        log(f"relay720p: {name}, {d.relay:g} s")
+        with SERVERS[name]() as server:
+            side = relay_once(server, flv, d.relay)
+        side["video_frames_missing"] = src.video_frames - side["delivered_video_frames"]
+        side["audio_frames_missing"] = src.audio_frames - side["delivered_audio_frames"]
+        result[name] = side
+    n = result["nginx-rtmp"]["cpu_seconds"]
+    result["ratios"] = {name: result[name]["cpu_seconds"] / n if n else None for name in names[1:]}
+    result["ratio"] = result["ratios"]["gateway"]
+    return result
+
+
+# -- pairs50 -----------------------------------------------------------------------------
+def pairs_once(server: Server, flv: Path, count: int, seconds: float) -> dict[str, Any]:
+    pairs = [server.new_pair(i) for i in range(count)]
+    plan = {
+        "server_pid": server.pid,
+        "seconds": seconds,
+        "flv": str(flv),
+        "pairs": [{"publish": p, "play": q} for p, q in pairs],
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(plan, fh)
+        plan_path = fh.name
+    try:
+        proc = subprocess.run(
+            [PY, "-m", "bench.loadgen", plan_path],
+            capture_output=True, text=True, cwd=ROOT, timeout=seconds + 120,
+        )  # fmt: skip
+    finally:
+        os.unlink(plan_path)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"load generator failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["server"] = server.name
+    return result
+
+
+def scenario_pairs50(d: Durations) -> dict[str, Any]:
+    # A clip of 10 s is looped by the load generator; keyframes every 2 s.
+    flv = make_flv(PAIR_360P, 10.0)
+    src = flv_totals(flv)
+    result: dict[str, Any] = {
+        "input": {
+            "file": flv.name,
+            "mbit_per_s": src.stream_bytes * 8 / 10.0 / 1e6,
+            "pairs": d.pairs_count,
+            "seconds": d.pairs,
+        }
+    }
+    names = ["nginx-rtmp", *gateway_variants()]
+    for name in names:
+        log(f"pairs50: {name}, {d.pairs_count} pairs, {d.pairs:g} s")
+        with SERVERS[name]() as server:
+            result[name] = pairs_once(server, flv, d.pairs_count, d.pairs)
+    g, n = result["gateway"], result["nginx-rtmp"]
+    ncpu = n["server_cpu_seconds"]
+    result["ratios"] = {
+        k: result[k]["server_cpu_seconds"] / ncpu if ncpu else None for k in names[1:]
+    }
+    result["ratio"] = result["ratios"]["gateway"]
+    nr, gr = n["rss_per_connection_bytes"], g["rss_per_connection_bytes"]
+    result["rss_ratio"] = gr / nr if nr > 0 else None
+    return result
+
+
+def scenario_relay720p_flash(d: Durations) -> dict[str, Any]:
+    """relay720p with the publisher Flash Player is: 128-byte chunks.
+
+    ffmpeg as a publisher echoes the server's Set Chunk Size (rtmpproto.c,
+    handle_chunk_size), so against both servers (4096) relay720p ingests 4096-byte
+    chunks. Flash Player keeps 128: 32 times the chunks for the same bytes, which is
+    where a Python chunk parser pays. One load-generator pair sends the same file.
+    """
+    flv = make_flv(RELAY_720P, d.relay)
+    src = flv_totals(flv)
+    result: dict[str, Any] = {
+        "input": {
+            "file": flv.name,
+            "seconds": d.relay,
+            "mbit_per_s": src.stream_bytes * 8 / d.relay / 1e6,
+            "chunk_size": 128,
+        }
+    }
+    names = ["nginx-rtmp", *gateway_variants()]
+    for name in names:
+        log(f"relay720p-flash: {name}, {d.relay:g} s, 128-byte chunks")
+        with SERVERS[name]() as server:
+            result[name] = pairs_once(server, flv, 1, d.relay)
+    ncpu = result["nginx-rtmp"]["server_cpu_seconds"]
+    result["ratios"] = {
+        k: result[k]["server_cpu_seconds"] / ncpu if ncpu else None for k in names[1:]
+    }
+    result["ratio"] = result["ratios"]["gateway"]
+    return result
+
+
+# -- session ---------------------------------------------------------------------------
+def scenario_session(d: Durations) -> dict[str, Any]:
+    seconds = min(d.relay, 8.0)
+    log(f"session: bench/session_micro.py, {seconds:g} s of relay720p in memory")
+    proc = subprocess.run(
+        [PY, str(ROOT / "bench" / "session_micro.py"), "--seconds", f"{seconds:g}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"session_micro failed: {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- chunk -------------------------------------------------------------------------------
+def scenario_chunk(d: Durations) -> dict[str, Any]:
+    log("chunk: bench/chunk_micro.py")
+    proc = subprocess.run(
+        [PY, str(ROOT / "bench" / "chunk_micro.py")],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"chunk_micro failed: {proc.stderr[-2000:]}")
+    variants: dict[str, Any] = {}
+    for line in proc.stdout.splitlines():
+        words = line.split()
+        # "<name> <MB> MB <ms> ms <us> us/chunk <MBps> MB/s (...)"
+        if len(words) > 7 and words[2] == "MB" and words[6] == "us/chunk":
+            variants[words[0]] = {"us_per_chunk": float(words[5]), "mb_per_s": float(words[7])}
+    return {"output": proc.stdout, "variants": variants}
+
+
+# -- profile -----------------------------------------------------------------------------
+def summarise_collapsed(path: Path, top: int = 25) -> dict[str, Any]:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_s)
+        frames = [f.strip() for f in stack.split(";")]
+        # The first frame names the thread/process; drop it, keep function (file:line).
+        frames = [f for f in frames if "(" in f]
+        if not frames:
+            continue
+        total += count
+        own[_short(frames[-1])] += count
+        for name in {_short(f) for f in frames}:
+            incl[name] += count
+    areas: Counter[str] = Counter()
+    for name, c in own.items():
+        areas[_area(name)] += c
+    # Frames on every stack (runpy, asyncio.run, run_forever...) say nothing: leave out
+    # what is in more than 97 % of the samples.
+    inclusive = [(n, c) for n, c in incl.most_common() if c < 0.97 * total][:top]
+    return {
+        "samples": total,
+        "areas": [(name, 100 * c / total) for name, c in areas.most_common()] if total else [],
+        "self": [(name, 100 * c / total) for name, c in own.most_common(top)] if total else [],
+        "inclusive": [(name, 100 * c / total) for name, c in inclusive] if total else [],
+    }
+
+
+def _area(name: str) -> str:
+    """Which layer a function belongs to, for the per-area summary of the profile."""
+    file = name.rpartition("(")[2].rstrip(")")
+    if file.startswith(("rtmp/", "gateway/", "web/", "webrtc/")):
+        return file.split("/", 1)[0] + "/ (project code)"
+    if file == "selectors.py":
+        # py-spy counts a thread as busy from the moment the kernel wakes it: the
+        # wake-up and the epoll syscall land here.
+        return "epoll wait + wake-up (selectors)"
+    if name.startswith("0x") or file.endswith((".c", ".h")) or ".so" in file:
+        # Native frames: uvloop/libuv (loop.c, core.c, linux.c, stream.c), libc syscall
+        # stubs (epoll_pwait, read, write); the kernel's share is billed to them too.
+        if "epoll" in name or "io_poll" in name:
+            return "native: epoll wait + wake-up"
+        if any(k in name for k in ("read", "recv")):
+            return "native: recv (syscall + copy)"
+        if any(k in name for k in ("write", "send", "try_write")):
+            return "native: send (syscall + copy)"
+        return "native: other (uvloop/libuv/libc/CPython)"
+    if name.startswith("Runner.run "):
+        # Without native frames a uvloop loop's C time lands on this Python frame.
+        return "event loop in C (uvloop), not broken down"
+    if file.startswith("asyncio/selector_events"):
+        return "asyncio transports (incl. send/recv syscalls)"
+    if file.startswith("asyncio/"):
+        return "asyncio event loop"
+    return "other"
+
+
+def _short(frame: str) -> str:
+    """``deliver (rtmp/session.py:71)`` -> ``deliver (rtmp/session.py)``: group lines."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    file = where.rsplit(":", 1)[0]
+    for prefix in (str(ROOT) + "/", "/usr/lib/python3", sys.prefix):
+        if file.startswith(prefix):
+            file = file[len(prefix) :].lstrip("/")
+    if "/asyncio/" in file:
+        file = "asyncio/" + file.rsplit("/asyncio/", 1)[1]
+    return f"{name} ({file})"
+
+
+def scenario_profile(d: Durations) -> dict[str, Any]:
+    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    if not Path(spy).exists():
+        raise RuntimeError("py-spy not installed: .venv/bin/pip install py-spy")
+    flv = make_flv(RELAY_720P, d.profile)
+    out = OUT_DIR / "profile-relay720p.txt"
+    out.unlink(missing_ok=True)  # a failed py-spy must not leave the last run's stacks
+    log(f"profile: relay720p on the gateway under py-spy, {d.profile:g} s")
+    with gateway_server() as server:
+        # --nonblocking: py-spy reads the interpreter's memory without stopping it, so
+        # the profile costs the gateway (almost) nothing; without --idle only on-CPU
+        # samples are kept. (--native would break down uvloop's C time but needs blocking
+        # mode, in which py-spy counts the stopped thread in epoll_pwait as busy.)
+        spy_proc = subprocess.Popen(
+            [spy, "record", "--pid", str(server.pid), "--rate", "1000", "--nonblocking",
+             "--format", "raw", "--output", str(out), "--duration", str(int(d.profile + 10))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        time.sleep(1.0)
+        relay = relay_once(server, flv, d.profile)
+        spy_proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            spy_proc.wait(30)
+        except subprocess.TimeoutExpired:
+            spy_proc.kill()
+            spy_proc.wait()
+    if not out.exists():
+        err = spy_proc.stderr.read().decode() if spy_proc.stderr else ""
+        raise RuntimeError(f"py-spy wrote nothing: {err[-1000:]}")
+    summary = summarise_collapsed(out)
+    summary["collapsed_stacks"] = str(out.relative_to(ROOT))
+    summary["relay"] = {k: relay[k] for k in ("cpu_seconds", "window_seconds")}
+    return summary
+
+
+RUNNERS: dict[str, Callable[[Durations], dict[str, Any]]] = {
+    "relay720p": scenario_relay720p,
+    "relay720p-flash": scenario_relay720p_flash,
+    "pairs50": scenario_pairs50,
+    "session": scenario_session,
+    "chunk": scenario_chunk,
+    "profile": scenario_profile,
+}
+
+
+# -- report ------------------------------------------------------------------------------
+def _ratio(x: float | None) -> str:
+    return f"{x:.2f}×" if x is not None else "n/a"
+
+
+def report(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    add = lines.append
+    if "relay720p" in results and "error" not in results["relay720p"]:
+        r = results["relay720p"]
+        i = r["input"]
+        add(
+            f"relay720p: {i['seconds']:g} s of {i['mbit_per_s']:.2f} Mbit/s 720p30 H.264/AAC, "
+            "ffmpeg -re publisher -> 1 ffmpeg player"
+        )
+        add(f"  {'server':22s} {'CPU s':>8s} {'% core':>7s} {'video frames':>13s} "
+            f"{'audio frames':>13s} {'frame bytes':>11s}  vs nginx")  # fmt: skip
+        for name in [k for k in SERVERS if k in r]:
+            s = r[name]
+            ratio = r["ratios"].get(name)
+            add(
+                f"  {name:22s} {s['cpu_seconds']:8.3f} {s['cpu_percent_of_core']:6.2f}% "
+                f"{s['delivered_video_frames']:>6d}/{i['video_frames']:<6d} "
+                f"{s['delivered_audio_frames']:>6d}/{i['audio_frames']:<6d} "
+                f"{s['delivered_video_bytes'] + s['delivered_audio_bytes']:11d}"
+                + (f"  {_ratio(ratio)}" if ratio is not None else "  (yardstick)")
+            )
+        add(f"  ratio gateway/nginx-rtmp CPU: {_ratio(r['ratio'])} (goal <= 1.5×, bar <= 3×)")
+    if "relay720p-flash" in results and "error" not in results["relay720p-flash"]:
+        r = results["relay720p-flash"]
+        i = r["input"]
+        add(
+            f"relay720p-flash: the same file from a Flash-like publisher (128-byte chunks, "
+            f"load generator) -> 1 player, {i['seconds']:g} s"
+        )
+        add(
+            f"  {'server':22s} {'CPU s':>8s} {'% core':>7s} {'video msgs':>13s} {'missing':>8s}"
+            "  vs nginx"
+        )
+        for name in [k for k in SERVERS if k in r]:
+            s = r[name]
+            ratio = r["ratios"].get(name)
+            add(
+                f"  {name:22s} {s['server_cpu_seconds']:8.3f} "
+                f"{s['server_cpu_percent_of_core']:6.2f}% "
+                f"{s['video_received']:>6d}/{s['video_sent']:<6d} {s['video_missing_total']:8d}"
+                + (f"  {_ratio(ratio)}" if ratio is not None else "  (yardstick)")
+            )
+        add(f"  ratio gateway/nginx-rtmp CPU: {_ratio(r['ratio'])}")
+    if "pairs50" in results and "error" not in results["pairs50"]:
+        r = results["pairs50"]
+        i = r["input"]
+        add(
+            f"pairs50: {i['pairs']} publish+play pairs at {i['mbit_per_s']:.2f} Mbit/s, "
+            f"{i['seconds']:g} s, one load-generator process"
+        )
+        add(
+            f"  {'server':22s} {'CPU s':>7s} {'% core':>7s} {'ms/conn/s':>9s} {'RSS/conn':>9s} "
+            f"{'(stream)':>9s} {'missing':>8s} {'lag p99':>8s} {'gen CPU':>8s}"
+        )
+        for name in [k for k in SERVERS if k in r]:
+            s = r[name]
+            add(
+                f"  {name:22s} {s['server_cpu_seconds']:7.3f} "
+                f"{s['server_cpu_percent_of_core']:6.1f}% "
+                f"{s['server_cpu_ms_per_connection_second']:9.3f} "
+                f"{s['rss_per_connection_bytes'] / 1024:7.1f}kB "
+                f"{s['rss_streaming_per_connection_bytes'] / 1024:7.1f}kB "
+                f"{s['video_missing_total']:8d} {s['send_lag_ms_p99']:6.1f}ms "
+                f"{s['loadgen_cpu_percent_of_core']:7.1f}%"
+            )
+        add(f"  ratio gateway/nginx-rtmp CPU: {_ratio(r['ratio'])}, "
+            f"RSS per connection: {_ratio(r['rss_ratio'])}")  # fmt: skip
+        for name in (GW_ASYNCIO, GW_NO_REST):
+            if name in r.get("ratios", {}):
+                add(f"  {name}/nginx-rtmp CPU: {_ratio(r['ratios'][name])}")
+    if "session" in results and "error" not in results["session"]:
+        r = results["session"]
+        add(
+            f"session (bench/session_micro.py): {r['seconds_of_media']:g} s of relay720p through "
+            f"two RtmpSessions in memory, {r['reads']} reads"
+        )
+        add(
+            f"  hot (back to back): {1000 * r['hot_cpu_seconds']:7.1f} ms CPU "
+            f"({r['hot_us_per_read']:.1f} us/read)"
+        )
+        add(
+            f"  paced (a read every {1000 * r['interval_seconds']:g} ms): "
+            f"{1000 * r['paced_cpu_seconds']:7.1f} ms CPU ({r['paced_us_per_read']:.1f} us/read; "
+            f"sleeping alone: {1000 * r['sleep_only_cpu_seconds']:.1f} ms)"
+        )
+    if "chunk" in results and "error" not in results["chunk"]:
+        add("chunk (bench/chunk_micro.py, no yardstick):")
+        for line in results["chunk"]["output"].splitlines():
+            add("  " + line)
+    if "profile" in results and "error" not in results["profile"]:
+        p = results["profile"]
+        add(f"profile: gateway in relay720p, {p['samples']} py-spy samples (on-CPU only)")
+        add("  by area (self time):")
+        for name, pct in p["areas"]:
+            add(f"    {pct:5.1f}%  {name}")
+        add("  self time:")
+        for name, pct in p["self"][:15]:
+            add(f"    {pct:5.1f}%  {name}")
+        add("  inclusive:")
+        for name, pct in p["inclusive"][:15]:
+            add(f"    {pct:5.1f}%  {name}")
+    for name, r in results.items():
+        if isinstance(r, dict) and "error" in r:
+            add(f"{name}: FAILED: {r['error']}")
+    return "\n".join(lines)
+
+
+def wakeup_cost_us(n: int = 200, interval: float = 0.01) -> float:
+    """CPU time one sleep/wake-up costs this interpreter, in microseconds.
+
+    Real-time media wakes a server for every frame, and on a VM each wake-up is billed
+    tens of microseconds of CPU before any work is done (a C nanosleep loop: ~40 us on
+    the machine these figures come from; bare metal: a few). That fixed cost is a large
+    part of both servers' CPU in relay720p, so it is recorded with every run.
+    """
+    t0 = time.process_time()
+    for _ in range(n):
+        time.sleep(interval)
+    return 1e6 * (time.process_time() - t0) / n
+
+
+def git_commit() -> str:
+    """The tree under test (``-dirty``: with uncommitted changes, e.g. others' work)."""
+    return subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions: dict[str, str] = {}
+    for cmd in (["nginx", "-v"], ["ffmpeg", "-version"]):
+        with contextlib.suppress(OSError):
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            versions[cmd[0]] = (p.stdout + p.stderr).splitlines()[0]
+    return {
+        "commit": git_commit(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "load_average_at_start": os.getloadavg(),
+        "python_wakeup_cpu_us": wakeup_cost_us(),
+        **versions,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short durations (smoke run)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SCENARIOS + OPTIONAL,
+        metavar="NAME",
+        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS + OPTIONAL)}",
+    )
+    parser.add_argument("--profile", action="store_true", help="also run the profile scenario")
+    parser.add_argument("--relay-seconds", type=float, help="override relay720p duration")
+    parser.add_argument("--pairs-seconds", type=float, help="override pairs50 duration")
+    args = parser.parse_args(argv)
+    d = QUICK if args.quick else FULL
+    if args.relay_seconds:
+        d = dataclasses.replace(d, relay=args.relay_seconds, profile=args.relay_seconds)
+    if args.pairs_seconds:
+        d = dataclasses.replace(d, pairs=args.pairs_seconds)
+    names = list(args.only or SCENARIOS)
+    if args.profile and "profile" not in names:
+        names.append("profile")
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+
+    # SIGTERM (make interrupted, CI timeout) must still run the context managers that
+    # stop nginx and the gateway: turn it into an exception.
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    # Taken first: the commit under test, and the wake-up calibration on a quiet machine.
+    host = machine()
+    results: dict[str, Any] = {}
+    for name in names:
+        t0 = time.monotonic()
+        try:
+            results[name] = RUNNERS[name](d)
+        except KeyboardInterrupt:
+            log("interrupted")
+            return 130
+        except Exception as exc:  # one failing scenario must not hide the others
+            log(f"{name} failed: {exc!r}")
+            results[name] = {"error": repr(exc)}
+        results[name]["elapsed_seconds"] = time.monotonic() - t0
+    document = {
+        "started": started,
+        "quick": args.quick,
+        "durations": vars(d),
+        "machine": host,
+        "commit_at_end": git_commit(),
+        "results": results,
+    }
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = OUT_DIR / f"bench-{stamp}{'-quick' if args.quick else ''}.json"
+    text = json.dumps(document, indent=2, default=str)
+    path.write_text(text)
+    (OUT_DIR / "latest.json").write_text(text)
+    print(report(results))
+    print(f"\nJSON: {path.relative_to(ROOT)}")
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
