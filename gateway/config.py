@@ -32,9 +32,6 @@ class Limits:
     # Kernel send buffer per RTMP socket: autotuning would grow it to 4 MB, i.e. seconds
     # of delay queued for a slow player before we notice and drop (live, not download).
     socket_send_buffer: int = 256 * 1024
-    # Seconds a publisher's socket rests after a small read so reads come in batches
-    # (see rtmp/server.py); 0 reads every segment as it comes.
-    read_batch_delay: float = 0.004
     gop_cache_bytes: int = 8 * 1024 * 1024
     chat_max_chars: int = 2000
     chat_history: int = 500

@@ -22,8 +22,6 @@ from rtmp.session import RtmpSession
 log = logging.getLogger("rtmp")
 
 TICK_INTERVAL = 1.0
-# Reads smaller than this from a publisher trigger a short pause to batch the next read.
-READ_BATCH_BELOW = 32 * 1024
 
 
 class AdmissionControl:
@@ -71,7 +69,6 @@ class _RtmpProtocol(asyncio.Protocol):
         self.session: RtmpSession | None = None
         self.transport: asyncio.Transport | None = None
         self.address = "?"
-        self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio's
@@ -110,29 +107,6 @@ class _RtmpProtocol(asyncio.Protocol):
             # A bug, not the peer's fault alone: keep the traceback, close only this one.
             log.exception("rtmp %s %s: internal error; closing", self.server.kind, self.address)
             session.close()
-            return
-        # ffmpeg and Flash write every 128-byte chunk with its own send(): on loopback and
-        # fast links that arrives as thousands of tiny segments a second, and each wake-up
-        # (epoll, recv, callback) costs more in Python than parsing the chunk. A publisher
-        # that delivered a small read is left alone for a few milliseconds so the next read
-        # takes everything that arrived meanwhile in one go (nginx needs no such trick).
-        delay = self.server.read_batch_delay
-        if (
-            delay > 0
-            and session.publishing
-            and len(data) < READ_BATCH_BELOW
-            and not self._paused
-            and self.transport is not None
-        ):
-            self._paused = True
-            self.transport.pause_reading()
-            asyncio.get_running_loop().call_later(delay, self._resume_reading)
-
-    def _resume_reading(self) -> None:
-        self._paused = False
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         return False  # close our side too
@@ -158,7 +132,6 @@ class RtmpServer:
         self.kind = kind
         self.ssl_context = ssl_context
         self.sessions: set[RtmpSession] = set()
-        self.read_batch_delay = gateway.config.limits.read_batch_delay
         self.admission = AdmissionControl(gateway)
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
