@@ -156,7 +156,9 @@ class PublishedStream:
                 self._append_gop(unit)
         else:  # metadata
             self.metadata = unit
-        for state in self._receivers.values():
+        # A snapshot: a receiver may add or remove receivers while taking a unit (a Route
+        # acquiring or releasing a transcoder, which attaches itself to this stream).
+        for state in tuple(self._receivers.values()):
             self._deliver(state, unit)
 
     def _append_gop(self, unit: MediaUnit) -> None:

@@ -1030,8 +1030,14 @@ class TranscoderPool:
         self._entries: dict[tuple[int, TargetFormat], _PoolEntry] = {}
         self._by_transcoder: dict[int, _PoolEntry] = {}
 
-    def acquire(self, source: PublishedStream, target: TargetFormat) -> Transcoder:
-        """The transcoder for ``source`` -> ``target``, created on first use."""
+    def acquire(self, source: PublishedStream, target: object) -> Transcoder:
+        """The transcoder for ``source`` -> ``target`` (a TargetFormat), made on first use.
+
+        ``target`` is typed ``object`` so the pool satisfies gateway.routing's
+        ``TranscoderSource`` protocol, which does not import this module (PyAV).
+        """
+        if not isinstance(target, TargetFormat):
+            raise TypeError(f"target must be a TargetFormat, not {type(target).__name__}")
         key = (id(source), target)
         entry = self._entries.get(key)
         if entry is not None and not entry.transcoder.closed:
@@ -1043,17 +1049,20 @@ class TranscoderPool:
         self._by_transcoder[id(transcoder)] = entry
         return transcoder
 
-    def release(self, transcoder: Transcoder) -> None:
-        """Drop one reference; the last one closes the transcoder (thread joined)."""
+    def release(self, transcoder: object) -> None:
+        """Drop one reference; the last one closes the transcoder (thread joined).
+
+        Anything this pool did not hand out is ignored.
+        """
         entry = self._by_transcoder.get(id(transcoder))
-        if entry is None:
+        if entry is None or entry.transcoder is not transcoder:
             return
         entry.refs -= 1
         if entry.refs <= 0:
             del self._by_transcoder[id(transcoder)]
             if self._entries.get(entry.key) is entry:
                 del self._entries[entry.key]
-            transcoder.close()
+            entry.transcoder.close()
 
     def close(self) -> None:
         """Close every transcoder (gateway shutdown)."""

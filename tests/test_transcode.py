@@ -505,6 +505,9 @@ async def test_pool_shares_per_source_and_target_and_closes_on_last_release(
     assert out.events[-1] == "stop"
     assert [s.receiver for s in source.receivers] == [c]
     assert pool.acquire(source, vp8) is not a  # a fresh one after the close
+    pool.release(object())  # not ours: ignored
+    with pytest.raises(TypeError):
+        pool.acquire(source, "vp8")
     pool.close()
     assert not c.alive and len(pool) == 0 and not source.receivers
     assert not _worker_threads()
@@ -639,3 +642,47 @@ async def test_h264_with_bframes_is_transcoded_to_baseline_in_presentation_order
     assert len(stamps) >= len(presentation) - 2  # the decoder may hold the last reordered
     assert len(video_frames(video)) == len(frames)
     tr.close()
+
+
+async def test_routes_attach_and_release_real_transcoders_during_fan_out(flv_dir: Path) -> None:
+    """gateway.routing decides inside the source's fan-out: acquiring a transcoder adds a
+    receiver to the stream being iterated, and a codec change releases one."""
+    from gateway.routing import Route, flash_caps, webrtc_caps
+
+    pool = TranscoderPool()
+    source = PublishedStream("customer")
+    source.start("rtmp")
+    browser, old_flash = Collector(), Collector()
+    Route(source, browser, webrtc_caps("vp8", "opus"), pool)
+    Route(source, old_flash, flash_caps(h264=False, aac=False), pool)
+    flash = flash_units(flv_dir, "h264_aac")
+    for unit in flash:
+        source.push(unit)
+        while any(t.pending() > 16 for t in pool.transcoders):
+            await asyncio.sleep(0.002)
+    for transcoder in pool.transcoders:
+        await idle(transcoder)
+    assert sorted(t.output.name for t in pool.transcoders) == [
+        "customer>-+nellymoser",
+        "customer>-+opus",
+        "customer>spark+-",
+        "customer>vp8+-",
+    ]
+    assert len(video_frames(browser.units)) >= 0.9 * count_video(flash)
+    assert {u.codec for u in old_flash.units} == {"spark", "nellymoser"}
+    assert audio_rms(old_flash.units)[0] > 1000
+
+    # The publisher switches to VP8 mid-stream: the browser now gets it passed through
+    # and its VP8 transcoder is released inside the same fan-out.
+    vp8 = [u for u in webrtc_units(start_ms=3100) if u.kind == VIDEO]
+    mark = len(browser.units)
+    for unit in vp8:
+        source.push(unit)
+        await asyncio.sleep(0)
+    for transcoder in pool.transcoders:
+        await idle(transcoder)
+    passed = [u for u in browser.units[mark:] if u.kind == VIDEO]
+    assert [u.payload for u in passed] == [u.payload for u in vp8]
+    assert "customer>vp8+-" not in [t.output.name for t in pool.transcoders]
+    pool.close()
+    assert not _worker_threads()
