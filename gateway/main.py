@@ -39,11 +39,15 @@ class Service:
     """The running gateway: web app, RTMP (and RTMPS) servers, housekeeping."""
 
     def __init__(self, cfg: Config) -> None:
-        from web.app import create_app
+        from web import webrtc_stub, whip
+        from web.app import DEFAULT_SETUPS, create_app
+        from webrtc.frontend import WebRtcFrontEnd
 
         self.config = cfg
         self.gateway = Gateway.from_config(cfg)
-        self.app = create_app(self.gateway)
+        self.webrtc = WebRtcFrontEnd(self.gateway)
+        setups = [s for s in DEFAULT_SETUPS if s is not webrtc_stub.setup]
+        self.app = create_app(self.gateway, setups=[*setups, whip.routes(self.webrtc)])
         self.runner: web.AppRunner | None = None
         self.rtmp_servers: list = []
         self._sweeper: asyncio.Task[None] | None = None

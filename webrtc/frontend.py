@@ -1,0 +1,127 @@
+"""The WebRTC front-end: WHIP/WHEP sessions of every consultation on this node.
+
+The HTTP layer (``web/whip.py``) authenticates and calls :meth:`WebRtcFrontEnd.publish`,
+:meth:`~WebRtcFrontEnd.play` and :meth:`~WebRtcFrontEnd.delete`; nothing of aiortc
+leaks out of this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+
+from gateway.consultation import Consultation, Role
+from gateway.service import Gateway
+from webrtc.attach import attach_sink
+from webrtc.offer import OfferError
+from webrtc.peers import PeerFactory
+from webrtc.session import PeerSession
+from webrtc.whep import Attach, WhepSession
+from webrtc.whip import WhipSession
+
+log = logging.getLogger(__name__)
+
+WHIP = "whip"
+WHEP = "whep"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    resource_id: str
+    sdp: str
+
+
+class WebRtcFrontEnd:
+    """Owns every peer. One WHIP and one WHEP session per participant: a new one
+    replaces the old (a reloaded page must not leave a ghost publisher behind)."""
+
+    def __init__(self, gateway: Gateway, attach: Attach = attach_sink) -> None:
+        self.gateway = gateway
+        self.factory = PeerFactory(gateway.config)
+        self.attach = attach
+        self.sessions: dict[str, PeerSession] = {}
+        self._by_participant: dict[tuple[str, str, Role], PeerSession] = {}
+
+    def ice_server_urls(self) -> list[str]:
+        """The configured STUN/TURN URLs without credentials (for WHIP/WHEP ``Link``
+        headers, RFC 9725 §4.6)."""
+        return [str(s.urls) for s in self.factory.servers]
+
+    async def publish(self, consultation: Consultation, role: Role, offer: str) -> Answer:
+        return await self._open(WHIP, consultation, role, offer)
+
+    async def play(self, consultation: Consultation, role: Role, offer: str) -> Answer:
+        return await self._open(WHEP, consultation, role, offer)
+
+    async def _open(self, kind: str, consultation: Consultation, role: Role, offer: str) -> Answer:
+        if consultation.ended:
+            raise OfferError("The consultation has ended.")
+        resource_id = secrets.token_urlsafe(18)
+        session: PeerSession
+        if kind == WHIP:
+            session = WhipSession(self.factory, consultation, role, resource_id, self._forget)
+        else:
+            session = WhepSession(
+                self.factory, consultation, role, resource_id, self._forget, self.attach
+            )
+        try:
+            answer = await session.negotiate(offer)
+        except OfferError:
+            await session.pc.close()
+            raise
+        except Exception as exc:
+            # aiortc refused the description (no common transport, bad parameters...)
+            await session.pc.close()
+            log.info("%s offer refused: %s", kind, exc)
+            raise OfferError("The offer could not be negotiated.") from exc
+        key = (kind, consultation.id, role)
+        old = self._by_participant.get(key)
+        self.sessions[resource_id] = session
+        self._by_participant[key] = session
+        if old is not None:
+            log.info("%s: replaced by a new %s session", old.label, kind)
+            await old.close()
+        if consultation.ended:
+            # ended while we negotiated: its connections were closed without this one
+            self._forget(session)
+            await session.pc.close()
+            raise OfferError("The consultation has ended.")
+        session.start()
+        return Answer(resource_id, answer)
+
+    def _forget(self, session: PeerSession) -> None:
+        self.sessions.pop(session.resource_id, None)
+        key = (session.kind, session.consultation.id, session.role)
+        if self._by_participant.get(key) is session:
+            del self._by_participant[key]
+
+    def find(
+        self, kind: str, consultation: Consultation, role: Role, resource_id: str
+    ) -> PeerSession | None:
+        session = self.sessions.get(resource_id)
+        if (
+            session is None
+            or session.kind != kind
+            or session.consultation is not consultation
+            or session.role is not role
+        ):
+            return None
+        return session
+
+    async def delete(
+        self, kind: str, consultation: Consultation, role: Role, resource_id: str
+    ) -> bool:
+        """End a session (``DELETE`` on its ``Location``); False when there is none."""
+        session = self.find(kind, consultation, role, resource_id)
+        if session is None:
+            return False
+        await session.close()
+        return True
+
+    async def close(self) -> None:
+        """Close every peer (shutdown)."""
+        sessions = list(self.sessions.values())
+        if sessions:
+            await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)

@@ -1,0 +1,184 @@
+"""The private aiortc/aioice seams the WebRTC front-end relies on, in one place.
+
+aiortc (pinned ``>=1.16,<1.17``) has no public API for three things the gateway needs,
+so it hooks into private names; ``tests/test_aiortc_contract.py`` fails loudly when an
+upgrade moves one of them (DESIGN.md, "WebRTC facts"):
+
+* ``aiortc.rtcrtpreceiver.get_decoder`` – imported into that module and called by its
+  ``decoder_worker`` thread. Our replacement hands the depayloaded ``JitterFrame`` on as
+  an ``av.Packet`` for the receivers the gateway owns, so their track's ``recv()``
+  yields encoded frames (passthrough; the gateway's transcoder decodes when needed).
+  Every other receiver in the process (a test client, anything else using aiortc)
+  keeps aiortc's real decoders: the decoder thread is matched against the receivers
+  registered with :func:`register_passthrough`.
+* ``aioice.ice.get_host_addresses`` – aioice leaves loopback out of host candidates and
+  otherwise uses every interface. Inside :func:`ice_hosts` (a context variable, so only
+  the peer being set up is affected) gathering uses exactly the configured addresses
+  (``--ice-host``; tests use 127.0.0.1).
+* The RTCP hooks on senders and receivers are set per instance where they are used
+  (``webrtc/whep.py``, ``webrtc/whip.py``).
+
+Nothing here runs at import: :func:`install` patches once, idempotently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import fractions
+import ipaddress
+import logging
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import aioice.ice
+import aiortc.rtcrtpreceiver
+import av
+from aiortc import RTCRtpReceiver
+from aiortc.codecs.base import Decoder
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+log = logging.getLogger(__name__)
+
+# The name-mangled attributes of RTCRtpReceiver read here (contract-tested).
+DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
+TIMESTAMP_MAPPER_ATTR = "_RTCRtpReceiver__timestamp_mapper"
+
+H264_NAL_IDR = 5
+
+
+def vp8_is_keyframe(data: bytes) -> bool:
+    """RFC 6386 §9.1: bit 0 of the frame tag is 0 for a key frame."""
+    return bool(data) and (data[0] & 1) == 0
+
+
+def h264_has_idr(data: bytes) -> bool:
+    """Whether an Annex-B access unit holds an IDR slice (NAL type 5, H.264 §7.4.1.2)."""
+    i = data.find(b"\x00\x00\x01")
+    while i >= 0:
+        j = i + 3
+        if j < len(data) and data[j] & 0x1F == H264_NAL_IDR:
+            return True
+        i = data.find(b"\x00\x00\x01", j)
+    return False
+
+
+class PacketDecoder(Decoder):
+    """A "decoder" that returns the depayloaded frame itself as an ``av.Packet``.
+
+    ``pts`` is the receiver's RTP timestamp (aiortc already made it relative to the
+    first frame and unwrapped it), ``time_base`` 1/clock rate (1/90000 video, 1/48000
+    Opus), ``is_keyframe`` from the bitstream, ``opaque`` the codec name in lower case.
+    """
+
+    def __init__(self, codec: RTCRtpCodecParameters) -> None:
+        self.codec_name = codec.name.lower()
+        self.time_base = fractions.Fraction(1, codec.clockRate)
+
+    def decode(self, encoded_frame: JitterFrame) -> list[Any]:
+        data = encoded_frame.data
+        if not data:
+            return []
+        packet = av.Packet(data)
+        packet.pts = encoded_frame.timestamp
+        packet.dts = encoded_frame.timestamp
+        packet.time_base = self.time_base
+        if self.codec_name == "vp8":
+            packet.is_keyframe = vp8_is_keyframe(data)
+        elif self.codec_name == "h264":
+            packet.is_keyframe = h264_has_idr(data)
+        else:
+            packet.is_keyframe = True
+        packet.opaque = self.codec_name
+        return [packet]
+
+
+# -- decoder dispatch ------------------------------------------------------------------
+
+_original_get_decoder = aiortc.rtcrtpreceiver.get_decoder
+_original_get_host_addresses = aioice.ice.get_host_addresses
+_passthrough: weakref.WeakSet[RTCRtpReceiver] = weakref.WeakSet()
+_lock = threading.Lock()
+_installed = False
+
+
+def register_passthrough(receiver: RTCRtpReceiver) -> None:
+    """Make ``receiver``'s track yield encoded ``av.Packet``s instead of decoded frames.
+
+    Call before media flows (the decoder is chosen on the first frame)."""
+    with _lock:
+        _passthrough.add(receiver)
+
+
+def _is_passthrough_thread(thread: threading.Thread) -> bool:
+    with _lock:
+        receivers = list(_passthrough)
+    return any(getattr(r, DECODER_THREAD_ATTR, None) is thread for r in receivers)
+
+
+def get_decoder(codec: RTCRtpCodecParameters) -> Decoder:
+    """Replacement for ``aiortc.rtcrtpreceiver.get_decoder``, called on a decoder thread.
+
+    The receiver that started the current thread decides: ours get a
+    :class:`PacketDecoder`, everybody else aiortc's own decoder."""
+    if _is_passthrough_thread(threading.current_thread()):
+        return PacketDecoder(codec)
+    return _original_get_decoder(codec)
+
+
+# -- ICE host addresses ------------------------------------------------------------------
+
+_ice_hosts: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "ice_hosts", default=None
+)
+
+
+@contextlib.contextmanager
+def ice_hosts(addresses: Sequence[str]) -> Iterator[None]:
+    """Gather host candidates on exactly ``addresses`` inside this block.
+
+    aiortc gathers in ``setLocalDescription`` (RFC 8829 §5.10: no trickle here, the
+    answer carries every candidate) in tasks created from the calling task, which
+    inherit this context; other peers in the process are not affected. An empty list
+    leaves aioice's own choice (every non-loopback interface)."""
+    token = _ice_hosts.set(tuple(addresses) if addresses else None)
+    try:
+        yield
+    finally:
+        _ice_hosts.reset(token)
+
+
+def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    """Replacement for ``aioice.ice.get_host_addresses`` honouring :func:`ice_hosts`."""
+    configured = _ice_hosts.get()
+    if configured is None:
+        return list(_original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
+    out = []
+    for address in configured:
+        version = ipaddress.ip_address(address).version
+        if (version == 4 and use_ipv4) or (version == 6 and use_ipv6):
+            out.append(address)
+    return out
+
+
+def install() -> None:
+    """Patch the seams (idempotent). Called by the front-end before its first peer."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        aiortc.rtcrtpreceiver.get_decoder = get_decoder  # type: ignore[assignment]
+        aioice.ice.get_host_addresses = get_host_addresses
+        _installed = True
+    log.debug("aiortc seams installed (decoder passthrough, ICE host addresses)")
+
+
+def rtp_origin(receiver: RTCRtpReceiver) -> int | None:
+    """The RTP timestamp aiortc subtracted from this receiver's frames (``pts`` + origin
+    is the sender's RTP timestamp, mod 2^32); None before the first frame."""
+    mapper = getattr(receiver, TIMESTAMP_MAPPER_ATTR, None)
+    origin = getattr(mapper, "_origin", None)
+    return origin if isinstance(origin, int) else None

@@ -1,0 +1,110 @@
+"""WHEP (draft-ietf-wish-whep): the other participant's media to a browser.
+
+The peer sends two :class:`~webrtc.sink.PacketTrack`s fed by a
+:class:`~webrtc.sink.WebRtcSink`; the sink is attached to the other role's stream by
+:func:`webrtc.attach.attach_sink` once the peer is connected (so nothing queues up while
+ICE runs, and the first picture is a fresh keyframe rather than a stale backlog).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiortc import RTCRtpSender
+from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, unpack_remb_fci
+
+from gateway.consultation import Consultation, Role
+from webrtc.attach import SinkAttachment
+from webrtc.offer import OfferError, check_offer, restrict_codecs
+from webrtc.peers import PeerFactory
+from webrtc.session import PeerSession
+from webrtc.sink import WebRtcSink
+
+log = logging.getLogger(__name__)
+
+Attach = Callable[[Consultation, Role, WebRtcSink], SinkAttachment]
+
+
+def hook_sender_feedback(sender: RTCRtpSender, sink: WebRtcSink) -> None:
+    """Route the browser's feedback for this sender to the sink (per instance).
+
+    * PLI/FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1): aiortc's ``_handle_rtcp_packet`` calls
+      ``self._send_keyframe()``, which only sets a flag its encoder would read; we send
+      pre-encoded packets, so the request must reach whoever encodes (the publisher or
+      the gateway's transcoder).
+    * REMB (draft-alvestrand-rmcat-remb, PSFB FMT 15 "AFB"): the receiver's bandwidth
+      estimate, for the transcoder's bitrate. aiortc reads it only into its own encoder.
+    """
+    sender._send_keyframe = sink.request_keyframe  # type: ignore[method-assign]
+    original = sender._handle_rtcp_packet
+    ssrc = sender._ssrc
+
+    async def handle(packet: AnyRtcpPacket) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                pass
+            else:
+                if ssrc in ssrcs:
+                    sink.report_bitrate(bitrate)
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+class WhepSession(PeerSession):
+    """A participant watching the other one."""
+
+    kind = "whep"
+
+    def __init__(
+        self,
+        factory: PeerFactory,
+        consultation: Consultation,
+        role: Role,
+        resource_id: str,
+        on_closed: Callable[[PeerSession], None],
+        attach: Attach,
+    ) -> None:
+        super().__init__(factory, consultation, role, resource_id, on_closed)
+        self.source_role = role.other
+        self._attach = attach
+        self.sink: WebRtcSink | None = None
+        self.attachment: SinkAttachment | None = None
+
+    async def negotiate(self, offer: str) -> str:
+        check_offer(offer, publish=False)
+        await self._set_offer(offer)
+        negotiated = restrict_codecs(self.pc)
+        sink = WebRtcSink(negotiated)
+        self.sink = sink
+        for transceiver in self.pc.getTransceivers():
+            track = sink.tracks.get(transceiver.kind)
+            if track is None:
+                continue
+            # sendonly: the answer's direction is this and'ed with the offer's
+            # (RFC 8829 §5.3.1), so a recvonly offer gets sendonly.
+            transceiver.direction = "sendonly"
+            transceiver.sender.replaceTrack(track)
+            hook_sender_feedback(transceiver.sender, sink)
+        if not sink.tracks:
+            raise OfferError("No media section of the offer receives media.")
+        await self._answer(offer)
+        self.connection.codecs_out = dict(negotiated)
+        return self.answer_sdp
+
+    def on_connected(self) -> None:
+        if self.closed or self.sink is None or self.attachment is not None:
+            return
+        self.attachment = self._attach(self.consultation, self.source_role, self.sink)
+        self.sink.on_keyframe_request = self.attachment.request_keyframe
+        # Start with a fresh picture, not the publisher's next scheduled keyframe.
+        self.attachment.request_keyframe()
+
+    def before_close(self) -> None:
+        if self.attachment is not None:
+            self.attachment.close()
+        if self.sink is not None:
+            self.sink.close()

@@ -1,0 +1,234 @@
+"""WHIP (RFC 9725): a participant's camera and microphone from a browser into the core.
+
+The peer's receivers are registered for passthrough (``webrtc.seams``): their tracks
+yield the depayloaded, still encoded frames as ``av.Packet``s, which are turned into
+``MediaUnit``s (``vp8``/``h264``/``opus``) on the session clock (``webrtc.clock``) and
+pushed into ``consultation.streams[role]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import av
+from aiortc import RTCRtpReceiver
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import AnyRtcpPacket, RtcpSrPacket
+
+from gateway.consultation import Consultation, Role
+from gateway.media import AUDIO, VIDEO, MediaUnit
+from webrtc import h264, seams
+from webrtc.clock import SessionClock, TrackClock
+from webrtc.offer import OfferError, check_offer, media_ssrc, restrict_codecs
+from webrtc.peers import PeerFactory
+from webrtc.session import PeerSession
+
+log = logging.getLogger(__name__)
+
+# RFC 4585 §6.3.1 leaves PLI pacing to the receiver; one per half second is what a
+# recovering stream needs, and several WHEP viewers asking at once become one request.
+PLI_INTERVAL = 0.5
+OPUS_INFO: dict[str, Any] = {"sample_rate": 48000, "channels": 2}
+
+
+def vp8_dimensions(frame: bytes) -> tuple[int, int] | None:
+    """Width and height from a VP8 key frame header (RFC 6386 §9.1)."""
+    if len(frame) < 10 or frame[0] & 1 or frame[3:6] != b"\x9d\x01\x2a":
+        return None
+    width = int.from_bytes(frame[6:8], "little") & 0x3FFF
+    height = int.from_bytes(frame[8:10], "little") & 0x3FFF
+    return width, height
+
+
+class _Ingest:
+    """One received track: its receiver, clock and reader task."""
+
+    def __init__(self, receiver: RTCRtpReceiver, track: MediaStreamTrack, clock: TrackClock):
+        self.receiver = receiver
+        self.track = track
+        self.clock = clock
+        self.media_ssrc: int | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.frames = 0
+
+
+class WhipSession(PeerSession):
+    """A participant publishing over WebRTC."""
+
+    kind = "whip"
+
+    def __init__(
+        self,
+        factory: PeerFactory,
+        consultation: Consultation,
+        role: Role,
+        resource_id: str,
+        on_closed: Callable[[PeerSession], None],
+    ) -> None:
+        super().__init__(factory, consultation, role, resource_id, on_closed)
+        self.stream = consultation.streams[role]
+        self.clock = SessionClock()
+        self.ingests: dict[str, _Ingest] = {}
+        self.negotiated: dict[str, str] = {}
+        self.publishing = False
+        self.pli_sent = 0
+        self._last_pli = -PLI_INTERVAL
+        # H.264 parameter sets already announced as a config unit
+        self._h264_sets: tuple[bytes, bytes] | None = None
+
+    async def negotiate(self, offer: str) -> str:
+        """Answer a WHIP offer; raises OfferError (→ 400) for what we cannot take."""
+        description = check_offer(offer, publish=True)
+        await self._set_offer(offer)
+        self.negotiated = restrict_codecs(self.pc)
+        for transceiver in self.pc.getTransceivers():
+            # WHIP is one-way (RFC 9725 §4.2): we never send back.
+            transceiver.direction = "recvonly"
+            receiver = transceiver.receiver
+            track = receiver.track
+            if track is None:
+                continue
+            seams.register_passthrough(receiver)
+            rate = transceiver._codecs[0].clockRate
+            clock = self.clock.track(rate, functools.partial(seams.rtp_origin, receiver))
+            ingest = _Ingest(receiver, track, clock)
+            ingest.media_ssrc = media_ssrc(description, transceiver)
+            self._hook_sender_reports(ingest)
+            self.ingests[track.kind] = ingest
+        if not self.ingests:
+            raise OfferError("No media section of the offer sends media.")
+        await self._answer(offer)
+        self.connection.codecs_in = dict(self.negotiated)
+        return self.answer_sdp
+
+    def start(self) -> None:
+        super().start()
+        for kind, ingest in self.ingests.items():
+            ingest.task = asyncio.ensure_future(self._read(kind, ingest))
+
+    # -- RTCP -------------------------------------------------------------------------------
+    def _hook_sender_reports(self, ingest: _Ingest) -> None:
+        """Wrap this receiver's RTCP handler (per instance; aiortc's transport routes an
+        SR to the receiver of its SSRC) to feed sender reports to the track's clock."""
+        original = ingest.receiver._handle_rtcp_packet
+
+        async def handle(packet: AnyRtcpPacket) -> None:
+            if isinstance(packet, RtcpSrPacket):
+                info = packet.sender_info
+                ingest.clock.on_sender_report(info.ntp_timestamp, info.rtp_timestamp)
+                if ingest.media_ssrc is None:
+                    ingest.media_ssrc = packet.ssrc
+            await original(packet)
+
+        ingest.receiver._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+    def request_keyframe(self) -> None:
+        """``PublishedStream.keyframe_requester``: a PLI to the browser (RFC 4585 §6.3.1),
+        paced, sent through the video receiver (``_send_rtcp_pli``, private)."""
+        ingest = self.ingests.get(VIDEO)
+        if self.closed or ingest is None:
+            return
+        now = time.monotonic()
+        if now - self._last_pli < PLI_INTERVAL:
+            return
+        ssrc = ingest.media_ssrc
+        if ssrc is None:
+            sources = ingest.receiver.getSynchronizationSources()
+            if not sources:
+                return
+            ssrc = sources[0].source
+        self._last_pli = now
+        self.pli_sent += 1
+        self.spawn(ingest.receiver._send_rtcp_pli(ssrc))
+
+    # -- media ------------------------------------------------------------------------------
+    async def _read(self, kind: str, ingest: _Ingest) -> None:
+        try:
+            while not self.closed:
+                try:
+                    packet = await ingest.track.recv()
+                except MediaStreamError:
+                    break
+                if isinstance(packet, av.Packet) and not self.closed:
+                    self._on_packet(kind, ingest, packet)
+        except Exception:
+            log.exception("%s: reading %s failed", self.label, kind)
+            self.close_soon()
+
+    def _start_publishing(self) -> None:
+        self.publishing = True
+        self._h264_sets = None
+        self.stream.start("webrtc")
+        self.stream.keyframe_requester = self.request_keyframe
+        log.info("%s: publishing %s", self.label, self.negotiated)
+
+    def _owns_stream(self) -> bool:
+        return self.publishing and self.stream.keyframe_requester == self.request_keyframe
+
+    def _on_packet(self, kind: str, ingest: _Ingest, packet: av.Packet) -> None:
+        if not self.publishing:
+            self._start_publishing()
+        elif not self._owns_stream():
+            return  # another publisher (a newer WHIP session, RTMP) took the stream over
+        ingest.frames += 1
+        codec = packet.opaque if isinstance(packet.opaque, str) else self.negotiated[kind]
+        if self.connection.codecs_in.get(kind) != codec:
+            self.connection.codecs_in[kind] = codec
+        assert packet.pts is not None
+        timestamp = ingest.clock.to_ms(packet.pts)
+        data = bytes(packet)
+        if kind == AUDIO:
+            first = dict(OPUS_INFO) if ingest.frames == 1 else None
+            self.stream.push(MediaUnit(AUDIO, codec, timestamp, data, keyframe=True, info=first))
+        elif codec == "h264":
+            self._push_h264(timestamp, data)
+        else:
+            info: dict[str, Any] | None = None
+            if packet.is_keyframe:
+                dims = vp8_dimensions(data)
+                if dims is not None:
+                    info = {"width": dims[0], "height": dims[1]}
+            self.stream.push(
+                MediaUnit(VIDEO, codec, timestamp, data, keyframe=packet.is_keyframe, info=info)
+            )
+
+    def _push_h264(self, timestamp: int, data: bytes) -> None:
+        """Annex-B → AVCC, with a config unit (avcC) before the first IDR and whenever
+        SPS/PPS change (docs/media-pipeline.md). Parameter sets travel in the config unit
+        only; frames before the first configuration cannot be decoded and are dropped."""
+        nals = h264.split_annexb(data)
+        sps = [n for n in nals if h264.nal_type(n) == h264.NAL_SPS]
+        pps = [n for n in nals if h264.nal_type(n) == h264.NAL_PPS]
+        if sps and pps:
+            sets = (b"".join(sps), b"".join(pps))
+            if sets != self._h264_sets:
+                self._h264_sets = sets
+                record = h264.build_avcc_record(sps, pps)
+                self.stream.push(MediaUnit(VIDEO, "h264", timestamp, record, config=True))
+        if self._h264_sets is None:
+            self.request_keyframe()
+            return
+        frame = [n for n in nals if h264.nal_type(n) not in (h264.NAL_SPS, h264.NAL_PPS)]
+        if not frame:
+            return
+        keyframe = any(h264.nal_type(n) == h264.NAL_IDR for n in frame)
+        self.stream.push(MediaUnit(VIDEO, "h264", timestamp, h264.to_avcc(frame), keyframe))
+
+    # -- end ----------------------------------------------------------------------------------
+    def before_close(self) -> None:
+        if self._owns_stream():
+            self.stream.keyframe_requester = None
+            self.stream.stop()
+        self.publishing = False
+
+    async def after_close(self) -> None:
+        tasks = [i.task for i in self.ingests.values() if i.task is not None]
+        for task in tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
