@@ -52,7 +52,14 @@ from tests.gwproc import GatewayProcess  # noqa: E402
 OUT_DIR = ROOT / "bench" / "out"
 GW_ASYNCIO = "gateway/asyncio-loop"
 GW_NO_REST = "gateway/no-read-rest"
-SCENARIOS = ("relay720p", "relay720p-flash", "pairs50", "session", "chunk")
+SCENARIOS = (
+    "relay720p",
+    "relay720p-flash",
+    "relay720p-chunkwise",
+    "pairs50",
+    "session",
+    "chunk",
+)
 OPTIONAL = ("profile",)
 PY = sys.executable
 
@@ -208,7 +215,8 @@ class Player:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        while chunk := self.proc.stdout.read1(65536):
+        fd = self.proc.stdout.fileno()
+        while chunk := os.read(fd, 65536):
             self.counter.feed(chunk)
             self.last_data = time.monotonic()
 
@@ -310,11 +318,14 @@ def scenario_relay720p(d: Durations) -> dict[str, Any]:
 
 
 # -- pairs50 -----------------------------------------------------------------------------
-def pairs_once(server: Server, flv: Path, count: int, seconds: float) -> dict[str, Any]:
+def pairs_once(
+    server: Server, flv: Path, count: int, seconds: float, chunkwise: bool = False
+) -> dict[str, Any]:
     pairs = [server.new_pair(i) for i in range(count)]
     plan = {
         "server_pid": server.pid,
         "seconds": seconds,
+        "chunkwise": chunkwise,
         "flv": str(flv),
         "pairs": [{"publish": p, "play": q} for p, q in pairs],
     }
@@ -363,14 +374,16 @@ def scenario_pairs50(d: Durations) -> dict[str, Any]:
     return result
 
 
-def scenario_relay720p_flash(d: Durations) -> dict[str, Any]:
+def scenario_relay720p_flash(d: Durations, chunkwise: bool = False) -> dict[str, Any]:
     """relay720p with the publisher Flash Player is: 128-byte chunks.
 
     ffmpeg as a publisher echoes the server's Set Chunk Size (rtmpproto.c,
     handle_chunk_size), so against both servers (4096) relay720p ingests 4096-byte
     chunks. Flash Player keeps 128: 32 times the chunks for the same bytes, which is
-    where a Python chunk parser pays. One load-generator pair sends the same file.
+    where a Python chunk parser pays. One load-generator pair sends the same file,
+    each message with one write, or (``chunkwise``) each chunk with its own.
     """
+    label = "relay720p-chunkwise" if chunkwise else "relay720p-flash"
     flv = make_flv(RELAY_720P, d.relay)
     src = flv_totals(flv)
     result: dict[str, Any] = {
@@ -379,13 +392,14 @@ def scenario_relay720p_flash(d: Durations) -> dict[str, Any]:
             "seconds": d.relay,
             "mbit_per_s": src.stream_bytes * 8 / d.relay / 1e6,
             "chunk_size": 128,
+            "chunkwise": chunkwise,
         }
     }
     names = ["nginx-rtmp", *gateway_variants()]
     for name in names:
-        log(f"relay720p-flash: {name}, {d.relay:g} s, 128-byte chunks")
+        log(f"{label}: {name}, {d.relay:g} s, 128-byte chunks")
         with SERVERS[name]() as server:
-            result[name] = pairs_once(server, flv, 1, d.relay)
+            result[name] = pairs_once(server, flv, 1, d.relay, chunkwise)
     ncpu = result["nginx-rtmp"]["server_cpu_seconds"]
     result["ratios"] = {
         k: result[k]["server_cpu_seconds"] / ncpu if ncpu else None for k in names[1:]
@@ -540,6 +554,7 @@ def scenario_profile(d: Durations) -> dict[str, Any]:
 RUNNERS: dict[str, Callable[[Durations], dict[str, Any]]] = {
     "relay720p": scenario_relay720p,
     "relay720p-flash": scenario_relay720p_flash,
+    "relay720p-chunkwise": lambda d: scenario_relay720p_flash(d, chunkwise=True),
     "pairs50": scenario_pairs50,
     "session": scenario_session,
     "chunk": scenario_chunk,
@@ -575,11 +590,14 @@ def report(results: dict[str, Any]) -> str:
                 + (f"  {_ratio(ratio)}" if ratio is not None else "  (yardstick)")
             )
         add(f"  ratio gateway/nginx-rtmp CPU: {_ratio(r['ratio'])} (goal <= 1.5×, bar <= 3×)")
-    if "relay720p-flash" in results and "error" not in results["relay720p-flash"]:
-        r = results["relay720p-flash"]
+    for label in ("relay720p-flash", "relay720p-chunkwise"):
+        if label not in results or "error" in results[label]:
+            continue
+        r = results[label]
         i = r["input"]
+        how = "a write per chunk" if i.get("chunkwise") else "a write per message"
         add(
-            f"relay720p-flash: the same file from a Flash-like publisher (128-byte chunks, "
+            f"{label}: the same file from a Flash-like publisher (128-byte chunks, {how}, "
             f"load generator) -> 1 player, {i['seconds']:g} s"
         )
         add(
