@@ -95,9 +95,25 @@ class PublishedStream:
         self.video_enabled = True
         self.audio_enabled = True
         self.on_change: Callable[[PublishedStream], None] | None = None
+        self.owner: object | None = None
+        self._on_preempt: Callable[[], None] | None = None
 
     # -- publisher side -------------------------------------------------------------
-    def start(self, kind: str) -> None:
+    def start(
+        self,
+        kind: str,
+        owner: object | None = None,
+        on_preempt: Callable[[], None] | None = None,
+    ) -> None:
+        """A publisher starts. One publisher owns the stream at a time: a new one (the
+        participant reconnected, or switched from Flash to the browser) takes over, and
+        the previous owner is told through its ``on_preempt`` so it stops pushing."""
+        previous = self._on_preempt if self.live and self.owner is not owner else None
+        if self.live:
+            self.stop()
+        self.owner = owner
+        self._on_preempt = on_preempt
+        self.keyframe_requester = None
         self.live = True
         self.kind = kind
         self._reset_caches()
@@ -106,11 +122,16 @@ class PublishedStream:
             state.receiver.stream_started(self)
         if self.on_change:
             self.on_change(self)
+        if previous is not None:
+            previous()
 
-    def stop(self) -> None:
-        if not self.live:
+    def stop(self, owner: object | None = None) -> None:
+        """The publisher ends; a stale owner's stop (after a takeover) is ignored."""
+        if not self.live or (owner is not None and owner is not self.owner):
             return
         self.live = False
+        self.keyframe_requester = None
+        self._on_preempt = None
         self._reset_caches()
         for state in list(self._receivers.values()):
             state.receiver.stream_stopped(self)

@@ -238,7 +238,7 @@ class RtmpSession:
 
     def _cleanup(self) -> None:
         for stream in self.publishing.values():
-            stream.stop()
+            stream.stop(owner=self)
         self.publishing.clear()
         for receiver in self.playing.values():
             receiver.detach()
@@ -448,17 +448,27 @@ class RtmpSession:
             self._publish_bad(sid, name, "This stream is already publishing.")
             return
         stream = grant.consultation.streams[grant.role]
-        if stream.live:
-            # A participant who reconnects (dropped Wi-Fi) takes over from its stale
-            # connection instead of being locked out until that one times out.
-            stream.stop()
         self.publishing[sid] = stream
         self.conn.stream_begin(sid)
         self.conn.send_status(
             sid, "NetStream.Publish.Start", f"{name} is now published.", details=name
         )
         self.flush()
-        stream.start(self.transport)
+        # A participant who reconnects (dropped Wi-Fi) takes over from its stale
+        # connection instead of being locked out until that one times out.
+        stream.start(self.transport, owner=self, on_preempt=lambda: self._preempted(sid))
+
+    def _preempted(self, sid: int) -> None:
+        """Another connection of the same participant publishes now: this one is stale."""
+        if self.publishing.pop(sid, None) is not None and not self.closed:
+            self.conn.send_status(
+                sid,
+                "NetStream.Publish.BadName",
+                "Published from another connection.",
+                level="error",
+            )
+            self.flush()
+            self.abort("publisher replaced by a newer connection")
 
     def _publish_bad(self, sid: int, name: str, description: str) -> None:
         self.conn.send_status(sid, "NetStream.Publish.BadName", description, level="error")
@@ -468,7 +478,7 @@ class RtmpSession:
     def _stop_publishing(self, sid: int) -> None:
         stream = self.publishing.pop(sid, None)
         if stream is not None:
-            stream.stop()
+            stream.stop(owner=self)
             self.conn.send_status(sid, "NetStream.Unpublish.Success", "Stream unpublished.")
 
     def _cmd_play(self, cmd: CommandReceived) -> None:

@@ -275,3 +275,36 @@ async def test_ending_the_consultation_tells_flash_and_closes(gateway: GatewayPr
         assert ended
     finally:
         await flash.close()
+
+
+async def test_reconnecting_publisher_takes_over_and_the_stale_one_is_closed(
+    gateway: GatewayProcess, h264_tags: list[FlvTag]
+) -> None:
+    session = gateway.create_session()
+    token = session["customer"]["token"]
+    stale = await _flash(gateway, token)
+    fresh = await _flash(gateway, token)
+    try:
+        sid = await stale.create_stream()
+        stale.publish(sid, "customer")
+        await stale.wait_status("NetStream.Publish.Start")
+        sid2 = await fresh.create_stream()
+        fresh.publish(sid2, "customer")
+        await fresh.wait_status("NetStream.Publish.Start")
+        status = await stale.wait_status("NetStream.Publish.BadName")
+        assert "another connection" in status["description"]
+        await asyncio.wait_for(stale.closed.wait(), 5)
+        state = await asyncio.to_thread(gateway.get, f"/api/sessions/{session['id']}")
+        assert state["streams"]["customer"]["live"]
+        # the new connection's media flows to a player
+        player = await _flash(gateway, session["advisor"]["token"])
+        psid = await player.create_stream()
+        player.play(psid, "customer")
+        await player.wait_status("NetStream.Play.Start")
+        for tag in h264_tags[:40]:
+            fresh.send_media(sid2, tag.type_id, tag.timestamp, tag.body)
+        await player.wait_for(lambda: any(e.type_id == 9 for e in player.media))
+        await player.close()
+    finally:
+        await stale.close()
+        await fresh.close()

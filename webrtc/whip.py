@@ -163,12 +163,12 @@ class WhipSession(PeerSession):
     def _start_publishing(self) -> None:
         self.publishing = True
         self._h264_sets = None
-        self.stream.start("webrtc")
+        self.stream.start("webrtc", owner=self, on_preempt=self.close_soon)
         self.stream.keyframe_requester = self.request_keyframe
         log.info("%s: publishing %s", self.label, self.negotiated)
 
     def _owns_stream(self) -> bool:
-        return self.publishing and self.stream.keyframe_requester == self.request_keyframe
+        return self.publishing and self.stream.owner is self
 
     def _on_packet(self, kind: str, ingest: _Ingest, packet: av.Packet) -> None:
         if not self.publishing:
@@ -222,8 +222,7 @@ class WhipSession(PeerSession):
     # -- end ----------------------------------------------------------------------------------
     def before_close(self) -> None:
         if self._owns_stream():
-            self.stream.keyframe_requester = None
-            self.stream.stop()
+            self.stream.stop(owner=self)
         self.publishing = False
 
     async def after_close(self) -> None:
