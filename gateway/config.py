@@ -197,6 +197,18 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         setattr(cfg, name, value)
     for name, value in limit_values.items():
         _apply_limit(cfg.limits, name, value)
+    for addr in cfg.ice_host:
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise ValueError(f"--ice-host expects an IP address, not {addr!r}") from None
+    for flag, urls, schemes in (
+        ("--stun", cfg.stun, ("stun:", "stuns:")),
+        ("--turn", cfg.turn, ("turn:", "turns:")),
+    ):
+        for url in urls:
+            if not url.startswith(schemes):
+                raise ValueError(f"{flag} expects a {schemes[0]} URL (RFC 7064/7065), not {url!r}")
     if cfg.event_loop not in ("uvloop", "asyncio"):
         raise ValueError(f"--event-loop must be uvloop or asyncio, not {cfg.event_loop!r}")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):

@@ -42,8 +42,10 @@ def test_toml_then_environment_then_flags(tmp_path: Path) -> None:
     cfg = _load(["--config", str(toml)])
     assert (cfg.http_port, cfg.rtmp_port, cfg.ice_host) == (9000, 9935, ["10.0.0.1"])
     assert cfg.limits.idle_timeout == 5.5
-    cfg = _load(["--config", str(toml)], {"VB_HTTP_PORT": "9100", "VB_ICE_HOST": "a,b"})
-    assert cfg.http_port == 9100 and cfg.ice_host == ["a", "b"] and cfg.rtmp_port == 9935
+    env = {"VB_HTTP_PORT": "9100", "VB_ICE_HOST": "10.0.0.2,10.0.0.3"}
+    cfg = _load(["--config", str(toml)], env)
+    assert cfg.http_port == 9100 and cfg.rtmp_port == 9935
+    assert cfg.ice_host == ["10.0.0.2", "10.0.0.3"]
     cfg = _load(
         ["--config", str(toml), "--http-port", "9200", "--limit", "idle_timeout=7"],
         {"VB_HTTP_PORT": "9100"},
@@ -60,6 +62,11 @@ def test_unknown_settings_and_half_tls_are_errors(tmp_path: Path) -> None:
         _load(["--limit", "nonsense=1"])
     with pytest.raises(ValueError, match="go together"):
         _load(["--tls-cert", "c.pem"])
+    with pytest.raises(ValueError, match="IP address"):
+        _load(["--ice-host", "my-laptop"])
+    with pytest.raises(ValueError, match="stun:"):
+        _load(["--stun", "stun.l.google.com:19302"])
+    assert _load(["--turn", "turn:turn.bank.example:3478?transport=udp"]).turn
 
 
 def test_repeatable_ice_host_flag() -> None:
