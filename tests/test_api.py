@@ -663,7 +663,11 @@ async def test_customer_pin_flow(client: Client, gw: Gateway) -> None:
 
     chat_page = await (await client.get(path)).text()
     assert f'data-events="/k/{sid}/events"' in chat_page
-    assert body["customer"]["token"] not in chat_page  # the token stays in the cookie
+    # the token is in the page once, for the WHIP/WHEP bearer header (docs/web.md), and
+    # never in a URL or data attribute
+    token = body["customer"]["token"]
+    assert chat_page.count(token) == 1
+    assert f'<meta name="vb-token" content="{token}">' in chat_page
     # the cookie is scoped to this consultation's pages, the API does not see it
     await assert_problem(await client.get(f"/api/sessions/{sid}"), 401)
 

@@ -1,14 +1,22 @@
-"""Minimal HTML pages (German): advisor login and overview, the customer's PIN entry
-and chat, the Flash placeholder. No inline script or style (the CSP forbids both), no
-third-party assets; JavaScript in ``web/static`` reads its parameters from ``data-*``.
+"""HTML pages: advisor login, overview and consultation page, the customer's PIN entry
+and consultation page, the Flash placeholder.
+
+German by default, English on request (``web/i18n.py``); the markup is in
+``web/templates.py``. No inline script or style (the CSP forbids both), no third-party
+assets; JavaScript in ``web/static`` reads its parameters from ``data-*`` and ``<meta>``.
+
+The consultation pages carry the participant's token in ``<meta name="vb-token">`` for
+the WHIP/WHEP requests (``Authorization: Bearer``; fetch() cannot use the HttpOnly
+cookies, and the WebRTC endpoints take bearer tokens only). The pages are served only to
+the authenticated participant (advisor login, or the customer after the PIN) and with
+``Cache-Control: no-store``; the token never appears in a URL.
 """
 
 from __future__ import annotations
 
-import html
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
@@ -24,9 +32,11 @@ from web.auth import (
     identify,
     same_origin,
 )
+from web.i18n import negotiate, remember
 from web.keys import GATEWAY_KEY
-from web.links import events_path, participant_links
+from web.links import participant_links
 from web.pins import PinGuard, PinOutcome
+from web.templates import View, advisor_room, customer_room, esc
 
 log = logging.getLogger(__name__)
 
@@ -38,28 +48,23 @@ routes = web.RouteTableDef()
 _PIN = re.compile(r"\d{6}")
 
 
-def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+def view(request: web.Request) -> View:
+    return View(negotiate(request))
 
 
-def render(
-    title: str,
-    main: str,
-    *,
-    status: int = 200,
-    scripts: tuple[str, ...] = (),
-    meta: Mapping[str, str] | None = None,
+def html_response(request: web.Request, page: str, *, status: int = 200) -> web.Response:
+    response = web.Response(status=status, text=page, content_type="text/html")
+    remember(request, response)
+    return response
+
+
+def message_page(
+    request: web.Request, title_key: str, *text_keys: str, status: int = 200
 ) -> web.Response:
-    metas = "".join(f'<meta name="{esc(k)}" content="{esc(v)}">' for k, v in (meta or {}).items())
-    tags = "".join(f'<script src="/static/{esc(s)}" defer></script>' for s in scripts)
-    page = (
-        '<!doctype html>\n<html lang="de"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)} – Video-Beratung</title>"
-        f'<link rel="stylesheet" href="/static/style.css">{metas}{tags}</head>'
-        f"<body><main><h1>{esc(title)}</h1>\n{main}\n</main></body></html>\n"
-    )
-    return web.Response(status=status, text=page, content_type="text/html")
+    """A page with a title and one paragraph per string (errors, notices)."""
+    v = view(request)
+    main = "".join(v.tr(key, "p") for key in text_keys)
+    return html_response(request, v.document(title_key, main), status=status)
 
 
 def _set_cookie(
@@ -86,21 +91,6 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def _chat_box(consultation: Consultation, role: Role, events: str) -> str:
-    other = "Kunde/Kundin" if role is Role.ADVISOR else "Ihr Berater/Ihre Beraterin"
-    return (
-        f'<section id="chat" data-events="{esc(events)}" data-role="{esc(role)}" '
-        f'data-other="{esc(other)}">'
-        f'<p class="presence">{esc(other)}: <span class="other-state">unbekannt</span></p>'
-        '<p class="status" role="status">Verbindung wird aufgebaut …</p>'
-        '<ol class="chat-log" aria-live="polite"></ol>'
-        '<form class="chat-form"><label for="chat-text">Nachricht</label> '
-        '<input id="chat-text" name="text" maxlength="2000" autocomplete="off" required> '
-        '<button type="submit">Senden</button></form>'
-        "</section>"
-    )
-
-
 # -- advisor -------------------------------------------------------------------------------
 
 
@@ -111,12 +101,8 @@ def _advisor_session(request: web.Request) -> str | None:
     return None
 
 
-def _not_logged_in() -> web.Response:
-    return render(
-        "Nicht angemeldet",
-        "<p>Bitte melden Sie sich mit dem Anmeldelink an, den der Dienst beim Start ausgibt.</p>",
-        status=403,
-    )
+def _not_logged_in(request: web.Request) -> web.Response:
+    return message_page(request, "login.needed.title", "login.needed.text", status=403)
 
 
 @routes.get("/")
@@ -134,12 +120,7 @@ async def favicon(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     sid = gateway_of(request).advisor_auth.redeem_login(request.query.get("token"))
     if sid is None:
-        return render(
-            "Anmeldung fehlgeschlagen",
-            "<p>Dieser Anmeldelink ist ungültig oder wurde bereits verwendet. "
-            "Ein Anmeldelink gilt nur einmal.</p>",
-            status=403,
-        )
+        return message_page(request, "login.failed.title", "login.failed.text", status=403)
     log.info("advisor logged in")
     response = _see_other("/advisor")
     _set_cookie(
@@ -156,7 +137,7 @@ async def logout(request: web.Request) -> web.Response:
         token = form.get("csrf")
         check_csrf(request, principal, token if isinstance(token, str) else None)
         gateway_of(request).advisor_auth.end_session(principal.cookie_session)
-    response = render("Abgemeldet", "<p>Sie sind abgemeldet.</p>")
+    response = message_page(request, "logout.title", "logout.text")
     response.del_cookie(ADVISOR_COOKIE, path="/")
     return response
 
@@ -165,103 +146,111 @@ async def logout(request: web.Request) -> web.Response:
 async def advisor_home(request: web.Request) -> web.Response:
     sid = _advisor_session(request)
     if sid is None:
-        return _not_logged_in()
+        return _not_logged_in(request)
     gateway = gateway_of(request)
+    v = view(request)
     csrf = csrf_token(request.app, sid)
     rows = []
     for consultation in gateway.directory.consultations.values():
         if consultation.ended:
             continue
         links = participant_links(gateway.config, consultation, Role.CUSTOMER)
-        present = "anwesend" if consultation.participants[Role.CUSTOMER].connections else "–"
+        present = bool(consultation.participants[Role.CUSTOMER].connections)
         rows.append(
             f'<tr><td><a href="/advisor/{esc(consultation.id)}">{esc(consultation.id)}</a></td>'
-            f'<td><a href="{esc(links["page_url"])}">{esc(links["page_url"])}</a></td>'
-            f"<td>{esc(links['pin'])}</td><td>{present}</td></tr>"
+            f'<td><a class="link" href="{esc(links["page_url"])}">{esc(links["page_url"])}</a>'
+            f'</td><td class="pin">{esc(links["pin"])}</td>'
+            f"<td>{v.tr('overview.present' if present else 'overview.absent')}</td></tr>"
         )
-    table = (
-        "<table><thead><tr><th>Beratung</th><th>Link für den Kunden</th><th>PIN</th>"
-        "<th>Kunde</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-        if rows
-        else "<p>Keine laufenden Beratungen.</p>"
-    )
+    if rows:
+        heads = "".join(
+            v.tr(f"overview.col.{col}", "th") for col in ("consultation", "link", "pin", "customer")
+        )
+        table = (
+            f'<div class="table-wrap"><table><thead><tr>{heads}</tr></thead><tbody>'
+            + "".join(rows)
+            + "</tbody></table></div>"
+        )
+    else:
+        table = v.tr("overview.none", "p")
     main = (
-        '<p><button type="button" id="create-session">Neue Beratung anlegen</button></p>'
-        '<div id="created" hidden></div>'
-        "<h2>Laufende Beratungen</h2>" + table + '<form method="post" action="/logout">'
+        '<section class="card">'
+        '<p><button type="button" id="create-session" class="primary">'
+        + v.tr("overview.create")
+        + '</button></p><div id="created" hidden></div></section>'
+        '<section class="card">' + v.tr("overview.running", "h2") + table + "</section>"
+        '<form method="post" action="/logout" class="logout">'
         f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
-        '<button type="submit">Abmelden</button></form>'
+        '<button type="submit" class="secondary">' + v.tr("logout.button") + "</button></form>"
     )
-    return render("Video-Beratung", main, scripts=("advisor.js",), meta={"csrf-token": csrf})
+    page = v.document(
+        "overview.title",
+        main,
+        scripts=("i18n.js", "advisor.js"),
+        meta={"csrf-token": csrf},
+        body_class="page-overview",
+    )
+    return html_response(request, page)
 
 
 @routes.get("/advisor/{id}")
 async def advisor_consultation(request: web.Request) -> web.Response:
     sid = _advisor_session(request)
     if sid is None:
-        return _not_logged_in()
+        return _not_logged_in(request)
     gateway = gateway_of(request)
     consultation = gateway.directory.get(request.match_info["id"])
     if consultation is None or consultation.ended:
-        return _gone()
+        return _gone(request)
     links = participant_links(gateway.config, consultation, Role.CUSTOMER)
-    main = (
-        "<dl>"
-        f'<dt>Link für den Kunden</dt><dd><a href="{esc(links["page_url"])}">'
-        f"{esc(links['page_url'])}</a></dd>"
-        f'<dt>PIN</dt><dd class="pin">{esc(links["pin"])}</dd>'
-        f'<dt>Flash-Zugang</dt><dd><a href="{esc(links["flash_page_url"])}">'
-        f"{esc(links['flash_page_url'])}</a></dd>"
-        "</dl>"
-        + _chat_box(consultation, Role.ADVISOR, events_path(consultation.id))
-        + f'<p><button type="button" id="end-session" data-id="{esc(consultation.id)}">'
-        "Beratung beenden</button></p>"
-        '<p><a href="/advisor">Zur Übersicht</a></p>'
+    page = advisor_room(
+        view(request),
+        consultation.id,
+        links,
+        token=consultation.participants[Role.ADVISOR].token,
+        csrf=csrf_token(request.app, sid),
+        stun=gateway.config.stun,
     )
-    return render(
-        "Beratung",
-        main,
-        scripts=("chat.js", "advisor.js"),
-        meta={"csrf-token": csrf_token(request.app, sid)},
-    )
+    return html_response(request, page)
 
 
 # -- customer ------------------------------------------------------------------------------
 
 
-def _gone() -> web.Response:
-    return render(
-        "Beratung nicht verfügbar",
-        "<p>Diese Beratung gibt es nicht (mehr). Bitte wenden Sie sich an Ihre Beraterin "
-        "oder Ihren Berater.</p>",
-        status=404,
-    )
+def _gone(request: web.Request) -> web.Response:
+    return message_page(request, "gone.title", "gone.text", status=404)
 
 
-def _locked() -> web.Response:
-    return render(
-        "Zugang gesperrt",
-        "<p>Die PIN wurde zu oft falsch eingegeben. Dieser Link ist aus Sicherheitsgründen "
-        "gesperrt; bitte lassen Sie sich von Ihrer Beraterin oder Ihrem Berater einen "
-        "neuen Link geben.</p>",
-        status=403,
-    )
+def _locked(request: web.Request) -> web.Response:
+    return message_page(request, "locked.title", "locked.text", status=403)
 
 
-def _pin_form(consultation: Consultation, message: str = "", status: int = 200) -> web.Response:
-    note = f'<p class="error" role="alert">{esc(message)}</p>' if message else ""
+def _pin_form(
+    request: web.Request,
+    consultation: Consultation,
+    message: str = "",
+    status: int = 200,
+    **params: int,
+) -> web.Response:
+    v = view(request)
+    note = v.tr(message, "p", 'class="error" role="alert"', **params) if message else ""
     main = (
-        "<p>Bitte geben Sie die 6-stellige PIN ein, die Sie von Ihrer Beraterin oder Ihrem "
-        "Berater erhalten haben.</p>"
+        '<section class="card pin-card">'
+        + v.tr("pin.intro", "p")
         + note
-        + f'<form method="post" action="/k/{esc(consultation.id)}">'
-        '<label for="pin">PIN</label> '
-        '<input id="pin" name="pin" inputmode="numeric" pattern="[0-9]{6}" maxlength="6" '
-        'autocomplete="one-time-code" required autofocus> '
-        '<button type="submit">Weiter</button></form>'
-        "<p>Kamera und Mikrofon bleiben aus, bis Sie sie selbst einschalten.</p>"
+        + f'<form method="post" action="/k/{esc(consultation.id)}" class="pin-form">'
+        + v.tr("pin.label", "label", 'for="pin"')
+        + '<input id="pin" name="pin" inputmode="numeric" pattern="[0-9]{6}" maxlength="6" '
+        'autocomplete="one-time-code" required autofocus>'
+        '<button type="submit" class="primary">'
+        + v.tr("pin.submit")
+        + "</button></form>"
+        + v.tr("pin.privacy", "p", 'class="privacy"')
+        + "</section>"
     )
-    return render("Ihre Video-Beratung", main, status=status)
+    return html_response(
+        request, v.document("pin.title", main, body_class="page-pin"), status=status
+    )
 
 
 def _customer_grant_ok(request: web.Request, consultation: Consultation) -> bool:
@@ -274,18 +263,18 @@ async def customer_page(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
     consultation = gateway.directory.get(request.match_info["id"])
     if consultation is None or consultation.ended:
-        return _gone()
+        return _gone(request)
     if _customer_grant_ok(request, consultation):
-        main = (
-            "<p>Sie sind mit Ihrer Beratung verbunden. Kamera und Mikrofon sind aus; "
-            "Sie können jederzeit gehen.</p>"
-            + _chat_box(consultation, Role.CUSTOMER, f"/k/{consultation.id}/events")
-            + '<p><button type="button" id="leave">Beratung verlassen</button></p>'
+        page = customer_room(
+            view(request),
+            consultation.id,
+            token=consultation.participants[Role.CUSTOMER].token,
+            stun=gateway.config.stun,
         )
-        return render("Ihre Video-Beratung", main, scripts=("chat.js",))
+        return html_response(request, page)
     if request.app[PIN_GUARD_KEY].locked(consultation):
-        return _locked()
-    return _pin_form(consultation)
+        return _locked(request)
+    return _pin_form(request, consultation)
 
 
 @routes.post("/k/{id}")
@@ -293,34 +282,30 @@ async def customer_pin(request: web.Request) -> web.Response:
     # Login CSRF into a consultation would need the PIN anyway; this only stops other
     # sites from burning the PIN attempts of a link they know.
     if not same_origin(request, required=False, null_ok=True):
-        return render("Anfrage abgelehnt", "<p>Anfrage von fremder Seite.</p>", status=403)
+        return message_page(request, "foreign.title", "foreign.text", status=403)
     gateway = gateway_of(request)
     consultation = gateway.directory.get(request.match_info["id"])
     if consultation is None or consultation.ended:
-        return _gone()
+        return _gone(request)
     guard = request.app[PIN_GUARD_KEY]
     if guard.locked(consultation):
-        return _locked()
+        return _locked(request)
     form = await request.post()
     raw = form.get("pin")
     pin = raw.replace(" ", "").strip() if isinstance(raw, str) else ""
     if not _PIN.fullmatch(pin):
         # not counted: a malformed entry is a typo, not a guess
-        return _pin_form(consultation, "Bitte geben Sie die 6-stellige PIN ein.", status=400)
+        return _pin_form(request, consultation, "pin.malformed", status=400)
     result = guard.attempt(consultation, pin)
     if result.outcome is PinOutcome.LOCKED:
         log.warning("consultation %s: PIN locked after repeated wrong entries", consultation.id)
-        return _locked()
+        return _locked(request)
     if result.outcome is PinOutcome.WRONG:
-        times = "Versuch" if result.remaining == 1 else "Versuche"
-        return _pin_form(
-            consultation,
-            f"Die PIN ist nicht richtig. Noch {result.remaining} {times}.",
-            status=403,
-        )
+        key = "pin.wrong.one" if result.remaining == 1 else "pin.wrong.other"
+        return _pin_form(request, consultation, key, status=403, n=result.remaining)
     response = _see_other(f"/k/{consultation.id}")
-    # HttpOnly and scoped to this consultation's pages: the page's script never sees
-    # the token, and no other path of the site receives it.
+    # HttpOnly and scoped to this consultation's pages (the events socket uses it); the
+    # page itself carries the token for WHIP/WHEP (see the module docstring).
     ttl = max(1, int(consultation.expires_at - consultation.created_at))
     token = consultation.participants[Role.CUSTOMER].token
     _set_cookie(
@@ -333,13 +318,21 @@ async def customer_pin(request: web.Request) -> web.Response:
 async def flash_page(request: web.Request) -> web.Response:
     consultation = gateway_of(request).directory.get(request.match_info["id"])
     if consultation is None or consultation.ended:
-        return _gone()
+        return _gone(request)
+    v = view(request)
+    after = v.t("flash.after")
+    space = "" if after[:1] in ".,;:!?" else " "
     main = (
-        "<p>Der Zugang mit dem Flash Player folgt in einer späteren Version. Bis dahin "
-        f'nehmen Sie bitte <a href="/k/{esc(consultation.id)}">über Ihren Browser</a> '
-        "an der Beratung teil.</p>"
+        "<p>"
+        + v.tr("flash.before")
+        + f' <a href="/k/{esc(consultation.id)}">'
+        + v.tr("flash.link")
+        + "</a>"
+        + space
+        + v.tr("flash.after")
+        + "</p>"
     )
-    return render("Video-Beratung mit Flash", main)
+    return html_response(request, v.document("flash.title", main))
 
 
 async def _pin_guard_ctx(app: web.Application) -> AsyncIterator[None]:

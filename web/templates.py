@@ -1,0 +1,391 @@
+"""HTML of the pages, built from the language tables (``web/i18n.py``).
+
+Every user-visible string comes from the table; elements carry ``data-t`` (and
+``data-t-params``) so ``static/i18n.js`` can switch the language in place. No inline
+script or style: the CSP forbids both; scripts read their parameters from ``data-*``
+attributes and ``<meta>`` tags.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from web.i18n import data_block, translate
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+# 24×24 icons drawn here (no icon font, nothing fetched); colour from currentColor.
+_ICONS = {
+    "camera": '<path d="M3 6.5h11.5a1.5 1.5 0 0 1 1.5 1.5v8a1.5 1.5 0 0 1-1.5 1.5H3A1.5 1.5 0 0 '
+    '1 1.5 16V8A1.5 1.5 0 0 1 3 6.5zM17.5 10l5-3v10l-5-3z"/>',
+    "mic": '<rect x="8.5" y="2" width="7" height="12.5" rx="3.5"/><path d="M5 11.5a7 7 0 0 0 14 0'
+    'M12 18.5V22M8.5 22h7" fill="none" stroke="currentColor" stroke-width="2" '
+    'stroke-linecap="round"/>',
+    "slash": '<path d="M3 3l18 18" stroke="currentColor" stroke-width="2.4" '
+    'stroke-linecap="round"/>',
+    "leave": '<path d="M14 4H6a2 2 0 0 0-2 2v12a2 2 0 0 0 2 2h8M10 12h11M17 8l4 4-4 4" '
+    'fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" '
+    'stroke-linejoin="round"/>',
+    "chat": '<path d="M4 4h16a1 1 0 0 1 1 1v11a1 1 0 0 1-1 1H9l-5 4v-4a1 1 0 0 1-1-1V5a1 1 0 0 '
+    '1 1-1z"/>',
+    "person": '<circle cx="12" cy="8" r="4.5"/><path d="M3 21.5c.8-4.6 4.4-7.5 9-7.5s8.2 2.9 9 '
+    '7.5z"/>',
+    "sound": '<path d="M3 9h4l5-4v14l-5-4H3zM16 8.5a5 5 0 0 1 0 7M18.5 6a8.5 8.5 0 0 1 0 12" '
+    'fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" '
+    'stroke-linejoin="round"/>',
+    "video": '<path d="M3 5h18v14H3zM10 9v6l5-3z"/>',
+    "copy": '<path d="M8 8h11v13H8zM5 16H4V3h11v1" fill="none" stroke="currentColor" '
+    'stroke-width="2" stroke-linejoin="round"/>',
+}
+
+
+def icon(name: str, cls: str = "") -> str:
+    body = _ICONS[name]
+    extra = f" {cls}" if cls else ""
+    return (
+        f'<svg class="icon{extra}" viewBox="0 0 24 24" width="24" height="24" '
+        f'fill="currentColor" aria-hidden="true" focusable="false">{body}</svg>'
+    )
+
+
+def _toggle_icon(name: str) -> str:
+    # both states drawn; CSS shows the one matching data-on
+    return icon(name, "when-on") + (
+        '<svg class="icon when-off" viewBox="0 0 24 24" width="24" height="24" '
+        f'fill="currentColor" aria-hidden="true" focusable="false">{_ICONS[name]}'
+        f"{_ICONS['slash']}</svg>"
+    )
+
+
+class View:
+    """Strings of one language for one page."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+
+    def t(self, key: str, **params: Any) -> str:
+        return translate(self.lang, key, **params)
+
+    def tr(self, key: str, tag: str = "span", attrs: str = "", **params: Any) -> str:
+        """An element whose text is the string ``key`` (re-rendered on a switch)."""
+        data = f' data-t="{esc(key)}"'
+        if params:
+            data += f' data-t-params="{esc(json.dumps(params, ensure_ascii=False))}"'
+        space = " " if attrs else ""
+        return f"<{tag}{space}{attrs}{data}>{esc(self.t(key, **params))}</{tag}>"
+
+    def attr(self, name: str, key: str) -> str:
+        """A translated attribute (aria-label, placeholder, title) that follows a switch."""
+        return f'{name}="{esc(self.t(key))}" data-t-{name}="{esc(key)}"'
+
+    # -- the page frame ----------------------------------------------------------------
+    def document(
+        self,
+        title_key: str,
+        main: str,
+        *,
+        heading: str | None = None,
+        scripts: tuple[str, ...] = (),
+        meta: Mapping[str, str] | None = None,
+        body_class: str = "",
+        live_language: bool = False,
+        nav: str = "",
+        title_params: Mapping[str, Any] | None = None,
+    ) -> str:
+        metas = "".join(
+            f'<meta name="{esc(k)}" content="{esc(v)}">' for k, v in (meta or {}).items()
+        )
+        tags = "".join(f'<script src="/static/{esc(s)}" defer></script>' for s in scripts)
+        if scripts:
+            tags = data_block(self.lang) + tags
+        title = self.t(title_key, **(title_params or {}))
+        other = self.t("lang.switch_code")
+        switch = (
+            f'<a class="lang-switch" href="?lang={esc(other)}" hreflang="{esc(other)}" '
+            f'lang="{esc(other)}" data-lang-switch {self.attr("title", "lang.switch_hint")}>'
+            f"{self.tr('lang.switch', 'span')}</a>"
+        )
+        h1 = heading if heading is not None else self.tr(title_key, "span", **(title_params or {}))
+        body_attrs = f' class="{esc(body_class)}"' if body_class else ""
+        body_attrs += f' data-title-key="{esc(title_key)}"'
+        if live_language:
+            body_attrs += ' data-live-language="1"'
+        return (
+            f'<!doctype html>\n<html lang="{esc(self.lang)}"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(self.t('app.title', title=title))}</title>"
+            f'<link rel="stylesheet" href="/static/style.css">{metas}{tags}</head>'
+            f"<body{body_attrs}>"
+            f'<header class="topbar"><h1>{h1}</h1><nav>{nav}{switch}</nav></header>'
+            f"<main>\n{main}\n</main></body></html>\n"
+        )
+
+
+def ice_servers(stun: list[str]) -> str:
+    """RTCConfiguration.iceServers for the page: our own STUN servers only (none by
+    default; no third-party default, as the terms of use promise)."""
+    return json.dumps([{"urls": url} for url in stun])
+
+
+def _chat(v: View) -> str:
+    return "".join(
+        (
+            '<section id="chat" class="chat card" aria-labelledby="chat-title">',
+            v.tr("chat.title", "h2", 'id="chat-title"'),
+            '<ol class="chat-log" aria-live="polite"></ol>',
+            v.tr("chat.empty", "p", 'class="chat-empty"'),
+            '<form class="chat-form" autocomplete="off">',
+            v.tr("chat.label", "label", 'for="chat-text" class="visually-hidden"'),
+            '<input id="chat-text" name="text" maxlength="2000" enterkeyhint="send" ',
+            v.attr("placeholder", "chat.placeholder"),
+            ">",
+            '<button type="submit" class="primary">',
+            v.tr("chat.send"),
+            "</button></form></section>",
+        )
+    )
+
+
+def _stage(v: View, remote_label: str, self_label: str, placeholder: str) -> str:
+    return "".join(
+        (
+            '<section class="stage" aria-label="Video">',
+            '<video id="remote-video" autoplay playsinline hidden></video>',
+            '<div id="remote-placeholder" class="placeholder">',
+            icon("person", "big"),
+            v.tr(placeholder, "p", 'id="remote-placeholder-text"'),
+            '<button type="button" id="remote-retry" class="secondary" hidden>',
+            v.tr("media.show_here"),
+            "</button></div>",
+            v.tr(remote_label, "span", 'class="label remote-label"'),
+            '<figure id="self-view" class="self-view" hidden>',
+            '<video id="self-video" autoplay muted playsinline></video>',
+            v.tr(self_label, "figcaption"),
+            "</figure>",
+            '<button type="button" id="unmute" class="unmute" hidden>',
+            icon("sound"),
+            v.tr("cust.unmute"),
+            "</button></section>",
+        )
+    )
+
+
+def _toggle(v: View, ident: str, name: str, key: str, pressed: bool) -> str:
+    state = "true" if pressed else "false"
+    return (
+        f'<button type="button" id="{ident}" class="toggle" data-on="{state}">'
+        + _toggle_icon(name)
+        + v.tr(key, "span", 'class="toggle-label"')
+        + "</button>"
+    )
+
+
+def _status_bar(v: View, presence_key: str) -> str:
+    return "".join(
+        (
+            '<div class="status-bar">',
+            v.tr(
+                "status.connecting",
+                "p",
+                'id="status" class="status" role="status" data-state="connecting"',
+            ),
+            v.tr(presence_key, "p", 'id="presence" class="presence"'),
+            "</div>",
+            '<p id="notice" class="notice" role="alert" hidden></p>',
+            f'<noscript><p class="notice">{esc(v.t("app.noscript"))}</p></noscript>',
+        )
+    )
+
+
+def customer_room(v: View, consultation_id: str, token: str, stun: list[str]) -> str:
+    """The customer's consultation page (after the PIN)."""
+    cid = esc(consultation_id)
+    main = "".join(
+        (
+            f'<div id="room" class="room room-customer" data-role="customer" '
+            f'data-events="/k/{cid}/events" data-whip="/whip/{cid}/customer" '
+            f'data-whep="/whep/{cid}/customer" data-page="/k/{cid}">',
+            _status_bar(v, "cust.advisor.absent"),
+            '<div class="room-grid"><div class="media-column">',
+            _stage(v, "cust.remote.label", "cust.self_label", "cust.remote.connecting"),
+            '<div class="controls" id="media-controls">',
+            _toggle(v, "camera", "camera", "media.camera.turn_on", False),
+            _toggle(v, "microphone", "mic", "media.mic.turn_on", False),
+            "</div>",
+            v.tr("cust.privacy.off", "p", 'id="privacy" class="privacy" data-state="off"'),
+            '</div><div class="side-column">',
+            _chat(v),
+            '<div class="actions">',
+            '<button type="button" id="chat-only" class="secondary" data-on="false">',
+            icon("chat"),
+            v.tr("cust.chat_only", "span", 'class="chat-only-label"'),
+            "</button>",
+            '<button type="button" id="leave" class="danger">',
+            icon("leave"),
+            v.tr("cust.leave"),
+            "</button></div></div></div>",
+            '<section id="left" class="left card" hidden>',
+            v.tr("cust.left", "p", 'id="left-text"'),
+            f'<a class="button primary" href="/k/{cid}">',
+            v.tr("cust.rejoin"),
+            "</a></section></div>",
+        )
+    )
+    return v.document(
+        "cust.title",
+        main,
+        scripts=("i18n.js", "rtc.js", "chat.js", "customer.js"),
+        meta={"vb-token": token, "vb-ice-servers": ice_servers(stun)},
+        body_class="page-customer",
+        live_language=True,
+    )
+
+
+def _copy_button(v: View, target: str) -> str:
+    return (
+        f'<button type="button" class="copy secondary" data-copy="{esc(target)}">'
+        + icon("copy")
+        + v.tr("room.copy")
+        + "</button>"
+    )
+
+
+def _quality(v: View) -> str:
+    rows = []
+    for direction, key in (("receive", "room.quality.receive"), ("send", "room.quality.send")):
+        rows.append(
+            v.tr(key, "dt")
+            + f'<dd><span class="dot" id="{direction}-dot" data-quality=""></span>'
+            + v.tr("pc.off", "span", f'id="{direction}-state"')
+            + f' <span id="{direction}-stats" class="stats"></span></dd>'
+        )
+    return (
+        '<section class="card quality" aria-labelledby="quality-title">'
+        + v.tr("room.quality.title", "h2", 'id="quality-title"')
+        + "<dl>"
+        + "".join(rows)
+        + "</dl></section>"
+    )
+
+
+def _customer_card(v: View) -> str:
+    badges = []
+    for ident, name, key in (
+        ("customer-camera", "camera", "room.camera_off"),
+        ("customer-mic", "mic", "room.mic_off"),
+    ):
+        badges.append(
+            f'<span id="{ident}" class="badge" data-on="false">'
+            + icon(name)
+            + v.tr(key, "span", 'class="badge-text"')
+            + "</span>"
+        )
+    return (
+        '<section class="card customer-card" aria-labelledby="customer-title">'
+        + v.tr("room.customer.title", "h2", 'id="customer-title"')
+        + '<p class="badges">'
+        + "".join(badges)
+        + "</p></section>"
+    )
+
+
+def _access(v: View, links: Mapping[str, Any]) -> str:
+    page_url = esc(links["page_url"])
+    flash_url = esc(links["flash_page_url"])
+    return "".join(
+        (
+            '<section class="card access" aria-labelledby="access-title">',
+            v.tr("room.access.title", "h2", 'id="access-title"'),
+            "<dl>",
+            v.tr("room.access.link", "dt"),
+            f'<dd><a id="customer-link" class="link" href="{page_url}" target="_blank" '
+            f'rel="noopener">{page_url}</a>',
+            _copy_button(v, "customer-link"),
+            "</dd>",
+            v.tr("room.access.pin", "dt"),
+            f'<dd><span id="customer-pin" class="pin">{esc(links["pin"])}</span>',
+            _copy_button(v, "customer-pin"),
+            "</dd>",
+            v.tr("room.access.flash", "dt"),
+            f'<dd><a id="flash-link" class="link" href="{flash_url}" target="_blank" '
+            f'rel="noopener">{flash_url}</a></dd>',
+            "</dl></section>",
+        )
+    )
+
+
+def _end_dialog(v: View) -> str:
+    return "".join(
+        (
+            '<dialog id="end-dialog" aria-labelledby="end-question"><form method="dialog">',
+            v.tr("room.end.question", "p", 'id="end-question" class="question"'),
+            v.tr("room.end.detail", "p"),
+            '<div class="dialog-buttons">',
+            '<button value="cancel" class="secondary" autofocus>',
+            v.tr("room.end.cancel"),
+            '</button><button value="confirm" id="end-confirm" class="danger">',
+            v.tr("room.end.confirm"),
+            "</button></div></form></dialog>",
+        )
+    )
+
+
+def advisor_room(
+    v: View,
+    consultation_id: str,
+    links: Mapping[str, Any],
+    token: str,
+    csrf: str,
+    stun: list[str],
+) -> str:
+    """The advisor's consultation page."""
+    cid = esc(consultation_id)
+    main = "".join(
+        (
+            f'<div id="room" class="room room-advisor" data-role="advisor" data-id="{cid}" '
+            f'data-events="/api/sessions/{cid}/events" data-whip="/whip/{cid}/advisor" '
+            f'data-whep="/whep/{cid}/advisor" data-session="/api/sessions/{cid}" '
+            f'data-page="/advisor/{cid}">',
+            _status_bar(v, "room.customer.absent"),
+            '<div class="room-grid"><div class="media-column">',
+            _stage(v, "room.remote_label", "room.self_label", "room.remote.absent"),
+            '<div class="controls" id="media-controls">',
+            '<button type="button" id="send" class="primary send">',
+            icon("video"),
+            v.tr("room.send.start", "span", 'class="send-label"'),
+            "</button>",
+            _toggle(v, "camera", "camera", "media.camera.turn_on", False),
+            _toggle(v, "microphone", "mic", "media.mic.turn_on", False),
+            "</div>",
+            _quality(v),
+            '</div><div class="side-column">',
+            _customer_card(v),
+            _access(v, links),
+            _chat(v),
+            '<div class="actions">',
+            f'<button type="button" id="end-session" class="danger" data-id="{cid}">',
+            icon("leave"),
+            v.tr("room.end"),
+            "</button></div></div></div>",
+            _end_dialog(v),
+            "</div>",
+        )
+    )
+    nav = '<a class="nav-link" href="/advisor">' + v.tr("room.back") + "</a>"
+    heading = v.tr("room.title") + f' <small class="sid">{cid}</small>'
+    return v.document(
+        "room.title",
+        main,
+        heading=heading,
+        scripts=("i18n.js", "rtc.js", "chat.js", "advisor-room.js"),
+        meta={"csrf-token": csrf, "vb-token": token, "vb-ice-servers": ice_servers(stun)},
+        body_class="page-advisor",
+        live_language=True,
+        nav=nav,
+    )
