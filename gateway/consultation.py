@@ -233,6 +233,12 @@ class Consultation:
                     "video_codec": s.video_codec,
                     "audio_codec": s.audio_codec,
                     "receivers": len(s.receivers),
+                    # how each receiver gets it: "spark>vp8" (transcoded) or passthrough
+                    "routes": [
+                        r.receiver.describe()
+                        for r in s.receivers
+                        if callable(getattr(r.receiver, "describe", None))
+                    ],
                     "dropped": s.stats.dropped,
                 }
                 for r, s in self.streams.items()

@@ -14,12 +14,19 @@ import signal
 import ssl
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+if TYPE_CHECKING:
+    from webrtc.sink import WebRtcSink
+
 from gateway import config as config_mod
 from gateway.config import Config
+from gateway.consultation import Consultation, Role
+from gateway.routing import Route, webrtc_caps
 from gateway.service import Gateway
+from gateway.transcode import TranscoderPool
 
 log = logging.getLogger("gateway")
 
@@ -45,12 +52,28 @@ class Service:
 
         self.config = cfg
         self.gateway = Gateway.from_config(cfg)
-        self.webrtc = WebRtcFrontEnd(self.gateway)
+        # The one place that transcodes: shared by RTMP players and WHEP receivers.
+        self.gateway.transcoders = TranscoderPool()
+        self.webrtc = WebRtcFrontEnd(self.gateway, attach=self._attach_webrtc_sink)
         setups = [s for s in DEFAULT_SETUPS if s is not webrtc_stub.setup]
         self.app = create_app(self.gateway, setups=[*setups, whip.routes(self.webrtc)])
         self.runner: web.AppRunner | None = None
         self.rtmp_servers: list = []
         self._sweeper: asyncio.Task[None] | None = None
+
+    def _attach_webrtc_sink(
+        self, consultation: Consultation, source_role: Role, sink: WebRtcSink
+    ) -> Route:
+        """A WHEP receiver gets the other side through a Route: VP8/H.264/Opus pass
+        through when the browser negotiated them, everything else is transcoded."""
+        route = Route(
+            consultation.streams[source_role],
+            sink,
+            webrtc_caps(sink.negotiated.get("video"), sink.negotiated.get("audio")),
+            self.gateway.transcoders,
+        )
+        sink.on_bitrate = route.set_video_bitrate
+        return route
 
     async def start(self) -> None:
         from rtmp.server import RtmpServer

@@ -11,8 +11,9 @@ customer may come back over WebRTC with other codecs).
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream, Receiver
 
@@ -62,6 +63,23 @@ class TranscoderLike(Protocol):
     output: PublishedStream
 
     def request_keyframe(self) -> None: ...
+
+    def set_video_bitrate(self, bps: int) -> None: ...
+
+
+# transcoder -> {route: its receiver's latest REMB}; weak, so closed transcoders vanish
+_BITRATE_OFFERS: weakref.WeakKeyDictionary[Any, dict[int, int]] = weakref.WeakKeyDictionary()
+
+
+def _offer_bitrate(transcoder: TranscoderLike, route: object, bps: int | None) -> None:
+    offers = _BITRATE_OFFERS.setdefault(transcoder, {})
+    if bps is None:
+        if offers.pop(id(route), None) is None:
+            return
+    else:
+        offers[id(route)] = bps
+    if offers:
+        transcoder.set_video_bitrate(min(offers.values()))
 
 
 class TranscoderSource(Protocol):
@@ -192,6 +210,8 @@ class Route:
             attachment = _KindFilter(self, kind)
             path = _Path(unit.codec, transcoder, attachment)
             transcoder.output.add_receiver(attachment)
+            if kind == VIDEO and self.video_bitrate is not None:
+                _offer_bitrate(transcoder, self, self.video_bitrate)
             self.stats.transcoded[kind] = f"{unit.codec}>{target_codec}"
         self._paths[kind] = path
         return path
@@ -208,6 +228,8 @@ class Route:
         return factory(video=None, audio=codec)
 
     def _drop_path(self, path: _Path) -> None:
+        if path.transcoder is not None:
+            _offer_bitrate(path.transcoder, self, None)
         if path.transcoder is not None and self.pool is not None:
             if path.attachment is not None:
                 path.transcoder.output.remove_receiver(path.attachment)
@@ -227,6 +249,16 @@ class Route:
             path.transcoder.request_keyframe()
         else:
             self.source.request_keyframe()
+
+    def set_video_bitrate(self, bps: int) -> None:
+        """REMB from a WebRTC receiver. A shared encoder follows the lowest estimate among
+        its receivers (DESIGN.md), so each route files its own and the minimum applies."""
+        self.video_bitrate = bps
+        path = self._paths.get(VIDEO)
+        if path is not None and path.transcoder is not None:
+            _offer_bitrate(path.transcoder, self, bps)
+
+    video_bitrate: int | None = None
 
     def describe(self) -> dict[str, str]:
         out = {}

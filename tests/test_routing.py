@@ -23,6 +23,10 @@ class FakeTranscoder:
         self.output.start("transcoder")
         self.keyframes_requested = 0
         self.refs = 0
+        self.bitrates: list[int] = []
+
+    def set_video_bitrate(self, bps: int) -> None:
+        self.bitrates.append(bps)
 
     def request_keyframe(self) -> None:
         self.keyframes_requested += 1
@@ -164,3 +168,16 @@ def test_old_flash_player_gets_spark_and_nellymoser_targets() -> None:
     caps = flash_caps(h264=False, aac=False)
     assert (caps.video_target, caps.audio_target) == ("spark", "nellymoser")
     assert "h264" not in caps.video_pass and "aac" not in caps.audio_pass
+
+
+def test_shared_encoder_follows_the_lowest_receiver_estimate() -> None:
+    source, _, pool, slow = _route()
+    fast = Route(source, Sink(), webrtc_caps("vp8", "opus"), pool, Target)
+    source.push(_video("spark", True))
+    transcoder = next(iter(pool.live.values()))
+    fast.set_video_bitrate(900_000)
+    slow.set_video_bitrate(300_000)
+    fast.set_video_bitrate(800_000)
+    assert transcoder.bitrates == [900_000, 300_000, 300_000]
+    slow.close()  # the slow receiver leaves: the encoder may speed up again
+    assert transcoder.bitrates[-1] == 800_000

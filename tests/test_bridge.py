@@ -1,0 +1,196 @@
+"""The bridge: a Flash customer (ffmpeg publishing what Flash Player 11 sends) and a
+WebRTC advisor (aiortc, a real peer that decodes) in one consultation, through the real
+gateway process. Decoded media is checked, not packets."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from rtmp.client import RtmpClient
+from tests import webrtc_client as wc
+from tests.conftest import require_tool
+from tests.gwproc import GatewayProcess
+from tests.media import analyse, make_flv
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_tool("ffmpeg")
+    return tmp_path_factory.mktemp("bridge")
+
+
+def _poster(http: aiohttp.ClientSession, url: str, token: str) -> wc.Poster:
+    async def post(sdp: str) -> tuple[int, dict[str, str], str]:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+        async with http.post(url, data=sdp, headers=headers) as resp:
+            return resp.status, dict(resp.headers), await resp.text()
+
+    return post
+
+
+def _publish(path: Path, url: str) -> subprocess.Popen[bytes]:
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path),
+           "-c", "copy", "-f", "flv", url]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.communicate()
+
+
+@pytest.mark.parametrize(
+    ("profile", "offer_video", "expect_route"),
+    [
+        ("spark_speex", None, "spark>vp8"),
+        ("spark_nellymoser", None, "spark>vp8"),
+        ("h264_speex", "h264", "h264 (passthrough)"),
+        ("h264_speex", "vp8", "h264>vp8"),
+    ],
+)
+async def test_flash_customer_reaches_webrtc_advisor(
+    gateway: GatewayProcess,
+    media_dir: Path,
+    profile: str,
+    offer_video: str | None,
+    expect_route: str,
+) -> None:
+    src = make_flv(media_dir / f"{profile}.flv", profile, seconds=12)
+    session = gateway.create_session()
+    publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+    try:
+        async with aiohttp.ClientSession() as http:
+            post = _poster(http, session["advisor"]["whep_url"], session["advisor"]["token"])
+            pc, received, status, _, body = await wc.player(post, offer_video)
+            assert status == 201, body
+            try:
+                await wc.wait_for(lambda: len(received.video) >= 45, 20, "45 video frames")
+                await wc.wait_for(lambda: len(received.audio) >= 100, 10, "audio")
+                frame = received.video[-1]
+                assert (frame.width, frame.height) == (320, 240)
+                assert received.audio_peak() > 3000, "the sine is audible, not silence"
+                state = await asyncio.to_thread(gateway.get, f"/api/sessions/{session['id']}")
+                advisor = state["participants"]["advisor"]["connections"]
+                out = {c["kind"]: c for c in advisor}
+                assert "webrtc" in out, state
+                routes = state["streams"]["customer"]["routes"]
+                assert any(r.get("video") == expect_route for r in routes), routes
+            finally:
+                await wc.close_all(pc, received=received)
+    finally:
+        _stop(publisher)
+    log = gateway.log()
+    assert session["customer"]["token"] not in log
+
+
+async def test_webrtc_advisor_reaches_flash_customer_as_h264_and_aac(
+    gateway: GatewayProcess, media_dir: Path
+) -> None:
+    """aiortc publishes VP8 + Opus; ffmpeg (a Flash-capable player) gets H.264 + AAC."""
+    session = gateway.create_session()
+    async with aiohttp.ClientSession() as http:
+        post = _poster(http, session["advisor"]["whip_url"], session["advisor"]["token"])
+        pc, status, _, body = await wc.publisher(post, "vp8")
+        assert status == 201, body
+        try:
+            await asyncio.sleep(1.5)
+            out = media_dir / "advisor-as-flash-sees.flv"
+            cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+                   "-i", session["customer"]["rtmp"]["play_url"], "-t", "4",
+                   "-c", "copy", "-f", "flv", str(out)]  # fmt: skip
+            done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, timeout=60)
+            assert done.returncode == 0, done.stderr.decode()
+        finally:
+            await wc.close_all(pc)
+    result = analyse(out)
+    assert (result.video_codec, result.audio_codec) == ("h264", "aac")
+    assert (result.width, result.height) == (320, 240)
+    assert result.first_video_keyframe
+    assert result.video_frames >= 60, result  # 4 s at 30 fps, some start-up loss allowed
+    assert result.audio_rms > 1000, result
+
+
+async def test_flash_player_without_h264_gets_spark_and_nellymoser(
+    gateway: GatewayProcess,
+) -> None:
+    """An old Flash player (no H.264/AAC bits in connect) gets Sorenson Spark."""
+    session = gateway.create_session()
+    async with aiohttp.ClientSession() as http:
+        post = _poster(http, session["advisor"]["whip_url"], session["advisor"]["token"])
+        pc, status, _, body = await wc.publisher(post, "vp8")
+        assert status == 201, body
+        player = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
+        try:
+            await player.connect(
+                "consult",
+                session["customer"]["rtmp"]["connect_url"],
+                session["customer"]["token"],
+                video_codecs=0x7C,
+                audio_codecs=0x0FF7 & ~0x400,
+            )
+            sid = await player.create_stream()
+            player.play(sid, "advisor")
+            await player.wait_for(
+                lambda: sum(1 for e in player.media if e.type_id == 9) >= 10, timeout=20
+            )
+            await player.wait_for(lambda: any(e.type_id == 8 for e in player.media), 10)
+            video = [e for e in player.media if e.type_id == 9]
+            audio = [e for e in player.media if e.type_id == 8]
+            assert all(e.payload[0] & 0x0F == 2 for e in video)  # Sorenson H.263
+            assert video[0].payload[0] >> 4 == 1  # starts with a keyframe
+            assert all(e.payload[0] >> 4 in (4, 5, 6) for e in audio)  # Nellymoser
+        finally:
+            await player.close()
+            await wc.close_all(pc)
+
+
+async def test_customer_camera_off_stops_the_flow_and_tells_the_advisor(
+    gateway: GatewayProcess, media_dir: Path
+) -> None:
+    src = make_flv(media_dir / "toggle.flv", "spark_speex", seconds=14)
+    session = gateway.create_session()
+    publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+    try:
+        async with aiohttp.ClientSession() as http:
+            post = _poster(http, session["advisor"]["whep_url"], session["advisor"]["token"])
+            pc, received, status, _, body = await wc.player(post)
+            assert status == 201, body
+            ws = await http.ws_connect(session["advisor"]["events_url"])
+            flash = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
+            try:
+                await wc.wait_for(lambda: len(received.video) >= 15, 20, "video before")
+                await flash.connect(
+                    "consult",
+                    session["customer"]["rtmp"]["connect_url"],
+                    session["customer"]["token"],
+                )
+                result = await flash.call("media", False, False)
+                assert not result.error
+                async with asyncio.timeout(5):
+                    async for msg in ws:
+                        event = msg.json()
+                        if (
+                            event.get("type") == "media"
+                            and event.get("role") == "customer"
+                            and event.get("camera") is False
+                        ):
+                            break
+                await asyncio.sleep(0.5)  # frames in flight
+                before = len(received.video)
+                await asyncio.sleep(2.0)
+                assert len(received.video) - before <= 1, "video still flows with camera off"
+                await flash.call("media", True, True)
+                await wc.wait_for(lambda: len(received.video) > before + 10, 15, "video again")
+            finally:
+                await flash.close()
+                await ws.close()
+                await wc.close_all(pc, received=received)
+    finally:
+        _stop(publisher)
