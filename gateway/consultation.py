@@ -235,9 +235,9 @@ class Consultation:
                     "receivers": len(s.receivers),
                     # how each receiver gets it: "spark>vp8" (transcoded) or passthrough
                     "routes": [
-                        r.receiver.describe()
+                        describe()
                         for r in s.receivers
-                        if callable(getattr(r.receiver, "describe", None))
+                        if callable(describe := getattr(r.receiver, "describe", None))
                     ],
                     "dropped": s.stats.dropped,
                 }
