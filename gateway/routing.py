@@ -15,6 +15,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway import h264
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream, Receiver
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,14 @@ class TranscoderSource(Protocol):
 
 
 def is_baseline_avcc_config(record: bytes) -> bool:
-    """AVCDecoderConfigurationRecord (ISO 14496-15 5.2.4.1): byte 1 is profile_idc;
-    66 is Baseline, which cannot carry B-frames."""
-    return len(record) > 1 and record[0] == 1 and record[1] == 66
+    """Whether an AVCDecoderConfigurationRecord's stream can pass to a browser: no
+    B-frames (Baseline, Constrained High, or a VUI saying no reordering; gateway/h264.py
+    has the rule)."""
+    try:
+        config = h264.parse_avc_config(record)
+        return bool(config.sps) and h264.baseline_without_bframes(config.sps[0])
+    except ValueError:
+        return False
 
 
 class _KindFilter:

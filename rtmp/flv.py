@@ -112,10 +112,10 @@ def video_tag(unit: MediaUnit) -> bytes:
 
 
 _AUDIO_HEAD = {
-    # sound format, rate index 3 (44 kHz: what AAC must declare), 16 bit, stereo
-    "aac": 0xAF,
-    "mp3": 0x2E,  # 22 kHz mono 16-bit (adjusted by encoder settings where needed)
-    "nellymoser": 0x62,  # 6: Nellymoser, rate index 0, 16-bit, mono
+    # SoundFormat<<4 | SoundRate<<2 | SoundSize<<1 | SoundType (FLV spec E.4.2.1)
+    "aac": 0xAF,  # AAC must declare 44 kHz, 16-bit, stereo whatever it carries
+    "mp3": 0x2E,  # MP3, 44 kHz, 16-bit, mono
+    "nellymoser": 0x42,  # 4: Nellymoser 16 kHz mono (what the transcoder produces)
     "speex": 0xB6,  # 11: Speex, must be 16 kHz mono (FLV spec: rate field ignored)
 }
 
@@ -124,6 +124,8 @@ def audio_tag(unit: MediaUnit, head: int | None = None) -> bytes:
     """The AUDIODATA body for a unit (the original when it came from RTMP)."""
     if unit.wire is not None:
         return unit.wire
+    if head is None and unit.info is not None:
+        head = unit.info.get("flv_head")  # the encoder knows its rate and channels
     byte0 = head if head is not None else _AUDIO_HEAD.get(unit.codec)
     if byte0 is None:
         raise FlvError(f"{unit.codec} cannot be carried in FLV")

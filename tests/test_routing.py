@@ -129,12 +129,18 @@ def test_last_receiver_leaving_closes_the_transcoder() -> None:
     assert pool.closed == [Target("vp8", None)]
 
 
-def test_h264_passes_to_webrtc_only_as_baseline() -> None:
-    baseline = bytes([1, 66, 0xC0, 30, 0xFF])
-    high = bytes([1, 100, 0, 40, 0xFF])
-    for record, expect_pass in ((baseline, True), (high, False)):
+def test_h264_passes_to_webrtc_only_without_b_frames() -> None:
+    from gateway import h264
+    from tests.test_h264 import x264_frames
+
+    def record(profile: str, bframes: int) -> bytes:
+        first = h264.split_annexb(x264_frames(profile, bframes=bframes)[0])
+        return h264.build_avc_config(*h264.parameter_sets(first))
+
+    # baseline as Flash 11's camera sends it; High with B-frames as an encoder might
+    for config, expect_pass in ((record("baseline", 0), True), (record("high", 2), False)):
         source, sink, pool, _ = _route("h264")
-        source.push(MediaUnit(VIDEO, "h264", 0, record, config=True))
+        source.push(MediaUnit(VIDEO, "h264", 0, config, config=True))
         source.push(_video("h264", True))
         assert bool(sink.units) is expect_pass
         assert bool(pool.live) is not expect_pass

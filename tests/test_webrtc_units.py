@@ -8,9 +8,9 @@ import fractions
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
+from gateway import h264
 from gateway.config import Config
 from gateway.media import MediaUnit, PublishedStream
-from webrtc import h264
 from webrtc.clock import SessionClock
 from webrtc.peers import PeerFactory, parse_ice_server
 from webrtc.sink import QUEUE_SIZE, WebRtcSink
@@ -119,10 +119,10 @@ async def test_sink_vp8_and_opus_packets() -> None:
 
 async def test_sink_h264_avcc_to_annexb_with_parameter_sets() -> None:
     sink = WebRtcSink({"video": "h264", "audio": "opus"})
-    record = h264.build_avcc_record([SPS], [PPS])
+    record = h264.build_avc_config([SPS], [PPS])
     assert sink.deliver(unit("video", "h264", 0, record, config=True))
-    assert sink.deliver(unit("video", "h264", 0, h264.to_avcc([IDR]), keyframe=True))
-    assert sink.deliver(unit("video", "h264", 33, h264.to_avcc([SLICE])))
+    assert sink.deliver(unit("video", "h264", 0, h264.join_avcc([IDR]), keyframe=True))
+    assert sink.deliver(unit("video", "h264", 33, h264.join_avcc([SLICE])))
     key = bytes(await sink.tracks["video"].recv())
     assert key == b"".join(h264.START_CODE + n for n in (SPS, PPS, IDR))
     inter = await sink.tracks["video"].recv()
@@ -131,7 +131,7 @@ async def test_sink_h264_avcc_to_annexb_with_parameter_sets() -> None:
 
 def test_sink_h264_idr_without_configuration_waits() -> None:
     sink = WebRtcSink({"video": "h264"})
-    sink.deliver(unit("video", "h264", 0, h264.to_avcc([IDR]), keyframe=True))
+    sink.deliver(unit("video", "h264", 0, h264.join_avcc([IDR]), keyframe=True))
     assert sink.queues["video"].empty()
 
 
@@ -179,14 +179,17 @@ async def test_sink_other_codec_is_counted_and_close_ends_tracks() -> None:
 def test_h264_round_trips() -> None:
     annexb = b"\x00\x00\x00\x01" + SPS + b"\x00\x00\x01" + PPS + b"\x00\x00\x00\x01" + IDR
     nals = h264.split_annexb(annexb)
-    assert nals == [SPS, PPS, IDR]
-    assert h264.split_avcc(h264.to_avcc(nals)) == nals
-    record = h264.build_avcc_record([SPS], [PPS])
+    # zero bytes at the end of the stream are trailing_zero_8bits (H.264 B.1.1), not data
+    assert nals == [SPS, PPS, IDR.rstrip(b"\x00")]
+    assert h264.split_avcc(h264.join_avcc(nals)) == nals
+    record = h264.build_avc_config([SPS], [PPS])
     assert record[:4] == b"\x01\x42\xc0\x1f"
-    assert h264.parse_avcc_record(record) == ([SPS], [PPS], 4)
+    config = h264.parse_avc_config(record)
+    assert (config.sps, config.pps, config.length_size) == ([SPS], [PPS], 4)
     with pytest.raises(ValueError):
-        h264.parse_avcc_record(record[:9])
-    assert h264.split_avcc(b"\x00\x00\x00\x09ab") == []  # truncated: dropped
+        h264.parse_avc_config(record[:9])
+    with pytest.raises(ValueError):
+        h264.split_avcc(b"\x00\x00\x00\x09ab")  # truncated
 
 
 def test_vp8_dimensions() -> None:

@@ -18,8 +18,8 @@ from collections.abc import Callable
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from gateway import h264
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
-from webrtc import h264
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ class WebRtcSink:
     # -- conversions ----------------------------------------------------------------------
     def _take_avcc_config(self, record: bytes) -> None:
         try:
-            self._sps, self._pps, self._length_size = h264.parse_avcc_record(record)
+            config = h264.parse_avc_config(record)
+            self._sps, self._pps, self._length_size = config.sps, config.pps, config.length_size
         except ValueError:
             log.info("ignoring a malformed AVCDecoderConfigurationRecord")
 
@@ -188,7 +189,10 @@ class WebRtcSink:
         """AVCC → Annex-B (aiortc's H.264 packetiser splits on start codes), with SPS/PPS
         in front of every IDR: a browser that joins or lost packets needs them in band
         (RFC 6184 §8.4), and the session core keeps them only in the config unit."""
-        nals = h264.split_avcc(unit.payload, self._length_size)
+        try:
+            nals = h264.split_avcc(unit.payload, self._length_size)
+        except ValueError:
+            return b""  # a malformed frame is dropped; the next keyframe recovers
         if not nals:
             return b""
         types = {h264.nal_type(n) for n in nals}
@@ -198,7 +202,7 @@ class WebRtcSink:
                 self._waiting_for_keyframe = True
                 return b""
             nals = [*self._sps, *self._pps, *nals]
-        return h264.to_annexb(nals)
+        return h264.join_annexb(nals)
 
     # -- control --------------------------------------------------------------------------
     def request_keyframe(self) -> None:

@@ -20,9 +20,10 @@ from aiortc import RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import AnyRtcpPacket, RtcpSrPacket
 
+from gateway import h264
 from gateway.consultation import Consultation, Role
 from gateway.media import AUDIO, VIDEO, MediaUnit
-from webrtc import h264, seams
+from webrtc import seams
 from webrtc.clock import SessionClock, TrackClock
 from webrtc.offer import OfferError, check_offer, media_ssrc, restrict_codecs
 from webrtc.peers import PeerFactory
@@ -201,14 +202,18 @@ class WhipSession(PeerSession):
         """Annex-B → AVCC, with a config unit (avcC) before the first IDR and whenever
         SPS/PPS change (docs/media-pipeline.md). Parameter sets travel in the config unit
         only; frames before the first configuration cannot be decoded and are dropped."""
-        nals = h264.split_annexb(data)
+        try:
+            nals = h264.split_annexb(data)
+        except ValueError:
+            self.request_keyframe()  # a malformed frame: drop it, recover at a keyframe
+            return
         sps = [n for n in nals if h264.nal_type(n) == h264.NAL_SPS]
         pps = [n for n in nals if h264.nal_type(n) == h264.NAL_PPS]
         if sps and pps:
             sets = (b"".join(sps), b"".join(pps))
             if sets != self._h264_sets:
                 self._h264_sets = sets
-                record = h264.build_avcc_record(sps, pps)
+                record = h264.build_avc_config(sps, pps)
                 self.stream.push(MediaUnit(VIDEO, "h264", timestamp, record, config=True))
         if self._h264_sets is None:
             self.request_keyframe()
@@ -217,7 +222,7 @@ class WhipSession(PeerSession):
         if not frame:
             return
         keyframe = any(h264.nal_type(n) == h264.NAL_IDR for n in frame)
-        self.stream.push(MediaUnit(VIDEO, "h264", timestamp, h264.to_avcc(frame), keyframe))
+        self.stream.push(MediaUnit(VIDEO, "h264", timestamp, h264.join_avcc(frame), keyframe))
 
     # -- end ----------------------------------------------------------------------------------
     def before_close(self) -> None:
