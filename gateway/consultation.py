@@ -60,9 +60,13 @@ class Participant:
     joined_at: float | None = None
 
     def describe(self) -> dict[str, Any]:
+        media_kinds = sorted({c.kind for c in self.connections if c.kind != "events"})
+        if not media_kinds and self.connections:
+            media_kinds = ["chat-only"]  # only the events socket: text chat without media
         return {
             "role": str(self.role),
             "present": bool(self.connections),
+            "via": media_kinds,
             "camera": self.camera,
             "microphone": self.microphone,
             "connections": [

@@ -308,3 +308,23 @@ async def test_reconnecting_publisher_takes_over_and_the_stale_one_is_closed(
     finally:
         await stale.close()
         await fresh.close()
+
+
+async def test_session_state_says_how_each_participant_is_connected(
+    gateway: GatewayProcess,
+) -> None:
+    import aiohttp
+
+    session = gateway.create_session()
+    flash = await _flash(gateway, session["customer"]["token"])
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(session["advisor"]["events_url"]) as ws,
+        ):
+            await ws.receive_json()  # the socket is attached once it has spoken
+            state = await asyncio.to_thread(gateway.get, f"/api/sessions/{session['id']}")
+            assert state["participants"]["customer"]["via"] == ["rtmp"]
+            assert state["participants"]["advisor"]["via"] == ["chat-only"]
+    finally:
+        await flash.close()
