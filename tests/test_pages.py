@@ -153,6 +153,11 @@ class Opener:
         self.contexts.append(context)
         return context
 
+    def pair(self) -> tuple[dict[str, Any], Watched, Watched]:
+        """A new consultation with its advisor page (desktop) and customer page (phone)."""
+        body = self.gw.create_session()
+        return body, self.advisor(body["id"]), self.customer(body)
+
     def advisor(self, sid: str, viewport: dict[str, int] = DESKTOP, **options: Any) -> Watched:
         context = self.context(storage_state=self.advisor_state, viewport=viewport, **options)
         watched = self._watch(context.new_page())
@@ -263,9 +268,7 @@ def test_pages_load_clean_and_customer_media_is_off_by_default(
 
 
 def test_chat_both_ways(gw: GatewayProcess, opener: Opener) -> None:
-    body = gw.create_session()
-    advisor = opener.advisor(body["id"])
-    customer = opener.customer(body)
+    _, advisor, customer = opener.pair()
     a, c = advisor.page, customer.page
 
     send_chat(a, GREETING)
@@ -352,9 +355,7 @@ def test_phone_and_desktop_layouts(gw: GatewayProcess, opener: Opener, artifacts
 
 
 def test_customer_leaves_at_once(gw: GatewayProcess, opener: Opener) -> None:
-    body = gw.create_session()
-    advisor = opener.advisor(body["id"])
-    customer = opener.customer(body)
+    body, advisor, customer = opener.pair()
     a, c = advisor.page, customer.page
     expect(a.locator("#presence")).to_contain_text("Kunde wartet")
 
@@ -375,9 +376,7 @@ def test_customer_leaves_at_once(gw: GatewayProcess, opener: Opener) -> None:
 
 
 def test_chat_only_by_choice(gw: GatewayProcess, opener: Opener) -> None:
-    body = gw.create_session()
-    advisor = opener.advisor(body["id"])
-    customer = opener.customer(body)
+    _, advisor, customer = opener.pair()
     a, c = advisor.page, customer.page
     expect(a.locator("#presence")).to_contain_text("(Browser)", timeout=15_000)
 
@@ -453,9 +452,7 @@ def test_events_socket_reconnects(gw: GatewayProcess, opener: Opener) -> None:
 
 
 def test_advisor_ends_consultation(gw: GatewayProcess, opener: Opener) -> None:
-    body = gw.create_session()
-    advisor = opener.advisor(body["id"])
-    customer = opener.customer(body)
+    body, advisor, customer = opener.pair()
     a, c = advisor.page, customer.page
 
     a.click("#end-session")
@@ -492,9 +489,7 @@ def remote_video_playing(page: Page) -> bool:
 def test_customer_camera_reaches_advisor_and_switches_off(
     gw: GatewayProcess, opener: Opener, artifacts: Path
 ) -> None:
-    body = gw.create_session()
-    advisor = opener.advisor(body["id"])
-    customer = opener.customer(body)
+    _, advisor, customer = opener.pair()
     a, c = advisor.page, customer.page
 
     c.click("#camera")
@@ -521,9 +516,7 @@ def test_customer_camera_reaches_advisor_and_switches_off(
 
 
 def test_advisor_video_reaches_customer(gw: GatewayProcess, opener: Opener) -> None:
-    body = gw.create_session()
-    advisor = opener.advisor(body["id"])
-    customer = opener.customer(body)
+    _, advisor, customer = opener.pair()
     a, c = advisor.page, customer.page
     expect(c.locator("#remote-placeholder")).to_contain_text("noch nicht eingeschaltet")
 
@@ -646,9 +639,7 @@ OFFER_JS = """async () => {
 def test_page_stands_down_when_its_session_is_taken_over(
     gw: GatewayProcess, opener: Opener
 ) -> None:
-    body = gw.create_session()
-    advisor = opener.advisor(body["id"])
-    customer = opener.customer(body)
+    body, advisor, customer = opener.pair()
     a, c = advisor.page, customer.page
     a.click("#send")
     wait_until(c, lambda: remote_video_playing(c), timeout=20)

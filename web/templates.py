@@ -240,7 +240,7 @@ def customer_room(v: View, consultation_id: str, token: str, stun: list[str]) ->
     return v.document(
         "cust.title",
         main,
-        scripts=("i18n.js", "rtc.js", "chat.js", "customer.js"),
+        scripts=("i18n.js", "rtc.js", "chat.js", "room.js", "customer.js"),
         meta={"vb-token": token, "vb-ice-servers": ice_servers(stun)},
         body_class="page-customer",
         live_language=True,
@@ -383,7 +383,7 @@ def advisor_room(
         "room.title",
         main,
         heading=heading,
-        scripts=("i18n.js", "rtc.js", "chat.js", "advisor-room.js"),
+        scripts=("i18n.js", "rtc.js", "chat.js", "room.js", "advisor-room.js"),
         meta={"csrf-token": csrf, "vb-token": token, "vb-ice-servers": ice_servers(stun)},
         body_class="page-advisor",
         live_language=True,

@@ -5,38 +5,18 @@
 
 (function () {
   const VB = window.VB;
-  const room = document.getElementById("room");
-  if (!room || room.dataset.role !== "advisor") {
+  const page = VB.room.params("advisor");
+  if (!page) {
     return;
   }
+  const room = page.room;
   const i18n = VB.i18n;
+  const byId = VB.room.byId;
+  const setStatus = VB.room.setStatus;
 
-  function byId(id) {
-    return document.getElementById(id);
-  }
-  function meta(name) {
-    const m = document.querySelector('meta[name="' + name + '"]');
-    return m ? m.content : "";
-  }
-  const token = meta("vb-token");
-  const csrf = meta("csrf-token");
-  let iceServers = [];
-  try {
-    iceServers = JSON.parse(meta("vb-ice-servers") || "[]");
-  } catch (err) {
-    iceServers = [];
-  }
-
-  const statusEl = byId("status");
   const presenceEl = byId("presence");
   const noticeEl = byId("notice");
-  const remoteVideo = byId("remote-video");
-  const placeholder = byId("remote-placeholder");
-  const placeholderText = byId("remote-placeholder-text");
-  const selfView = byId("self-view");
   const selfVideo = byId("self-video");
-  const unmuteButton = byId("unmute");
-  const retryButton = byId("remote-retry");
   const sendButton = byId("send");
   const cameraButton = byId("camera");
   const micButton = byId("microphone");
@@ -48,17 +28,8 @@
     sending: false,
     tracks: { video: null, audio: null },
     customer: { present: false, publishing: false, camera: false, microphone: false, via: null },
-    receive: "closed",
     send: "closed",
-    videoFlowing: false,
-    videoSince: 0,
-    soundBlocked: false,
   };
-
-  function setStatus(key, kind) {
-    i18n.setText(statusEl, key);
-    statusEl.dataset.state = kind;
-  }
 
   function showNotice(key, params) {
     if (!key) {
@@ -96,30 +67,22 @@
     renderBadge("customer-mic", state.customer.microphone, "room.mic_on", "room.mic_off");
   }
 
-  function renderRemote() {
-    const c = state.customer;
-    const visible =
-      state.videoFlowing &&
-      remoteVideo.videoWidth > 0 &&
-      (c.camera || Date.now() - state.videoSince > 3000);
-    remoteVideo.hidden = !visible;
-    placeholder.hidden = visible;
-    // offer "sound on" only when there is something to hear
-    unmuteButton.hidden = !(state.soundBlocked && (visible || c.microphone));
-    if (visible) {
-      return;
+  const remote = new VB.room.RemoteView(
+    function () {
+      return state.customer;
+    },
+    function () {
+      if (remote.receive === "displaced") {
+        return "media.remote.displaced";
+      } else if (!state.customer.present) {
+        return "room.remote.absent";
+      } else if (!state.customer.camera) {
+        return "room.remote.camera_off";
+      }
+      return "room.remote.no_video";
     }
-    retryButton.hidden = state.receive !== "displaced";
-    let key = "room.remote.no_video";
-    if (state.receive === "displaced") {
-      key = "media.remote.displaced";
-    } else if (!c.present) {
-      key = "room.remote.absent";
-    } else if (!c.camera) {
-      key = "room.remote.camera_off";
-    }
-    i18n.setText(placeholderText, key);
-  }
+  );
+  const renderRemote = remote.render;
 
   // How the customer takes part, from the consultation's state (GET, cookie): Flash
   // (an RTMP connection), browser (a WebRTC peer) or chat only (just the events socket).
@@ -180,26 +143,17 @@
 
   // -- events socket and chat -------------------------------------------------------------
 
-  let socket = null;
-  const chat = new VB.ChatView(byId("chat"), "advisor", function (text) {
-    return socket.send({ type: "chat", text: text });
-  });
-
   function announce() {
-    if (socket) {
-      socket.send({
-        type: "media",
-        camera: !!state.tracks.video,
-        microphone: !!state.tracks.audio,
-      });
-    }
+    socket.send({
+      type: "media",
+      camera: !!state.tracks.video,
+      microphone: !!state.tracks.audio,
+    });
   }
 
   function onEvent(ev) {
     const c = state.customer;
-    if (ev.type === "chat") {
-      chat.add(ev);
-    } else if (ev.type === "participant" && ev.role === "customer") {
+    if (ev.type === "participant" && ev.role === "customer") {
       c.present = !!ev.present;
       renderPresence();
       renderRemote();
@@ -210,7 +164,7 @@
       c.camera = !!ev.camera;
       c.microphone = !!ev.microphone;
       if (!c.camera) {
-        state.videoFlowing = false; // hide the last frame at once
+        remote.flowing = false; // hide the last frame at once
       }
       if (started && receiver) {
         receiver.kick();
@@ -218,27 +172,21 @@
       renderCustomerMedia();
       renderRemote();
       scheduleRefresh();
-    } else if (ev.type === "error") {
-      chat.notice("chat.rejected", { detail: ev.detail });
     }
   }
 
-  socket = new VB.EventsSocket(room.dataset.events, room.dataset.page, {
-    onOpen: function () {
-      chat.clear();
-      setStatus("status.connected", "connected");
-      announce();
-    },
+  const events = VB.room.events(page, "advisor", {
+    announce: announce,
     onEvent: onEvent,
-    onDown: function () {
-      if (!state.finished) {
-        setStatus("status.reconnecting", "down");
-      }
+    finished: function () {
+      return state.finished;
     },
     onEnded: function () {
       finish();
     },
   });
+  const socket = events.socket;
+  const chat = events.chat;
 
   // -- quality ------------------------------------------------------------------------------
 
@@ -276,43 +224,17 @@
 
   // -- receiving the customer (WHEP) -------------------------------------------------------
 
-  function soundBlocked() {
-    state.soundBlocked = true;
-    renderRemote();
-  }
-
-  function unmute() {
-    state.soundBlocked = false;
-    unmuteButton.hidden = true;
-    remoteVideo.muted = false;
-    remoteVideo.play().catch(function () {});
-  }
-
   const receiver = VB.rtc.supported
-    ? new VB.rtc.Link({
-        mode: "whep",
-        url: room.dataset.whep,
-        token: token,
-        iceServers: iceServers,
-        onTrack: function (stream, track) {
-          VB.rtc.attach(remoteVideo, stream, soundBlocked);
-          track.addEventListener("mute", renderRemote);
-          track.addEventListener("unmute", renderRemote);
-        },
+    ? VB.room.link(page, "whep", {
+        onTrack: remote.onTrack,
         onState: function (s) {
-          state.receive = s;
-          if (s !== "connected") {
-            state.videoFlowing = false;
-          }
+          remote.setReceive(s);
           renderLinkState("receive", s);
           renderRemote();
           scheduleRefresh();
         },
         onStats: function (summary) {
-          if (summary.videoFlowing && !state.videoFlowing) {
-            state.videoSince = Date.now();
-          }
-          state.videoFlowing = summary.videoFlowing;
+          remote.setFlowing(summary.videoFlowing);
           renderStats("receive", summary);
           renderRemote();
         },
@@ -322,22 +244,11 @@
       })
     : null;
 
-  remoteVideo.addEventListener("resize", renderRemote);
-  unmuteButton.addEventListener("click", unmute);
-  retryButton.addEventListener("click", function () {
+  remote.retryButton.addEventListener("click", function () {
     if (receiver) {
       receiver.start();
     }
   });
-  document.addEventListener(
-    "click",
-    function () {
-      if (state.soundBlocked) {
-        unmute();
-      }
-    },
-    true
-  );
 
   // -- sending (WHIP) -------------------------------------------------------------------------
   // The toggles show what is on now. Switching one on starts the WHIP session if there
@@ -354,18 +265,8 @@
       sendButton.querySelector(".send-label"),
       sending ? "room.send.stop" : "room.send.start"
     );
-    cameraButton.dataset.on = String(!!state.tracks.video);
-    micButton.dataset.on = String(!!state.tracks.audio);
-    i18n.setText(
-      cameraButton.querySelector(".toggle-label"),
-      state.tracks.video ? "media.camera.turn_off" : "media.camera.turn_on"
-    );
-    i18n.setText(
-      micButton.querySelector(".toggle-label"),
-      state.tracks.audio ? "media.mic.turn_off" : "media.mic.turn_on"
-    );
-    selfView.hidden = !state.tracks.video;
-    selfView.parentNode.classList.toggle("with-self", !!state.tracks.video);
+    VB.room.renderToggles(!!state.tracks.video, !!state.tracks.audio);
+    VB.room.renderSelfView(!!state.tracks.video);
     renderPresence();
   }
 
@@ -373,11 +274,7 @@
     if (publisher) {
       return;
     }
-    publisher = new VB.rtc.Link({
-      mode: "whip",
-      url: room.dataset.whip,
-      token: token,
-      iceServers: iceServers,
+    publisher = VB.room.link(page, "whip", {
       maxVideoKbps: 800, // the customer's downlink may be 1 Mbit/s (terms of use)
       tracks: function () {
         return state.tracks;
@@ -419,16 +316,7 @@
       return;
     }
     showNotice(null);
-    state.tracks[kind] = track;
-    track.addEventListener("ended", function () {
-      if (state.tracks[kind] === track) {
-        switchOff(kind);
-      }
-    });
-    if (kind === "video") {
-      selfVideo.srcObject = new MediaStream([track]);
-      selfVideo.play().catch(function () {});
-    }
+    VB.room.useTrack(state.tracks, kind, track, switchOff);
     announce();
     renderSend();
     if (publisher) {
@@ -539,7 +427,7 @@
       resp = await fetch("/api/sessions/" + encodeURIComponent(room.dataset.id), {
         method: "DELETE",
         credentials: "same-origin",
-        headers: { "X-CSRF-Token": csrf },
+        headers: { "X-CSRF-Token": page.csrf },
       });
     } catch (err) {
       resp = { status: 0 };
@@ -594,13 +482,8 @@
     endButton.disabled = true;
   }
 
-  window.addEventListener("pagehide", function () {
-    if (publisher) {
-      publisher.stop(true);
-    }
-    if (receiver) {
-      receiver.stop(true);
-    }
+  VB.room.releaseOnPageHide(function () {
+    return [publisher, receiver];
   });
 
   i18n.onChange(function () {
@@ -615,11 +498,9 @@
   renderRemote();
   renderLinkState("receive", "closed");
   renderLinkState("send", "closed");
-  VB.rtc.claimTab(room.dataset.page, function () {
+  VB.room.begin(page, socket, function () {
     finish("elsewhere");
   });
-  setStatus("status.connecting", "connecting");
-  socket.connect();
   if (receiver) {
     receiver.start();
   } else {

@@ -6,38 +6,18 @@
 
 (function () {
   const VB = window.VB;
-  const room = document.getElementById("room");
-  if (!room || room.dataset.role !== "customer") {
+  const page = VB.room.params("customer");
+  if (!page) {
     return;
   }
   const i18n = VB.i18n;
+  const byId = VB.room.byId;
+  const setStatus = VB.room.setStatus;
 
-  function byId(id) {
-    return document.getElementById(id);
-  }
-  function meta(name) {
-    const m = document.querySelector('meta[name="' + name + '"]');
-    return m ? m.content : "";
-  }
-  const token = meta("vb-token");
-  let iceServers = [];
-  try {
-    iceServers = JSON.parse(meta("vb-ice-servers") || "[]");
-  } catch (err) {
-    iceServers = [];
-  }
-
-  const statusEl = byId("status");
   const presenceEl = byId("presence");
   const noticeEl = byId("notice");
   const privacyEl = byId("privacy");
-  const remoteVideo = byId("remote-video");
-  const placeholder = byId("remote-placeholder");
-  const placeholderText = byId("remote-placeholder-text");
-  const selfView = byId("self-view");
   const selfVideo = byId("self-video");
-  const unmuteButton = byId("unmute");
-  const retryButton = byId("remote-retry");
   const cameraButton = byId("camera");
   const micButton = byId("microphone");
   const chatOnlyButton = byId("chat-only");
@@ -52,20 +32,11 @@
     finished: false,
     tracks: { video: null, audio: null },
     advisor: { present: false, publishing: false, camera: false, microphone: false },
-    receive: "closed",
-    videoFlowing: false,
-    videoSince: 0,
-    soundBlocked: false,
     poorSamples: 0,
     noticeKey: null,
   };
 
   // -- small view helpers -------------------------------------------------------------
-
-  function setStatus(key, kind) {
-    i18n.setText(statusEl, key);
-    statusEl.dataset.state = kind;
-  }
 
   function showNotice(key, params) {
     state.noticeKey = key;
@@ -85,16 +56,7 @@
   }
 
   function renderToggles() {
-    cameraButton.dataset.on = String(state.camera);
-    micButton.dataset.on = String(state.microphone);
-    i18n.setText(
-      cameraButton.querySelector(".toggle-label"),
-      state.camera ? "media.camera.turn_off" : "media.camera.turn_on"
-    );
-    i18n.setText(
-      micButton.querySelector(".toggle-label"),
-      state.microphone ? "media.mic.turn_off" : "media.mic.turn_on"
-    );
+    VB.room.renderToggles(state.camera, state.microphone);
     let key = "cust.privacy.off";
     if (state.camera && state.microphone) {
       key = "cust.privacy.both";
@@ -105,57 +67,39 @@
     }
     i18n.setText(privacyEl, key);
     privacyEl.dataset.state = state.camera || state.microphone ? "on" : "off";
-    selfView.hidden = !state.tracks.video;
-    selfView.parentNode.classList.toggle("with-self", !!state.tracks.video);
+    VB.room.renderSelfView(!!state.tracks.video);
   }
 
-  function renderRemote() {
-    const now = Date.now();
-    const visible =
-      state.videoFlowing &&
-      remoteVideo.videoWidth > 0 &&
-      // a stream without an announced camera (e.g. a tool publishing) shows once steady
-      (state.advisor.camera || now - state.videoSince > 3000);
-    remoteVideo.hidden = !visible;
-    placeholder.hidden = visible;
-    // offer "sound on" only when there is something to hear
-    unmuteButton.hidden = !(state.soundBlocked && (visible || state.advisor.microphone));
-    if (visible) {
-      return;
+  const remote = new VB.room.RemoteView(
+    function () {
+      return state.advisor;
+    },
+    function () {
+      const receive = remote.receive;
+      if (receive === "displaced") {
+        return "media.remote.displaced";
+      } else if (receive === "unavailable" || receive === "rejected") {
+        return "cust.remote.unavailable";
+      } else if (receive === "retrying" || receive === "disconnected") {
+        return "cust.remote.reconnecting";
+      } else if (!state.advisor.publishing) {
+        return "cust.remote.waiting";
+      } else if (!state.advisor.camera) {
+        return "cust.remote.camera_off";
+      }
+      return "cust.remote.connecting";
     }
-    retryButton.hidden = state.receive !== "displaced";
-    let key = "cust.remote.connecting";
-    if (state.receive === "displaced") {
-      key = "media.remote.displaced";
-    } else if (state.receive === "unavailable" || state.receive === "rejected") {
-      key = "cust.remote.unavailable";
-    } else if (state.receive === "retrying" || state.receive === "disconnected") {
-      key = "cust.remote.reconnecting";
-    } else if (!state.advisor.publishing) {
-      key = "cust.remote.waiting";
-    } else if (!state.advisor.camera) {
-      key = "cust.remote.camera_off";
-    }
-    i18n.setText(placeholderText, key);
-  }
+  );
+  const renderRemote = remote.render;
 
   // -- events socket and chat -----------------------------------------------------------
 
-  let socket = null;
-  const chat = new VB.ChatView(byId("chat"), "customer", function (text) {
-    return socket.send({ type: "chat", text: text });
-  });
-
   function announce() {
-    if (socket) {
-      socket.send({ type: "media", camera: state.camera, microphone: state.microphone });
-    }
+    socket.send({ type: "media", camera: state.camera, microphone: state.microphone });
   }
 
   function onEvent(ev) {
-    if (ev.type === "chat") {
-      chat.add(ev);
-    } else if (ev.type === "participant" && ev.role === "advisor") {
+    if (ev.type === "participant" && ev.role === "advisor") {
       state.advisor.present = !!ev.present;
       renderPresence();
     } else if (ev.type === "media" && ev.role === "advisor") {
@@ -167,73 +111,41 @@
         receiver.kick();
       }
       renderRemote();
-    } else if (ev.type === "error") {
-      chat.notice("chat.rejected", { detail: ev.detail });
     }
   }
 
-  socket = new VB.EventsSocket(room.dataset.events, room.dataset.page, {
-    onOpen: function () {
-      chat.clear(); // the server replays the history
-      setStatus("status.connected", "connected");
-      announce(); // what this page does now, also after a reload or a lost connection
-    },
+  const events = VB.room.events(page, "customer", {
+    announce: announce,
     onEvent: onEvent,
-    onDown: function () {
-      if (!state.finished) {
-        setStatus("status.reconnecting", "down");
-      }
+    finished: function () {
+      return state.finished;
     },
     onEnded: function () {
       finish("ended");
     },
   });
+  const socket = events.socket;
+  const chat = events.chat;
 
   // -- receiving the advisor (WHEP) -------------------------------------------------------
 
   let receiver = null;
 
-  function soundBlocked() {
-    state.soundBlocked = true;
-    renderRemote();
-  }
-
-  function unmute() {
-    state.soundBlocked = false;
-    unmuteButton.hidden = true;
-    remoteVideo.muted = false;
-    remoteVideo.play().catch(function () {});
-  }
-
   function startReceiving() {
     if (!VB.rtc.supported || state.chatOnly || state.finished || receiver) {
       return;
     }
-    receiver = new VB.rtc.Link({
-      mode: "whep",
-      url: room.dataset.whep,
-      token: token,
-      iceServers: iceServers,
-      onTrack: function (stream, track) {
-        VB.rtc.attach(remoteVideo, stream, soundBlocked);
-        track.addEventListener("mute", renderRemote);
-        track.addEventListener("unmute", renderRemote);
-      },
+    receiver = VB.room.link(page, "whep", {
+      onTrack: remote.onTrack,
       onState: function (s) {
-        state.receive = s;
-        if (s !== "connected") {
-          state.videoFlowing = false;
-        }
+        remote.setReceive(s);
         if (s === "displaced") {
           receiver = null;
         }
         renderRemote();
       },
       onStats: function (summary) {
-        if (summary.videoFlowing && !state.videoFlowing) {
-          state.videoSince = Date.now();
-        }
-        state.videoFlowing = summary.videoFlowing;
+        remote.setFlowing(summary.videoFlowing);
         state.poorSamples = summary.quality === "poor" ? state.poorSamples + 1 : 0;
         if (state.poorSamples >= 3 && !state.noticeKey) {
           showNotice("quality.weak_hint");
@@ -254,24 +166,12 @@
       receiver.stop(keepalive, serverGone);
       receiver = null;
     }
-    state.videoFlowing = false;
-    remoteVideo.srcObject = null;
+    remote.flowing = false;
+    remote.video.srcObject = null;
     renderRemote();
   }
 
-  remoteVideo.addEventListener("resize", renderRemote);
-  unmuteButton.addEventListener("click", unmute);
-  retryButton.addEventListener("click", startReceiving);
-  // Any tap on the page is the gesture the browser wanted for sound.
-  document.addEventListener(
-    "click",
-    function () {
-      if (state.soundBlocked) {
-        unmute();
-      }
-    },
-    true
-  );
+  remote.retryButton.addEventListener("click", startReceiving);
 
   // -- sending camera / microphone (WHIP) -------------------------------------------------
 
@@ -282,11 +182,7 @@
     if (publisher) {
       return;
     }
-    publisher = new VB.rtc.Link({
-      mode: "whip",
-      url: room.dataset.whip,
-      token: token,
-      iceServers: iceServers,
+    publisher = VB.room.link(page, "whip", {
       maxVideoKbps: 400, // the customer's uplink may be 0.5 Mbit/s (terms of use)
       tracks: function () {
         return state.tracks;
@@ -344,17 +240,7 @@
       return;
     }
     clearNotice();
-    state.tracks[kind] = track;
-    track.addEventListener("ended", function () {
-      // unplugged or revoked: show it as off
-      if (state.tracks[kind] === track) {
-        switchOff(kind);
-      }
-    });
-    if (kind === "video") {
-      selfVideo.srcObject = new MediaStream([track]);
-      selfVideo.play().catch(function () {});
-    }
+    VB.room.useTrack(state.tracks, kind, track, switchOff);
     setFlag(kind, true);
     // announce first: the gateway forwards nothing of a kind announced off
     announce();
@@ -478,16 +364,8 @@
     finish("left");
   });
 
-  window.addEventListener("pagehide", function () {
-    // closing the tab or navigating away: end the WebRTC sessions on the server too
-    if (!state.finished) {
-      if (publisher) {
-        publisher.stop(true);
-      }
-      if (receiver) {
-        receiver.stop(true);
-      }
-    }
+  VB.room.releaseOnPageHide(function () {
+    return state.finished ? [] : [publisher, receiver];
   });
 
   // -- start --------------------------------------------------------------------------------
@@ -495,11 +373,9 @@
   renderToggles();
   renderPresence();
   renderRemote();
-  VB.rtc.claimTab(room.dataset.page, function () {
+  VB.room.begin(page, socket, function () {
     finish("elsewhere");
   });
-  setStatus("status.connecting", "connecting");
-  socket.connect();
   if (!VB.rtc.supported) {
     setChatOnly(true, true);
   } else {

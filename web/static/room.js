@@ -1,0 +1,252 @@
+// What the two consultation pages (advisor-room.js, customer.js) share: the page's
+// parameters from <meta> and data-* attributes, the status line, the events socket with
+// the chat, the other side's picture (WHEP) with its placeholder and "sound on", the
+// camera/microphone toggles and the self view, and releasing the WebRTC sessions when
+// the page goes away. Each page keeps its own texts and decisions.
+"use strict";
+
+(function () {
+  const VB = (window.VB = window.VB || {});
+  const i18n = VB.i18n;
+
+  function byId(id) {
+    return document.getElementById(id);
+  }
+
+  function meta(name) {
+    const m = document.querySelector('meta[name="' + name + '"]');
+    return m ? m.content : "";
+  }
+
+  // The page's parameters if this is the given role's consultation page, else null.
+  function params(role) {
+    const room = byId("room");
+    if (!room || room.dataset.role !== role) {
+      return null;
+    }
+    let iceServers = [];
+    try {
+      iceServers = JSON.parse(meta("vb-ice-servers") || "[]");
+    } catch (err) {
+      iceServers = [];
+    }
+    return {
+      room: room,
+      token: meta("vb-token"),
+      csrf: meta("csrf-token"),
+      iceServers: iceServers,
+    };
+  }
+
+  // A WHIP or WHEP link to this page's endpoint (data-whip / data-whep), with the
+  // participant token and the ICE servers; options: what VB.rtc.Link takes besides.
+  function link(p, mode, options) {
+    const config = {
+      mode: mode,
+      url: p.room.dataset[mode],
+      token: p.token,
+      iceServers: p.iceServers,
+    };
+    Object.keys(options).forEach(function (name) {
+      config[name] = options[name];
+    });
+    return new VB.rtc.Link(config);
+  }
+
+  function setStatus(key, kind) {
+    const statusEl = byId("status");
+    i18n.setText(statusEl, key);
+    statusEl.dataset.state = kind;
+  }
+
+  // The events socket and the chat. hooks: announce() (what this page does now, also
+  // after a reload or a lost connection), onEvent(ev) for presence and media events,
+  // finished(), onEnded().
+  function events(p, role, hooks) {
+    const chat = new VB.ChatView(byId("chat"), role, function (text) {
+      return socket.send({ type: "chat", text: text });
+    });
+    const socket = new VB.EventsSocket(p.room.dataset.events, p.room.dataset.page, {
+      onOpen: function () {
+        chat.clear(); // the server replays the history
+        setStatus("status.connected", "connected");
+        hooks.announce();
+      },
+      onEvent: function (ev) {
+        if (ev.type === "chat") {
+          chat.add(ev);
+        } else if (ev.type === "error") {
+          chat.notice("chat.rejected", { detail: ev.detail });
+        } else {
+          hooks.onEvent(ev);
+        }
+      },
+      onDown: function () {
+        if (!hooks.finished()) {
+          setStatus("status.reconnecting", "down");
+        }
+      },
+      onEnded: function () {
+        hooks.onEnded();
+      },
+    });
+    return { socket: socket, chat: chat };
+  }
+
+  // Claim this tab for the consultation (an older tab stands down: onElsewhere), and
+  // connect the events socket.
+  function begin(p, socket, onElsewhere) {
+    VB.rtc.claimTab(p.room.dataset.page, onElsewhere);
+    setStatus("status.connecting", "connecting");
+    socket.connect();
+  }
+
+  // The other side's picture: shown once video flows and has a size, and once the
+  // camera is announced (a stream without one, e.g. a tool publishing, shows once
+  // steady); otherwise the placeholder with placeholderKey()'s text. peer(): the other
+  // side's { camera, microphone }. "Sound on" is offered when the browser kept the sound
+  // off and there is something to hear; any tap on the page is the gesture it wanted.
+  class RemoteView {
+    constructor(peer, placeholderKey) {
+      this.peer = peer;
+      this.placeholderKey = placeholderKey;
+      this.video = byId("remote-video");
+      this.placeholder = byId("remote-placeholder");
+      this.placeholderText = byId("remote-placeholder-text");
+      this.unmuteButton = byId("unmute");
+      this.retryButton = byId("remote-retry");
+      this.receive = "closed";
+      this.flowing = false;
+      this.since = 0;
+      this.soundBlocked = false;
+      this.render = this.render.bind(this);
+      this.unmute = this.unmute.bind(this);
+      this.onTrack = this.onTrack.bind(this);
+      const self = this;
+      this.video.addEventListener("resize", this.render);
+      this.unmuteButton.addEventListener("click", this.unmute);
+      document.addEventListener(
+        "click",
+        function () {
+          if (self.soundBlocked) {
+            self.unmute();
+          }
+        },
+        true
+      );
+    }
+
+    render() {
+      const peer = this.peer();
+      const visible =
+        this.flowing &&
+        this.video.videoWidth > 0 &&
+        (peer.camera || Date.now() - this.since > 3000);
+      this.video.hidden = !visible;
+      this.placeholder.hidden = visible;
+      this.unmuteButton.hidden = !(this.soundBlocked && (visible || peer.microphone));
+      if (visible) {
+        return;
+      }
+      this.retryButton.hidden = this.receive !== "displaced";
+      i18n.setText(this.placeholderText, this.placeholderKey());
+    }
+
+    unmute() {
+      this.soundBlocked = false;
+      this.unmuteButton.hidden = true;
+      this.video.muted = false;
+      this.video.play().catch(function () {});
+    }
+
+    // The WHEP link's onTrack.
+    onTrack(stream, track) {
+      const self = this;
+      VB.rtc.attach(this.video, stream, function () {
+        self.soundBlocked = true;
+        self.render();
+      });
+      track.addEventListener("mute", this.render);
+      track.addEventListener("unmute", this.render);
+    }
+
+    // From the WHEP link's onState and onStats (the page renders afterwards).
+    setReceive(s) {
+      this.receive = s;
+      if (s !== "connected") {
+        this.flowing = false;
+      }
+    }
+
+    setFlowing(flowing) {
+      if (flowing && !this.flowing) {
+        this.since = Date.now();
+      }
+      this.flowing = flowing;
+    }
+  }
+
+  // The camera and microphone toggles show what is on now.
+  function renderToggles(cameraOn, micOn) {
+    const cameraButton = byId("camera");
+    const micButton = byId("microphone");
+    cameraButton.dataset.on = String(cameraOn);
+    micButton.dataset.on = String(micOn);
+    i18n.setText(
+      cameraButton.querySelector(".toggle-label"),
+      cameraOn ? "media.camera.turn_off" : "media.camera.turn_on"
+    );
+    i18n.setText(
+      micButton.querySelector(".toggle-label"),
+      micOn ? "media.mic.turn_off" : "media.mic.turn_on"
+    );
+  }
+
+  function renderSelfView(on) {
+    const selfView = byId("self-view");
+    selfView.hidden = !on;
+    selfView.parentNode.classList.toggle("with-self", on);
+  }
+
+  // A captured track becomes tracks[kind]; the camera's shows in the self view. When the
+  // device ends it (unplugged, revoked) while still in use, onEnded(kind) shows it off.
+  function useTrack(tracks, kind, track, onEnded) {
+    tracks[kind] = track;
+    track.addEventListener("ended", function () {
+      if (tracks[kind] === track) {
+        onEnded(kind);
+      }
+    });
+    if (kind === "video") {
+      const selfVideo = byId("self-video");
+      selfVideo.srcObject = new MediaStream([track]);
+      selfVideo.play().catch(function () {});
+    }
+  }
+
+  // Closing the tab or navigating away: end the WebRTC sessions on the server too.
+  // links(): the WHIP/WHEP links to stop now (null for none).
+  function releaseOnPageHide(links) {
+    window.addEventListener("pagehide", function () {
+      links().forEach(function (l) {
+        if (l) {
+          l.stop(true);
+        }
+      });
+    });
+  }
+
+  VB.room = {
+    byId: byId,
+    params: params,
+    link: link,
+    setStatus: setStatus,
+    events: events,
+    begin: begin,
+    RemoteView: RemoteView,
+    renderToggles: renderToggles,
+    renderSelfView: renderSelfView,
+    useTrack: useTrack,
+    releaseOnPageHide: releaseOnPageHide,
+  };
+})();
