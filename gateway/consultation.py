@@ -57,6 +57,7 @@ class Participant:
     connections: list[Connection] = field(default_factory=list)
     camera: bool = False
     microphone: bool = False
+    announced: bool = False  # the client said which devices are on (media event/call)
     joined_at: float | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -138,6 +139,11 @@ class Consultation:
 
     def _stream_changed_callback(self, role: Role) -> Callable[[PublishedStream], None]:
         def changed(stream: PublishedStream) -> None:
+            participant = self.participants[role]
+            if not participant.announced:
+                # A client that never announces its devices (an encoder such as ffmpeg)
+                # switched them on by publishing; its state follows the stream.
+                participant.camera = participant.microphone = stream.live
             self.emit(
                 {
                     "type": "media",
@@ -172,6 +178,7 @@ class Consultation:
 
     def set_media_state(self, role: Role, camera: bool, microphone: bool) -> None:
         participant = self.participants[role]
+        participant.announced = True
         participant.camera = bool(camera)
         participant.microphone = bool(microphone)
         stream = self.streams[role]

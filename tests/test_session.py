@@ -695,3 +695,27 @@ def test_ending_the_consultation_tells_the_client_and_closes(
     assert notices[-1] == "session_ended"
     assert customer.transport_closed
     assert not consultation.streams[Role.CUSTOMER].live
+
+
+def test_publishing_without_announcing_devices_counts_as_camera_and_microphone_on() -> None:
+    """An encoder (ffmpeg) never calls media(): its publishing is the switch; a client
+    that announces (the Flash client, the pages) is taken at its word."""
+    from gateway.config import Config
+    from gateway.consultation import Role
+    from gateway.service import Gateway
+
+    gateway = Gateway.from_config(Config())
+    consultation = gateway.directory.create()
+    events: list[dict[str, object]] = []
+    consultation.subscribe(events.append)
+    stream = consultation.streams[Role.CUSTOMER]
+    stream.start("rtmp")
+    customer = consultation.participants[Role.CUSTOMER]
+    assert customer.camera and customer.microphone
+    assert events[-1]["camera"] is True
+    stream.stop()
+    assert not customer.camera and not customer.microphone
+    consultation.set_media_state(Role.CUSTOMER, False, True)
+    stream.start("webrtc")
+    assert not customer.camera and customer.microphone
+    assert not stream.video_enabled and stream.audio_enabled
