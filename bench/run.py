@@ -604,7 +604,7 @@ def scenario_bridge(d: Durations, capacity: bool = False) -> dict[str, Any]:
     cmd = [PY, str(ROOT / "bench" / "bridge.py")]
     if capacity:
         cmd += ["capacity", "--seconds", "8" if quick else "15"]
-        cmd += ["--steps", "1,2,4" if quick else "1,2,4,6,8,10"]
+        cmd += ["--steps", "1,2,4" if quick else "1,2,4,5,6,8,10"]
     else:
         cmd += ["bridge", "--seconds", "8" if quick else "20"]
     log(" ".join(cmd[1:]))
