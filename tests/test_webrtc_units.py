@@ -230,3 +230,18 @@ def test_ice_servers_are_announced_in_link_headers() -> None:
         '<stun:a.example.de>; rel="ice-server", '
         '<turn:b.example.de:3478?transport=udp>; rel="ice-server"'
     )
+
+
+def test_lag_monitor_flags_backlog_beyond_the_usual_delay() -> None:
+    from webrtc.clock import LagMonitor
+
+    lag = LagMonitor(limit_ms=1000)
+    # steady flow with 80 ms of path + jitter-buffer delay: never late
+    assert not any(lag.too_late(m, m + 80.0) for m in range(0, 5000, 33))
+    # frames now arrive 1.5 s behind (a backlog in a queue): late, and counted
+    assert lag.too_late(5000, 5000 + 1580.0)
+    assert lag.stale == 1
+    # across the 2^32 ms wrap the difference is still small
+    wrap = LagMonitor()
+    assert not wrap.too_late(4294967290, 100.0)
+    assert not wrap.too_late(10, 116.0)

@@ -127,3 +127,32 @@ class TrackClock:
             out = self._last_ms
         self._last_ms = out
         return out & 0xFFFFFFFF
+
+
+class LagMonitor:
+    """How far a track's media falls behind the wall clock, beyond its usual delay.
+
+    ``wall - media`` is constant while frames flow in real time (the path's delay plus
+    the jitter buffer); it grows when frames pile up in queues we do not bound (aiortc's
+    receive queues while the event loop is overloaded). The smallest value seen is the
+    path's own delay, so the excess over it is the backlog.
+    """
+
+    def __init__(self, limit_ms: float = 1000.0) -> None:
+        self.limit_ms = limit_ms
+        self.best: float | None = None
+        self.stale = 0
+
+    def backlog_ms(self, media_ms: int, wall_ms: float) -> float:
+        diff = (wall_ms - media_ms) % 4294967296.0  # media time wraps at 2^32 ms
+        if diff >= 2147483648.0:
+            diff -= 4294967296.0
+        if self.best is None or diff < self.best:
+            self.best = diff
+        return diff - self.best
+
+    def too_late(self, media_ms: int, wall_ms: float) -> bool:
+        late = self.backlog_ms(media_ms, wall_ms) > self.limit_ms
+        if late:
+            self.stale += 1
+        return late

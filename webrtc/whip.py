@@ -24,7 +24,7 @@ from gateway import h264
 from gateway.consultation import Consultation, Role
 from gateway.media import AUDIO, VIDEO, MediaUnit
 from webrtc import seams
-from webrtc.clock import SessionClock, TrackClock
+from webrtc.clock import LagMonitor, SessionClock, TrackClock
 from webrtc.offer import OfferError, check_offer, media_ssrc, restrict_codecs
 from webrtc.peers import PeerFactory
 from webrtc.session import PeerSession
@@ -56,6 +56,8 @@ class _Ingest:
         self.media_ssrc: int | None = None
         self.task: asyncio.Task[None] | None = None
         self.frames = 0
+        self.lag = LagMonitor()
+        self.skipping = False  # video: dropping stale frames until a fresh keyframe
 
 
 class WhipSession(PeerSession):
@@ -182,6 +184,19 @@ class WhipSession(PeerSession):
             self.connection.codecs_in[kind] = codec
         assert packet.pts is not None
         timestamp = ingest.clock.to_ms(packet.pts)
+        # An overloaded loop lets frames pile up in aiortc's unbounded receive queues:
+        # forwarding them late only grows the delay. Drop what is over a second behind
+        # (counted) and restart video at a fresh keyframe.
+        if ingest.lag.too_late(timestamp, self.clock.elapsed_ms()):
+            if kind == VIDEO and not ingest.skipping:
+                ingest.skipping = True
+                log.info("%s: %s over a second behind; dropping until a keyframe", self.label, kind)
+                self.request_keyframe()
+            return
+        if ingest.skipping:
+            if not packet.is_keyframe:
+                return
+            ingest.skipping = False
         data = bytes(packet)
         if kind == AUDIO:
             first = dict(OPUS_INFO) if ingest.frames == 1 else None
