@@ -194,3 +194,39 @@ async def test_customer_camera_off_stops_the_flow_and_tells_the_advisor(
                 await wc.close_all(pc, received=received)
     finally:
         _stop(publisher)
+
+
+async def test_flash_client_gets_avc_and_aac_headers_first_from_the_browser(
+    gateway: GatewayProcess,
+) -> None:
+    """What Flash Player needs to start decoding: the AVC sequence header, then a
+    keyframe; the AAC AudioSpecificConfig before the first AAC frame."""
+    session = gateway.create_session()
+    async with aiohttp.ClientSession() as http:
+        post = _poster(http, session["advisor"]["whip_url"], session["advisor"]["token"])
+        pc, status, _, body = await wc.publisher(post, "vp8")
+        assert status == 201, body
+        player = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
+        try:
+            await player.connect(
+                "consult", session["customer"]["rtmp"]["connect_url"],
+                session["customer"]["token"],
+            )  # fmt: skip
+            sid = await player.create_stream()
+            player.play(sid, "advisor")
+            await player.wait_for(
+                lambda: (
+                    sum(1 for e in player.media if e.type_id == 9) >= 5
+                    and sum(1 for e in player.media if e.type_id == 8) >= 5
+                ),
+                timeout=20,
+            )
+            video = [e.payload for e in player.media if e.type_id == 9]
+            audio = [e.payload for e in player.media if e.type_id == 8]
+            assert video[0][:2] == b"\x17\x00"  # AVC sequence header (keyframe, type 0)
+            assert video[1][:2] == b"\x17\x01"  # then a keyframe NALU
+            assert audio[0][:2] == b"\xaf\x00"  # AAC sequence header
+            assert all(a[:2] == b"\xaf\x01" for a in audio[1:])
+        finally:
+            await player.close()
+            await wc.close_all(pc)
