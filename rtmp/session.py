@@ -56,6 +56,17 @@ def split_query(name: str) -> tuple[str, dict[str, str]]:
     return base, params
 
 
+class _WriteBatch:
+    """Players touched while a publisher's read is processed (one event loop thread)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.dirty: set[RtmpSession] = set()
+
+
+_batch = _WriteBatch()
+
+
 class PlayerReceiver:
     """Delivers a published stream to one RTMP NetStream, bounded by the socket buffer."""
 
@@ -104,7 +115,10 @@ class PlayerReceiver:
             conn.send_media(self.stream_id, m.AUDIO, unit.timestamp, audio_tag(unit))
         elif unit.wire is not None:
             conn.send_data_raw(self.stream_id, unit.wire, unit.timestamp)
-        session.flush()
+        if _batch.depth:
+            _batch.dirty.add(session)  # written once when the publisher's read is done
+        else:
+            session.flush()
         return True
 
     def stream_started(self, stream: PublishedStream) -> None:
@@ -182,15 +196,26 @@ class RtmpSession:
         self.last_receive = time.monotonic() if now is None else now
         conn = self.conn
         conn.receive_data(data)
-        event = conn.next_event()
-        while event is not None:
-            if type(event) is MediaReceived:
-                self._on_media(event)
-            else:
-                self._on_event(event)
-            if self.closed:
-                return
+        # One read often completes several messages: players get one write per read
+        # instead of one per message (the socket write is the relay's biggest cost).
+        _batch.depth += 1
+        try:
             event = conn.next_event()
+            while event is not None:
+                if type(event) is MediaReceived:
+                    self._on_media(event)
+                else:
+                    self._on_event(event)
+                if self.closed:
+                    return
+                event = conn.next_event()
+        finally:
+            _batch.depth -= 1
+            if not _batch.depth and _batch.dirty:
+                dirty = _batch.dirty
+                _batch.dirty = set()
+                for player in dirty:
+                    player.flush()
         self.flush()
 
     def flush(self) -> None:
