@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from rtmp import messages as m
 from rtmp.connection import RtmpConnection
@@ -63,8 +63,8 @@ class RtmpClient(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement the interface without subclassing asyncio's
+        self.transport = cast(asyncio.Transport, transport)
         self._flush()
 
     def data_received(self, data: bytes) -> None:
