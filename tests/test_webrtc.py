@@ -261,7 +261,12 @@ async def test_delete_closes_the_peer(
         assert not frontend.sessions
         assert not stream.live
         assert consultation.participants[Role.ADVISOR].connections == []
-        await assert_problem(await client.delete(location, headers=bearer(adv["token"])), 404)
+        # DELETE is idempotent (RFC 9110 §9.2.2): a page whose DELETE races its own
+        # peer close still gets 200; an id that never existed is a 404
+        again = await client.delete(location, headers=bearer(adv["token"]))
+        assert again.status == 200
+        unknown = location.rsplit("/", 1)[0] + "/not-a-resource"
+        await assert_problem(await client.delete(unknown, headers=bearer(adv["token"])), 404)
     finally:
         await wc.close_all(pub)
 

@@ -33,6 +33,9 @@ class Answer:
     sdp: str
 
 
+ENDED_REMEMBERED = 1000
+
+
 class WebRtcFrontEnd:
     """Owns every peer. One WHIP and one WHEP session per participant: a new one
     replaces the old (a reloaded page must not leave a ghost publisher behind)."""
@@ -42,6 +45,10 @@ class WebRtcFrontEnd:
         self.factory = PeerFactory(gateway.config)
         self.attach = attach
         self.sessions: dict[str, PeerSession] = {}
+        # Recently ended resources: a client's DELETE that races the peer's own close
+        # (the page closes its RTCPeerConnection, the server notices first) still gets
+        # 200 — DELETE is idempotent (RFC 9110 §9.2.2). Bounded, oldest dropped first.
+        self._ended: dict[str, tuple[str, str, Role]] = {}
         self._by_participant: dict[tuple[str, str, Role], PeerSession] = {}
 
     def ice_server_urls(self) -> list[str]:
@@ -92,7 +99,14 @@ class WebRtcFrontEnd:
         return Answer(resource_id, answer)
 
     def _forget(self, session: PeerSession) -> None:
-        self.sessions.pop(session.resource_id, None)
+        if self.sessions.pop(session.resource_id, None) is not None:
+            self._ended[session.resource_id] = (
+                session.kind,
+                session.consultation.id,
+                session.role,
+            )
+            while len(self._ended) > ENDED_REMEMBERED:
+                del self._ended[next(iter(self._ended))]
         key = (session.kind, session.consultation.id, session.role)
         if self._by_participant.get(key) is session:
             del self._by_participant[key]
@@ -116,7 +130,7 @@ class WebRtcFrontEnd:
         """End a session (``DELETE`` on its ``Location``); False when there is none."""
         session = self.find(kind, consultation, role, resource_id)
         if session is None:
-            return False
+            return self._ended.get(resource_id) == (kind, consultation.id, role)
         await session.close()
         return True
 
