@@ -211,7 +211,41 @@ class _State(Enum):
     FAILED = "failed"
 
 
-class ServerHandshake:
+class _Handshake:
+    """What both sides share: bytes in, bytes out, and a state that ends in DONE/FAILED."""
+
+    _state: _State
+    _out: list[bytes]
+
+    def receive_data(self, data: Buffer) -> None:
+        """Consume the peer's bytes; raises HandshakeError on unusable input.
+
+        After ``done`` this raises as well: post-handshake bytes belong to the chunk layer, and
+        refusing them keeps this object from buffering an unbounded stream.
+        """
+        if self._state is _State.DONE:
+            raise HandshakeError(
+                "handshake already complete; feed further bytes to the chunk layer"
+            )
+        if self._state is _State.FAILED:
+            raise HandshakeError("handshake already failed")
+        try:
+            self._receive(memoryview(data))
+        except HandshakeError:
+            self._state = _State.FAILED
+            raise
+
+    def data_to_send(self) -> bytes:
+        """Return and forget the bytes queued for the peer."""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def _receive(self, data: memoryview) -> None:
+        raise NotImplementedError
+
+
+class ServerHandshake(_Handshake):
     """Server side: answers C0+C1 with S0+S1+S2 at once, completes on C2.
 
     Attributes after the relevant input arrived:
@@ -251,30 +285,6 @@ class ServerHandshake:
         self.client_version = b""
         self.c2_valid: bool | None = None
         self.leftover = b""
-
-    def receive_data(self, data: Buffer) -> None:
-        """Consume bytes from the client; raises HandshakeError on unusable input.
-
-        After ``done`` this raises as well: post-handshake bytes belong to the chunk layer, and
-        refusing them keeps this object from buffering an unbounded stream.
-        """
-        if self._state is _State.DONE:
-            raise HandshakeError(
-                "handshake already complete; feed further bytes to the chunk layer"
-            )
-        if self._state is _State.FAILED:
-            raise HandshakeError("handshake already failed")
-        try:
-            self._receive(memoryview(data))
-        except HandshakeError:
-            self._state = _State.FAILED
-            raise
-
-    def data_to_send(self) -> bytes:
-        """Return and forget the bytes queued for the client."""
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
 
     def _receive(self, data: memoryview) -> None:
         had = len(self._buf)
@@ -330,7 +340,7 @@ class ServerHandshake:
             log.debug("C2 is neither a signature over S1's digest nor an echo of S1; accepted")
 
 
-class ClientHandshake:
+class ClientHandshake(_Handshake):
     """Client side, for our Flash-like test client and the benchmark load generator.
 
     C0+C1 are queued on construction; C2 is queued once S0+S1+S2 have arrived, which completes
@@ -375,26 +385,6 @@ class ClientHandshake:
         self.s2_valid = False
         self.server_version = b""
         self.leftover = b""
-
-    def receive_data(self, data: Buffer) -> None:
-        """Consume bytes from the server; raises HandshakeError on unusable input."""
-        if self._state is _State.DONE:
-            raise HandshakeError(
-                "handshake already complete; feed further bytes to the chunk layer"
-            )
-        if self._state is _State.FAILED:
-            raise HandshakeError("handshake already failed")
-        try:
-            self._receive(memoryview(data))
-        except HandshakeError:
-            self._state = _State.FAILED
-            raise
-
-    def data_to_send(self) -> bytes:
-        """Return and forget the bytes queued for the server."""
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
 
     def _receive(self, data: memoryview) -> None:
         had = len(self._buf)
