@@ -34,6 +34,20 @@ async def _flash(gateway: GatewayProcess, token: str | None) -> RtmpClient:
     return client
 
 
+async def _publishing(client: RtmpClient, name: str = "customer") -> int:
+    sid = await client.create_stream()
+    client.publish(sid, name)
+    await client.wait_status("NetStream.Publish.Start")
+    return sid
+
+
+async def _playing(client: RtmpClient, name: str = "customer") -> int:
+    sid = await client.create_stream()
+    client.play(sid, name)
+    await client.wait_status("NetStream.Play.Start")
+    return sid
+
+
 async def test_flash_handshake_connect_and_amf3_commands(gateway: GatewayProcess) -> None:
     session = gateway.create_session()
     client = await _flash(gateway, session["customer"]["token"])
@@ -55,9 +69,7 @@ async def test_flash_publishes_h264_without_metadata_and_flash_plays_it(
     customer = await _flash(gateway, session["customer"]["token"])
     advisor = await _flash(gateway, session["advisor"]["token"])
     try:
-        sid = await customer.create_stream()
-        customer.publish(sid, "customer")
-        await customer.wait_status("NetStream.Publish.Start")
+        sid = await _publishing(customer)
         assert customer.conn._writer.chunk_size == 128  # Flash keeps the default
         # Send the first second only, then let the advisor join late.
         start = [t for t in h264_tags if t.timestamp < 1000]
@@ -65,9 +77,7 @@ async def test_flash_publishes_h264_without_metadata_and_flash_plays_it(
         for tag in start:
             customer.send_media(sid, tag.type_id, tag.timestamp, tag.body)
         await asyncio.sleep(0.3)
-        psid = await advisor.create_stream()
-        advisor.play(psid, "customer")
-        await advisor.wait_status("NetStream.Play.Start")
+        await _playing(advisor)
         for tag in rest:
             customer.send_media(sid, tag.type_id, tag.timestamp, tag.body)
         await advisor.wait_for(lambda: sum(1 for e in advisor.media if e.type_id == 9) >= 20)
@@ -176,12 +186,8 @@ async def test_timestamps_cross_24_bits_and_wrap_at_32(
     customer = await _flash(gateway, session["customer"]["token"])
     advisor = await _flash(gateway, session["advisor"]["token"])
     try:
-        sid = await customer.create_stream()
-        customer.publish(sid, "customer")
-        await customer.wait_status("NetStream.Publish.Start")
-        psid = await advisor.create_stream()
-        advisor.play(psid, "customer")
-        await advisor.wait_status("NetStream.Play.Start")
+        sid = await _publishing(customer)
+        await _playing(advisor)
         video = [t for t in h264_tags if t.type_id == 9]
         header = video[0]
         assert header.body[1] == 0
@@ -285,12 +291,8 @@ async def test_reconnecting_publisher_takes_over_and_the_stale_one_is_closed(
     stale = await _flash(gateway, token)
     fresh = await _flash(gateway, token)
     try:
-        sid = await stale.create_stream()
-        stale.publish(sid, "customer")
-        await stale.wait_status("NetStream.Publish.Start")
-        sid2 = await fresh.create_stream()
-        fresh.publish(sid2, "customer")
-        await fresh.wait_status("NetStream.Publish.Start")
+        await _publishing(stale)
+        sid2 = await _publishing(fresh)
         status = await stale.wait_status("NetStream.Publish.BadName")
         assert "another connection" in status["description"]
         await asyncio.wait_for(stale.closed.wait(), 5)
@@ -298,9 +300,7 @@ async def test_reconnecting_publisher_takes_over_and_the_stale_one_is_closed(
         assert state["streams"]["customer"]["live"]
         # the new connection's media flows to a player
         player = await _flash(gateway, session["advisor"]["token"])
-        psid = await player.create_stream()
-        player.play(psid, "customer")
-        await player.wait_status("NetStream.Play.Start")
+        await _playing(player)
         for tag in h264_tags[:40]:
             fresh.send_media(sid2, tag.type_id, tag.timestamp, tag.body)
         await player.wait_for(lambda: any(e.type_id == 9 for e in player.media))
