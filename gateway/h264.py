@@ -14,7 +14,7 @@ else (fuzzed in tests/test_h264.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 # nal_unit_type values (H.264 Table 7-1)
@@ -84,15 +84,10 @@ def annexb_to_avcc(data: bytes, length_size: int = 4) -> bytes:
 
 
 # -- AVCC ------------------------------------------------------------------------------
-def split_avcc(data: bytes, length_size: int = 4) -> list[bytes]:
-    """Split AVCC (length-prefixed NAL units, 14496-15 §5.3.4.2) into NAL units.
-
-    ``length_size`` is the avcC's lengthSizeMinusOne + 1. Zero-length entries are
-    skipped; a length running past the end raises :class:`H264Error`.
-    """
+def _avcc_spans(data: bytes, length_size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of every non-empty NAL unit in an AVCC payload (14496-15 §5.3.4.2)."""
     if not 1 <= length_size <= 4:
         raise H264Error(f"NAL length size {length_size} not in 1..4")
-    nals: list[bytes] = []
     pos = 0
     total = len(data)
     while pos < total:
@@ -104,9 +99,17 @@ def split_avcc(data: bytes, length_size: int = 4) -> list[bytes]:
         if end > total:
             raise H264Error(f"AVCC NAL of {size} bytes runs past the end ({total - head} left)")
         if size:
-            nals.append(data[head:end])
+            yield head, end
         pos = end
-    return nals
+
+
+def split_avcc(data: bytes, length_size: int = 4) -> list[bytes]:
+    """Split AVCC (length-prefixed NAL units) into NAL units.
+
+    ``length_size`` is the avcC's lengthSizeMinusOne + 1. Zero-length entries are
+    skipped; a length running past the end raises :class:`H264Error`.
+    """
+    return [data[start:end] for start, end in _avcc_spans(data, length_size)]
 
 
 def join_avcc(nals: Iterable[bytes], length_size: int = 4) -> bytes:
@@ -130,22 +133,7 @@ def avcc_to_annexb(data: bytes, length_size: int = 4) -> bytes:
 
 def avcc_nal_types(data: bytes, length_size: int = 4) -> list[int]:
     """The nal_unit_type of every NAL unit in an AVCC payload (no slicing copies)."""
-    if not 1 <= length_size <= 4:
-        raise H264Error(f"NAL length size {length_size} not in 1..4")
-    types: list[int] = []
-    pos = 0
-    total = len(data)
-    while pos < total:
-        head = pos + length_size
-        if head > total:
-            raise H264Error("truncated AVCC NAL length")
-        size = int.from_bytes(data[pos:head], "big")
-        if head + size > total:
-            raise H264Error("AVCC NAL runs past the end")
-        if size:
-            types.append(data[head] & 0x1F)
-        pos = head + size
-    return types
+    return [data[start] & 0x1F for start, _ in _avcc_spans(data, length_size)]
 
 
 def is_idr(avcc_payload: bytes, length_size: int = 4) -> bool:
