@@ -33,6 +33,13 @@ class Limits:
     # of delay queued for a slow player before we notice and drop (live, not download).
     socket_send_buffer: int = 256 * 1024
     gop_cache_bytes: int = 8 * 1024 * 1024
+    # RTMPT (docs/rtmp.md): a tunnel without a request for this long is ended (clients
+    # often never send /close); a request body above max_body is refused with 413; output
+    # the client does not collect beyond max_pending ends the tunnel (media already stops
+    # at player_buffer_bytes, so only a client that stopped polling gets there).
+    rtmpt_idle_timeout: float = 30.0
+    rtmpt_max_body: int = 2 * 1024 * 1024
+    rtmpt_max_pending: int = 4 * 1024 * 1024
     chat_max_chars: int = 2000
     chat_history: int = 500
 
