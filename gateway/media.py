@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,9 @@ class MediaUnit:
     ``payload`` is in the codec's native framing (H.264: AVCC length-prefixed NAL units;
     AAC: raw access unit). ``wire`` optionally keeps the front-end's own encoding of the
     unit (the FLV tag body for RTMP) so a receiver of the same kind relays it without
-    re-serialising.
+    re-serialising. ``arrived`` (``time.perf_counter()``) and ``origin`` (``rtmp`` or
+    ``webrtc``) say when and where the complete source frame reached the gateway; a
+    transcoder copies them and sets ``transcoded`` (``gateway/latency.py``).
     """
 
     kind: str
@@ -42,6 +44,9 @@ class MediaUnit:
     cts: int = 0
     wire: bytes | None = None
     info: dict[str, Any] | None = None
+    arrived: float = 0.0
+    origin: str = ""
+    transcoded: bool = False
 
 
 class Receiver(Protocol):
@@ -234,7 +239,9 @@ class PublishedStream:
             if unit is not None:
                 self._deliver(state, unit)
         for unit in self._gop:
-            self._deliver(state, unit)
+            # A cached unit's lateness is the cache's purpose, not latency the gateway
+            # adds to live media: replays are not measured (gateway/latency.py).
+            self._deliver(state, replace(unit, arrived=0.0) if unit.arrived else unit)
 
     def resync(self, receiver: Receiver) -> None:
         """Restart a receiver at the next clean point (after pause or receiveVideo)."""

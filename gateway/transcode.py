@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import queue
@@ -50,6 +51,7 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType, VideoFrame
 
 from gateway import h264
+from gateway.latency import direction
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,7 @@ class TranscoderStats:
 
 
 _CLOSE = object()
+_NUMBERS = itertools.count(1)
 
 
 class Transcoder:
@@ -265,6 +268,7 @@ class Transcoder:
         self.threads = max(1, threads)
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.output = PublishedStream(f"{source.name}>{target.video or '-'}+{target.audio or '-'}")
+        self.number = next(_NUMBERS)  # a label for the ops monitor, unique per process
         self.stats = TranscoderStats()
         self.max_queued_video = max_queued_video
         self.max_queued_audio = max_queued_audio
@@ -285,6 +289,30 @@ class Transcoder:
         )
         self._thread.start()
         source.add_receiver(self)
+
+    # -- description (ops monitor, /metrics; no personal data) ---------------------------
+    def labels(self) -> dict[str, str]:
+        """``direction`` (``flash_to_webrtc``…), ``kind`` and ``codec`` (``spark>vp8``).
+
+        The sink side follows from the target codec (VP8/Opus go to browsers, Spark,
+        Nellymoser, MP3 and AAC to Flash); H.264 is made for a browser from Flash media
+        and for Flash from a browser's."""
+        kind = VIDEO if self.target.video else AUDIO
+        codec_out = self.target.video or self.target.audio or "-"
+        source = self.source
+        codec_in = (source.video_codec if kind == VIDEO else source.audio_codec) or "?"
+        origin = source.kind or "?"
+        if codec_out in ("vp8", "opus"):
+            sink = "webrtc"
+        elif codec_out == "h264":
+            sink = "webrtc" if origin == "rtmp" else "flash"
+        else:
+            sink = "flash"
+        return {
+            "direction": direction(origin, sink),
+            "kind": kind,
+            "codec": f"{codec_in}>{codec_out}",
+        }
 
     # -- control (event loop) -----------------------------------------------------------
     def request_keyframe(self) -> None:
@@ -481,6 +509,13 @@ class Transcoder:
         finally:
             stats.busy_seconds += time.perf_counter() - began
         if out:
+            # The output is as late as the source frame that completed it: with no
+            # encoder look-ahead (lag-in-frames 0, zerolatency, no B-frames) a frame in
+            # is a packet out, and an audio packet is due when its last input arrives.
+            for produced in out:
+                produced.arrived = unit.arrived
+                produced.origin = unit.origin
+                produced.transcoded = True
             self._emit(generation, out)
 
 

@@ -16,10 +16,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 from urllib.parse import parse_qs
 
 from gateway.consultation import ChatRejected, Connection, Grant
+from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 from gateway.routing import Route, flash_caps
 from gateway.service import Gateway
@@ -115,6 +117,8 @@ class PlayerReceiver:
             conn.send_media(self.stream_id, m.AUDIO, unit.timestamp, audio_tag(unit))
         elif unit.wire is not None:
             conn.send_data_raw(self.stream_id, unit.wire, unit.timestamp)
+        if unit.arrived:
+            METER.observe(unit.origin, "flash", unit.transcoded, perf_counter() - unit.arrived)
         if _batch.depth:
             _batch.dirty.add(session)  # written once when the publisher's read is done
         else:
@@ -188,12 +192,14 @@ class RtmpSession:
         self._unsubscribe: Callable[[], None] | None = None
         self._in_chat = False
         self.media_errors = 0
+        self._read_at = 0.0
 
     # -- transport boundary -------------------------------------------------------------
     def receive_data(self, data: bytes, now: float | None = None) -> None:
         if self.closed:
             return
         self.last_receive = time.monotonic() if now is None else now
+        self._read_at = time.perf_counter()  # the messages this read completes arrived
         conn = self.conn
         conn.receive_data(data)
         # One read often completes several messages: players get one write per read
@@ -288,6 +294,8 @@ class RtmpSession:
         except FlvError:
             self.media_errors += 1
             return
+        unit.arrived = self._read_at
+        unit.origin = "rtmp"
         stream.push(unit)
         pc = self._participant_conn
         if pc is not None and unit.kind not in pc.codecs_in:

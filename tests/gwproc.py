@@ -138,6 +138,12 @@ class GatewayProcess:
             raise OSError(f"GET {path}: {status}")
         return json.loads(body)
 
+    def get_text(self, path: str) -> str:
+        status, _, body = self.request("GET", path)
+        if status != 200:
+            raise OSError(f"GET {path}: {status}")
+        return body.decode()
+
     def create_session(self) -> dict[str, Any]:
         status, _, body = self.request("POST", "/api/sessions")
         assert status == 201, body

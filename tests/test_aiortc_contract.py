@@ -8,6 +8,7 @@ import asyncio
 import fractions
 import inspect
 import threading
+import time
 
 import aioice.ice
 import aiortc
@@ -78,11 +79,12 @@ def test_packet_decoder_output() -> None:
     (packet,) = decoder.decode(JitterFrame(b"\x10\x02\x00\x9d\x01\x2a", timestamp=3000))
     assert isinstance(packet, av.Packet)
     assert packet.pts == 3000 and packet.time_base == fractions.Fraction(1, 90000)
-    assert packet.is_keyframe and packet.opaque == "vp8"
+    assert packet.is_keyframe and packet.opaque.codec == "vp8"
+    assert 0 <= time.perf_counter() - packet.opaque.left_jitter_buffer < 1
     (inter,) = decoder.decode(JitterFrame(b"\x11\x02\x00", timestamp=6000))
     assert not inter.is_keyframe
     (audio,) = seams.PacketDecoder(OPUS).decode(JitterFrame(b"\xfc\xff", timestamp=960))
-    assert audio.time_base == fractions.Fraction(1, 48000) and audio.opaque == "opus"
+    assert audio.time_base == fractions.Fraction(1, 48000) and audio.opaque.codec == "opus"
     h264 = seams.PacketDecoder(
         RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=99)
     )

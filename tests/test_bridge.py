@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -64,6 +65,7 @@ async def test_flash_customer_reaches_webrtc_advisor(
 ) -> None:
     src = make_flv(media_dir / f"{profile}.flv", profile, seconds=12)
     session = gateway.create_session()
+    clock = (await asyncio.to_thread(gateway.get, "/api/ops/snapshot"))["latency"]["clock"]
     publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
     try:
         async with aiohttp.ClientSession() as http:
@@ -82,6 +84,9 @@ async def test_flash_customer_reaches_webrtc_advisor(
                 assert "webrtc" in out, state
                 routes = state["streams"]["customer"]["routes"]
                 assert any(r.get("video") == expect_route for r in routes), routes
+                path = "passthrough" if "passthrough" in expect_route else "transcoded"
+                _check_latency(gateway, clock, f"flash_to_webrtc/{path}")
+                _check_latency(gateway, clock, "flash_to_webrtc/transcoded")  # Speex > Opus
             finally:
                 await wc.close_all(pc, received=received)
     finally:
@@ -90,11 +95,26 @@ async def test_flash_customer_reaches_webrtc_advisor(
     assert session["customer"]["token"] not in log
 
 
+def _check_latency(gateway: GatewayProcess, since: float, key: str) -> dict[str, Any]:
+    """The gateway measured its own added latency for ``key`` in this test, sanely."""
+    latency = gateway.get(f"/api/ops/snapshot?since={since}")["latency"]
+    figures = latency["added"].get(key)
+    assert figures is not None and figures["count"] >= 20, latency
+    # Loose bounds (a busy 2-core test machine): a unit of measure or a stamp gone
+    # wrong shows up as negative, zero-width or seconds-long figures.
+    assert 0 < figures["p50_ms"] <= figures["p95_ms"] < 500, latency
+    metrics = gateway.get_text("/metrics")
+    direction, path = key.split("/")
+    assert f'vb_added_latency_seconds_count{{direction="{direction}",path="{path}"}}' in metrics
+    return latency
+
+
 async def test_webrtc_advisor_reaches_flash_customer_as_h264_and_aac(
     gateway: GatewayProcess, media_dir: Path
 ) -> None:
     """aiortc publishes VP8 + Opus; ffmpeg (a Flash-capable player) gets H.264 + AAC."""
     session = gateway.create_session()
+    clock = (await asyncio.to_thread(gateway.get, "/api/ops/snapshot"))["latency"]["clock"]
     async with aiohttp.ClientSession() as http:
         post = _poster(http, session["advisor"]["whip_url"], session["advisor"]["token"])
         pc, status, _, body = await wc.publisher(post, "vp8")
@@ -107,6 +127,10 @@ async def test_webrtc_advisor_reaches_flash_customer_as_h264_and_aac(
                    "-c", "copy", "-f", "flv", str(out)]  # fmt: skip
             done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, timeout=60)
             assert done.returncode == 0, done.stderr.decode()
+            latency = _check_latency(gateway, clock, "webrtc_to_flash/transcoded")
+            # aiortc's jitter buffer, measured beside the gateway's own latency
+            jitter = latency["jitter_buffer"]["video"]
+            assert jitter["count"] >= 20 and 0 <= jitter["p50_ms"] < 1000, latency
         finally:
             await wc.close_all(pc)
     result = analyse(out)

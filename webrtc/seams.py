@@ -31,7 +31,8 @@ import logging
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
-from typing import Any
+from time import perf_counter
+from typing import Any, NamedTuple
 
 import aioice.ice
 import aiortc.rtcrtpreceiver
@@ -66,12 +67,21 @@ def h264_has_idr(data: bytes) -> bool:
     return False
 
 
+class FrameInfo(NamedTuple):
+    """What :class:`PacketDecoder` attaches to each packet (``av.Packet.opaque``)."""
+
+    codec: str
+    left_jitter_buffer: float  # time.perf_counter()
+
+
 class PacketDecoder(Decoder):
     """A "decoder" that returns the depayloaded frame itself as an ``av.Packet``.
 
     ``pts`` is the receiver's RTP timestamp (aiortc already made it relative to the
     first frame and unwrapped it), ``time_base`` 1/clock rate (1/90000 video, 1/48000
-    Opus), ``is_keyframe`` from the bitstream, ``opaque`` the codec name in lower case.
+    Opus), ``is_keyframe`` from the bitstream, ``opaque`` a :class:`FrameInfo`: the
+    codec name in lower case, the frame's RTP timestamp as sent, and when it left the
+    jitter buffer (``time.perf_counter()``, the start of the gateway's own latency).
     """
 
     def __init__(self, codec: RTCRtpCodecParameters) -> None:
@@ -92,7 +102,7 @@ class PacketDecoder(Decoder):
             packet.is_keyframe = h264_has_idr(data)
         else:
             packet.is_keyframe = True
-        packet.opaque = self.codec_name
+        packet.opaque = FrameInfo(self.codec_name, perf_counter())
         return [packet]
 
 

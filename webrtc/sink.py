@@ -14,11 +14,13 @@ import fractions
 import logging
 import time
 from collections.abc import Callable
+from time import perf_counter
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from gateway import h264
+from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,11 @@ class PacketTrack(MediaStreamTrack):
         if packet is None:
             self.stop()
             raise MediaStreamError
+        source = packet.opaque
+        if isinstance(source, tuple):
+            # aiortc's sender packetises and sends what this returns right away.
+            arrived, origin, transcoded = source
+            METER.observe(origin, "webrtc", transcoded, perf_counter() - arrived)
         return packet
 
 
@@ -183,6 +190,8 @@ class WebRtcSink:
         packet.dts = pts
         packet.time_base = TIME_BASES[kind]
         packet.is_keyframe = unit.keyframe or kind == AUDIO
+        if unit.arrived:
+            packet.opaque = (unit.arrived, unit.origin, unit.transcoded)
         return packet
 
     def _annexb(self, unit: MediaUnit) -> bytes:

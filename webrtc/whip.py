@@ -13,15 +13,17 @@ import functools
 import logging
 import time
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 import av
 from aiortc import RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtp import AnyRtcpPacket, RtcpSrPacket
+from aiortc.rtp import AnyRtcpPacket, RtcpSrPacket, RtpPacket
 
 from gateway import h264
 from gateway.consultation import Consultation, Role
+from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit
 from webrtc import seams
 from webrtc.clock import LagMonitor, SessionClock, TrackClock
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 # recovering stream needs, and several WHEP viewers asking at once become one request.
 PLI_INTERVAL = 0.5
 OPUS_INFO: dict[str, Any] = {"sample_rate": 48000, "channels": 2}
+ARRIVALS_KEPT = 256  # RTP timestamps remembered per track (seconds of video frames)
 
 
 def vp8_dimensions(frame: bytes) -> tuple[int, int] | None:
@@ -58,6 +61,9 @@ class _Ingest:
         self.frames = 0
         self.lag = LagMonitor()
         self.skipping = False  # video: dropping stale frames until a fresh keyframe
+        # RTP timestamp -> when its latest packet arrived (the jitter buffer's share of
+        # the delay is measured from there to the frame leaving the buffer)
+        self.arrivals: dict[int, float] = {}
 
 
 class WhipSession(PeerSession):
@@ -102,6 +108,7 @@ class WhipSession(PeerSession):
             ingest = _Ingest(receiver, track, clock)
             ingest.media_ssrc = media_ssrc(description, transceiver)
             self._hook_sender_reports(ingest)
+            self._hook_arrivals(ingest)
             self.ingests[track.kind] = ingest
         if not self.ingests:
             raise OfferError("No media section of the offer sends media.")
@@ -129,6 +136,21 @@ class WhipSession(PeerSession):
             await original(packet)
 
         ingest.receiver._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+    def _hook_arrivals(self, ingest: _Ingest) -> None:
+        """Wrap this receiver's RTP handler (per instance, like the RTCP one) to note when
+        each frame's last packet arrived, for the jitter-buffer delay (gateway/latency.py).
+        """
+        original = ingest.receiver._handle_rtp_packet
+        arrivals = ingest.arrivals
+
+        async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+            arrivals[packet.timestamp] = perf_counter()
+            if len(arrivals) > ARRIVALS_KEPT:
+                del arrivals[next(iter(arrivals))]
+            await original(packet, arrival_time_ms)
+
+        ingest.receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
 
     def request_keyframe(self) -> None:
         """``PublishedStream.keyframe_requester``: a PLI to the browser (RFC 4585 §6.3.1),
@@ -179,7 +201,17 @@ class WhipSession(PeerSession):
         elif not self._owns_stream():
             return  # another publisher (a newer WHIP session, RTMP) took the stream over
         ingest.frames += 1
-        codec = packet.opaque if isinstance(packet.opaque, str) else self.negotiated[kind]
+        frame_info = packet.opaque
+        if isinstance(frame_info, seams.FrameInfo):
+            codec = frame_info.codec
+            arrived = frame_info.left_jitter_buffer
+            origin = seams.rtp_origin(ingest.receiver)
+            if origin is not None and packet.pts is not None:
+                last_packet = ingest.arrivals.pop((packet.pts + origin) & 0xFFFFFFFF, None)
+                if last_packet is not None:
+                    METER.observe_jitter(kind, arrived - last_packet)
+        else:
+            codec, arrived = self.negotiated[kind], perf_counter()
         if self.connection.codecs_in.get(kind) != codec:
             self.connection.codecs_in[kind] = codec
         assert packet.pts is not None
@@ -200,9 +232,20 @@ class WhipSession(PeerSession):
         data = bytes(packet)
         if kind == AUDIO:
             first = dict(OPUS_INFO) if ingest.frames == 1 else None
-            self.stream.push(MediaUnit(AUDIO, codec, timestamp, data, keyframe=True, info=first))
+            self.stream.push(
+                MediaUnit(
+                    AUDIO,
+                    codec,
+                    timestamp,
+                    data,
+                    keyframe=True,
+                    info=first,
+                    arrived=arrived,
+                    origin="webrtc",
+                )
+            )
         elif codec == "h264":
-            self._push_h264(timestamp, data)
+            self._push_h264(timestamp, data, arrived)
         else:
             info: dict[str, Any] | None = None
             if packet.is_keyframe:
@@ -210,10 +253,19 @@ class WhipSession(PeerSession):
                 if dims is not None:
                     info = {"width": dims[0], "height": dims[1]}
             self.stream.push(
-                MediaUnit(VIDEO, codec, timestamp, data, keyframe=packet.is_keyframe, info=info)
+                MediaUnit(
+                    VIDEO,
+                    codec,
+                    timestamp,
+                    data,
+                    keyframe=packet.is_keyframe,
+                    info=info,
+                    arrived=arrived,
+                    origin="webrtc",
+                )
             )
 
-    def _push_h264(self, timestamp: int, data: bytes) -> None:
+    def _push_h264(self, timestamp: int, data: bytes, arrived: float) -> None:
         """Annex-B → AVCC, with a config unit (avcC) before the first IDR and whenever
         SPS/PPS change (docs/media-pipeline.md). Parameter sets travel in the config unit
         only; frames before the first configuration cannot be decoded and are dropped."""
@@ -237,7 +289,17 @@ class WhipSession(PeerSession):
         if not frame:
             return
         keyframe = any(h264.nal_type(n) == h264.NAL_IDR for n in frame)
-        self.stream.push(MediaUnit(VIDEO, "h264", timestamp, h264.join_avcc(frame), keyframe))
+        self.stream.push(
+            MediaUnit(
+                VIDEO,
+                "h264",
+                timestamp,
+                h264.join_avcc(frame),
+                keyframe,
+                arrived=arrived,
+                origin="webrtc",
+            )
+        )
 
     # -- end ----------------------------------------------------------------------------------
     def before_close(self) -> None:

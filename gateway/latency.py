@@ -1,0 +1,164 @@
+"""The latency the gateway itself adds, per direction and path.
+
+Measured from the moment a complete source frame is available to the gateway to the
+moment its packets leave for the receiver:
+
+* start: an RTMP message complete (the read that completed it, before parsing), or a
+  WebRTC frame out of aiortc's jitter buffer (stamped on aiortc's decoder thread by
+  the passthrough decoder seam, ``webrtc/seams.py``);
+* end: an RTMP player's FLV tag handed to the socket write, or a WHEP sender's
+  ``av.Packet`` taken by aiortc's ``RTCRtpSender`` to packetise and send.
+
+Front-ends stamp :attr:`gateway.media.MediaUnit.arrived` (``time.perf_counter()``) and
+``origin``; a transcoder copies both onto its output and marks it ``transcoded``. The
+delay of aiortc's receive jitter buffer itself is measured separately (from the last
+RTP packet of a frame to the frame leaving the buffer) and reported beside it, as the
+issue asks; it is not the gateway's own work.
+
+The meter is process-wide (like prometheus_client's default registry); its histograms
+are exposed by ``/metrics`` and its exact percentiles (a bounded reservoir of recent
+samples per key) by the ops snapshot the benchmarks read.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Iterator
+from time import perf_counter
+from typing import Any
+
+from prometheus_client import Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+# Where a unit came from (MediaUnit.origin) and which kind of sink sends it out.
+ORIGIN_SINK_NAMES = {"rtmp": "flash", "webrtc": "webrtc"}
+BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+RESERVOIR = 4096  # recent samples per key kept for exact percentiles
+
+
+def direction(origin: str, sink: str) -> str:
+    """``flash_to_webrtc`` and the like (label values, no personal data)."""
+    return f"{ORIGIN_SINK_NAMES.get(origin, origin or 'unknown')}_to_{sink}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of a non-empty list (q in 0..100)."""
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+class LatencyMeter:
+    """Histograms (for /metrics) and recent samples (for exact p50/p95)."""
+
+    def __init__(self) -> None:
+        self.added = Histogram(
+            "vb_added_latency_seconds",
+            "Latency the gateway adds, from a complete source frame to its packets sent.",
+            ["direction", "path"],
+            buckets=BUCKETS,
+            registry=None,
+        )
+        self.jitter = Histogram(
+            "vb_webrtc_jitter_buffer_seconds",
+            "Delay in aiortc's receive jitter buffer (last RTP packet of a frame to the "
+            "frame leaving the buffer), beside the gateway's own latency.",
+            ["kind"],
+            buckets=BUCKETS,
+            registry=None,
+        )
+        self._lock = threading.Lock()
+        self._children: dict[tuple[str, ...], Any] = {}
+        # (when, seconds) per key, when = time.perf_counter() of the observation
+        self._samples: dict[tuple[str, ...], deque[tuple[float, float]]] = {}
+
+    def _child(self, key: tuple[str, ...]) -> Any:
+        child = self._children.get(key)
+        if child is None:
+            with self._lock:
+                if key[0] == "added":
+                    child = self.added.labels(direction=key[1], path=key[2])
+                else:
+                    child = self.jitter.labels(kind=key[1])
+                self._children[key] = child
+                self._samples[key] = deque(maxlen=RESERVOIR)
+        return child
+
+    def observe(self, origin: str, sink: str, transcoded: bool, seconds: float) -> None:
+        """One unit sent: ``sink`` is ``flash`` or ``webrtc``."""
+        if seconds < 0:
+            return
+        key = ("added", direction(origin, sink), "transcoded" if transcoded else "passthrough")
+        self._child(key).observe(seconds)
+        self._samples[key].append((perf_counter(), seconds))
+
+    def observe_jitter(self, kind: str, seconds: float) -> None:
+        if seconds < 0:
+            return
+        key = ("jitter", kind)
+        self._child(key).observe(seconds)
+        self._samples[key].append((perf_counter(), seconds))
+
+    def snapshot(self, since: float | None = None) -> dict[str, Any]:
+        """``{"clock": now, "added": {"flash_to_webrtc/transcoded": {count, p50_ms,
+        p95_ms, …}}, "jitter_buffer": {"video": {…}}}`` over the recent samples, only
+        those observed after ``since`` (a ``clock`` value of an earlier snapshot) if
+        given: a benchmark takes one snapshot when its window opens, one when it closes.
+        """
+        out: dict[str, Any] = {"clock": perf_counter(), "added": {}, "jitter_buffer": {}}
+        with self._lock:
+            items = [(key, list(samples)) for key, samples in self._samples.items()]
+        for key, samples in items:
+            values = [v for when, v in samples if since is None or when > since]
+            if not values:
+                continue
+            summary = {
+                "count": len(values),
+                "p50_ms": round(percentile(values, 50) * 1000, 3),
+                "p95_ms": round(percentile(values, 95) * 1000, 3),
+                "p99_ms": round(percentile(values, 99) * 1000, 3),
+                "max_ms": round(max(values) * 1000, 3),
+            }
+            if key[0] == "added":
+                out["added"][f"{key[1]}/{key[2]}"] = summary
+            else:
+                out["jitter_buffer"][key[1]] = summary
+        return out
+
+    def collector(self) -> Collector:
+        """A collector for a registry of the caller's (``/metrics``)."""
+        return _MeterCollector(self)
+
+
+class _MeterCollector(Collector):
+    def __init__(self, meter: LatencyMeter) -> None:
+        self.meter = meter
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.meter.added.collect()
+        yield from self.meter.jitter.collect()
+
+
+METER = LatencyMeter()
