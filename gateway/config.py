@@ -42,6 +42,14 @@ class Limits:
     rtmpt_max_pending: int = 4 * 1024 * 1024
     chat_max_chars: int = 2000
     chat_history: int = 500
+    # Documents (gateway/documents.py): per file, per consultation, and the lifetime of
+    # a one-time download URL (for Flash's navigateToURL, which cannot send a token).
+    document_max_bytes: int = 20 * 1024 * 1024
+    document_quota_bytes: int = 100 * 1024 * 1024
+    documents_per_session: int = 50
+    document_ticket_ttl: float = 120.0
+    # refuse uploads when the data dir's disk would fall below this much free space
+    document_min_free_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -60,6 +68,7 @@ class Config:
     access_log_days: int = 7
     public_url: str | None = None
     session_ttl: float = 4 * 3600.0
+    session_grace: float = 300.0
     log_level: str = "INFO"
     event_loop: str = "uvloop"
     limits: Limits = field(default_factory=Limits)
@@ -122,6 +131,10 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "access_log_days": ("int", "days to keep the access log (default 7)"),
     "public_url": ("str", "external base URL for links (default from --host/--http-port)"),
     "session_ttl": ("float", "seconds a consultation may last (default 14400)"),
+    "session_grace": (
+        "float",
+        "seconds a consultation stays open after everyone left (default 300)",
+    ),
     "log_level": ("str", "DEBUG, INFO, WARNING (default INFO)"),
     "event_loop": ("str", "uvloop (default) or asyncio"),
 }

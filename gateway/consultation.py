@@ -59,6 +59,8 @@ class Participant:
     microphone: bool = False
     announced: bool = False  # the client said which devices are on (media event/call)
     joined_at: float | None = None
+    # every connection kind this participant used (statistics: flash/webrtc/chat-only)
+    kinds_seen: set[str] = field(default_factory=set)
 
     def describe(self) -> dict[str, Any]:
         media_kinds = sorted({c.kind for c in self.connections if c.kind != "events"})
@@ -119,6 +121,13 @@ class Consultation:
         self._listeners: dict[int, EventListener] = {}
         self.features: set[str] = set()
         self.client_kinds: set[str] = set()
+        self.end_reason: str | None = None
+        self.ended_at: float | None = None
+        # Presence over time: since when nobody is connected (None while someone is, and
+        # before anyone came), and how long both sides were there together.
+        self.empty_since: float | None = None
+        self.together_since: float | None = None
+        self.together_seconds = 0.0
 
     # -- events -----------------------------------------------------------------------
     def subscribe(self, listener: EventListener) -> Callable[[], None]:
@@ -164,8 +173,10 @@ class Consultation:
         participant.connections.append(connection)
         if participant.joined_at is None:
             participant.joined_at = time.time()
+        participant.kinds_seen.add(connection.kind)
         if connection.kind != "events":
             self.client_kinds.add(connection.kind)
+        self._presence_changed()
         if first:
             self.emit({"type": "participant", "role": str(role), "present": True})
 
@@ -173,8 +184,23 @@ class Consultation:
         participant = self.participants[role]
         if connection in participant.connections:
             participant.connections.remove(connection)
+            self._presence_changed()
             if not participant.connections:
                 self.emit({"type": "participant", "role": str(role), "present": False})
+
+    def _presence_changed(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        present = [bool(p.connections) for p in self.participants.values()]
+        if all(present):
+            if self.together_since is None:
+                self.together_since = now
+        elif self.together_since is not None:
+            self.together_seconds += now - self.together_since
+            self.together_since = None
+        if any(present):
+            self.empty_since = None
+        elif self.empty_since is None:
+            self.empty_since = now
 
     def set_media_state(self, role: Role, camera: bool, microphone: bool) -> None:
         participant = self.participants[role]
@@ -216,6 +242,11 @@ class Consultation:
         if self.ended:
             return
         self.ended = True
+        self.end_reason = reason
+        self.ended_at = time.time()
+        if self.together_since is not None:
+            self.together_seconds += self.ended_at - self.together_since
+            self.together_since = None
         self.emit({"type": "session_ended", "reason": reason})
         for stream in self.streams.values():
             stream.stop()
@@ -281,8 +312,12 @@ class Directory:
         gop_cache_bytes: int = 8 * 1024 * 1024,
         chat_max_chars: int = 2000,
         chat_history: int = 500,
+        grace: float = 300.0,
     ) -> None:
         self.ttl = ttl
+        # seconds a consultation stays open after everyone left (a dropped connection
+        # may come back); ended as "abandoned" after that
+        self.grace = grace
         self.gop_cache_bytes = gop_cache_bytes
         self.chat_max_chars = chat_max_chars
         self.chat_history = chat_history
@@ -337,11 +372,23 @@ class Directory:
         return True
 
     def expire(self, now: float | None = None) -> list[str]:
+        """End consultations past their TTL ("expired") or empty for longer than the
+        grace period after someone had joined ("abandoned"); their ids."""
         now = time.time() if now is None else now
-        expired = [c.id for c in self.consultations.values() if now >= c.expires_at]
-        for cid in expired:
-            self.end(cid, "expired")
-        return expired
+        ended = []
+        for consultation in list(self.consultations.values()):
+            if now >= consultation.expires_at:
+                reason = "expired"
+            elif (
+                consultation.empty_since is not None
+                and now - consultation.empty_since >= self.grace
+            ):
+                reason = "abandoned"
+            else:
+                continue
+            self.end(consultation.id, reason)
+            ended.append(consultation.id)
+        return ended
 
     def end_all(self, reason: str = "shutdown") -> None:
         for cid in list(self.consultations):

@@ -52,6 +52,8 @@ class Service:
 
         self.config = cfg
         self.gateway = Gateway.from_config(cfg)
+        # documents under <data-dir>/sessions, statistics in <data-dir>/stats.sqlite
+        self.gateway.open_storage()
         # The one place that transcodes: shared by RTMP players and WHEP receivers.
         self.gateway.transcoders = TranscoderPool()
         self.webrtc = WebRtcFrontEnd(self.gateway, attach=self._attach_webrtc_sink)
@@ -81,6 +83,10 @@ class Service:
 
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.gateway.documents is not None:
+            # Consultations live in memory: whatever is under sessions/ now is a crash's
+            # leftover (terms of use: documents are deleted at the end).
+            await asyncio.to_thread(self.gateway.documents.sweep)
         ssl_ctx = make_ssl_context(cfg)
         self.runner = web.AppRunner(
             self.app, access_log_class=RedactingAccessLogger, handle_signals=False
@@ -98,10 +104,12 @@ class Service:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweeper")
 
     async def _sweep_forever(self) -> None:
+        # often enough that a short --session-grace (tests) is honoured promptly
+        interval = min(SWEEP_INTERVAL, max(0.25, self.config.session_grace / 4))
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            await asyncio.sleep(interval)
             for cid in self.gateway.directory.expire():
-                log.info("consultation %s… expired", cid[:4])
+                log.info("consultation %s… ended (expired or abandoned)", cid[:4])
 
     async def stop(self) -> None:
         self.gateway.accepting = False
@@ -114,6 +122,8 @@ class Service:
             await server.close()
         if self.runner is not None:
             await self.runner.cleanup()
+        if self.gateway.statistics is not None:
+            await asyncio.to_thread(self.gateway.statistics.close)  # queued rows written
 
     def banner(self) -> str:
         cfg = self.config

@@ -76,6 +76,11 @@ class StreamStats:
     keyframes: int = 0
     dropped: int = 0
     gop_evictions: int = 0
+    # what the consultation used, for its anonymous statistics row (gateway/stats.py):
+    # units that passed the camera/microphone gates, and transcoders attached
+    video_units: int = 0
+    audio_units: int = 0
+    transcodes: int = 0
 
 
 class PublishedStream:
@@ -161,6 +166,7 @@ class PublishedStream:
         if kind == VIDEO:
             if not self.video_enabled:
                 return
+            stats.video_units += 1
             self.video_codec = unit.codec
             if unit.config:
                 self.video_config = unit
@@ -175,6 +181,7 @@ class PublishedStream:
         elif kind == AUDIO:
             if not self.audio_enabled:
                 return
+            stats.audio_units += 1
             self.audio_codec = unit.codec
             if unit.config:
                 self.audio_config = unit

@@ -219,6 +219,7 @@ class Route:
             if kind == VIDEO and self.video_bitrate is not None:
                 _offer_bitrate(transcoder, self, self.video_bitrate)
             self.stats.transcoded[kind] = f"{unit.codec}>{target_codec}"
+            self.source.stats.transcodes += 1
         self._paths[kind] = path
         return path
 

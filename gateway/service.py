@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
 
 from gateway.config import Config
-from gateway.consultation import Directory, Grant
+from gateway.consultation import Consultation, Directory, Grant
+from gateway.documents import DocumentStore
 from gateway.routing import TranscoderSource
+from gateway.stats import Statistics, row_for
+
+log = logging.getLogger(__name__)
 
 
 class AdvisorAuth:
@@ -70,6 +77,10 @@ class Gateway:
     accepting: bool = True
     # gateway.transcode.TranscoderPool, set by the composition root; None = passthrough only
     transcoders: TranscoderSource | None = None
+    # Documents and statistics live under --data-dir; the composition root turns them on
+    # (open_storage), so a Gateway built in a unit test writes nothing to disk.
+    documents: DocumentStore | None = None
+    statistics: Statistics | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Gateway:
@@ -78,8 +89,48 @@ class Gateway:
             gop_cache_bytes=config.limits.gop_cache_bytes,
             chat_max_chars=config.limits.chat_max_chars,
             chat_history=config.limits.chat_history,
+            grace=config.session_grace,
         )
         return cls(config, directory, AdvisorAuth(config.advisor_token))
 
     def authorize(self, token: str | None) -> Grant | None:
         return self.directory.authorize(token)
+
+    # -- documents and statistics ---------------------------------------------------------
+    def open_storage(self) -> None:
+        """Documents under ``<data-dir>/sessions``, statistics in ``stats.sqlite``; at the
+        end of every consultation its documents are deleted and one row is written."""
+        cfg = self.config
+        limits = cfg.limits
+        self.documents = DocumentStore(
+            cfg.data_dir / "sessions",
+            max_bytes=limits.document_max_bytes,
+            quota_bytes=limits.document_quota_bytes,
+            max_documents=limits.documents_per_session,
+            ticket_ttl=limits.document_ticket_ttl,
+            min_free_bytes=limits.document_min_free_bytes,
+        )
+        self.statistics = Statistics(cfg.data_dir / "stats.sqlite")
+        self.directory.on_end.append(self._consultation_ended)
+
+    def _consultation_ended(self, consultation: Consultation) -> None:
+        if self.documents is not None:
+            self.documents.remove_session(consultation.id)
+        if self.statistics is not None:
+            self.statistics.record(row_for(consultation))
+
+    def document_url(self, consultation_id: str, document_id: str) -> str | None:
+        """An absolute one-time download URL (no token needed; Flash's navigateToURL)."""
+        if self.documents is None:
+            return None
+        ticket = self.documents.mint_ticket(consultation_id, document_id)
+        cid, did = quote(consultation_id, safe=""), quote(document_id, safe="")
+        return f"{self.config.base_url()}/api/sessions/{cid}/documents/{did}?ticket={ticket}"
+
+    def addressed(self, consultation: Consultation, event: dict[str, Any]) -> dict[str, Any]:
+        """``event`` as one recipient gets it: a ``document`` event gets a ``url`` of its
+        own (one-time tickets cannot be shared between recipients)."""
+        if event.get("type") != "document" or not isinstance(event.get("id"), str):
+            return event
+        url = self.document_url(consultation.id, event["id"])
+        return event if url is None else {**event, "url": url}

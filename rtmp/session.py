@@ -611,6 +611,37 @@ class RtmpSession:
         if cmd.transaction_id > 0:
             self.conn.send_result(cmd.transaction_id, None, True)
 
+    def _cmd_documents(self, cmd: CommandReceived) -> None:
+        """``documents()`` → the consultation's documents, each with a fresh one-time
+        ``url`` (2 minutes) that the SWF hands to ``navigateToURL``."""
+        store = self.gateway.documents
+        if self.grant is None or store is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        consultation = self.grant.consultation
+        listing = [
+            self.gateway.addressed(consultation, {"type": "document", **doc.describe()})
+            for doc in store.list(consultation.id)
+        ]
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None, listing)
+
+    def _cmd_document_url(self, cmd: CommandReceived) -> None:
+        """``documentUrl(id)`` → a fresh one-time URL for one document (the one in a
+        ``document`` event expires after 2 minutes)."""
+        store = self.gateway.documents
+        doc_id = cmd.args[0] if cmd.args else None
+        if self.grant is None or store is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        consultation = self.grant.consultation
+        if not isinstance(doc_id, str) or store.get(consultation.id, doc_id) is None:
+            self._call_failed(cmd, "No such document in this consultation.")
+            return
+        if cmd.transaction_id > 0:
+            url = self.gateway.document_url(consultation.id, doc_id)
+            self.conn.send_result(cmd.transaction_id, None, url)
+
     def _call_failed(self, cmd: CommandReceived, description: str) -> None:
         if cmd.transaction_id > 0:
             self.conn.send_error(cmd.transaction_id, "NetConnection.Call.Failed", description)
@@ -626,6 +657,9 @@ class RtmpSession:
                 0, "onChat", 0.0, None, event["from"], event["text"], float(event["ts"])
             )
         else:
+            if event.get("type") == "document" and self.grant is not None:
+                # a one-time download URL of this client's own, for navigateToURL
+                event = self.gateway.addressed(self.grant.consultation, event)
             conn.send_command(0, "onSessionEvent", 0.0, None, event)
         self.flush()
         if event.get("type") == "session_ended":
@@ -659,4 +693,6 @@ _COMMANDS: dict[str, Callable[[RtmpSession, CommandReceived], None]] = {
     "pause": RtmpSession._cmd_pause,
     "chat": RtmpSession._cmd_chat,
     "media": RtmpSession._cmd_media,
+    "documents": RtmpSession._cmd_documents,
+    "documentUrl": RtmpSession._cmd_document_url,
 }

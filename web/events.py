@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.consultation import ChatRejected, Connection, Consultation, Role
+from gateway.service import Gateway
 from web.auth import CUSTOMER_COOKIE, gateway_of, identify, same_origin
 from web.problems import ProblemError, unauthorized
 
@@ -49,9 +50,14 @@ def _dumps(event: dict[str, Any]) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
-def _snapshot(consultation: Consultation) -> list[dict[str, Any]]:
+def _snapshot(consultation: Consultation, gateway: Gateway | None = None) -> list[dict[str, Any]]:
     """History and state a fresh client needs, taken synchronously with subscribing."""
     events: list[dict[str, Any]] = [dict(e) for e in consultation.chat_log]
+    if gateway is not None and gateway.documents is not None:
+        # documents shared before this client came, each with a download URL of its own
+        for doc in gateway.documents.list(consultation.id):
+            event = {"type": "document", **doc.describe()}
+            events.append(gateway.addressed(consultation, event))
     for role, participant in consultation.participants.items():
         events.append(
             {"type": "participant", "role": str(role), "present": bool(participant.connections)}
@@ -80,10 +86,17 @@ class EventsSocket:
     without bound.
     """
 
-    def __init__(self, ws: web.WebSocketResponse, consultation: Consultation, role: Role) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        consultation: Consultation,
+        role: Role,
+        gateway: Gateway | None = None,
+    ) -> None:
         self.ws = ws
         self.consultation = consultation
         self.role = role
+        self.gateway = gateway
         self.queue: asyncio.Queue[object] = asyncio.Queue(OUTGOING_QUEUE)
         self.closing = False
         self.writer: asyncio.Task[None] | None = None
@@ -96,6 +109,8 @@ class EventsSocket:
     def push(self, event: dict[str, Any]) -> None:
         if self.closing:
             return
+        if self.gateway is not None and event.get("type") == "document":
+            event = self.gateway.addressed(self.consultation, event)  # a URL of its own
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -185,7 +200,7 @@ class EventsSocket:
         # attach → snapshot → subscribe without an await in between: nothing emitted in
         # the meantime can be missed, and the snapshot already shows this client present.
         consultation.attach(self.role, connection)
-        initial = _snapshot(consultation)
+        initial = _snapshot(consultation, self.gateway)
         unsubscribe = consultation.subscribe(self.push)
         self.writer = asyncio.get_running_loop().create_task(self.write(initial))
         try:
@@ -221,7 +236,7 @@ async def _serve(
             await ws.send_str(_dumps({"type": "session_ended", "reason": "ended"}))
             await ws.close()
             return ws
-        await EventsSocket(ws, consultation, role).run(request)
+        await EventsSocket(ws, consultation, role, gateway_of(request)).run(request)
     finally:
         sockets.discard(ws)
     return ws
