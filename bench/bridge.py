@@ -104,6 +104,27 @@ def make_media(path: Path, fps: int, out_args: list[str]) -> Path:
 
 FLASH_FLV = OUT_DIR / "bridge-spark640x480p15-speex.flv"
 BROWSER_WEBM = OUT_DIR / "bridge-vp8-640x480p30-opus.webm"
+# Passthrough: H.264 constrained baseline without B-frames both ways (what Flash 11's
+# camera sends and what browsers send when H.264 is negotiated); audio is still
+# transcoded (Flash's microphone has no Opus, Flash plays no Opus).
+FLASH_H264_FLV = OUT_DIR / "bridge-h264b640x480p15-speex.flv"
+BROWSER_H264_TS = OUT_DIR / "bridge-h264b640x480p30-opus.ts"
+
+
+def ensure_passthrough_media() -> tuple[Path, Path]:
+    flv = make_media(
+        FLASH_H264_FLV, 15,
+        ["-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "15",
+         "-preset", "veryfast", "-b:v", "500k",
+         "-c:a", "libspeex", "-ar", "16000", "-ac", "1", "-f", "flv"],
+    )  # fmt: skip
+    ts = make_media(
+        BROWSER_H264_TS, 30,
+        ["-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "90",
+         "-preset", "veryfast", "-b:v", "1M",
+         "-c:a", "libopus", "-b:a", "64k", "-ac", "2", "-f", "mpegts"],
+    )  # fmt: skip
+    return flv, ts
 
 
 def ensure_media() -> tuple[Path, Path]:
@@ -125,6 +146,12 @@ def pct(values: list[float], q: float) -> float | None:
         return None
     s = sorted(values)
     return round(s[min(len(s) - 1, int(q * len(s)))], 2)
+
+
+def is_picture(tag: Any) -> bool:
+    """A video tag with a picture (not an AVC sequence header or end of sequence)."""
+    body = tag.body
+    return bool(tag.type_id == 9 and body and (body[0] & 0x0F != 7 or body[1:2] == b"\x01"))
 
 
 # -- worker: the clients of one consultation ----------------------------------------------
@@ -208,7 +235,7 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
                         if delay > 0:
                             await asyncio.sleep(delay)
                         pub.send_media(sid, tag.type_id, ts & 0xFFFFFFFF, tag.body)
-                        if tag.type_id == 9:
+                        if is_picture(tag):
                             sent[n] = time.monotonic()
                             n += 1
                     rep += 1
@@ -219,9 +246,9 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
             pcs.append(pc)
             vt = pc.addTransceiver("video", direction="recvonly")
             pc.addTransceiver("audio", direction="recvonly")
-            wc.prefer(vt, "vp8")
+            wc.prefer(vt, args.video_codec)
             recv_a: dict[str, Any] = {"video": 0, "audio": 0, "lat_rtp": [], "lat_frame": []}
-            nframes_per_loop = sum(1 for t in tags if t.type_id == 9)
+            nframes_per_loop = sum(1 for t in tags if is_picture(t))
 
             async def consume(track: MediaStreamTrack) -> None:
                 while True:
@@ -265,6 +292,8 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
                     for p in container.demux()
                     if p.size and p.pts is not None
                 ]
+            first_pts = min(p[2] for p in packets)  # MPEG-TS starts at 1.4 s
+            packets = [(k, d, pts - first_pts, key) for k, d, pts, key in packets]
             duration = max(p[2] for p in packets) + 0.04
             bsent: dict[int, float] = {}
 
@@ -300,7 +329,7 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
             pcs.append(pc)
             vt = pc.addTransceiver(PacketTrack("video"), direction="sendonly")
             pc.addTransceiver(PacketTrack("audio"), direction="sendonly")
-            wc.prefer(vt, "vp8")
+            wc.prefer(vt, args.video_codec)
             status, _, body = await wc.negotiate(pc, post)
             assert status == 201, body
             nvideo = sum(1 for p in packets if p[0] == "video")
@@ -426,6 +455,7 @@ def start_workers(
     flv: Path,
     webm: Path,
     warmup: float,
+    video_codec: str = "vp8",
 ) -> list[subprocess.Popen[str]]:
     procs = []
     for i, s in enumerate(sessions):
@@ -433,7 +463,8 @@ def start_workers(
         cmd = [sys.executable, str(Path(__file__).resolve()), "worker",
                "--session", json.dumps(s), "--rtmp-port", str(gw.rtmp_port),
                "--direction", direction, "--seconds", str(seconds), "--flv", str(flv),
-               "--webm", str(webm), "--warmup", str(warmup)]  # fmt: skip
+               "--webm", str(webm), "--warmup", str(warmup),
+               "--video-codec", video_codec]  # fmt: skip
         if probe:
             cmd.append("--decode")
         pipe = subprocess.PIPE
@@ -461,10 +492,12 @@ def run_step(
     flv: Path,
     webm: Path,
     warmup: float = 4.0,
+    video_codec: str = "vp8",
 ) -> dict[str, Any]:
-    """n consultations at once; the gateway's CPU over the workers' common window."""
+    """n consultations at once; the gateway's CPU over the workers' common window, and
+    the latency the gateway measured itself over the same window (gateway/latency.py)."""
     sessions = [gw.create_session() for _ in range(n)]
-    procs = start_workers(gw, sessions, direction, seconds, decode, flv, webm, warmup)
+    procs = start_workers(gw, sessions, direction, seconds, decode, flv, webm, warmup, video_codec)
     for p in procs:
         _line(p, "ready", 90)
 
@@ -477,9 +510,11 @@ def run_step(
 
     say("go")
     c0, t0 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
+    clock = gw.get("/api/ops/snapshot")["latency"]["clock"]
     for p in procs:
         _line(p, "done", seconds + 30)
     c1, t1 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
+    snapshot = gw.get(f"/api/ops/snapshot?since={clock}")
     results = []
     for p in procs:
         assert p.stdout is not None
@@ -511,6 +546,11 @@ def run_step(
             100 * sum(r["client_cpu_s"] for r in results) / wall, 1
         ),
         "clients": results,
+        "gateway_latency": snapshot["latency"],
+        "transcoders": [
+            {k: t[k] for k in ("direction", "codec", "dropped", "realtime_factor", "queue_depth")}
+            for t in snapshot["transcoders"]
+        ],
     }
 
 
@@ -569,13 +609,37 @@ def bridge(seconds: float) -> dict[str, Any]:
         out[name] = {"gateway": gwr, "ffmpeg": ff}
         print(f"[bridge] {name}: gateway {gwr['gateway_cpu_percent_of_core']}% "
               f"ffmpeg {ff['cpu_percent_of_core']}% ratio {gwr['ratio']}x "
+              f"latency {_latency_line(gwr['gateway_latency'])} "
+              f"client {gwr['clients'][0]}", file=sys.stderr, flush=True)  # fmt: skip
+    # H.264 passed through (audio still transcoded: Speex > Opus, Opus > AAC)
+    pflv, pts = ensure_passthrough_media()
+    for name, direction in (
+        ("flash->webrtc h264 passthrough", "flash"),
+        ("webrtc->flash h264 passthrough", "webrtc"),
+    ):
+        gwr = with_gateway(
+            lambda gw, d=direction: run_step(gw, 1, d, seconds, True, pflv, pts, 4.0, "h264")
+        )
+        out[name] = {"gateway": gwr}
+        print(f"[bridge] {name}: gateway {gwr['gateway_cpu_percent_of_core']}% "
+              f"latency {_latency_line(gwr['gateway_latency'])} "
               f"client {gwr['clients'][0]}", file=sys.stderr, flush=True)  # fmt: skip
     return out
 
 
-def capacity(seconds: float, steps: list[int]) -> dict[str, Any]:
-    flv, webm = ensure_media()
+def _latency_line(latency: dict[str, Any]) -> str:
+    parts = [f"{k} p50 {v['p50_ms']} p95 {v['p95_ms']} ms (n={v['count']})"
+             for k, v in latency["added"].items()]  # fmt: skip
+    parts += [f"jitter buffer {k} p50 {v['p50_ms']} p95 {v['p95_ms']} ms"
+              for k, v in latency["jitter_buffer"].items()]  # fmt: skip
+    return "; ".join(parts)
+
+
+def capacity(seconds: float, steps: list[int], passthrough: bool = False) -> dict[str, Any]:
+    flv, webm = ensure_passthrough_media() if passthrough else ensure_media()
+    codec = "h264" if passthrough else "vp8"
     out: dict[str, Any] = {
+        "passthrough": passthrough,
         "seconds": seconds,
         "steps": [],
         "load_average_at_start": os.getloadavg(),
@@ -600,13 +664,16 @@ def capacity(seconds: float, steps: list[int]) -> dict[str, Any]:
 
     for n in steps:
         # consultation 0 decodes (latency under load); the others only count packets
-        r = with_gateway(lambda gw, n=n: run_step(gw, n, "both", seconds, None, flv, webm))
+        r = with_gateway(
+            lambda gw, n=n: run_step(gw, n, "both", seconds, None, flv, webm, 4.0, codec)
+        )
         r["ok"] = step_ok(r)
         out["steps"].append(r)
         fps = [(c["flash->webrtc"]["video_fps"], c["webrtc->flash"]["video_fps"])
                for c in r["clients"]]  # fmt: skip
         print(f"[capacity] {n}: ok={r['ok']} gateway {r['gateway_cpu_percent_of_core']}% "
               f"clients {r['clients_cpu_percent_of_core']}% fps {fps} "
+              f"latency {_latency_line(r['gateway_latency'])} "
               f"log {r['gateway_log']}", file=sys.stderr, flush=True)  # fmt: skip
         if not r["ok"]:
             break
@@ -627,6 +694,8 @@ def main() -> None:
     ap.add_argument("--webm")
     ap.add_argument("--warmup", type=float, default=4.0)
     ap.add_argument("--decode", action="store_true")
+    ap.add_argument("--video-codec", default="vp8", choices=("vp8", "h264"))
+    ap.add_argument("--passthrough", action="store_true", help="capacity: H.264 both ways")
     args = ap.parse_args()
     if args.mode == "worker":
         asyncio.run(worker(args))  # prints its result
@@ -634,7 +703,8 @@ def main() -> None:
     if args.mode == "bridge":
         result = bridge(args.seconds)
     else:
-        result = capacity(args.seconds, [int(x) for x in args.steps.split(",")])
+        steps = [int(x) for x in args.steps.split(",")]
+        result = capacity(args.seconds, steps, args.passthrough)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUT_DIR / f"{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))
