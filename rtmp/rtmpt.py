@@ -60,6 +60,11 @@ MAX_SEQ = 2**31 - 1
 _SEQ = re.compile(r"[0-9]{1,10}")
 # Tunnel ids: 128 random bits, hex (safe in any URL path and in ffmpeg's 64-byte buffer).
 _ID = re.compile(r"[0-9a-f]{32}")
+# An idle poll that finds nothing pending may be held this long, answered as soon as
+# output arrives (see RtmptTunnels.idle_or_wait): librtmp polls again the moment an
+# answer arrives, thousands of times a second on an idle tunnel, and ffmpeg's player
+# sleeps 50 ms between empty polls; holding keeps both cheap and quick.
+IDLE_HOLD = 0.1
 # A tunnel whose RTMP session ended keeps its last bytes (an _error, a close status) for
 # the client's next poll, but not for long.
 CLOSED_LINGER = 5.0
@@ -85,6 +90,8 @@ class TransportSession(Protocol):
     def tick(self, now: float) -> None: ...
 
     def abort(self, reason: str) -> None: ...
+
+    def close(self) -> None: ...
 
     def connection_lost(self) -> None: ...
 
@@ -131,6 +138,15 @@ class Tunnel:
         self.bytes_out = 0
         self._delay_step = 0
         self._empty_polls = 0
+        # Set by the I/O glue while an idle poll is held: called when output arrives,
+        # the session closes or the tunnel ends.
+        self.waiter: Callable[[], None] | None = None
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter()
 
     # -- the transport callables the RTMP session gets ----------------------------------
     def write(self, data: bytes) -> None:
@@ -140,11 +156,14 @@ class Tunnel:
             # The client stopped collecting (media already drops at the session's own
             # player limit, so this is a client that does not poll at all): drop and close.
             self.overflow = True
+            self._wake()
             return
         self.pending += data
+        self._wake()
 
     def close_transport(self) -> None:
         self.server_closed = True
+        self._wake()
 
     def buffer_size(self) -> int:
         return len(self.pending)
@@ -224,11 +243,28 @@ class RtmptTunnels:
 
     def send(self, tunnel_id: str, seq: str, body: bytes, now: float) -> Reply:
         """``/send/<id>/<seq>``: feed the RTMP bytes, answer with what is pending."""
-        return self._poll(tunnel_id, seq, body, now)
+        result = self._poll(tunnel_id, seq, body, now, hold=False)
+        assert isinstance(result, Reply)
+        return result
 
     def idle(self, tunnel_id: str, seq: str, now: float) -> Reply:
         """``/idle/<id>/<seq>``: answer with what is pending (the body is ignored)."""
-        return self._poll(tunnel_id, seq, b"", now)
+        result = self._poll(tunnel_id, seq, b"", now, hold=False)
+        assert isinstance(result, Reply)
+        return result
+
+    def idle_or_wait(self, tunnel_id: str, seq: str, now: float) -> Reply | Tunnel:
+        """``/idle`` for callers that can hold the request: the answer, or, when nothing
+        is pending, the tunnel. The caller then sets :attr:`Tunnel.waiter`, waits for
+        it at most :data:`IDLE_HOLD` seconds and answers with :meth:`collect`."""
+        return self._poll(tunnel_id, seq, b"", now, hold=True)
+
+    def collect(self, tunnel: Tunnel) -> Reply:
+        """The answer to a held idle poll (after its wait, whatever ended it)."""
+        tunnel.waiter = None
+        if self.tunnels.get(tunnel.id) is not tunnel:
+            return NOT_FOUND  # closed by the client or ended meanwhile
+        return self._answer(tunnel, False)
 
     def close(self, tunnel_id: str, seq: str, now: float) -> Reply:
         """``/close/<id>/<seq>``: the client leaves; its RTMP session ends at once."""
@@ -242,7 +278,9 @@ class RtmptTunnels:
         self._end(tunnel, None)
         return Reply(200, b"\x00")
 
-    def _poll(self, tunnel_id: str, seq: str, body: bytes, now: float) -> Reply:
+    def _poll(
+        self, tunnel_id: str, seq: str, body: bytes, now: float, *, hold: bool
+    ) -> Reply | Tunnel:
         tunnel = self.tunnels.get(tunnel_id) if _ID.fullmatch(tunnel_id) else None
         if tunnel is None:
             return NOT_FOUND
@@ -262,6 +300,11 @@ class RtmptTunnels:
                 # A bug, not the peer's fault alone: keep the traceback, end only this one.
                 log.exception("rtmp %s %s: internal error; closing", tunnel.transport, tunnel.peer)
                 session.abort("internal error")
+        if hold and not (tunnel.pending or tunnel.overflow or tunnel.server_closed):
+            return tunnel
+        return self._answer(tunnel, bool(body))
+
+    def _answer(self, tunnel: Tunnel, data_in: bool) -> Reply:
         if tunnel.overflow:
             self._end(tunnel, "output over the RTMPT pending limit (client does not poll)")
             return _error(503, "RTMPT session closed: the client did not collect its data")
@@ -271,7 +314,7 @@ class RtmptTunnels:
             self._remove(tunnel, "closed by the server")
             if not tunnel.pending:
                 return _error(400, "RTMPT session closed by the server (see its RTMP status)")
-        return Reply(200, tunnel.take_output(bool(body)))
+        return Reply(200, tunnel.take_output(data_in))
 
     def _check_seq(self, tunnel: Tunnel, seq: str) -> Reply | None:
         if not _SEQ.fullmatch(seq) or int(seq) > MAX_SEQ:
@@ -306,7 +349,10 @@ class RtmptTunnels:
     def close_all(self) -> None:
         """Shutdown: every tunnel's RTMP session is closed."""
         for tunnel in list(self.tunnels.values()):
-            self._end(tunnel, None)
+            session = tunnel.session
+            if session is not None and not session.closed:
+                session.close()
+            self._remove(tunnel, "shutdown")
 
     # -- ending -----------------------------------------------------------------------------
     def _end(self, tunnel: Tunnel, reason: str | None) -> None:
@@ -323,6 +369,7 @@ class RtmptTunnels:
     def _remove(self, tunnel: Tunnel, how: str) -> None:
         if self.tunnels.pop(tunnel.id, None) is None:
             return
+        tunnel._wake()
         if self.admission is not None:
             self.admission.release(tunnel.peer)
         log.info(

@@ -55,6 +55,10 @@ class FakeSession:
         self.lost = True
         self.closed = True
 
+    def close(self) -> None:
+        self.closed = True
+        self.tunnel.close_transport()
+
 
 class FakeAdmission:
     def __init__(self, allow: int = 1000) -> None:
@@ -133,6 +137,37 @@ def test_polling_delay_grows_while_idle_up_to_0x21_and_resets_with_data() -> Non
     # data either way brings it back to 0x01
     assert tunnels.send(tid, "40", b"abc", 3.0).body == b"\x01x"
     assert tunnels.idle(tid, "41", 3.1).body == b"\x01"
+
+
+def test_idle_poll_with_nothing_pending_may_be_held_until_output_arrives() -> None:
+    tunnels, sessions, _ = make()
+    tid = open_id(tunnels)
+    held = tunnels.idle_or_wait(tid, "0", 1.0)
+    assert isinstance(held, Tunnel)
+    woken: list[bool] = []
+    held.waiter = lambda: woken.append(True)
+    held.write(b"media")
+    assert woken == [True] and held.waiter is None
+    assert tunnels.collect(held) == Reply(200, b"\x01media")
+    # pending output: answered at once, no hold
+    tunnels.tunnels[tid].write(b"more")
+    assert tunnels.idle_or_wait(tid, "1", 1.1) == Reply(200, b"\x01more")
+    # a held poll whose tunnel ends meanwhile is woken and gets 404
+    held = tunnels.idle_or_wait(tid, "2", 1.2)
+    assert isinstance(held, Tunnel)
+    held.waiter = lambda: woken.append(True)
+    assert tunnels.close(tid, "3", 1.2).status == 200
+    assert len(woken) == 2
+    assert tunnels.collect(held).status == 404
+    # and one whose session closes with last words gets them
+    tid = open_id(tunnels)
+    held = tunnels.idle_or_wait(tid, "0", 2.0)
+    assert isinstance(held, Tunnel)
+    held.waiter = lambda: woken.append(True)
+    held.write(b"bye")
+    sessions[-1].abort("session ended")
+    assert tunnels.collect(held) == Reply(200, b"\x01bye")
+    assert tid not in tunnels.tunnels
 
 
 def test_unknown_or_malformed_id_is_404() -> None:
@@ -375,7 +410,7 @@ def test_rejected_connect_reaches_the_client_before_the_tunnel_goes() -> None:
 _ops = st.one_of(
     st.tuples(st.just("open")),
     st.tuples(
-        st.sampled_from(["send", "idle", "close"]),
+        st.sampled_from(["send", "idle", "hold", "close"]),
         st.integers(0, 4),  # which tunnel (index into those opened, or an unknown id)
         st.one_of(st.integers(-3, 40).map(str), st.text(max_size=12), st.just(str(2**31))),
         st.binary(max_size=300),
@@ -409,6 +444,14 @@ def test_fuzz_any_request_sequence_keeps_the_invariants(
                 reply = tunnels.send(tid, seq, body, now)
             elif name == "idle":
                 reply = tunnels.idle(tid, seq, now)
+            elif name == "hold":
+                result = tunnels.idle_or_wait(tid, seq, now)
+                if isinstance(result, Tunnel):
+                    assert not result.pending
+                    result.write(body)  # output arriving while the poll is held
+                    reply = tunnels.collect(result)
+                else:
+                    reply = result
             else:
                 reply = tunnels.close(tid, seq, now)
             assert reply.status in (200, 400, 404, 413, 503)

@@ -22,6 +22,10 @@ from aiohttp.web_response import StreamResponse
 from web.redact import redact_target
 
 _MAX_AGENT = 200
+# RTMPT polls (web/rtmpt.py): a tunnelled client POSTs /send or /idle several times a
+# second. /open and /close are logged, and so is every poll that failed (an unknown
+# tunnel id, a bad sequence number, a body too large), but not each successful poll.
+_QUIET_POLLS = ("/send/", "/idle/")
 
 
 def _clean(text: str, limit: int) -> str:
@@ -38,6 +42,8 @@ class RedactingAccessLogger(AbstractAccessLogger):
     """
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if response.status < 400 and request.path.startswith(_QUIET_POLLS):
+            return
         try:
             # request.path is percent-decoded: a %0A in it must not start a new log line.
             target = _clean(redact_target(request.path, request.query_string), 2000)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from gateway.service import Gateway
-from web import api, documents, events, ops, pages, stats, webrtc_stub
+from web import api, documents, events, ops, pages, rtmpt, stats, webrtc_stub
 from web.accesslog import RedactingAccessLogger
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
 from web.problems import problem_middleware
@@ -35,6 +35,7 @@ DEFAULT_SETUPS: tuple[Setup, ...] = (
     events.setup,
     ops.setup,
     pages.setup,
+    rtmpt.setup,
     webrtc_stub.setup,
 )
 
