@@ -62,7 +62,7 @@ SCENARIOS = (
 )
 # Not in the default set (several minutes each, and they load both cores): issue 3's
 # bridge, bench/bridge.py; run with --only bridge / --only bridge-capacity.
-OPTIONAL = ("profile", "bridge", "bridge-capacity")
+OPTIONAL = ("profile", "bridge", "bridge-capacity", "bridge-capacity-passthrough")
 PY = sys.executable
 MAX_LAG_P99_MS = 20.0  # the pacing tick is 5 ms; p99 lag beyond this is a stalled generator
 
@@ -598,11 +598,16 @@ def scenario_profile(d: Durations) -> dict[str, Any]:
     return summary
 
 
-def scenario_bridge(d: Durations, capacity: bool = False) -> dict[str, Any]:
+def scenario_bridge(
+    d: Durations, capacity: bool = False, passthrough: bool = False
+) -> dict[str, Any]:
     """bench/bridge.py in its own process (it starts gateways and client workers itself)."""
     quick = d == QUICK
     cmd = [PY, str(ROOT / "bench" / "bridge.py")]
-    if capacity:
+    if capacity and passthrough:
+        cmd += ["capacity", "--passthrough", "--seconds", "8" if quick else "15"]
+        cmd += ["--steps", "2,4" if quick else "4,8,10,12,14,16,20"]
+    elif capacity:
         cmd += ["capacity", "--seconds", "8" if quick else "15"]
         cmd += ["--steps", "1,2,4" if quick else "1,2,4,5,6,8,10"]
     else:
@@ -625,6 +630,7 @@ RUNNERS: dict[str, Callable[[Durations], dict[str, Any]]] = {
     "profile": scenario_profile,
     "bridge": scenario_bridge,
     "bridge-capacity": lambda d: scenario_bridge(d, capacity=True),
+    "bridge-capacity-passthrough": lambda d: scenario_bridge(d, True, True),
 }
 
 
@@ -757,22 +763,47 @@ def report(results: dict[str, Any]) -> str:
                 f"  {direction}: gateway {g['gateway_cpu_percent_of_core']:.1f}% of a core "
                 f"(worker threads {g['other_threads_cpu_s']:.2f} s of {g['gateway_cpu_s']:.2f} s), "
                 f"ffmpeg {f['cpu_percent_of_core']:.1f}%: {_ratio(g['ratio'])}; "
-                f"{client['video_fps']:.1f} fps; latency p50/p95 "
+                f"{client['video_fps']:.1f} fps; end-to-end latency p50/p95 "
                 f"{lat.get('p50')}/{lat.get('p95')} ms"
             )
-    if "bridge-capacity" in results and "error" not in results["bridge-capacity"]:
-        c = results["bridge-capacity"]
-        add(f"bridge-capacity: held {c['held']} consultations ({c['seconds']:g} s steps)")
+            add(f"    gateway's own: {_own_latency(g)}")
+        for direction in ("flash->webrtc h264 passthrough", "webrtc->flash h264 passthrough"):
+            if direction not in results["bridge"]:
+                continue
+            g = results["bridge"][direction]["gateway"]
+            add(f"  {direction}: gateway {g['gateway_cpu_percent_of_core']:.1f}% of a core")
+            add(f"    gateway's own: {_own_latency(g)}")
+    for name in ("bridge-capacity", "bridge-capacity-passthrough"):
+        if name not in results or "error" in results[name]:
+            continue
+        c = results[name]
+        add(f"{name}: held {c['held']} consultations ({c['seconds']:g} s steps)")
         for step in c["steps"]:
             add(
                 f"  {step['consultations']:3d}: {'ok  ' if step['ok'] else 'FAIL'} gateway "
                 f"{step['gateway_cpu_percent_of_core']:6.1f}%, clients "
-                f"{step['clients_cpu_percent_of_core']:5.1f}% of a core"
+                f"{step['clients_cpu_percent_of_core']:5.1f}% of a core; "
+                f"{_own_latency(step)}"
             )
     for name, r in results.items():
         if isinstance(r, dict) and "error" in r:
             add(f"{name}: FAILED: {r['error']}")
     return "\n".join(lines)
+
+
+def _own_latency(step: dict[str, Any]) -> str:
+    """The gateway's own added latency (p50/p95 ms per direction and path) and aiortc's
+    jitter buffer beside it, from bench/bridge.py's in-process snapshot."""
+    latency = step.get("gateway_latency") or {}
+    parts = [
+        f"{key} {v['p50_ms']:.2f}/{v['p95_ms']:.2f}"
+        for key, v in sorted(latency.get("added", {}).items())
+    ]
+    parts += [
+        f"jitter buffer {kind} {v['p50_ms']:.1f}/{v['p95_ms']:.1f}"
+        for kind, v in sorted(latency.get("jitter_buffer", {}).items())
+    ]
+    return "p50/p95 ms: " + ", ".join(parts) if parts else "no latency samples"
 
 
 def wakeup_cost_us(n: int = 200, interval: float = 0.01) -> float:
