@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.consultation import Consultation, Role
 from gateway.documents import SNIFF_BYTES, Document, DocumentError, DocumentStore, Upload
@@ -81,6 +82,14 @@ def _document(request: web.Request, consultation: Consultation) -> Document:
 
 
 async def _file_part(request: web.Request) -> BodyPartReader:
+    try:
+        return await _find_file_part(request)
+    except (HttpProcessingError, ValueError) as exc:
+        # aiohttp's parser refuses control characters in part headers, bad boundaries …
+        raise ProblemError(400, "The multipart body is malformed.") from exc
+
+
+async def _find_file_part(request: web.Request) -> BodyPartReader:
     if request.content_type != "multipart/form-data":
         raise ProblemError(
             415, "Send the file as multipart/form-data (a part named 'file' with a file name)."
@@ -131,8 +140,11 @@ async def _upload(request: web.Request, consultation: Consultation, role: Role) 
     except DocumentError as exc:
         raise ProblemError(exc.status, exc.detail) from None
     try:
-        await _receive(part, upload)
-        name, filetype, sha256 = await asyncio.to_thread(upload.finish, part.filename)
+        try:
+            await _receive(part, upload)
+        except (HttpProcessingError, ValueError) as exc:
+            raise DocumentError("The multipart body is malformed.") from exc
+        name, filetype, sha256 = await asyncio.to_thread(upload.finish, _client_name(part))
         doc = store.register(upload, name, filetype, sha256, str(role))
     except DocumentError as exc:
         store.release(upload)
@@ -156,6 +168,15 @@ async def _upload(request: web.Request, consultation: Consultation, role: Role) 
         status=201,
         headers={hdrs.LOCATION: _download_path(consultation.id, doc.id)},
     )
+
+
+def _client_name(part: BodyPartReader) -> str | None:
+    """The file name as the user saw it. Browsers send it as raw UTF-8 and escape only
+    ``"``, CR and LF as ``%22``/``%0D``/``%0A`` (WHATWG HTML, multipart/form-data
+    encoding); other clients (aiohttp, some scripts) percent-encode all of it. Undoing
+    the escapes serves both; the sanitiser then makes the result harmless."""
+    name = part.filename
+    return unquote(name) if name and "%" in name else name
 
 
 def _public(doc: Document) -> dict[str, object]:
