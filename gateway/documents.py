@@ -531,12 +531,21 @@ class DocumentStore:
         return ticket
 
     def redeem_ticket(
-        self, ticket: str, consultation_id: str, document_id: str, now: float | None = None
+        self,
+        ticket: str,
+        consultation_id: str,
+        document_id: str,
+        now: float | None = None,
+        *,
+        consume: bool = True,
     ) -> Document | None:
         """The document when the ticket is valid for it; the ticket is used up either way
-        (a ticket presented for another document is a guess, not a second chance)."""
+        (a ticket presented for another document is a guess, not a second chance).
+        ``consume=False`` only looks (a ``HEAD`` request must not spend the download)."""
         now = time.time() if now is None else now
-        entry = self._tickets.pop(ticket, None) if len(ticket) <= 64 else None
+        if len(ticket) > 64:
+            return None
+        entry = self._tickets.pop(ticket, None) if consume else self._tickets.get(ticket)
         if entry is None or entry.expires <= now:
             return None
         if entry.consultation_id != consultation_id or entry.document_id != document_id:

@@ -538,6 +538,8 @@ async def test_one_time_url_works_once(
     assert status == 201
     url = doc["url"]
     assert "?ticket=" in url and session["advisor"]["token"] not in url
+    async with http.head(url) as resp:  # looking does not spend it
+        assert resp.status == 200
     async with http.get(url) as resp:  # no credentials: the ticket is enough
         assert resp.status == 200
         assert await resp.read() == data
@@ -634,3 +636,52 @@ async def test_limits_are_configurable_and_the_quota_answers_507(
     assert status == 507, problem
     assert problem["detail"]
     assert len(session_files(gw, session["id"])) == 1
+
+
+@pytest.mark.e2e
+async def test_customer_page_uses_its_cookie_and_only_from_our_origin(
+    gateway: GatewayProcess,
+) -> None:
+    session = gateway.create_session()
+    sid = session["id"]
+    origin = {"Origin": gateway.base}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as page:
+        async with page.post(
+            f"{gateway.base}/k/{sid}",
+            data={"pin": session["customer"]["pin"]},
+            headers=origin,
+            allow_redirects=False,
+        ) as resp:
+            assert resp.status == 303
+        data = pdf_bytes()
+        form = aiohttp.FormData()
+        form.add_field("file", io.BytesIO(data), filename="Ausweis.pdf")
+        async with page.post(f"{gateway.base}/k/{sid}/documents", data=form) as resp:
+            assert resp.status == 403  # no Origin: not from our page
+        form = aiohttp.FormData()
+        form.add_field("file", io.BytesIO(data), filename="Ausweis.pdf")
+        async with page.post(
+            f"{gateway.base}/k/{sid}/documents",
+            data=form,
+            headers={"Origin": "http://evil.example"},
+        ) as resp:
+            assert resp.status == 403
+        form = aiohttp.FormData()
+        form.add_field("file", io.BytesIO(data), filename="Ausweis.pdf")
+        async with page.post(
+            f"{gateway.base}/k/{sid}/documents", data=form, headers=origin
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            doc = await resp.json()
+        assert doc["from"] == "customer"
+        async with page.get(f"{gateway.base}/k/{sid}/documents") as resp:
+            assert [d["id"] for d in await resp.json()] == [doc["id"]]
+        async with page.get(f"{gateway.base}/k/{sid}/documents/{doc['id']}") as resp:
+            assert resp.status == 200
+            assert await resp.read() == data
+    # without the cookie nothing
+    async with (
+        aiohttp.ClientSession() as stranger,
+        stranger.get(f"{gateway.base}/k/{sid}/documents/{doc['id']}") as resp,
+    ):
+        assert resp.status == 403

@@ -237,7 +237,10 @@ async def download_document(request: web.Request) -> web.StreamResponse:
     ticket = request.query.get("ticket")
     if ticket is not None and request.headers.get(hdrs.AUTHORIZATION) is None:
         doc = _store(request).redeem_ticket(
-            ticket, request.match_info["id"], request.match_info["doc"]
+            ticket,
+            request.match_info["id"],
+            request.match_info["doc"],
+            consume=request.method != "HEAD",
         )
         consultation = gateway_of(request).directory.get(request.match_info["id"])
         if doc is None or consultation is None or consultation.ended:
