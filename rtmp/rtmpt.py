@@ -271,7 +271,7 @@ class RtmptTunnels:
         tunnel = self.tunnels.get(tunnel_id) if _ID.fullmatch(tunnel_id) else None
         if tunnel is None:
             return NOT_FOUND
-        bad = self._check_seq(tunnel, seq)
+        bad = self._check_seq(tunnel, seq, carries_data=False)
         if bad is not None:
             return bad
         tunnel.last_request = now
@@ -286,7 +286,7 @@ class RtmptTunnels:
             return NOT_FOUND
         if len(body) > self.max_body:
             return _error(413, f"RTMPT request body over {self.max_body} bytes")
-        bad = self._check_seq(tunnel, seq)
+        bad = self._check_seq(tunnel, seq, carries_data=bool(body))
         if bad is not None:
             return bad
         tunnel.last_request = now
@@ -316,14 +316,17 @@ class RtmptTunnels:
                 return _error(400, "RTMPT session closed by the server (see its RTMP status)")
         return Reply(200, tunnel.take_output(data_in))
 
-    def _check_seq(self, tunnel: Tunnel, seq: str) -> Reply | None:
+    def _check_seq(self, tunnel: Tunnel, seq: str, *, carries_data: bool) -> Reply | None:
+        """Sequence numbers are decimal and below 2^31. A request with RTMP bytes must
+        come after every earlier one (a replayed or reordered ``/send`` would feed bytes
+        twice or out of order); an ``/idle`` or ``/close`` carries none, so one that
+        overtook a ``/send`` on another HTTP connection is harmless and accepted."""
         if not _SEQ.fullmatch(seq) or int(seq) > MAX_SEQ:
             return _error(400, "RTMPT sequence number must be a decimal number below 2^31")
         number = int(seq)
-        if number <= tunnel.last_seq:
-            # A replayed or reordered request would feed RTMP bytes twice or out of order.
+        if number <= tunnel.last_seq and carries_data:
             return _error(400, f"RTMPT sequence number {number} is not after {tunnel.last_seq}")
-        tunnel.last_seq = number
+        tunnel.last_seq = max(tunnel.last_seq, number)
         return None
 
     # -- time -----------------------------------------------------------------------------

@@ -364,6 +364,9 @@ def test_hostile_requests_get_clear_errors_and_the_server_keeps_serving(
     tunnel.seq = 5
     tunnel.pump()  # handshake through the tunnel, sequence now past 5
     for bad in ("abc", "-1", "99999999999", "0", str(tunnel.seq - 1)):
+        status, _, body = post(gw, f"/send/{tunnel.id}/{bad}", b"\x03\x00\x00")
+        assert status == 400 and b"sequence" in body, (bad, status, body)
+    for bad in ("abc", "1e3", str(2**31)):
         status, _, body = post(gw, f"/idle/{tunnel.id}/{bad}")
         assert status == 400 and b"sequence" in body, (bad, status, body)
     tid = tunnel.conn.connect("consult", f"rtmpt://127.0.0.1:{gw.http_port}/consult")

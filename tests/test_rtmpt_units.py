@@ -14,7 +14,7 @@ from gateway.config import Config
 from gateway.consultation import Role
 from gateway.service import Gateway
 from rtmp.connection import RtmpConnection
-from rtmp.events import ResultReceived
+from rtmp.events import MediaReceived, ResultReceived
 from rtmp.rtmpt import (
     CLOSED_LINGER,
     EMPTY_POLLS_PER_STEP,
@@ -193,6 +193,12 @@ def test_sequence_numbers_tolerated_as_clients_send_them_bad_ones_refused() -> N
     assert sessions[0].received == b"ab", "a refused request feeds nothing"
     assert tunnels.send(tid, "6", b"c", 1.0).status == 200
     assert sessions[0].received == b"abc"
+    # an /idle carries no bytes: one that overtook a /send on another connection is fine
+    assert tunnels.idle(tid, "3", 1.0).status == 200
+    assert tunnels.idle(tid, "x", 1.0).status == 400
+    assert tunnels.send(tid, "6", b"d", 1.0).status == 400, "still after 6"
+    assert tunnels.send(tid, "7", b"d", 1.0).status == 200
+    assert sessions[0].received == b"abcd"
     assert not sessions[0].closed
 
 
@@ -385,6 +391,52 @@ def test_rtmp_session_through_the_tunnel_connects_publishes_and_shows_via_rtmpts
     assert not consultation.streams[Role.CUSTOMER].live
     assert consultation.describe()["participants"]["customer"]["connections"] == []
     assert len(tunnels) == 0
+
+
+def _tunnelled_participant(
+    tunnels: RtmptTunnels, token: str, command: str, name: str
+) -> tuple[TunnelledClient, int]:
+    client = TunnelledClient(tunnels)
+    tid = client.conn.connect("consult", "rtmpt://127.0.0.1/consult", token)
+    client.pump()
+    assert client.result(tid).args[0]["code"] == "NetConnection.Connect.Success"
+    tid = client.conn.call("createStream")
+    client.pump()
+    sid = int(client.result(tid).args[0])
+    client.conn.send_command(sid, command, 0.0, None, name, csid=8)
+    client.pump()
+    return client, sid
+
+
+def test_a_player_that_does_not_poll_loses_frames_its_pending_output_stays_bounded() -> None:
+    """The TCP path's backpressure, through the tunnel: pending output is the player's
+    "socket buffer"; above player_buffer_bytes frames drop until the next keyframe."""
+    config = Config()
+    config.limits.player_buffer_bytes = 64 * 1024
+    gateway = Gateway.from_config(config)
+    consultation = gateway.directory.create()
+    tunnels = real_tunnels(gateway)
+    publisher, pub_sid = _tunnelled_participant(
+        tunnels, consultation.participants[Role.CUSTOMER].token, "publish", "customer"
+    )
+    player, _ = _tunnelled_participant(
+        tunnels, consultation.participants[Role.ADVISOR].token, "play", "customer"
+    )
+    player_tunnel = tunnels.tunnels[player.id]
+    frame = bytes(4000)
+    for n in range(300):  # 1.2 MB of video while the player never polls
+        payload = (b"\x17" if n % 50 == 0 else b"\x27") + b"\x01\x00\x00\x00" + frame
+        publisher.conn.send_media(pub_sid, 9, n * 66, payload)
+        publisher.pump(2)
+        assert player_tunnel.buffer_size() <= 64 * 1024 + 8 * 1024
+    assert not player_tunnel.overflow and player.id in tunnels.tunnels
+    # the player polls again and gets a consistent stream: it parses, starts at a
+    # keyframe, and what did not fit was dropped rather than queued
+    player.pump()
+    video = [e.payload for e in player.events if isinstance(e, MediaReceived) and e.type_id == 9]
+    assert 0 < len(video) < 300, len(video)
+    assert video[0][0] == 0x17
+    assert player.id in tunnels.tunnels
 
 
 def test_rejected_connect_reaches_the_client_before_the_tunnel_goes() -> None:
