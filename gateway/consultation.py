@@ -42,7 +42,7 @@ EventListener = Callable[[dict[str, Any]], None]
 class Connection:
     """One front-end attachment of a participant (an RTMP socket, a WebRTC peer, a WS)."""
 
-    kind: str  # rtmp, rtmpt, rtmps, webrtc, chat-only, events
+    kind: str  # rtmp, rtmpt, rtmps, rtmpts, webrtc, chat-only, events
     close: Callable[[], None]
     codecs_in: dict[str, str] = field(default_factory=dict)
     codecs_out: dict[str, str] = field(default_factory=dict)
