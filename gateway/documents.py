@@ -405,7 +405,7 @@ class DocumentStore:
                 "no more can be stored."
             )
         remaining = self.quota_bytes - files.used - files.reserved
-        if declared_size is not None and declared_size > remaining:
+        if remaining <= 0 or (declared_size is not None and declared_size > remaining):
             raise QuotaExceeded(
                 f"The consultation's document space is used up ({remaining} bytes left)."
             )

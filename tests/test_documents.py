@@ -247,6 +247,31 @@ def test_store_limits_and_tickets(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_generated_documents_share_the_consultations_folder_and_end(tmp_path: Path) -> None:
+    """What the forms feature uses: a filled form rendered by the gateway."""
+    store = DocumentStore(tmp_path, min_free_bytes=0)
+    html = "<html><body>Antrag – ausgefüllt</body></html>".encode()
+    doc = store.add_generated("sess1", "../Antrag.html", html, "text/html", "customer")
+    assert doc.kind == "form" and doc.name == "Antrag.html"
+    assert doc.content_type == "text/html" and doc.sha256 == hashlib.sha256(html).hexdigest()
+    assert doc.path.parent == tmp_path / "sess1" and doc.path.read_bytes() == html
+    assert store.list("sess1") == [doc]
+    store.remove_session("sess1")
+    assert not (tmp_path / "sess1").exists()
+
+
+def test_a_full_consultation_refuses_before_reading(tmp_path: Path) -> None:
+    store = DocumentStore(tmp_path, max_bytes=100, quota_bytes=150, min_free_bytes=0)
+    first = store.begin_upload("s")
+    second = store.begin_upload("s")  # 100 + 50 reserved: the share is spoken for
+    with pytest.raises(QuotaExceeded):
+        store.begin_upload("s")
+    for upload in (first, second):
+        store.release(upload)
+        upload.abort()
+    assert list((tmp_path / "s").iterdir()) == []
+
+
 # -- end to end ------------------------------------------------------------------------------
 
 
