@@ -360,6 +360,7 @@ class DocumentStore:
         ticket_ttl: float = 120.0,
         min_free_bytes: int = 64 * 1024 * 1024,
         max_tickets: int = 4096,
+        tickets_per_session: int = 256,
     ) -> None:
         self.root = root
         self.max_bytes = max_bytes
@@ -368,6 +369,7 @@ class DocumentStore:
         self.ticket_ttl = ticket_ttl
         self.min_free_bytes = min_free_bytes
         self.max_tickets = max_tickets
+        self.tickets_per_session = tickets_per_session
         self._sessions: dict[str, _SessionFiles] = {}
         self._tickets: OrderedDict[str, _Ticket] = OrderedDict()
 
@@ -524,6 +526,11 @@ class DocumentStore:
     def mint_ticket(self, consultation_id: str, document_id: str, now: float | None = None) -> str:
         now = time.time() if now is None else now
         self._purge_tickets(now)
+        # Bounded per consultation (one participant minting in a loop only pushes out its
+        # own consultation's oldest tickets) and overall.
+        mine = [k for k, t in self._tickets.items() if t.consultation_id == consultation_id]
+        for key in mine[: max(0, len(mine) - self.tickets_per_session + 1)]:
+            del self._tickets[key]
         ticket = secrets.token_urlsafe(24)
         self._tickets[ticket] = _Ticket(consultation_id, document_id, now + self.ticket_ttl)
         while len(self._tickets) > self.max_tickets:
