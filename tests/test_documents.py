@@ -398,14 +398,15 @@ async def test_traversal_names_become_harmless_names(
         doc = await resp.json()
     assert doc["name"] == shown
     data_dir = gateway.data_dir / "data"
-    for root, _dirs, names in os.walk(data_dir):
+    sessions = data_dir / "sessions"
+    for root, _dirs, names in os.walk(sessions):
         for name in names:
-            path = Path(root, name)
-            # only random names, only inside this consultation's folder (or the stats db)
-            assert path == data_dir / "stats.sqlite" or path.parent.parent == (
-                data_dir / "sessions"
-            ), path
-            assert path.name == "stats.sqlite" or re.fullmatch(r"[0-9a-f]{32}", path.name)
+            # only random names, only directly inside a consultation's folder
+            assert Path(root).parent == sessions, root
+            assert re.fullmatch(r"[0-9a-f]{32}", name), name
+    stem = shown.partition(".")[0]
+    for root, _dirs, names in os.walk(gateway.data_dir):
+        assert not [n for n in names if stem in n], (root, names)
     assert not Path("/etc/passwd.pdf").exists()
 
 
