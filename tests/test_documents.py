@@ -719,3 +719,22 @@ async def test_customer_page_uses_its_cookie_and_only_from_our_origin(
         stranger.get(f"{gateway.base}/k/{sid}/documents/{doc['id']}") as resp,
     ):
         assert resp.status == 403
+
+
+@pytest.mark.e2e
+async def test_a_late_events_client_gets_the_documents_with_urls_of_its_own(
+    gateway: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    session = gateway.create_session()
+    data = pdf_bytes()
+    status, doc = await upload(
+        http, gateway, session["id"], session["customer"]["token"], data, "früh.pdf"
+    )
+    assert status == 201
+    async with http.ws_connect(session["advisor"]["events_url"]) as ws:
+        first = [await ws.receive_json(timeout=5) for _ in range(3)]
+    documents = [e for e in first if e["type"] == "document"]
+    assert [d["id"] for d in documents] == [doc["id"]]
+    async with http.get(documents[0]["url"]) as resp:
+        assert resp.status == 200
+        assert await resp.read() == data
