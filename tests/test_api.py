@@ -720,15 +720,6 @@ async def test_unknown_consultation_pages(client: Client) -> None:
         assert "nicht (mehr)" in await resp.text()
 
 
-async def test_flash_page_placeholder(client: Client) -> None:
-    body = await create(client)
-    resp = await client.get(local(body["customer"]["flash_page_url"]))
-    assert resp.status == 200
-    assert resp.content_type == "text/html"
-    text = await resp.text()
-    assert "Flash Player" in text and "späteren Version" in text
-
-
 # -- WHIP / WHEP placeholders -----------------------------------------------------------
 
 

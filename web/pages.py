@@ -1,5 +1,5 @@
 """HTML pages: advisor login, overview and consultation page, the customer's PIN entry
-and consultation page, the Flash placeholder.
+and consultation page, the Flash page with its SWF and ``/crossdomain.xml``.
 
 German by default, English on request (``web/i18n.py``); the markup is in
 ``web/templates.py``. No inline script or style (the CSP forbids both), no third-party
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator
+from http.cookies import Morsel
 from pathlib import Path
 
 from aiohttp import web
@@ -36,7 +37,8 @@ from web.i18n import negotiate, remember
 from web.keys import GATEWAY_KEY
 from web.links import participant_links
 from web.pins import PinGuard, PinOutcome
-from web.templates import View, advisor_room, customer_room, esc
+from web.swf import SWF_PATH, SWF_URL_PATH, crossdomain_policy, flash_vars, shipped_hash
+from web.templates import View, advisor_room, customer_room, esc, flash_room
 
 log = logging.getLogger(__name__)
 
@@ -230,15 +232,18 @@ def _pin_form(
     consultation: Consultation,
     message: str = "",
     status: int = 200,
+    *,
+    action: str | None = None,
     **params: int,
 ) -> web.Response:
     v = view(request)
+    action = action or f"/k/{consultation.id}"
     note = v.tr(message, "p", 'class="error" role="alert"', **params) if message else ""
     main = (
         '<section class="card pin-card">'
         + v.tr("pin.intro", "p")
         + note
-        + f'<form method="post" action="/k/{esc(consultation.id)}" class="pin-form">'
+        + f'<form method="post" action="{esc(action)}" class="pin-form">'
         + v.tr("pin.label", "label", 'for="pin"')
         + '<input id="pin" name="pin" inputmode="numeric" pattern="[0-9]{6}" maxlength="6" '
         'autocomplete="one-time-code" required autofocus>'
@@ -279,6 +284,13 @@ async def customer_page(request: web.Request) -> web.Response:
 
 @routes.post("/k/{id}")
 async def customer_pin(request: web.Request) -> web.Response:
+    return await _redeem_pin(request, page="/k/{id}")
+
+
+async def _redeem_pin(request: web.Request, page: str) -> web.Response:
+    """The PIN form's POST for the customer page and the Flash page (``page``, with
+    ``{id}``): a correct PIN sets the customer cookie for both pages of the consultation
+    and redirects to ``page``."""
     # Login CSRF into a consultation would need the PIN anyway; this only stops other
     # sites from burning the PIN attempts of a link they know.
     if not same_origin(request, required=False, null_ok=True):
@@ -287,6 +299,7 @@ async def customer_pin(request: web.Request) -> web.Response:
     consultation = gateway.directory.get(request.match_info["id"])
     if consultation is None or consultation.ended:
         return _gone(request)
+    action = page.format(id=consultation.id)
     guard = request.app[PIN_GUARD_KEY]
     if guard.locked(consultation):
         return _locked(request)
@@ -295,44 +308,82 @@ async def customer_pin(request: web.Request) -> web.Response:
     pin = raw.replace(" ", "").strip() if isinstance(raw, str) else ""
     if not _PIN.fullmatch(pin):
         # not counted: a malformed entry is a typo, not a guess
-        return _pin_form(request, consultation, "pin.malformed", status=400)
+        return _pin_form(request, consultation, "pin.malformed", status=400, action=action)
     result = guard.attempt(consultation, pin)
     if result.outcome is PinOutcome.LOCKED:
         log.warning("consultation %s: PIN locked after repeated wrong entries", consultation.id)
         return _locked(request)
     if result.outcome is PinOutcome.WRONG:
         key = "pin.wrong.one" if result.remaining == 1 else "pin.wrong.other"
-        return _pin_form(request, consultation, key, status=403, n=result.remaining)
-    response = _see_other(f"/k/{consultation.id}")
+        return _pin_form(request, consultation, key, status=403, action=action, n=result.remaining)
+    response = _see_other(action)
     # HttpOnly and scoped to this consultation's pages (the events socket uses it); the
-    # page itself carries the token for WHIP/WHEP (see the module docstring).
+    # page itself carries the token for WHIP/WHEP (see the module docstring). The Flash
+    # page gets its own copy (its path is outside /k/), so its link to the browser page
+    # works without a second PIN.
     ttl = max(1, int(consultation.expires_at - consultation.created_at))
     token = consultation.participants[Role.CUSTOMER].token
     _set_cookie(
         request, response, CUSTOMER_COOKIE, token, path=f"/k/{consultation.id}", max_age=ttl
     )
+    if action.startswith("/flash/"):
+        # A second cookie of the same name: aiohttp keeps one per name, so by hand.
+        morsel: Morsel[str] = Morsel()
+        morsel.set(CUSTOMER_COOKIE, token, token)
+        morsel["path"] = action
+        morsel["max-age"] = str(ttl)
+        morsel["httponly"] = "1"  # flags: any non-empty value sets them
+        morsel["samesite"] = "Strict"
+        morsel["secure"] = "1" if gateway.config.tls else ""
+        response.headers.add("Set-Cookie", morsel.OutputString())
     return response
 
 
 @routes.get("/flash/{id}")
 async def flash_page(request: web.Request) -> web.Response:
-    consultation = gateway_of(request).directory.get(request.match_info["id"])
+    """The legacy Flash page: the PIN first (as the customer page), then the SWF client
+    with the customer token in its FlashVars. Served only after the PIN and with
+    ``Cache-Control: no-store``, like the customer page that carries the same token."""
+    gateway = gateway_of(request)
+    consultation = gateway.directory.get(request.match_info["id"])
     if consultation is None or consultation.ended:
         return _gone(request)
-    v = view(request)
-    after = v.t("flash.after")
-    space = "" if after[:1] in ".,;:!?" else " "
-    main = (
-        "<p>"
-        + v.tr("flash.before")
-        + f' <a href="/k/{esc(consultation.id)}">'
-        + v.tr("flash.link")
-        + "</a>"
-        + space
-        + v.tr("flash.after")
-        + "</p>"
+    if _customer_grant_ok(request, consultation):
+        v = view(request)
+        config = gateway.config
+        flashvars = flash_vars(
+            config,
+            token=consultation.participants[Role.CUSTOMER].token,
+            lang=v.lang,
+        )
+        swf = f"{SWF_URL_PATH}?v={(shipped_hash() or 'dev')[:12]}"
+        page = flash_room(v, consultation.id, swf_url=swf, flashvars=flashvars)
+        return html_response(request, page)
+    if request.app[PIN_GUARD_KEY].locked(consultation):
+        return _locked(request)
+    return _pin_form(request, consultation, action=f"/flash/{consultation.id}")
+
+
+@routes.post("/flash/{id}")
+async def flash_pin(request: web.Request) -> web.Response:
+    return await _redeem_pin(request, page="/flash/{id}")
+
+
+@routes.get(SWF_URL_PATH)
+async def flash_swf(request: web.Request) -> web.FileResponse:
+    # Registered before the static route: the classic Flash type, which Flash Player
+    # and Ruffle expect (mimetypes says application/vnd.adobe.flash.movie).
+    return web.FileResponse(SWF_PATH, headers={"Content-Type": "application/x-shockwave-flash"})
+
+
+@routes.get("/crossdomain.xml")
+async def crossdomain(request: web.Request) -> web.Response:
+    """Flash Player's policy file: only the gateway's own origin (no wildcard), and no
+    other policy file on this host may widen it (``master-only``)."""
+    return web.Response(
+        text=crossdomain_policy(gateway_of(request).config),
+        content_type="text/x-cross-domain-policy",
     )
-    return html_response(request, v.document("flash.title", main))
 
 
 async def _pin_guard_ctx(app: web.Application) -> AsyncIterator[None]:

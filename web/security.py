@@ -34,9 +34,12 @@ def content_security_policy(request: web.Request) -> str:
         own = f"{scheme}://{host}"
         if own not in sockets:
             sockets.append(own)
+    # Plugins only where they are embedded (the Flash page, our own SWF); nowhere else.
+    objects = "'self'" if request.path.startswith("/flash/") else "'none'"
     return (
         "default-src 'self'; "
         f"connect-src 'self' {' '.join(sockets)}; "
+        f"object-src {objects}; "
         "img-src 'self' data: blob:; media-src 'self' blob:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )

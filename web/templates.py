@@ -389,3 +389,68 @@ def advisor_room(
         live_language=True,
         nav=nav,
     )
+
+
+# Flash Player's ActiveX class id: Internet Explorer embeds by it (and ignores ``data``).
+_FLASH_CLASSID = "clsid:D27CDB6E-AE6D-11cf-96B8-444553540000"
+FLASH_WIDTH, FLASH_HEIGHT = 800, 560
+
+
+def _flash_params(swf_url: str, flashvars: str) -> str:
+    params = (
+        ("movie", swf_url),
+        ("flashvars", flashvars),
+        ("quality", "high"),
+        ("bgcolor", "#f4f6f8"),
+        # the SWF calls no page script: none may be called (nor may it navigate the page)
+        ("allowScriptAccess", "never"),
+        ("allowFullScreen", "false"),
+    )
+    return "".join(f'<param name="{esc(k)}" value="{esc(v)}">' for k, v in params)
+
+
+def flash_room(v: View, consultation_id: str, *, swf_url: str, flashvars: str) -> str:
+    """The customer's Flash page (after the PIN): the SWF client, embedded the way
+    SWFObject's static publishing does it (an ActiveX ``<object>`` for Internet Explorer
+    with a nested ``type``/``data`` ``<object>`` for the others), and a way to the
+    browser page when Flash is missing. The nested object's fallback content shows
+    without any script; ``flash.js`` also checks ``navigator.plugins`` and shows the
+    notice above the player area instead."""
+    cid = esc(consultation_id)
+    modern = f"/k/{cid}"
+    size = f'width="{FLASH_WIDTH}" height="{FLASH_HEIGHT}"'
+    params = _flash_params(swf_url, flashvars)
+    no_plugin = (
+        '<div class="flash-fallback">'
+        + v.tr("flash.no_plugin", "p")
+        + f'<p><a class="button primary" href="{modern}">'
+        + v.tr("flash.modern")
+        + "</a></p></div>"
+    )
+    main = "".join(
+        (
+            f'<section class="card flash-card" id="flash-room" data-modern="{modern}">',
+            v.tr("flash.intro", "p", 'class="privacy"'),
+            '<div id="flash-missing" class="notice" role="alert" hidden>',
+            no_plugin,
+            "</div>",
+            '<div id="flash-player" class="flash-player">',
+            f'<object classid="{_FLASH_CLASSID}" {size} id="vb-flash">',
+            params,
+            "<!--[if !IE]>-->",
+            f'<object type="application/x-shockwave-flash" data="{esc(swf_url)}" {size}>',
+            params,
+            "<!--<![endif]-->",
+            no_plugin,
+            "<!--[if !IE]>-->",
+            "</object>",
+            "<!--<![endif]-->",
+            "</object></div>",
+            '<p class="flash-hint">',
+            v.tr("flash.hint"),
+            f' <a href="{modern}">',
+            v.tr("flash.modern"),
+            "</a></p></section>",
+        )
+    )
+    return v.document("flash.title", main, scripts=("flash.js",), body_class="page-flash")

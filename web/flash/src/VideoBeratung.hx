@@ -1,0 +1,675 @@
+import flash.Lib;
+import flash.display.Sprite;
+import flash.display.StageAlign;
+import flash.display.StageScaleMode;
+import flash.events.AsyncErrorEvent;
+import flash.events.IOErrorEvent;
+import flash.events.KeyboardEvent;
+import flash.events.NetStatusEvent;
+import flash.events.SecurityErrorEvent;
+import flash.events.StatusEvent;
+import flash.events.TimerEvent;
+import flash.media.Camera;
+import flash.media.Microphone;
+import flash.media.Video;
+import flash.net.NetConnection;
+import flash.net.NetStream;
+import flash.net.URLRequest;
+import flash.text.TextField;
+import flash.text.TextFormatAlign;
+import flash.utils.Timer;
+import Ui.Button;
+
+/**
+	The customer's Flash Player 11 client of the Video-Beratung gateway.
+
+	FlashVars (set by the gateway's Flash page): `token` (the customer token, sent as the
+	first extra `connect` argument), `rtmp` (tried first, `rtmp://host:1935/consult`, or
+	native `rtmps://` under TLS), `rtmpt` (the fallback on the web port: `rtmpt://`, or
+	`rtmps://` = RTMPT over HTTPS under TLS), `publish`/`play` (the own and the other
+	role's stream name), `base` (the gateway's origin, for document and form links),
+	`lang` (`de` default, `en`).
+
+	Camera and microphone are off until the customer switches them on; nothing is
+	published before that, and the server is told the state with `media(camera, mic)`.
+	Status lines are also written with `trace()` (the debug player's log; Ruffle's trace
+	observer in the tests): the UI text is drawn into a canvas and not otherwise readable.
+**/
+class VideoBeratung extends Sprite {
+	static inline var W = 800;
+	static inline var H = 560;
+	static inline var CONNECT_TIMEOUT_MS = 5000;
+	static inline var RECONNECT_MS = 3000;
+	static inline var MAX_CHAT = 2000;
+	static inline var MAX_DOCS = 6;
+
+	static var TABLES:Map<String, Map<String, String>> = ["de" => Strings.table("de"), "en" => Strings.table("en")];
+
+	var strings:Map<String, String>;
+	var token:String;
+	var urls:Array<String>;
+	var publishName:String;
+	var playName:String;
+	var base:String;
+
+	var nc:NetConnection;
+	var attempt = 0;
+	var connectTimer:Timer;
+	var connected = false;
+	var rejected = false;
+	var ended = false;
+	var left = false;
+
+	var playStream:NetStream;
+	var publishStream:NetStream;
+	var camera:Camera;
+	var mic:Microphone;
+	var cameraOn = false;
+	var micOn = false;
+	var remoteLive = true;
+	var advisorCamera = true;
+
+	var status:TextField;
+	var presence:TextField;
+	var privacy:TextField;
+	var notice:TextField;
+	var banner:Sprite;
+	var remoteVideo:Video;
+	var placeholder:TextField;
+	var selfView:Sprite;
+	var selfVideo:Video;
+	var cameraButton:Button;
+	var micButton:Button;
+	var leaveButton:Button;
+	var chatLog:TextField;
+	var chatEmpty:TextField;
+	var chatInput:TextField;
+	var sendButton:Button;
+	var docs:Sprite;
+	var docsEmpty:TextField;
+	var docCount = 0;
+
+	public static function main():Void {
+		var stage = Lib.current.stage;
+		stage.scaleMode = StageScaleMode.SHOW_ALL;
+		stage.align = StageAlign.TOP;
+		Lib.current.addChild(new VideoBeratung());
+	}
+
+	public function new() {
+		super();
+		var params:Dynamic = Lib.current.loaderInfo.parameters;
+		var lang = param(params, "lang", "de");
+		strings = TABLES.exists(lang) ? TABLES.get(lang) : TABLES.get("de");
+		token = param(params, "token", "");
+		publishName = param(params, "publish", "customer");
+		playName = param(params, "play", "advisor");
+		base = param(params, "base", "");
+		urls = [for (u in [param(params, "rtmp", ""), param(params, "rtmpt", "")]) if (u != "") u];
+		build();
+		report("ui", [
+			t("title"), t("camera.turn_on"), t("mic.turn_on"), t("leave"), t("chat.title"), t("chat.send"),
+			t("docs.title"), t("privacy.off")
+		].join(" | "));
+		if (token == "" || urls.length == 0) {
+			fail(t("status.no_token"));
+			enableMedia(false);
+			return;
+		}
+		connect();
+	}
+
+	static function param(params:Dynamic, name:String, fallback:String):String {
+		var v:Dynamic = Reflect.field(params, name);
+		return v == null ? fallback : Std.string(v);
+	}
+
+	function t(key:String, ?params:Dynamic):String {
+		var s = strings.get(key);
+		if (s == null)
+			return key;
+		if (params != null)
+			for (f in Reflect.fields(params))
+				s = StringTools.replace(s, "{" + f + "}", Std.string(Reflect.field(params, f)));
+		return s;
+	}
+
+	/** One line for the debug player's log (and the tests); never chat text or tokens. **/
+	static function report(kind:String, text:String):Void {
+		Lib.trace("vb-" + kind + ": " + text);
+	}
+
+	// -- layout ------------------------------------------------------------------------------
+
+	function build():Void {
+		graphics.beginFill(0xF4F6F8);
+		graphics.drawRect(0, 0, W, H);
+		graphics.endFill();
+		graphics.beginFill(Ui.PRIMARY);
+		graphics.drawRect(0, 0, W, 40);
+		graphics.endFill();
+
+		var title = Ui.label(t("title"), 18, 0xFFFFFF, true);
+		title.x = 16;
+		title.y = 8;
+		addChild(title);
+		status = Ui.label(t("status.connecting"), 13, 0xFFFFFF, true, 0, TextFormatAlign.RIGHT);
+		status.x = W - 16 - status.width;
+		status.y = 11;
+		addChild(status);
+
+		// the advisor's video, large
+		var stageBox = new Sprite();
+		stageBox.graphics.beginFill(Ui.STAGE_DARK);
+		stageBox.graphics.drawRect(0, 0, 480, 360);
+		stageBox.graphics.endFill();
+		stageBox.x = 16;
+		stageBox.y = 52;
+		addChild(stageBox);
+		remoteVideo = new Video(480, 360);
+		remoteVideo.smoothing = true;
+		stageBox.addChild(remoteVideo);
+		placeholder = Ui.label(t("remote.waiting"), 15, 0xFFFFFF, false, 400, TextFormatAlign.CENTER);
+		placeholder.x = 40;
+		placeholder.y = 160;
+		stageBox.addChild(placeholder);
+		// problems in a banner across the top of the video, where the eye is
+		banner = new Sprite();
+		notice = Ui.label("", 13, 0xFFFFFF, true, 464);
+		notice.x = 8;
+		notice.y = 6;
+		banner.addChild(notice);
+		banner.visible = false;
+		stageBox.addChild(banner);
+		var remoteLabel = Ui.label(t("remote.label"), 12, 0xFFFFFF, true);
+		remoteLabel.x = 8;
+		remoteLabel.y = 336;
+		stageBox.addChild(remoteLabel);
+
+		// self view in the corner of the stage, shown while the camera is on
+		selfView = new Sprite();
+		selfView.graphics.lineStyle(2, 0xFFFFFF);
+		selfView.graphics.beginFill(0x000000);
+		selfView.graphics.drawRect(0, 0, 160, 120);
+		selfView.graphics.endFill();
+		selfVideo = new Video(160, 120);
+		selfView.addChild(selfVideo);
+		var selfLabel = Ui.label(t("self_label"), 11, 0xFFFFFF, true);
+		selfLabel.x = 4;
+		selfLabel.y = 102;
+		selfView.addChild(selfLabel);
+		selfView.x = 16 + 480 - 168;
+		selfView.y = 52 + 360 - 128;
+		selfView.visible = false;
+		addChild(selfView);
+
+		cameraButton = new Button(t("camera.turn_on"), 150, 34, Ui.PRIMARY, toggleCamera);
+		cameraButton.x = 16;
+		cameraButton.y = 424;
+		addChild(cameraButton);
+		micButton = new Button(t("mic.turn_on"), 160, 34, Ui.PRIMARY, toggleMic);
+		micButton.x = 176;
+		micButton.y = 424;
+		addChild(micButton);
+		leaveButton = new Button(t("leave"), 150, 34, Ui.DANGER, leaveOrRejoin);
+		leaveButton.x = 346;
+		leaveButton.y = 424;
+		addChild(leaveButton);
+
+		privacy = Ui.label(t("privacy.off"), 13, Ui.TEXT, false, 480);
+		privacy.x = 16;
+		privacy.y = 466;
+		addChild(privacy);
+		presence = Ui.label("", 13, Ui.MUTED, false, 480);
+		presence.x = 16;
+		presence.y = 506;
+		addChild(presence);
+
+		// chat
+		var x0 = 512;
+		var colW = W - 16 - x0;
+		var chatTitle = Ui.label(t("chat.title"), 15, Ui.TEXT, true);
+		chatTitle.x = x0;
+		chatTitle.y = 50;
+		addChild(chatTitle);
+		chatLog = Ui.area(colW, 210);
+		chatLog.x = x0;
+		chatLog.y = 76;
+		addChild(chatLog);
+		chatEmpty = Ui.label(t("chat.empty"), 13, Ui.MUTED);
+		chatEmpty.x = x0 + 6;
+		chatEmpty.y = 82;
+		addChild(chatEmpty);
+		chatInput = Ui.input(colW - 80, 28, MAX_CHAT);
+		chatInput.x = x0;
+		chatInput.y = 294;
+		chatInput.addEventListener(KeyboardEvent.KEY_DOWN, function(e:KeyboardEvent) if (e.keyCode == 13) sendChat());
+		addChild(chatInput);
+		sendButton = new Button(t("chat.send"), 72, 28, Ui.PRIMARY, sendChat);
+		sendButton.x = W - 16 - 72;
+		sendButton.y = 294;
+		addChild(sendButton);
+
+		// documents and forms, opened in the browser
+		var docsTitle = Ui.label(t("docs.title"), 15, Ui.TEXT, true);
+		docsTitle.x = x0;
+		docsTitle.y = 340;
+		addChild(docsTitle);
+		var docsBox = new Sprite();
+		Ui.box(docsBox.graphics, colW, 176, Ui.PANEL, Ui.LINE);
+		docsBox.x = x0;
+		docsBox.y = 366;
+		addChild(docsBox);
+		docsEmpty = Ui.label(t("docs.empty"), 13, Ui.MUTED);
+		docsEmpty.x = 6;
+		docsEmpty.y = 6;
+		docsBox.addChild(docsEmpty);
+		docs = new Sprite();
+		docs.x = 6;
+		docs.y = 6;
+		docsBox.addChild(docs);
+
+		enableMedia(false);
+		var tick = new Timer(500);
+		tick.addEventListener(TimerEvent.TIMER, function(_) updateRemote());
+		tick.start();
+	}
+
+	/** The short state in the title bar (a problem in the banner stays until solved). **/
+	function setStatus(text:String):Void {
+		status.text = text;
+		status.x = W - 16 - status.width;
+		report("status", text);
+	}
+
+	/** A failure: "not connected" in the title bar and the reason in the banner. **/
+	function fail(text:String):Void {
+		setStatus(t("status.offline"));
+		showNotice(text);
+	}
+
+	function showNotice(text:String):Void {
+		notice.text = text;
+		banner.visible = text != "";
+		if (text != "") {
+			banner.graphics.clear();
+			banner.graphics.beginFill(Ui.DANGER, 0.92);
+			banner.graphics.drawRect(0, 0, 480, notice.height + 12);
+			banner.graphics.endFill();
+			report("error", text);
+		}
+	}
+
+	function enableMedia(on:Bool):Void {
+		cameraButton.enabled = on;
+		micButton.enabled = on;
+		sendButton.enabled = on;
+		chatInput.type = on ? flash.text.TextFieldType.INPUT : flash.text.TextFieldType.DYNAMIC;
+	}
+
+	// -- connection: RTMP first, then RTMPT(S) on the web port, as FMS clients do --------------
+
+	function connect():Void {
+		attempt = 0;
+		tryNext();
+	}
+
+	function tryNext():Void {
+		stopTimer();
+		dropConnection();
+		if (attempt >= urls.length) {
+			fail(t("status.failed"));
+			scheduleReconnect();
+			return;
+		}
+		var url = urls[attempt];
+		attempt++;
+		setStatus(t(attempt == 1 ? "status.connecting" : "status.connecting_http"));
+		report("connect", url.split("/").slice(0, 3).join("/"));
+		try openConnection(url) catch (e:Dynamic) {
+			report("error", "connect: " + Std.string(e));
+			tryNext();
+		}
+	}
+
+	function openConnection(url:String):Void {
+		nc = new NetConnection();
+		nc.objectEncoding = 3; // AMF3, as every AS3 client
+		// Native TLS first on the RTMPS port; the web-port fallback is RTMPT over HTTPS.
+		if (attempt == 1 && StringTools.startsWith(url, "rtmps://"))
+			nc.proxyType = "best";
+		nc.client = rtmpClient();
+		nc.addEventListener(NetStatusEvent.NET_STATUS, onConnectionStatus);
+		nc.addEventListener(SecurityErrorEvent.SECURITY_ERROR, function(_) if (!connected) tryNext());
+		nc.addEventListener(IOErrorEvent.IO_ERROR, function(_) {});
+		nc.addEventListener(AsyncErrorEvent.ASYNC_ERROR, function(_) {});
+		connectTimer = new Timer(CONNECT_TIMEOUT_MS, 1);
+		connectTimer.addEventListener(TimerEvent.TIMER_COMPLETE, function(_) if (!connected) tryNext());
+		connectTimer.start();
+		nc.connect(url, token);
+	}
+
+	function stopTimer():Void {
+		if (connectTimer != null) {
+			connectTimer.stop();
+			connectTimer = null;
+		}
+	}
+
+	function dropConnection():Void {
+		if (nc == null)
+			return;
+		var old = nc;
+		nc = null;
+		old.removeEventListener(NetStatusEvent.NET_STATUS, onConnectionStatus);
+		try {
+			old.close();
+		} catch (e:Dynamic) {}
+	}
+
+	function scheduleReconnect():Void {
+		var again = new Timer(RECONNECT_MS, 1);
+		again.addEventListener(TimerEvent.TIMER_COMPLETE, function(_) if (!connected && !left && !ended && !rejected) connect());
+		again.start();
+	}
+
+	function rtmpClient():Dynamic {
+		var client:Dynamic = {};
+		client.onChat = function(from:Dynamic, text:Dynamic, ts:Dynamic) addChat(Std.string(from), Std.string(text), ts);
+		client.onSessionEvent = function(event:Dynamic) onSessionEvent(event);
+		client.onBWDone = function() {};
+		client.onBWCheck = function() return 0;
+		return client;
+	}
+
+	function onConnectionStatus(e:NetStatusEvent):Void {
+		var code:String = e.info.code;
+		report("net", code);
+		switch (code) {
+			case "NetConnection.Connect.Success":
+				stopTimer();
+				connected = true;
+				rejected = false;
+				setStatus(t("status.connected"));
+				showNotice("");
+				enableMedia(true);
+				announceMedia();
+				play();
+				if (cameraOn || micOn)
+					republish();
+			case "NetConnection.Connect.Rejected":
+				stopTimer();
+				rejected = true;
+				fail(t("status.rejected"));
+			case "NetConnection.Connect.Failed":
+				if (!connected && !rejected)
+					tryNext();
+			case "NetConnection.Connect.Closed", "NetConnection.Connect.AppShutdown", "NetConnection.Connect.IdleTimeOut":
+				var was = connected;
+				connected = false;
+				closeStreams();
+				enableMedia(false);
+				if (ended || left || rejected)
+					return;
+				if (was) {
+					fail(t("status.reconnecting"));
+					scheduleReconnect();
+				} else {
+					tryNext();
+				}
+			default:
+		}
+	}
+
+	function play():Void {
+		playStream = new NetStream(nc);
+		playStream.bufferTime = 0.1; // live: show frames as they come
+		playStream.client = {onMetaData: function(_) {}, onPlayStatus: function(_) {}};
+		playStream.addEventListener(NetStatusEvent.NET_STATUS, function(e:NetStatusEvent) {
+			var code:String = e.info.code;
+			report("play", code);
+			if (code == "NetStream.Play.UnpublishNotify") {
+				remoteLive = false;
+				remoteVideo.clear();
+			} else if (code == "NetStream.Play.PublishNotify" || code == "NetStream.Play.Start") {
+				remoteLive = true;
+			}
+			updateRemote();
+		});
+		playStream.addEventListener(AsyncErrorEvent.ASYNC_ERROR, function(_) {});
+		remoteVideo.attachNetStream(playStream);
+		playStream.play(playName);
+	}
+
+	function updateRemote():Void {
+		var showing = connected && remoteLive && advisorCamera && remoteVideo.videoWidth > 0;
+		remoteVideo.visible = showing;
+		placeholder.visible = !showing;
+		var key = !connected ? "remote.offline" : (!advisorCamera ? "remote.camera_off" : "remote.waiting");
+		var text = t(key);
+		if (placeholder.text != text)
+			placeholder.text = text;
+	}
+
+	// -- camera and microphone: the customer decides ---------------------------------------
+
+	function toggleCamera():Void {
+		if (!connected)
+			return;
+		if (cameraOn) {
+			cameraOn = false;
+			if (publishStream != null)
+				publishStream.attachCamera(null);
+			selfVideo.attachCamera(null);
+			selfVideo.clear();
+		} else {
+			camera = Media.camera();
+			if (camera == null) {
+				showNotice(t("camera.missing"));
+				return;
+			}
+			camera.addEventListener(StatusEvent.STATUS, onDeviceStatus);
+			cameraOn = true;
+			selfVideo.attachCamera(camera);
+			ensurePublishing().attachCamera(camera);
+		}
+		mediaChanged();
+	}
+
+	function toggleMic():Void {
+		if (!connected)
+			return;
+		if (micOn) {
+			micOn = false;
+			if (publishStream != null)
+				publishStream.attachAudio(null);
+		} else {
+			mic = Media.microphone();
+			if (mic == null) {
+				showNotice(t("mic.missing"));
+				return;
+			}
+			mic.addEventListener(StatusEvent.STATUS, onDeviceStatus);
+			micOn = true;
+			ensurePublishing().attachAudio(mic);
+		}
+		mediaChanged();
+	}
+
+	/** The Flash privacy dialog's answer: "Camera.Muted"/"Microphone.Muted" = denied. **/
+	function onDeviceStatus(e:StatusEvent):Void {
+		if (e.code == "Camera.Muted") {
+			showNotice(t("camera.denied"));
+			if (cameraOn)
+				toggleCamera();
+		} else if (e.code == "Microphone.Muted") {
+			showNotice(t("mic.denied"));
+			if (micOn)
+				toggleMic();
+		}
+	}
+
+	function ensurePublishing():NetStream {
+		if (publishStream == null) {
+			publishStream = new NetStream(nc);
+			publishStream.addEventListener(NetStatusEvent.NET_STATUS, function(e:NetStatusEvent) report("publish", e.info.code));
+			publishStream.addEventListener(AsyncErrorEvent.ASYNC_ERROR, function(_) {});
+			report("codec", Media.useH264(publishStream) ? "h264" : "spark");
+			publishStream.publish(publishName, "live");
+		}
+		return publishStream;
+	}
+
+	/** After a reconnect: publish again what was on. **/
+	function republish():Void {
+		publishStream = null;
+		if (cameraOn && camera != null)
+			ensurePublishing().attachCamera(camera);
+		if (micOn && mic != null)
+			ensurePublishing().attachAudio(mic);
+	}
+
+	function mediaChanged():Void {
+		if (!cameraOn && !micOn && publishStream != null) {
+			// nothing on: stop publishing altogether, nothing leaves the computer
+			publishStream.close();
+			publishStream = null;
+		}
+		selfView.visible = cameraOn;
+		cameraButton.setStyle(t(cameraOn ? "camera.turn_off" : "camera.turn_on"), cameraOn ? Ui.ON : Ui.PRIMARY);
+		micButton.setStyle(t(micOn ? "mic.turn_off" : "mic.turn_on"), micOn ? Ui.ON : Ui.PRIMARY);
+		privacy.text = t(cameraOn ? (micOn ? "privacy.both" : "privacy.camera") : (micOn ? "privacy.mic" : "privacy.off"));
+		announceMedia();
+	}
+
+	function announceMedia():Void {
+		if (connected)
+			nc.call("media", null, cameraOn, micOn);
+	}
+
+	function closeStreams():Void {
+		if (publishStream != null) {
+			try
+				publishStream.close()
+			catch (e:Dynamic) {}
+			publishStream = null;
+		}
+		if (playStream != null) {
+			try
+				playStream.close()
+			catch (e:Dynamic) {}
+			playStream = null;
+		}
+		remoteVideo.clear();
+	}
+
+	function leaveOrRejoin():Void {
+		if (ended)
+			return;
+		if (left) {
+			left = false;
+			leaveButton.setStyle(t("leave"), Ui.DANGER);
+			connect();
+			return;
+		}
+		left = true;
+		if (cameraOn)
+			toggleCamera();
+		if (micOn)
+			toggleMic();
+		stopTimer();
+		closeStreams();
+		connected = false;
+		dropConnection();
+		enableMedia(false);
+		selfView.visible = false;
+		showNotice("");
+		setStatus(t("status.left"));
+		leaveButton.setStyle(t("rejoin"), Ui.PRIMARY);
+	}
+
+	// -- chat and session events ----------------------------------------------------------------
+
+	function sendChat():Void {
+		var text = StringTools.trim(chatInput.text);
+		if (!connected || text == "")
+			return;
+		nc.call("chat", new flash.net.Responder(function(_) {}, function(_) {
+			showNotice(t("chat.rejected"));
+		}), text);
+		chatInput.text = "";
+		addChat(null, text, Date.now().getTime() / 1000);
+	}
+
+	function addChat(from:String, text:String, ts:Dynamic):Void {
+		var who = from == null ? t("chat.me") : (from == "advisor" ? t("chat.advisor") : t("chat.customer"));
+		var seconds:Float = Std.parseFloat(Std.string(ts));
+		var date = Math.isNaN(seconds) ? Date.now() : Date.fromTime(seconds * 1000);
+		var time = StringTools.lpad(Std.string(date.getHours()), "0", 2) + ":" + StringTools.lpad(Std.string(date.getMinutes()), "0", 2);
+		chatEmpty.visible = false;
+		// appendText, not htmlText: chat text is never interpreted as markup
+		chatLog.appendText((chatLog.length > 0 ? "\n" : "") + who + " (" + time + "): " + text);
+		chatLog.scrollV = chatLog.maxScrollV;
+	}
+
+	function onSessionEvent(event:Dynamic):Void {
+		if (event == null)
+			return;
+		var type = Std.string(event.type);
+		report("event", type);
+		switch (type) {
+			case "participant":
+				if (Std.string(event.role) == playName)
+					presence.text = t(event.present == true ? "advisor.present" : "advisor.absent");
+			case "media":
+				if (Std.string(event.role) == playName) {
+					advisorCamera = event.camera == true;
+					var key = event.camera == true ? (event.microphone == true ? "advisor.media.both" : "advisor.media.camera") : (event.microphone == true ? "advisor.media.mic" : "advisor.media.none");
+					presence.text = t(key);
+					updateRemote();
+				}
+			case "document":
+				addLink(Std.string(event.name), event.url);
+			case "form":
+				var name = event.title != null ? Std.string(event.title) : Std.string(event.name);
+				addLink(t("docs.form", {name: name}), event.url);
+			case "session_ended":
+				ended = true;
+				if (cameraOn)
+					toggleCamera();
+				if (micOn)
+					toggleMic();
+				setStatus(t("status.ended"));
+				enableMedia(false);
+				leaveButton.enabled = false;
+			default:
+		}
+	}
+
+	/** Only our own origin's http(s) URLs (or paths) are opened: a URL from the wire is
+		never allowed to become `javascript:` or a foreign site. **/
+	function safeUrl(raw:Dynamic):String {
+		if (raw == null)
+			return null;
+		var url = Std.string(raw);
+		if (StringTools.startsWith(url, "/") && !StringTools.startsWith(url, "//"))
+			return base + url;
+		if (base != "" && StringTools.startsWith(url, base + "/"))
+			return url;
+		return null;
+	}
+
+	function addLink(text:String, rawUrl:Dynamic):Void {
+		var url = safeUrl(rawUrl);
+		if (url == null)
+			return;
+		docsEmpty.visible = false;
+		if (docCount >= MAX_DOCS)
+			docs.removeChildAt(0);
+		var link = new Button(text.length > 38 ? text.substr(0, 37) + "…" : text, 258, 24, Ui.PRIMARY, function() Lib.getURL(new URLRequest(url), "_blank"), true);
+		docs.addChild(link);
+		docCount++;
+		for (i in 0...docs.numChildren)
+			docs.getChildAt(i).y = i * 28;
+	}
+}
