@@ -261,7 +261,6 @@ class RtmptTunnels:
 
     def collect(self, tunnel: Tunnel) -> Reply:
         """The answer to a held idle poll (after its wait, whatever ended it)."""
-        tunnel.waiter = None
         if self.tunnels.get(tunnel.id) is not tunnel:
             return NOT_FOUND  # closed by the client or ended meanwhile
         return self._answer(tunnel, False)

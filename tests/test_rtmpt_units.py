@@ -147,7 +147,7 @@ def test_idle_poll_with_nothing_pending_may_be_held_until_output_arrives() -> No
     woken: list[bool] = []
     held.waiter = lambda: woken.append(True)
     held.write(b"media")
-    assert woken == [True] and held.waiter is None
+    assert woken == [True] and held.waiter is None, "called once"
     assert tunnels.collect(held) == Reply(200, b"\x01media")
     # pending output: answered at once, no hold
     tunnels.tunnels[tid].write(b"more")

@@ -138,8 +138,12 @@ async def idle(request: web.Request) -> web.Response:
             woken.set_result(None)
 
     result.waiter = wake
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(woken, IDLE_HOLD)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken, IDLE_HOLD)
+    finally:
+        if result.waiter is wake:  # not woken; another held poll may have replaced it
+            result.waiter = None
     return _answer(tunnels.collect(result))
 
 
