@@ -50,6 +50,11 @@ class Limits:
     document_ticket_ttl: float = 120.0
     # refuse uploads when the data dir's disk would fall below this much free space
     document_min_free_bytes: int = 64 * 1024 * 1024
+    # Admission by measured capacity (gateway/monitor.py): the share of the machine's
+    # cores the process may use, and the cores a consultation is expected to cost until
+    # one has been measured.
+    cpu_budget: float = 0.85
+    consultation_cost: float = 0.35
 
 
 @dataclass(slots=True)
@@ -70,6 +75,7 @@ class Config:
     session_ttl: float = 4 * 3600.0
     session_grace: float = 300.0
     log_level: str = "INFO"
+    log_format: str = "text"
     event_loop: str = "uvloop"
     limits: Limits = field(default_factory=Limits)
 
@@ -136,6 +142,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
         "seconds a consultation stays open after everyone left (default 300)",
     ),
     "log_level": ("str", "DEBUG, INFO, WARNING (default INFO)"),
+    "log_format": ("str", "text or json (one object per line); no personal data either way"),
     "event_loop": ("str", "uvloop (default) or asyncio"),
 }
 
@@ -229,6 +236,8 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         for url in urls:
             if not url.startswith(schemes):
                 raise ValueError(f"{flag} expects a {schemes[0]} URL (RFC 7064/7065), not {url!r}")
+    if cfg.log_format not in ("text", "json"):
+        raise ValueError(f"--log-format must be text or json, not {cfg.log_format!r}")
     if cfg.event_loop not in ("uvloop", "asyncio"):
         raise ValueError(f"--event-loop must be uvloop or asyncio, not {cfg.event_loop!r}")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):

@@ -55,6 +55,7 @@ BUCKETS = (
     1.0,
     2.5,
 )
+CODEC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.033, 0.066, 0.1)
 RESERVOIR = 4096  # recent samples per key kept for exact percentiles
 
 
@@ -89,6 +90,14 @@ class LatencyMeter:
             buckets=BUCKETS,
             registry=None,
         )
+        self.codec = Histogram(
+            "vb_transcoder_codec_seconds",
+            "Time to decode or encode one frame in a transcoder (PyAV), by stage.",
+            ["stage", "direction", "codec"],
+            buckets=CODEC_BUCKETS,
+            registry=None,
+        )
+        self._codec_children: dict[tuple[str, str, str], Any] = {}
         self._lock = threading.Lock()
         self._children: dict[tuple[str, ...], Any] = {}
         # (when, seconds) per key, when = time.perf_counter() of the observation
@@ -113,6 +122,16 @@ class LatencyMeter:
         key = ("added", direction(origin, sink), "transcoded" if transcoded else "passthrough")
         self._child(key).observe(seconds)
         self._samples[key].append((perf_counter(), seconds))
+
+    def observe_codec(self, stage: str, direction: str, codec: str, seconds: float) -> None:
+        """One frame decoded or encoded (``stage``) in a transcoder's worker thread."""
+        key = (stage, direction, codec)
+        child = self._codec_children.get(key)
+        if child is None:
+            with self._lock:
+                child = self.codec.labels(stage=stage, direction=direction, codec=codec)
+                self._codec_children[key] = child
+        child.observe(seconds)
 
     def observe_jitter(self, kind: str, seconds: float) -> None:
         if seconds < 0:
@@ -159,6 +178,7 @@ class _MeterCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self.meter.added.collect()
         yield from self.meter.jitter.collect()
+        yield from self.meter.codec.collect()
 
 
 METER = LatencyMeter()

@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from webrtc.sink import WebRtcSink
 
 from gateway import config as config_mod
+from gateway import logs
 from gateway.config import Config
 from gateway.consultation import Consultation, Role
+from gateway.monitor import Monitor, refusal_notice
 from gateway.routing import Route, webrtc_caps
 from gateway.service import Gateway
 from gateway.transcode import TranscoderPool
@@ -31,6 +33,7 @@ from gateway.transcode import TranscoderPool
 log = logging.getLogger("gateway")
 
 SWEEP_INTERVAL = 5.0
+MONITOR_INTERVAL = 1.0
 
 
 def make_ssl_context(cfg: Config) -> ssl.SSLContext | None:
@@ -55,7 +58,18 @@ class Service:
         # documents under <data-dir>/sessions, statistics in <data-dir>/stats.sqlite
         self.gateway.open_storage()
         # The one place that transcodes: shared by RTMP players and WHEP receivers.
-        self.gateway.transcoders = TranscoderPool()
+        pool = self.gateway.transcoders = TranscoderPool()
+        limits = cfg.limits
+        self.gateway.monitor = monitor = Monitor(
+            lambda: pool.transcoders,
+            cpu_budget=limits.cpu_budget,
+            consultation_cost=limits.consultation_cost,
+            transcoding_consultations=lambda: len(
+                {t.source.name.split("/", 1)[0] for t in pool.transcoders}
+            ),
+        )
+        pool.admit = monitor.check_new_transcoder
+        self._monitoring: asyncio.Task[None] | None = None
         self.webrtc = WebRtcFrontEnd(self.gateway, attach=self._attach_webrtc_sink)
         setups = [s for s in DEFAULT_SETUPS if s is not webrtc_stub.setup]
         self.app = create_app(self.gateway, setups=[*setups, whip.routes(self.webrtc)])
@@ -73,6 +87,7 @@ class Service:
             sink,
             webrtc_caps(sink.negotiated.get("video"), sink.negotiated.get("audio")),
             self.gateway.transcoders,
+            on_refused=refusal_notice(consultation, source_role.other),
         )
         sink.on_bitrate = route.set_video_bitrate
         return route
@@ -97,11 +112,26 @@ class Service:
         rtmp = RtmpServer(self.gateway, kind="rtmp")
         await rtmp.start(cfg.host, cfg.rtmp_port)
         self.rtmp_servers.append(rtmp)
+        counters = self.gateway.connection_counters
+        counters["rtmp"] = lambda: len(rtmp.sessions)
+        counters["webrtc"] = lambda: len(self.webrtc.sessions)
         if ssl_ctx is not None:
             rtmps = RtmpServer(self.gateway, kind="rtmps", ssl_context=ssl_ctx)
             await rtmps.start(cfg.host, cfg.rtmps_port)
             self.rtmp_servers.append(rtmps)
+            counters["rtmps"] = lambda: len(rtmps.sessions)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweeper")
+        self._monitoring = asyncio.create_task(self._monitor_forever(), name="monitor")
+
+    async def _monitor_forever(self) -> None:
+        monitor = self.gateway.monitor
+        assert monitor is not None
+        while True:
+            await asyncio.sleep(MONITOR_INTERVAL)
+            try:
+                monitor.sample()
+            except Exception:  # the monitor must never take the service down
+                log.exception("monitor sample failed")
 
     async def _sweep_forever(self) -> None:
         # often enough that a short --session-grace (tests) is honoured promptly
@@ -114,10 +144,11 @@ class Service:
     async def stop(self) -> None:
         self.gateway.accepting = False
         self.gateway.directory.end_all("shutdown")
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._monitoring):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for server in self.rtmp_servers:
             await server.close()
         if self.runner is not None:
@@ -187,10 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = config_mod.load(args)
         except (ValueError, OSError) as exc:
             parser.error(str(exc))
-        logging.basicConfig(
-            level=getattr(logging, cfg.log_level.upper(), logging.INFO),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logs.configure(cfg.log_level, cfg.log_format)
         try:
             with asyncio.Runner(loop_factory=_loop_factory(cfg)) as runner:
                 return runner.run(serve(cfg))

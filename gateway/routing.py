@@ -11,7 +11,9 @@ customer may come back over WebRTC with other codecs).
 from __future__ import annotations
 
 import logging
+import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,6 +60,15 @@ def webrtc_caps(video_codec: str | None, audio_codec: str | None) -> SinkCaps:
         audio_codec,
         h264_needs_baseline=True,
     )
+
+
+class CapacityRefused(Exception):
+    """No transcoding capacity for a new transcoder now (gateway/monitor.py)."""
+
+
+# A refused kind is tried again on the next keyframe (video) or unit (audio) this long
+# after the refusal: capacity may have come back.
+REFUSAL_RETRY_SECONDS = 5.0
 
 
 class TranscoderLike(Protocol):
@@ -127,6 +138,7 @@ class _Path:
     codec: str
     transcoder: TranscoderLike | None = None
     attachment: _KindFilter | None = None
+    refused_at: float | None = None  # no capacity for the transcoder this kind needs
 
 
 @dataclass
@@ -145,6 +157,7 @@ class Route:
         caps: SinkCaps,
         pool: TranscoderSource | None,
         target_factory: type | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.source = source
         self.sink = sink
@@ -154,6 +167,9 @@ class Route:
         self._paths: dict[str, _Path] = {}
         self.stats = RouteStats()
         self.closed = False
+        # Told when a kind cannot be delivered for want of transcoding capacity (the
+        # owner tells the participant); called with the kind.
+        self.on_refused = on_refused
         source.add_receiver(self)
 
     # -- Receiver protocol (on the source) ------------------------------------------------
@@ -166,8 +182,18 @@ class Route:
                 return self.sink.deliver(unit)
             return True
         path = self._paths.get(kind)
-        if path is None or path.codec != unit.codec:
+        if (
+            path is None
+            or path.codec != unit.codec
+            or (
+                path.refused_at is not None  # refused for capacity: try again now and then
+                and (kind == AUDIO or unit.keyframe)
+                and time.monotonic() - path.refused_at >= REFUSAL_RETRY_SECONDS
+            )
+        ):
             path = self._choose(kind, unit)
+        if path.refused_at is not None:
+            return True  # nothing of this kind for now; the sink was told
         if path.transcoder is not None:
             return True  # the transcoder is a receiver of the source itself
         ok = self.sink.deliver(unit)
@@ -212,7 +238,16 @@ class Route:
                 )
         else:
             target = self._target(kind, target_codec)
-            transcoder = self.pool.acquire(self.source, target)
+            try:
+                transcoder = self.pool.acquire(self.source, target)
+            except CapacityRefused:
+                refused = old is None or old.refused_at is None  # tell once, not per retry
+                path = _Path(unit.codec, refused_at=time.monotonic())
+                self._paths[kind] = path
+                self.stats.transcoded[kind] = f"{unit.codec}>{target_codec} refused (capacity)"
+                if refused and self.on_refused is not None:
+                    self.on_refused(kind)
+                return path
             attachment = _KindFilter(self, kind)
             path = _Path(unit.codec, transcoder, attachment)
             transcoder.output.add_receiver(attachment)
@@ -235,6 +270,8 @@ class Route:
         return factory(video=None, audio=codec)
 
     def _drop_path(self, path: _Path) -> None:
+        if path.refused_at is not None:
+            return
         if path.transcoder is not None:
             _offer_bitrate(path.transcoder, self, None)
         if path.transcoder is not None and self.pool is not None:

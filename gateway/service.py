@@ -6,6 +6,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -13,6 +14,7 @@ from urllib.parse import quote
 from gateway.config import Config
 from gateway.consultation import Consultation, Directory, Grant
 from gateway.documents import DocumentStore
+from gateway.monitor import Monitor
 from gateway.routing import TranscoderSource
 from gateway.stats import Statistics, row_for
 
@@ -81,6 +83,11 @@ class Gateway:
     # (open_storage), so a Gateway built in a unit test writes nothing to disk.
     documents: DocumentStore | None = None
     statistics: Statistics | None = None
+    # gateway.monitor.Monitor (ops monitor, admission), set by the composition root
+    monitor: Monitor | None = None
+    # Open connections per front-end kind ("rtmp", "rtmps", "rtmpt", "webrtc"), counted
+    # by the front-ends themselves (/metrics): kind -> a function returning the count.
+    connection_counters: dict[str, Callable[[], int]] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: Config) -> Gateway:

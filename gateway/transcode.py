@@ -37,6 +37,7 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
@@ -51,7 +52,7 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType, VideoFrame
 
 from gateway import h264
-from gateway.latency import direction
+from gateway.latency import METER, direction
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ class TranscoderStats:
     audio_out: int = 0
     keyframes_out: int = 0
     config_out: int = 0
+    bytes_out: int = 0  # encoded payload bytes (for the bitrate the ops monitor shows)
     decode_seconds: float = 0.0
     decode_count: int = 0
     encode_seconds: float = 0.0
@@ -401,6 +403,11 @@ class Transcoder:
         stats.queued += 1
         self._queue.put((self._generation, unit))
         return True
+
+    @property
+    def direction(self) -> str:
+        """``flash_to_webrtc`` and the like (a label; see :meth:`labels`)."""
+        return self.labels()["direction"]
 
     def stream_started(self, stream: PublishedStream) -> None:
         self._generation += 1
@@ -650,8 +657,10 @@ class _VideoPipe:
             self.need_key = True
             return []
         finally:
-            stats.decode_seconds += time.perf_counter() - began
+            spent = time.perf_counter() - began
+            stats.decode_seconds += spent
             stats.decode_count += 1
+            METER.observe_codec("decode", self.owner.direction, unit.codec, spent)
         stats.video_frames_decoded += len(frames)
         return frames
 
@@ -713,6 +722,7 @@ class _VideoPipe:
             stats.encode_seconds += spent
             stats.encode_count += 1
             stats.encode_max_seconds = max(stats.encode_max_seconds, spent)
+            METER.observe_codec("encode", owner.direction, self.target, spent)
         return self._units(packets)
 
     def _track_rate(self, ms: int) -> None:
@@ -829,6 +839,7 @@ class _VideoPipe:
                 self.last_key_ms = ms
                 stats.keyframes_out += 1
             stats.video_out += 1
+            stats.bytes_out += len(data)
             out.append(MediaUnit(VIDEO, self.target, ms & TS_MASK, data, keyframe, info=info))
         return out
 
@@ -931,8 +942,10 @@ class _AudioPipe:
             _record_error(stats, f"{name} decode", exc)
             return [], 1
         finally:
-            stats.decode_seconds += time.perf_counter() - began
+            spent = time.perf_counter() - began
+            stats.decode_seconds += spent
             stats.decode_count += 1
+            METER.observe_codec("decode", self.owner.direction, unit.codec, spent)
         stats.audio_frames_decoded += len(frames)
         out_rate = frames[0].sample_rate if frames else rate
         stats.audio_media_seconds += sum(f.samples for f in frames) / (out_rate or 1)
@@ -1016,6 +1029,7 @@ class _AudioPipe:
             stats.encode_seconds += spent
             stats.encode_count += 1
             stats.encode_max_seconds = max(stats.encode_max_seconds, spent)
+            METER.observe_codec("encode", self.owner.direction, self.target, spent)
         out: list[MediaUnit] = []
         info: dict[str, Any] = {"sample_rate": self.rate, "channels": self.channels}
         if self.head is not None:
@@ -1033,7 +1047,9 @@ class _AudioPipe:
                     )
                     stats.config_out += 1
             stats.audio_out += 1
-            out.append(MediaUnit(AUDIO, self.target, ms & TS_MASK, bytes(packet), info=info))
+            data = bytes(packet)
+            stats.bytes_out += len(data)
+            out.append(MediaUnit(AUDIO, self.target, ms & TS_MASK, data, info=info))
         return out
 
 
@@ -1062,6 +1078,9 @@ class TranscoderPool:
 
     def __init__(self, *, threads: int = 1) -> None:
         self.threads = threads
+        # Admission (gateway/monitor.py): called before a new transcoder is made; raises
+        # gateway.routing.CapacityRefused when there is no capacity for one.
+        self.admit: Callable[[], None] | None = None
         self._entries: dict[tuple[int, TargetFormat], _PoolEntry] = {}
         self._by_transcoder: dict[int, _PoolEntry] = {}
 
@@ -1078,6 +1097,8 @@ class TranscoderPool:
         if entry is not None and not entry.transcoder.closed:
             entry.refs += 1
             return entry.transcoder
+        if self.admit is not None:
+            self.admit()  # sharing a running transcoder costs nothing; a new one might
         transcoder = Transcoder(source, target, threads=self.threads)
         entry = _PoolEntry(transcoder, key)
         self._entries[key] = entry

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 from gateway.consultation import ChatRejected, Connection, Grant
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
+from gateway.monitor import refusal_notice
 from gateway.routing import Route, flash_caps
 from gateway.service import Gateway
 from rtmp import messages as m
@@ -551,6 +552,9 @@ class RtmpSession:
             receiver,
             flash_caps(self.supports_h264, self.supports_aac),
             self.gateway.transcoders,
+            on_refused=refusal_notice(self.grant.consultation, self.grant.role)
+            if self.grant is not None
+            else None,
         )
 
     def _play_failed(self, sid: int, description: str) -> None:

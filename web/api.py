@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from gateway.consultation import Consultation
+from gateway.routing import CapacityRefused
 from web.auth import gateway_of, require, require_advisor
 from web.links import session_document
 from web.problems import ProblemError, problem_response
@@ -39,6 +40,16 @@ async def create_session(request: web.Request) -> web.Response:
             raise ProblemError(400, "The body must be empty or a JSON object.")
     if not gateway.accepting:
         raise ProblemError(503, "The gateway is shutting down and takes no new consultations.")
+    if gateway.monitor is not None:
+        try:
+            gateway.monitor.check_new_consultation()
+        except CapacityRefused:
+            raise ProblemError(
+                503,
+                "The gateway's transcoding capacity is exhausted: no new consultation "
+                "can start now without degrading the running ones. Try again shortly.",
+                headers={"Retry-After": "30"},
+            ) from None
     consultation = gateway.directory.create()
     log.info("consultation %s created", consultation.id)
     return web.json_response(
@@ -79,9 +90,21 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    if gateway_of(request).accepting:
-        return web.json_response({"status": "ready"})
-    return problem_response(503, "The gateway is shutting down and takes no new consultations.")
+    gateway = gateway_of(request)
+    if not gateway.accepting:
+        return problem_response(503, "The gateway is shutting down and takes no new consultations.")
+    monitor = gateway.monitor
+    if monitor is not None:
+        admission = monitor.admission()
+        if not admission["accepting_consultations"]:
+            return problem_response(
+                503,
+                "The gateway's transcoding capacity is exhausted "
+                f"(load {admission['load_cores']:.2f} of {admission['budget_cores']:.2f} "
+                "cores budgeted).",
+            )
+        return web.json_response({"status": "ready", "admission": admission})
+    return web.json_response({"status": "ready"})
 
 
 def setup(app: web.Application) -> None:
