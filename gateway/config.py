@@ -42,6 +42,22 @@ class Limits:
     rtmpt_max_pending: int = 4 * 1024 * 1024
     chat_max_chars: int = 2000
     chat_history: int = 500
+    # Guessing (docs/privacy.md): the advisor login locks an account after
+    # login_max_failures_per_account wrong passwords and an address after
+    # login_max_failures_per_address, each within login_failure_window seconds and for
+    # login_lockout seconds. A consultation's PIN is dead after pin_max_wrong wrong
+    # entries (the advisor makes a new consultation); an address that entered
+    # pin_max_wrong_per_address wrong PINs (any consultation) within pin_address_window
+    # seconds is refused for pin_address_lockout seconds. Loopback tests raise the
+    # per-address ones (every test client is 127.0.0.1).
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_address: int = 20
+    login_failure_window: float = 900.0
+    login_lockout: float = 900.0
+    pin_max_wrong: int = 5
+    pin_max_wrong_per_address: int = 10
+    pin_address_window: float = 900.0
+    pin_address_lockout: float = 900.0
     # Documents (gateway/documents.py): per file, per consultation, and the lifetime of
     # a one-time download URL (for Flash's navigateToURL, which cannot send a token).
     document_max_bytes: int = 20 * 1024 * 1024

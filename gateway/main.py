@@ -21,7 +21,9 @@ from aiohttp import web
 if TYPE_CHECKING:
     from webrtc.sink import WebRtcSink
 
+from gateway import advisor_cli
 from gateway import config as config_mod
+from gateway.accesslog import AccessLog
 from gateway import logs
 from gateway.config import Config
 from gateway.consultation import Consultation, Role
@@ -76,6 +78,9 @@ class Service:
         self.runner: web.AppRunner | None = None
         self.rtmp_servers: list = []
         self._sweeper: asyncio.Task[None] | None = None
+        self.access_log: AccessLog | None = None
+        self._detach_access_log: Callable[[], None] | None = None
+        self._access_purger: asyncio.Task[None] | None = None
 
     def _attach_webrtc_sink(
         self, consultation: Consultation, source_role: Role, sink: WebRtcSink
@@ -102,6 +107,12 @@ class Service:
             # Consultations live in memory: whatever is under sessions/ now is a crash's
             # leftover (terms of use: documents are deleted at the end).
             await asyncio.to_thread(self.gateway.documents.sweep)
+        # The access log (terms of use: browser data "für kurze Zeit"): files past
+        # --access-log-days are deleted now, at each new day's first entry, and daily.
+        self.access_log = AccessLog(cfg.data_dir / "logs", cfg.access_log_days)
+        await asyncio.to_thread(self.access_log.purge)
+        self._detach_access_log = self.access_log.attach()
+        self._access_purger = asyncio.create_task(self._purge_access_log_daily(), name="purge")
         ssl_ctx = make_ssl_context(cfg)
         self.runner = web.AppRunner(
             self.app, access_log_class=RedactingAccessLogger, handle_signals=False
@@ -141,6 +152,16 @@ class Service:
             for cid in self.gateway.directory.expire():
                 log.info("consultation %s… ended (expired or abandoned)", cid[:4])
 
+    async def _purge_access_log_daily(self) -> None:
+        access_log = self.access_log
+        assert access_log is not None
+        while True:
+            await asyncio.sleep(access_log.seconds_to_next_purge())
+            try:
+                await asyncio.to_thread(access_log.purge)
+            except OSError:
+                log.exception("access log purge failed")
+
     async def stop(self) -> None:
         self.gateway.accepting = False
         self.gateway.directory.end_all("shutdown")
@@ -155,6 +176,12 @@ class Service:
             await self.runner.cleanup()
         if self.gateway.statistics is not None:
             await asyncio.to_thread(self.gateway.statistics.close)  # queued rows written
+        if self._access_purger is not None:
+            self._access_purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._access_purger
+        if self._detach_access_log is not None:
+            self._detach_access_log()  # after the runner: its last requests are logged
 
     def banner(self) -> str:
         cfg = self.config
@@ -207,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run the gateway")
     config_mod.add_arguments(serve_p)
+    advisor_cli.add_parser(sub)
     return parser
 
 
@@ -225,4 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             print(f"videoberatung: {exc}", file=sys.stderr)
             return 1
+    if args.command == "advisor":
+        return advisor_cli.run(args)
     return 2

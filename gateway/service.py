@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from gateway.advisors import AdvisorAccounts
 from gateway.config import Config
 from gateway.consultation import Consultation, Directory, Grant
 from gateway.documents import DocumentStore
@@ -21,16 +22,33 @@ from gateway.stats import Statistics, row_for
 log = logging.getLogger(__name__)
 
 
+@dataclass(slots=True)
+class AdvisorSession:
+    expires: float
+    # the advisor account (None: the one-time login), and its password generation at
+    # login: a removed account or a changed password ends the session
+    account: str | None = None
+    generation: str | None = None
+
+
 class AdvisorAuth:
     """Advisor credentials: the static ``--advisor-token``, the one-time login printed
-    at start, and the cookie sessions created by logging in."""
+    at start, advisor accounts (``gateway.advisors``, name and password) and the cookie
+    sessions created by logging in."""
 
     SESSION_TTL = 12 * 3600.0
 
-    def __init__(self, static_token: str | None) -> None:
+    def __init__(
+        self,
+        static_token: str | None,
+        accounts: AdvisorAccounts | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.static_token = static_token
         self.login_token: str | None = secrets.token_urlsafe(24)
-        self._sessions: dict[str, float] = {}
+        self.accounts = accounts
+        self.clock = clock
+        self._sessions: dict[str, AdvisorSession] = {}
 
     def check_bearer(self, token: str | None) -> bool:
         if not token:
@@ -48,21 +66,35 @@ class AdvisorAuth:
         self.login_token = None
         return self.new_session()
 
-    def new_session(self) -> str:
+    def new_session(self, account: str | None = None, generation: str | None = None) -> str:
+        now = self.clock()
+        # forget expired sessions (bounded memory without a timer)
+        for sid in [s for s, entry in self._sessions.items() if entry.expires <= now]:
+            del self._sessions[sid]
         sid = secrets.token_urlsafe(32)
-        self._sessions[sid] = time.time() + self.SESSION_TTL
+        self._sessions[sid] = AdvisorSession(now + self.SESSION_TTL, account, generation)
         return sid
 
     def check_session(self, sid: str | None) -> bool:
+        return self.session(sid) is not None
+
+    def session(self, sid: str | None) -> AdvisorSession | None:
+        """The live session for ``sid``, or None (unknown, expired, account removed or
+        its password changed since the login)."""
         if not sid:
-            return False
-        expires = self._sessions.get(sid)
-        if expires is None:
-            return False
-        if time.time() >= expires:
+            return None
+        entry = self._sessions.get(sid)
+        if entry is None:
+            return None
+        if self.clock() >= entry.expires:
             self._sessions.pop(sid, None)
-            return False
-        return True
+            return None
+        if entry.account is not None and (
+            self.accounts is None or self.accounts.generation(entry.account) != entry.generation
+        ):
+            self._sessions.pop(sid, None)
+            return None
+        return entry
 
     def end_session(self, sid: str) -> None:
         self._sessions.pop(sid, None)
@@ -118,6 +150,7 @@ class Gateway:
             min_free_bytes=limits.document_min_free_bytes,
         )
         self.statistics = Statistics(cfg.data_dir / "stats.sqlite")
+        self.advisor_auth.accounts = AdvisorAccounts(cfg.data_dir)
         self.directory.on_end.append(self._consultation_ended)
 
     def _consultation_ended(self, consultation: Consultation) -> None:

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 from gateway.consultation import ChatRejected, Connection, Grant
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
+from gateway.redact import log_safe, redact_url
 from gateway.monitor import refusal_notice
 from gateway.routing import Route, flash_caps
 from gateway.service import Gateway
@@ -43,6 +44,9 @@ from rtmp.flv import FlvError, audio_tag, audio_unit, video_tag, video_unit
 from rtmp.messages import ProtocolError
 
 log = logging.getLogger("rtmp")
+# One line per connect in the access log (gateway/accesslog.py): address, time, the
+# player version as its "browser", the URL with tokens redacted, the outcome.
+access_log = logging.getLogger("gateway.access")
 
 APP_NAME = "consult"
 PING_INTERVAL = 30.0
@@ -363,7 +367,11 @@ class RtmpSession:
         if cmd.args and isinstance(cmd.args[0], str) and cmd.args[0]:
             token = cmd.args[0]
         token = token or app_query.get("token") or tc_query.get("token")
+        flash_ver = props.get("flashVer")
+        self.flash_version = flash_ver[:64] if isinstance(flash_ver, str) else ""
+        target = str(tc_url) or f"/{app_raw}"
         if app != APP_NAME:
+            self._log_connect(target, "NetConnection.Connect.Rejected")
             self.conn.reject_connect(cmd.transaction_id, f"Unknown application {app[:40]!r}.")
             self.flush()
             self.abort("connect to an unknown application")
@@ -371,6 +379,7 @@ class RtmpSession:
         if token is not None:
             grant = self.gateway.authorize(token)
             if grant is None:
+                self._log_connect(target, "NetConnection.Connect.Rejected")
                 self.conn.reject_connect(
                     cmd.transaction_id, "Invalid or expired token: please use your current link."
                 )
@@ -383,10 +392,21 @@ class RtmpSession:
             "videoCodecs": int(_num(props.get("videoCodecs"))),
             "audioCodecs": int(_num(props.get("audioCodecs"))),
         }
-        flash_ver = props.get("flashVer")
-        self.flash_version = flash_ver[:64] if isinstance(flash_ver, str) else ""
         self.connected = True
+        self._log_connect(target, "NetConnection.Connect.Success")
         self.conn.accept_connect(cmd.transaction_id, 3 if _num(encoding) == 3 else 0)
+
+    def _log_connect(self, target: str, status: str) -> None:
+        """The access log entry of a connect (the terms of use: address, time, browser,
+        page, status); the tcUrl without its query and token-like segments."""
+        access_log.info(
+            '%s "CONNECT %s %s" %s "%s"',
+            self.peer or "-",
+            log_safe(redact_url(target), 500),
+            self.transport.upper(),
+            status,
+            log_safe(self.flash_version or "-", 64),
+        )
 
     @property
     def participant_connection(self) -> Connection | None:

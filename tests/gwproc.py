@@ -67,6 +67,11 @@ class GatewayProcess:
             "max_connections_per_address=1000",
             "--limit",
             "connection_rate_per_address=1000",
+            # every test client is 127.0.0.1: guessing limits per address would add up
+            "--limit",
+            "pin_max_wrong_per_address=1000",
+            "--limit",
+            "login_max_failures_per_address=1000",
             *self.extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("VB_")}
@@ -93,7 +98,16 @@ class GatewayProcess:
         raise RuntimeError(f"gateway did not start: {self.log()}")
 
     def log(self) -> str:
-        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+        """Everything the gateway wrote: its output, then its access log files."""
+        output = self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+        return output + self.access_log()
+
+    def access_log(self) -> str:
+        """The access log (``<data-dir>/logs/access-*.log``, oldest file first)."""
+        logs = self.data_dir / "data" / "logs"
+        if not logs.is_dir():
+            return ""
+        return "".join(p.read_text() for p in sorted(logs.glob("access-*.log")))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.proc is not None

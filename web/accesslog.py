@@ -7,7 +7,9 @@ could appear as path segments, so this logger drops every query string and masks
 token-like path segments. It never logs request headers other than the User-Agent
 (``Authorization``, ``Cookie`` and ``Referer`` may all carry secrets).
 
-Use it with ``web.AppRunner(app, access_log_class=RedactingAccessLogger)``.
+Use it with ``web.AppRunner(app, access_log_class=RedactingAccessLogger)``. The lines go
+to the ``aiohttp.access`` logger, which the composition root routes into the daily files
+of :mod:`gateway.accesslog` (and nowhere else).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from gateway.redact import log_safe as _clean
 from web.redact import redact_target
 
 _MAX_AGENT = 200
@@ -26,12 +29,6 @@ _MAX_AGENT = 200
 # second. /open and /close are logged, and so is every poll that failed (an unknown
 # tunnel id, a bad sequence number, a body too large), but not each successful poll.
 _QUIET_POLLS = ("/send/", "/idle/")
-
-
-def _clean(text: str, limit: int) -> str:
-    """Keep a header value from forging log lines (CR/LF, quotes) and bound its size."""
-    text = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
-    return text.replace('"', "'")
 
 
 class RedactingAccessLogger(AbstractAccessLogger):

@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from gateway.consultation import Consultation
+from web.advisor import remember_owner
 from gateway.routing import CapacityRefused
 from web.auth import gateway_of, require, require_advisor
 from web.links import session_document
@@ -52,6 +53,7 @@ async def create_session(request: web.Request) -> web.Response:
             ) from None
     consultation = gateway.directory.create()
     log.info("consultation %s created", consultation.id)
+    remember_owner(request, consultation)
     return web.json_response(
         session_document(gateway.config, consultation),
         status=201,

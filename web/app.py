@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from gateway.service import Gateway
-from web import api, documents, events, ops, pages, rtmpt, stats, webrtc_stub
+from web import advisor, api, documents, events, ops, pages, rtmpt, stats, webrtc_stub
 from web.accesslog import RedactingAccessLogger
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
 from web.problems import problem_middleware
@@ -30,6 +30,7 @@ CLIENT_MAX_SIZE = 1024 * 1024
 Setup = Callable[[web.Application], None]
 DEFAULT_SETUPS: tuple[Setup, ...] = (
     api.setup,
+    advisor.setup,
     documents.setup,
     stats.setup,
     events.setup,

@@ -15,6 +15,7 @@ the authenticated participant (advisor login, or the customer after the PIN) and
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import AsyncIterator
 from http.cookies import Morsel
@@ -23,22 +24,13 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.consultation import Consultation, Role
-from gateway.service import AdvisorAuth
-from web.auth import (
-    ADVISOR_COOKIE,
-    CUSTOMER_COOKIE,
-    check_csrf,
-    csrf_token,
-    gateway_of,
-    identify,
-    same_origin,
-)
+from web.auth import CUSTOMER_COOKIE, gateway_of, same_origin
 from web.i18n import negotiate, remember
 from web.keys import GATEWAY_KEY
-from web.links import participant_links
 from web.pins import PinGuard, PinOutcome
 from web.swf import SWF_PATH, SWF_URL_PATH, crossdomain_policy, flash_vars, shipped_hash
-from web.templates import View, advisor_room, customer_room, esc, flash_room
+from web.templates import View, customer_room, esc, flash_room
+from web.throttle import FailureLimiter
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +61,7 @@ def message_page(
     return html_response(request, v.document(title_key, main), status=status)
 
 
-def _set_cookie(
+def set_cookie(
     request: web.Request,
     response: web.StreamResponse,
     name: str,
@@ -93,20 +85,6 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-# -- advisor -------------------------------------------------------------------------------
-
-
-def _advisor_session(request: web.Request) -> str | None:
-    sid = request.cookies.get(ADVISOR_COOKIE)
-    if sid and gateway_of(request).advisor_auth.check_session(sid):
-        return sid
-    return None
-
-
-def _not_logged_in(request: web.Request) -> web.Response:
-    return message_page(request, "login.needed.title", "login.needed.text", status=403)
-
-
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     return _see_other("/advisor")
@@ -118,104 +96,6 @@ async def favicon(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@routes.get("/login")
-async def login(request: web.Request) -> web.Response:
-    sid = gateway_of(request).advisor_auth.redeem_login(request.query.get("token"))
-    if sid is None:
-        return message_page(request, "login.failed.title", "login.failed.text", status=403)
-    log.info("advisor logged in")
-    response = _see_other("/advisor")
-    _set_cookie(
-        request, response, ADVISOR_COOKIE, sid, path="/", max_age=int(AdvisorAuth.SESSION_TTL)
-    )
-    return response
-
-
-@routes.post("/logout")
-async def logout(request: web.Request) -> web.Response:
-    principal = identify(request)
-    if principal is not None and principal.cookie_session is not None:
-        form = await request.post()
-        token = form.get("csrf")
-        check_csrf(request, principal, token if isinstance(token, str) else None)
-        gateway_of(request).advisor_auth.end_session(principal.cookie_session)
-    response = message_page(request, "logout.title", "logout.text")
-    response.del_cookie(ADVISOR_COOKIE, path="/")
-    return response
-
-
-@routes.get("/advisor")
-async def advisor_home(request: web.Request) -> web.Response:
-    sid = _advisor_session(request)
-    if sid is None:
-        return _not_logged_in(request)
-    gateway = gateway_of(request)
-    v = view(request)
-    csrf = csrf_token(request.app, sid)
-    rows = []
-    for consultation in gateway.directory.consultations.values():
-        if consultation.ended:
-            continue
-        links = participant_links(gateway.config, consultation, Role.CUSTOMER)
-        present = bool(consultation.participants[Role.CUSTOMER].connections)
-        rows.append(
-            f'<tr><td><a href="/advisor/{esc(consultation.id)}">{esc(consultation.id)}</a></td>'
-            f'<td><a class="link" href="{esc(links["page_url"])}">{esc(links["page_url"])}</a>'
-            f'</td><td class="pin">{esc(links["pin"])}</td>'
-            f"<td>{v.tr('overview.present' if present else 'overview.absent')}</td></tr>"
-        )
-    if rows:
-        heads = "".join(
-            v.tr(f"overview.col.{col}", "th") for col in ("consultation", "link", "pin", "customer")
-        )
-        table = (
-            f'<div class="table-wrap"><table><thead><tr>{heads}</tr></thead><tbody>'
-            + "".join(rows)
-            + "</tbody></table></div>"
-        )
-    else:
-        table = v.tr("overview.none", "p")
-    main = (
-        '<section class="card">'
-        '<p><button type="button" id="create-session" class="primary">'
-        + v.tr("overview.create")
-        + '</button></p><div id="created" hidden></div></section>'
-        '<section class="card">' + v.tr("overview.running", "h2") + table + "</section>"
-        '<form method="post" action="/logout" class="logout">'
-        f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
-        '<button type="submit" class="secondary">' + v.tr("logout.button") + "</button></form>"
-    )
-    page = v.document(
-        "overview.title",
-        main,
-        scripts=("i18n.js", "advisor.js"),
-        meta={"csrf-token": csrf},
-        body_class="page-overview",
-    )
-    return html_response(request, page)
-
-
-@routes.get("/advisor/{id}")
-async def advisor_consultation(request: web.Request) -> web.Response:
-    sid = _advisor_session(request)
-    if sid is None:
-        return _not_logged_in(request)
-    gateway = gateway_of(request)
-    consultation = gateway.directory.get(request.match_info["id"])
-    if consultation is None or consultation.ended:
-        return _gone(request)
-    links = participant_links(gateway.config, consultation, Role.CUSTOMER)
-    page = advisor_room(
-        view(request),
-        consultation.id,
-        links,
-        token=consultation.participants[Role.ADVISOR].token,
-        csrf=csrf_token(request.app, sid),
-        stun=gateway.config.stun,
-    )
-    return html_response(request, page)
-
-
 # -- customer ------------------------------------------------------------------------------
 
 
@@ -225,6 +105,16 @@ def _gone(request: web.Request) -> web.Response:
 
 def _locked(request: web.Request) -> web.Response:
     return message_page(request, "locked.title", "locked.text", status=403)
+
+
+def _address_locked(request: web.Request, retry_after: float) -> web.Response:
+    """429 (RFC 6585) for an address that entered too many wrong PINs; nothing counted."""
+    v = view(request)
+    minutes = max(1, math.ceil(retry_after / 60))
+    main = v.tr("pin.address_locked.text", "p", 'role="alert"', minutes=minutes)
+    response = html_response(request, v.document("pin.address_locked.title", main), status=429)
+    response.headers["Retry-After"] = str(math.ceil(retry_after))
+    return response
 
 
 def _pin_form(
@@ -309,7 +199,9 @@ async def _redeem_pin(request: web.Request, page: str) -> web.Response:
     if not _PIN.fullmatch(pin):
         # not counted: a malformed entry is a typo, not a guess
         return _pin_form(request, consultation, "pin.malformed", status=400, action=action)
-    result = guard.attempt(consultation, pin)
+    result = guard.attempt(consultation, pin, request.remote)
+    if result.outcome is PinOutcome.ADDRESS_LOCKED:
+        return _address_locked(request, result.retry_after)
     if result.outcome is PinOutcome.LOCKED:
         log.warning("consultation %s: PIN locked after repeated wrong entries", consultation.id)
         return _locked(request)
@@ -323,9 +215,7 @@ async def _redeem_pin(request: web.Request, page: str) -> web.Response:
     # works without a second PIN.
     ttl = max(1, int(consultation.expires_at - consultation.created_at))
     token = consultation.participants[Role.CUSTOMER].token
-    _set_cookie(
-        request, response, CUSTOMER_COOKIE, token, path=f"/k/{consultation.id}", max_age=ttl
-    )
+    set_cookie(request, response, CUSTOMER_COOKIE, token, path=f"/k/{consultation.id}", max_age=ttl)
     if action.startswith("/flash/"):
         # A second cookie of the same name: aiohttp keeps one per name, so by hand.
         morsel: Morsel[str] = Morsel()
@@ -397,7 +287,15 @@ async def _pin_guard_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup(app: web.Application) -> None:
-    app[PIN_GUARD_KEY] = PinGuard()
+    limits = app[GATEWAY_KEY].config.limits
+    app[PIN_GUARD_KEY] = PinGuard(
+        limits.pin_max_wrong,
+        per_address=FailureLimiter(
+            limits.pin_max_wrong_per_address,
+            limits.pin_address_window,
+            limits.pin_address_lockout,
+        ),
+    )
     app.cleanup_ctx.append(_pin_guard_ctx)
     app.add_routes(routes)
     app.router.add_static("/static/", STATIC_DIR, name="static")

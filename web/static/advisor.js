@@ -1,38 +1,25 @@
-// Advisor overview: create a consultation. Cookie-authenticated requests carry the CSRF
-// token from <meta name="csrf-token"> in the X-CSRF-Token header.
+// Advisor start page: create a consultation, copy link and PIN, see who is waiting, join,
+// end. Cookie-authenticated requests carry the CSRF token from <meta name="csrf-token">
+// in the X-CSRF-Token header (the "end" forms carry it as a hidden field).
 "use strict";
 
 (function () {
   const VB = window.VB;
+  const i18n = VB.i18n;
   const meta = document.querySelector('meta[name="csrf-token"]');
   const csrf = meta ? meta.content : "";
   const create = document.getElementById("create-session");
   if (!create) {
     return;
   }
+  const POLL_MS = 3000;
+  const baseTitle = document.title;
 
-  function field(dl, key, value, href) {
-    const dt = document.createElement("dt");
-    VB.i18n.setText(dt, key);
-    const dd = document.createElement("dd");
-    if (href) {
-      const a = document.createElement("a");
-      a.href = href;
-      a.className = "link";
-      a.textContent = value;
-      dd.appendChild(a);
-    } else {
-      dd.textContent = value;
-      dd.className = "pin";
-    }
-    dl.appendChild(dt);
-    dl.appendChild(dd);
-  }
+  // -- create ---------------------------------------------------------------------------------
 
   create.addEventListener("click", async function () {
     const out = document.getElementById("created");
     out.textContent = "";
-    out.hidden = false;
     create.disabled = true;
     try {
       const resp = await fetch("/api/sessions", {
@@ -42,20 +29,113 @@
       });
       const body = await resp.json();
       if (resp.status !== 201) {
-        VB.i18n.setText(out, "overview.error", { detail: body.detail || resp.status });
+        out.hidden = false;
+        i18n.setText(out, "overview.error", { detail: body.detail || resp.status });
         return;
       }
-      const dl = document.createElement("dl");
-      field(dl, "overview.created.link", body.customer.page_url, body.customer.page_url);
-      field(dl, "overview.created.pin", body.customer.pin);
-      field(dl, "overview.created.flash", body.customer.flash_page_url, body.customer.flash_page_url);
-      const room = "/advisor/" + encodeURIComponent(body.id);
-      field(dl, "overview.created.open", body.advisor.page_url, room);
-      out.appendChild(dl);
+      // the table shows it, with link, PIN and copy buttons, marked as new
+      window.location.assign("/advisor?created=" + encodeURIComponent(body.id));
     } catch (err) {
-      VB.i18n.setText(out, "overview.create_failed");
+      out.hidden = false;
+      i18n.setText(out, "overview.create_failed");
     } finally {
       create.disabled = false;
     }
   });
+
+  // -- copy link and PIN ----------------------------------------------------------------------
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text);
+    }
+    return Promise.reject(new Error("no clipboard"));
+  }
+
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    const label = button.querySelector("[data-t]");
+    button.addEventListener("click", function () {
+      const target = document.getElementById(button.dataset.copy);
+      copyText(target.textContent.trim()).then(
+        function () {
+          i18n.setText(label, "room.copied");
+        },
+        function () {
+          // select it, so Ctrl+C does the rest
+          const range = document.createRange();
+          range.selectNodeContents(target);
+          const selection = window.getSelection();
+          selection.removeAllRanges();
+          selection.addRange(range);
+          i18n.setText(label, "room.copy_failed");
+        }
+      );
+      window.setTimeout(function () {
+        i18n.setText(label, "room.copy");
+      }, 2500);
+    });
+  });
+
+  // -- end: ask first -------------------------------------------------------------------------
+
+  document.querySelectorAll("form.end-form").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(i18n.t(form.dataset.confirm))) {
+        event.preventDefault();
+      }
+    });
+  });
+
+  // -- who is waiting -------------------------------------------------------------------------
+
+  const STATE_KEYS = {
+    absent: "overview.absent",
+    waiting: "overview.waiting",
+    together: "overview.together",
+  };
+
+  function render(consultations) {
+    const rows = document.querySelectorAll("#consultations tbody tr[data-id]");
+    const shown = Array.prototype.map.call(rows, function (row) {
+      return row.dataset.id;
+    });
+    const known = consultations.map(function (c) {
+      return c.id;
+    });
+    if (shown.length !== known.length || known.some((id) => shown.indexOf(id) < 0)) {
+      // created elsewhere or ended: the server renders the table again
+      window.location.reload();
+      return;
+    }
+    let waiting = 0;
+    consultations.forEach(function (c) {
+      const row = document.getElementById("c-" + c.id);
+      if (c.customer === "waiting") {
+        waiting += 1;
+      }
+      if (row && row.dataset.state !== c.customer) {
+        row.dataset.state = c.customer;
+        i18n.setText(row.querySelector(".customer-state"), STATE_KEYS[c.customer]);
+      }
+    });
+    document.title = waiting ? i18n.t("overview.waiting_title", { n: waiting }) : baseTitle;
+  }
+
+  async function poll() {
+    try {
+      const resp = await fetch("/advisor/state", { credentials: "same-origin" });
+      if (resp.status === 403) {
+        window.location.reload(); // signed out (elsewhere, or the password changed)
+        return;
+      }
+      if (resp.ok) {
+        render((await resp.json()).consultations);
+      }
+    } catch (err) {
+      // the gateway restarts or the network dropped: try again at the next tick
+    }
+    window.setTimeout(poll, POLL_MS);
+  }
+
+  window.setTimeout(poll, POLL_MS);
 })();

@@ -1,0 +1,189 @@
+"""Advisor accounts: names and argon2id password hashes in ``<data-dir>/advisors.sqlite``.
+
+Managed from the command line (``python -m gateway advisor add|list|remove|passwd``,
+see ``gateway/main.py``) and read by the running gateway at login. The two may be
+different processes at the same time, so nothing is cached: a login reads the row, and
+every request of a logged-in advisor checks that the account still exists with the
+password it logged in with (:meth:`AdvisorAccounts.generation`), so ``remove`` and
+``passwd`` end the account's sessions at once.
+
+- Hashes: argon2id (RFC 9106) through ``argon2-cffi``'s ``PasswordHasher`` with its
+  defaults (the RFC's second recommended option: 64 MiB, 3 passes, 4 lanes). A hash
+  made with older parameters is replaced at the next successful login.
+- The file is created ``0600`` in a ``0700``-or-stricter data dir: it holds hashes,
+  which are still worth guessing against offline.
+- An unknown name costs the same as a wrong password (a hash is verified either way),
+  so the login answer's timing does not tell which names exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+FILE_NAME = "advisors.sqlite"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024  # argon2 takes any length; a megabyte "password" is a DoS, not a secret
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS advisor (
+    name TEXT PRIMARY KEY COLLATE NOCASE,
+    hash TEXT NOT NULL,
+    generation TEXT NOT NULL,
+    created TEXT NOT NULL,
+    changed TEXT NOT NULL
+)
+"""
+
+
+class AccountError(ValueError):
+    """A refused account operation; the message is meant for the operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    created: str
+    changed: str
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    if not NAME_PATTERN.fullmatch(name):
+        raise AccountError(
+            "An advisor name is 1-64 characters: letters, digits and . _ @ - "
+            "(starting with a letter or digit)."
+        )
+    return name
+
+
+def check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"The password must have at least {MIN_PASSWORD} characters.")
+    if len(password) > MAX_PASSWORD:
+        raise AccountError(f"The password must have at most {MAX_PASSWORD} characters.")
+    return password
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class AdvisorAccounts:
+    """The account table. Every call opens its own short SQLite connection, so the
+    object may be used from any thread and beside the command line tool."""
+
+    def __init__(self, data_dir: Path, hasher: PasswordHasher | None = None) -> None:
+        self.path = data_dir / FILE_NAME
+        self.hasher = hasher or PasswordHasher()
+        # verified against when the name is unknown (same cost as a wrong password)
+        self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+
+    @contextlib.contextmanager
+    def _db(self, create: bool = False) -> Iterator[sqlite3.Connection]:
+        if not self.path.exists():
+            if not create:
+                # nothing to read: an empty table without creating the file
+                db = sqlite3.connect(":memory:")
+                db.execute(_SCHEMA)
+                try:
+                    yield db
+                finally:
+                    db.close()
+                return
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        db = sqlite3.connect(self.path, timeout=5.0)
+        try:
+            db.execute(_SCHEMA)
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    # -- command line -----------------------------------------------------------------------
+    def add(self, name: str, password: str) -> Account:
+        name = check_name(name)
+        digest = self.hasher.hash(check_password(password))
+        now = _now()
+        with self._db(create=True) as db:
+            try:
+                db.execute(
+                    "INSERT INTO advisor VALUES (?, ?, ?, ?, ?)",
+                    (name, digest, secrets.token_hex(8), now, now),
+                )
+            except sqlite3.IntegrityError:
+                raise AccountError(f"An advisor named {name!r} exists already.") from None
+        return Account(name, now, now)
+
+    def set_password(self, name: str, password: str) -> None:
+        digest = self.hasher.hash(check_password(password))
+        with self._db(create=True) as db:
+            cur = db.execute(
+                "UPDATE advisor SET hash = ?, generation = ?, changed = ? WHERE name = ?",
+                (digest, secrets.token_hex(8), _now(), name.strip()),
+            )
+            if cur.rowcount == 0:
+                raise AccountError(f"No advisor named {name!r}.")
+
+    def remove(self, name: str) -> None:
+        with self._db(create=True) as db:
+            cur = db.execute("DELETE FROM advisor WHERE name = ?", (name.strip(),))
+            if cur.rowcount == 0:
+                raise AccountError(f"No advisor named {name!r}.")
+
+    def accounts(self) -> list[Account]:
+        with self._db() as db:
+            rows = db.execute("SELECT name, created, changed FROM advisor ORDER BY name").fetchall()
+        return [Account(*row) for row in rows]
+
+    # -- login --------------------------------------------------------------------------------
+    def verify(self, name: str, password: str) -> tuple[str, str] | None:
+        """``(canonical name, generation)`` when the password is right, else None.
+
+        Blocking (argon2 takes tens of milliseconds on purpose): call it in a thread.
+        """
+        if len(password) > MAX_PASSWORD or not NAME_PATTERN.fullmatch(name.strip()):
+            self._burn(password[:MAX_PASSWORD])
+            return None
+        with self._db() as db:
+            row = db.execute(
+                "SELECT name, hash, generation FROM advisor WHERE name = ?", (name.strip(),)
+            ).fetchone()
+        if row is None:
+            self._burn(password)
+            return None
+        canonical, digest, generation = row
+        try:
+            self.hasher.verify(digest, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return None
+        if self.hasher.check_needs_rehash(digest):
+            with self._db(create=True) as db:
+                db.execute(
+                    "UPDATE advisor SET hash = ? WHERE name = ? AND hash = ?",
+                    (self.hasher.hash(password), canonical, digest),
+                )
+        return canonical, generation
+
+    def _burn(self, password: str) -> None:
+        with contextlib.suppress(VerificationError, InvalidHashError):
+            self.hasher.verify(self._dummy, password)
+
+    def generation(self, name: str) -> str | None:
+        """The account's password generation (changes with ``passwd``); None once removed."""
+        with self._db() as db:
+            row = db.execute("SELECT generation FROM advisor WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])

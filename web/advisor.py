@@ -1,0 +1,452 @@
+"""The advisor's side of the pages: sign-in, sign-out, the start page, the consultation
+page, and ending a consultation from the start page.
+
+Sign-in, three ways (docs/privacy.md, "Advisor accounts"):
+
+- name and password (``python -m gateway advisor add NAME``) on ``/login``, limited per
+  address and per account (``login_*`` limits: lock-out after repeated failures);
+- the one-time link the service prints at start (``/login?token=…``);
+- ``Authorization: Bearer <--advisor-token>`` for scripts (no page, no cookie).
+
+The cookie ``vb_advisor`` is HttpOnly, SameSite=Strict, Secure under TLS. Every
+state-changing form carries the CSRF token (an HMAC of the cookie session, see
+``web.auth``); the sign-in form, which has no session yet, carries an HMAC of a
+short-lived pre-login cookie ``vb_login`` instead, so another site cannot sign a
+browser in to an account of its choosing (login CSRF).
+
+An advisor signed in with an account sees the consultations that account created, and
+those created without an account (API scripts, the one-time login); the one-time login
+and the static token see all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import math
+import re
+import secrets
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.consultation import Consultation, Role
+from gateway.service import AdvisorAuth, AdvisorSession
+from web.auth import ADVISOR_COOKIE, check_csrf, csrf_token, gateway_of, identify, same_origin
+from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
+from web.links import participant_links
+from web.pages import html_response, message_page, set_cookie, view
+from web.templates import View, advisor_room, esc
+from web.throttle import FailureLimiter
+
+log = logging.getLogger(__name__)
+
+LOGIN_COOKIE = "vb_login"
+LOGIN_FORM_TTL = 3600
+_NEXT = re.compile(r"/(advisor|ops)(/[A-Za-z0-9_\-]{1,64})?")
+
+
+class LoginGuard:
+    """Failure counting for the sign-in form: per address and per account name."""
+
+    def __init__(self, per_address: FailureLimiter, per_account: FailureLimiter) -> None:
+        self.per_address = per_address
+        self.per_account = per_account
+
+    def retry_after(self, address: str, account: str) -> float:
+        return max(
+            self.per_address.retry_after(address), self.per_account.retry_after(account.lower())
+        )
+
+    def failed(self, address: str, account: str) -> float:
+        return max(self.per_address.fail(address), self.per_account.fail(account.lower()))
+
+    def succeeded(self, account: str) -> None:
+        # The address keeps its count: a valid account of its own must not let an
+        # address reset its budget between guesses at other accounts.
+        self.per_account.succeed(account.lower())
+
+
+LOGIN_GUARD_KEY = web.AppKey("login_guard", LoginGuard)
+# consultation id -> the account that created it (memory only, forgotten at its end)
+OWNERS_KEY = web.AppKey("consultation_owners", dict[str, str])
+
+routes = web.RouteTableDef()
+
+
+def advisor_session(request: web.Request) -> tuple[str, AdvisorSession] | None:
+    """The signed-in advisor's cookie session id and session, or None."""
+    sid = request.cookies.get(ADVISOR_COOKIE)
+    if not sid:
+        return None
+    entry = gateway_of(request).advisor_auth.session(sid)
+    return None if entry is None else (sid, entry)
+
+
+def remember_owner(request: web.Request, consultation: Consultation) -> None:
+    """Called by ``POST /api/sessions``: a consultation belongs to the signed-in account."""
+    principal = identify(request)
+    if principal is None or principal.cookie_session is None:
+        return
+    entry = gateway_of(request).advisor_auth.session(principal.cookie_session)
+    owners = request.app.get(OWNERS_KEY)
+    if entry is not None and entry.account is not None and owners is not None:
+        owners[consultation.id] = entry.account
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _safe_next(value: object) -> str:
+    return value if isinstance(value, str) and _NEXT.fullmatch(value) else "/advisor"
+
+
+def _login_csrf(request: web.Request, nonce: str) -> str:
+    digest = hmac.new(
+        request.app[CSRF_SECRET_KEY], b"login:" + nonce.encode(), hashlib.sha256
+    ).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def login_page(
+    request: web.Request,
+    *,
+    status: int = 200,
+    message: str = "",
+    next_path: str = "/advisor",
+    name: str = "",
+    retry_after: float = 0.0,
+    title_key: str = "login.title",
+) -> web.Response:
+    """The sign-in form (also the answer to an advisor page without a session)."""
+    v = view(request)
+    nonce = request.cookies.get(LOGIN_COOKIE) or ""
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{20,64}", nonce):
+        nonce = secrets.token_urlsafe(24)
+    params = {"minutes": max(1, math.ceil(retry_after / 60))} if retry_after else {}
+    note = v.tr(message, "p", 'class="error" role="alert"', **params) if message else ""
+    main = (
+        '<section class="card login-card">'
+        + note
+        + '<form method="post" action="/login" class="login-form">'
+        + f'<input type="hidden" name="csrf" value="{esc(_login_csrf(request, nonce))}">'
+        + f'<input type="hidden" name="next" value="{esc(next_path)}">'
+        + v.tr("login.name", "label", 'for="login-name"')
+        + f'<input id="login-name" name="name" autocomplete="username" maxlength="64" '
+        f'value="{esc(name)}" required{"" if name else " autofocus"}>'
+        + v.tr("login.password", "label", 'for="login-password"')
+        + '<input id="login-password" name="password" type="password" maxlength="1024" '
+        f'autocomplete="current-password" required{" autofocus" if name else ""}>'
+        + '<button type="submit" class="primary">'
+        + v.tr("login.submit")
+        + "</button></form></section>"
+    )
+    response = html_response(
+        request, v.document(title_key, main, body_class="page-login"), status=status
+    )
+    # scoped to the form's target; SameSite=Strict: a cross-site POST arrives without it
+    set_cookie(request, response, LOGIN_COOKIE, nonce, path="/login", max_age=LOGIN_FORM_TTL)
+    if retry_after:
+        response.headers["Retry-After"] = str(math.ceil(retry_after))
+    return response
+
+
+def _not_signed_in(request: web.Request) -> web.Response:
+    # 403 with the form in it: the page the advisor wanted comes back after signing in
+    return login_page(
+        request,
+        status=403,
+        message="login.needed.text",
+        next_path=_safe_next(request.path),
+        title_key="login.needed.title",
+    )
+
+
+# -- sign-in and sign-out ----------------------------------------------------------------------
+
+
+@routes.get("/login")
+async def login(request: web.Request) -> web.Response:
+    if "token" not in request.query:
+        if advisor_session(request) is not None:
+            return _see_other(_safe_next(request.query.get("next")))
+        return login_page(request, next_path=_safe_next(request.query.get("next")))
+    sid = gateway_of(request).advisor_auth.redeem_login(request.query.get("token"))
+    if sid is None:
+        return message_page(request, "login.failed.title", "login.failed.text", status=403)
+    log.info("advisor signed in with the one-time link")
+    response = _see_other("/advisor")
+    set_cookie(
+        request, response, ADVISOR_COOKIE, sid, path="/", max_age=int(AdvisorAuth.SESSION_TTL)
+    )
+    return response
+
+
+@routes.post("/login")
+async def login_submit(request: web.Request) -> web.Response:
+    form = await request.post()
+    name = form.get("name")
+    password = form.get("password")
+    name = name.strip()[:64] if isinstance(name, str) else ""
+    password = password if isinstance(password, str) else ""
+    next_path = _safe_next(form.get("next"))
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    sent = form.get("csrf")
+    if (
+        not same_origin(request, required=False, null_ok=True)
+        or not nonce
+        or not isinstance(sent, str)
+        or not hmac.compare_digest(sent.encode(), _login_csrf(request, nonce).encode())
+    ):
+        return login_page(
+            request, status=403, message="login.expired", next_path=next_path, name=name
+        )
+    auth = gateway_of(request).advisor_auth
+    guard = request.app[LOGIN_GUARD_KEY]
+    address = request.remote or "-"
+    wait = guard.retry_after(address, name)
+    if wait:
+        return login_page(
+            request, status=429, message="login.locked", next_path=next_path, retry_after=wait
+        )
+    verified = None
+    if auth.accounts is not None and name and password:
+        # argon2 takes tens of milliseconds of CPU on purpose: not on the event loop
+        verified = await asyncio.to_thread(auth.accounts.verify, name, password)
+    if verified is None:
+        locked = guard.failed(address, name)
+        if locked:
+            log.warning("advisor sign-in locked for %d s after repeated failures", locked)
+            return login_page(
+                request, status=429, message="login.locked", next_path=next_path, retry_after=locked
+            )
+        return login_page(
+            request, status=403, message="login.wrong", next_path=next_path, name=name
+        )
+    guard.succeeded(name)
+    account, generation = verified
+    sid = auth.new_session(account, generation)
+    log.info("advisor %s signed in", account)
+    response = _see_other(next_path)
+    set_cookie(
+        request, response, ADVISOR_COOKIE, sid, path="/", max_age=int(AdvisorAuth.SESSION_TTL)
+    )
+    response.del_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.Response:
+    principal = identify(request)
+    if principal is not None and principal.cookie_session is not None:
+        form = await request.post()
+        token = form.get("csrf")
+        check_csrf(request, principal, token if isinstance(token, str) else None)
+        gateway_of(request).advisor_auth.end_session(principal.cookie_session)
+    response = message_page(request, "logout.title", "logout.text")
+    response.del_cookie(ADVISOR_COOKIE, path="/")
+    return response
+
+
+# -- the start page ------------------------------------------------------------------------------
+
+
+def customer_state(consultation: Consultation) -> str:
+    """``absent``, ``waiting`` (the customer is there, the advisor not yet) or
+    ``together``."""
+    customer = bool(consultation.participants[Role.CUSTOMER].connections)
+    advisor = bool(consultation.participants[Role.ADVISOR].connections)
+    if not customer:
+        return "absent"
+    return "together" if advisor else "waiting"
+
+
+_STATE_KEYS = {
+    "absent": "overview.absent",
+    "waiting": "overview.waiting",
+    "together": "overview.together",
+}
+
+
+def visible_consultations(request: web.Request, entry: AdvisorSession) -> list[Consultation]:
+    owners = request.app[OWNERS_KEY]
+    found = []
+    for consultation in gateway_of(request).directory.consultations.values():
+        if consultation.ended:
+            continue
+        owner = owners.get(consultation.id)
+        if entry.account is None or owner is None or owner == entry.account:
+            found.append(consultation)
+    return sorted(found, key=lambda c: c.created_at, reverse=True)
+
+
+def _copy_button(v: View, target: str) -> str:
+    return (
+        f'<button type="button" class="copy secondary" data-copy="{esc(target)}">'
+        + v.tr("room.copy")
+        + "</button>"
+    )
+
+
+def _row(request: web.Request, v: View, consultation: Consultation, csrf: str, new: bool) -> str:
+    links = participant_links(gateway_of(request).config, consultation, Role.CUSTOMER)
+    cid = esc(consultation.id)
+    state = customer_state(consultation)
+    mark = " " + v.tr("overview.new", "span", 'class="badge new"') if new else ""
+    return (
+        f'<tr id="c-{cid}" data-id="{cid}" data-state="{state}"{" class=new" if new else ""}>'
+        f'<td><a href="/advisor/{cid}">{cid}</a>{mark}</td>'
+        f'<td><a class="link" id="link-{cid}" href="{esc(links["page_url"])}">'
+        f"{esc(links['page_url'])}</a> {_copy_button(v, f'link-{cid}')}</td>"
+        f'<td><span class="pin" id="pin-{cid}">{esc(links["pin"])}</span> '
+        f"{_copy_button(v, f'pin-{cid}')}</td>"
+        + v.tr(_STATE_KEYS[state], "td", 'class="customer-state"')
+        + f'<td class="row-actions"><a class="button primary" href="/advisor/{cid}">'
+        + v.tr("overview.join")
+        + "</a>"
+        f'<form method="post" action="/advisor/{cid}/end" class="end-form" '
+        f'data-confirm="overview.end_confirm">'
+        f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
+        '<button type="submit" class="danger">'
+        + v.tr("overview.end")
+        + "</button></form></td></tr>"
+    )
+
+
+@routes.get("/advisor")
+async def advisor_home(request: web.Request) -> web.Response:
+    signed_in = advisor_session(request)
+    if signed_in is None:
+        return _not_signed_in(request)
+    sid, entry = signed_in
+    v = view(request)
+    csrf = csrf_token(request.app, sid)
+    new_id = request.query.get("created", "")
+    consultations = visible_consultations(request, entry)
+    rows = [_row(request, v, c, csrf, c.id == new_id) for c in consultations]
+    if rows:
+        heads = "".join(
+            v.tr(f"overview.col.{col}", "th")
+            for col in ("consultation", "link", "pin", "customer", "actions")
+        )
+        table = (
+            f'<div class="table-wrap"><table id="consultations"><thead><tr>{heads}</tr></thead>'
+            "<tbody>" + "".join(rows) + "</tbody></table></div>"
+        )
+    else:
+        table = v.tr("overview.none", "p")
+    who = (
+        v.tr("overview.signed_in", "p", 'class="signed-in"', name=entry.account)
+        if entry.account
+        else ""
+    )
+    notice = (
+        v.tr("overview.ended", "p", 'class="notice" role="status"')
+        if "ended" in request.query
+        else ""
+    )
+    main = (
+        who + notice + '<section class="card">'
+        '<p><button type="button" id="create-session" class="primary">'
+        + v.tr("overview.create")
+        + '</button></p><div id="created" hidden></div></section>'
+        '<section class="card">' + v.tr("overview.running", "h2") + table + "</section>"
+        '<form method="post" action="/logout" class="logout">'
+        f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
+        '<button type="submit" class="secondary">' + v.tr("logout.button") + "</button></form>"
+    )
+    page = v.document(
+        "overview.title",
+        main,
+        scripts=("i18n.js", "advisor.js"),
+        meta={"csrf-token": csrf},
+        body_class="page-overview",
+    )
+    return html_response(request, page)
+
+
+@routes.get("/advisor/state")
+async def advisor_state(request: web.Request) -> web.Response:
+    """What the start page polls: each visible consultation and its customer's state."""
+    signed_in = advisor_session(request)
+    if signed_in is None:
+        return web.json_response({"signed_in": False}, status=403)
+    _, entry = signed_in
+    return web.json_response(
+        {
+            "consultations": [
+                {"id": c.id, "customer": customer_state(c)}
+                for c in visible_consultations(request, entry)
+            ]
+        }
+    )
+
+
+@routes.post("/advisor/{id}/end")
+async def advisor_end(request: web.Request) -> web.Response:
+    principal = identify(request)
+    if principal is None or principal.cookie_session is None:
+        return _not_signed_in(request)
+    form = await request.post()
+    token = form.get("csrf")
+    check_csrf(request, principal, token if isinstance(token, str) else None)
+    signed_in = advisor_session(request)
+    assert signed_in is not None
+    cid = request.match_info["id"]
+    if any(c.id == cid for c in visible_consultations(request, signed_in[1])):
+        gateway_of(request).directory.end(cid, "ended")
+        log.info("consultation %s ended by the advisor", cid)
+    return _see_other("/advisor?ended")
+
+
+@routes.get("/advisor/{id}")
+async def advisor_consultation(request: web.Request) -> web.Response:
+    signed_in = advisor_session(request)
+    if signed_in is None:
+        return _not_signed_in(request)
+    sid, _ = signed_in
+    gateway = gateway_of(request)
+    consultation = gateway.directory.get(request.match_info["id"])
+    if consultation is None or consultation.ended:
+        return message_page(request, "gone.title", "gone.text", status=404)
+    links = participant_links(gateway.config, consultation, Role.CUSTOMER)
+    page = advisor_room(
+        view(request),
+        consultation.id,
+        links,
+        token=consultation.participants[Role.ADVISOR].token,
+        csrf=csrf_token(request.app, sid),
+        stun=gateway.config.stun,
+    )
+    return html_response(request, page)
+
+
+async def _owners_ctx(app: web.Application) -> AsyncIterator[None]:
+    directory = app[GATEWAY_KEY].directory
+    owners = app[OWNERS_KEY]
+
+    def forget(consultation: Consultation) -> None:
+        owners.pop(consultation.id, None)
+
+    directory.on_end.append(forget)
+    yield
+    directory.on_end.remove(forget)
+
+
+def setup(app: web.Application) -> None:
+    limits = app[GATEWAY_KEY].config.limits
+    app[LOGIN_GUARD_KEY] = LoginGuard(
+        FailureLimiter(
+            limits.login_max_failures_per_address, limits.login_failure_window, limits.login_lockout
+        ),
+        FailureLimiter(
+            limits.login_max_failures_per_account, limits.login_failure_window, limits.login_lockout
+        ),
+    )
+    app[OWNERS_KEY] = {}
+    app.cleanup_ctx.append(_owners_ctx)
+    app.add_routes(routes)
