@@ -4,10 +4,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # Debian packages the tests talk to (real peers nobody here wrote) and the yardsticks.
-APT_PACKAGES := ffmpeg rtmpdump chromium nginx libnginx-mod-rtmp openssl
+# haxe builds the Flash client (make swf and its test); npm installs Ruffle for the tests
+# (checked as a command: a NodeSource nodejs brings its own npm, which Debian's conflicts with).
+APT_PACKAGES := ffmpeg rtmpdump chromium nginx libnginx-mod-rtmp openssl haxe
 STAMP  := $(VENV)/.installed
+# Ruffle (npm @ruffle-rs/ruffle), test-only: renders the SWF's UI in Chromium, served by
+# the test from this folder on the gateway's own origin (never from a CDN).
+RUFFLE := tests/node/node_modules/@ruffle-rs/ruffle/ruffle.js
 
-.PHONY: venv run test lint bench deps clean
+.PHONY: venv run test lint bench deps clean swf
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +29,7 @@ run: $(STAMP)
 deps:
 	@missing=""; \
 	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -39,11 +45,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: deps $(STAMP) lint
+# The Flash client: rebuild web/static/flash/videoberatung.swf from web/flash/ and record
+# its source hash (make test fails while the committed SWF is older than its sources).
+# `make run` serves the committed copy, so a fresh machine needs no Haxe.
+swf: $(STAMP)
+	$(PY) -m web.swf build
+
+$(RUFFLE): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: deps $(STAMP) $(RUFFLE) lint
 	$(VENV)/bin/pytest -q
 
 bench: deps $(STAMP)
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/node/node_modules

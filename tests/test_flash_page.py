@@ -1,0 +1,645 @@
+"""The Flash client (issue 4): the SWF built from Haxe source, the Flash page that embeds
+it, ``/crossdomain.xml``; rtmpdump's SWF verification against the SWF the gateway
+serves; Ruffle rendering the SWF's UI in headless Chromium.
+
+Ruffle has no RTMP and no camera: here it shows that the SWF's German UI is drawn and
+that it tells the customer clearly when no connection can be made. The protocol side is
+tested with real RTMP peers (rtmpdump here, ffmpeg and our Flash-like client elsewhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+
+from gateway.config import Config
+from gateway.service import Gateway
+from tests.conftest import require_tool
+from tests.gwproc import GatewayProcess
+from tests.media import analyse, make_flv
+from web import swf
+from web.app import create_app
+
+ADVISOR_TOKEN = "static-advisor-token-for-tests"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-background-networking",
+    "--no-sandbox",
+    "--headless=new",
+]
+RUFFLE_DIR = Path(__file__).resolve().parent / "node" / "node_modules" / "@ruffle-rs" / "ruffle"
+# The key librtmp (and Flash Player) use for the SWF verification hash: the first 30
+# bytes of the player key (DESIGN.md, "Flash facts").
+PLAYER_KEY = b"Genuine Adobe Flash Player 001"
+
+Client = TestClient[web.Request, web.Application]
+TLS = (Path("cert.pem"), Path("key.pem"))  # only their presence matters to the links
+
+
+# -- the SWF file ------------------------------------------------------------------------------
+
+
+@dataclass
+class SwfHeader:
+    signature: bytes
+    version: int
+    file_length: int
+    width: float  # pixels (the header stores twips)
+    height: float
+    fps: float
+    body: bytes  # everything after the 8-byte header, decompressed
+
+
+def read_swf(data: bytes) -> SwfHeader:
+    """SWF file header (SWF spec 19, chapter 2): signature, version, length of the whole
+    uncompressed file, then (zlib-compressed for ``CWS``) a RECT of the frame size, the
+    frame rate as 8.8 fixed point and the frame count."""
+    signature, version, length = data[:3], data[3], struct.unpack_from("<I", data, 4)[0]
+    if signature == b"CWS":
+        body = zlib.decompress(data[8:])
+    elif signature == b"FWS":
+        body = data[8:]
+    else:
+        raise AssertionError(f"not a SWF file: {signature!r}")
+    nbits = body[0] >> 3
+    bits = int.from_bytes(body[: (5 + 4 * nbits + 7) // 8], "big")
+    total = (5 + 4 * nbits + 7) // 8 * 8
+    fields = []
+    for i in range(4):
+        shift = total - 5 - (i + 1) * nbits
+        value = (bits >> shift) & ((1 << nbits) - 1)
+        if value & (1 << (nbits - 1)):
+            value -= 1 << nbits
+        fields.append(value)
+    xmin, xmax, ymin, ymax = fields
+    rate = struct.unpack_from("<H", body, total // 8)[0]
+    return SwfHeader(
+        signature, version, length, (xmax - xmin) / 20, (ymax - ymin) / 20, rate / 256, body
+    )
+
+
+def assert_flash_player_11_client(header: SwfHeader) -> None:
+    assert header.signature in (b"CWS", b"FWS")
+    assert header.version == 13  # -swf-version 11: Flash Player 11.0 writes SWF 13
+    assert header.file_length == 8 + len(header.body)
+    assert (header.width, header.height, header.fps) == (800, 560, 15)
+    body = header.body
+    # the AS3 APIs the client is built on, by name in the ABC constant pool
+    for name in (
+        b"H264VideoStreamSettings",
+        b"setProfileLevel",
+        b"setKeyFrameInterval",
+        b"getEnhancedMicrophone",
+        b"SPEEX",
+        b"NELLYMOSER",
+        b"navigateToURL",
+        b"objectEncoding",
+        b"onSessionEvent",
+        b"onChat",
+    ):
+        assert name in body, name
+    # both languages compiled in from web/static/i18n (UTF-8 in the constant pool)
+    for text in ("Kamera einschalten", "Beratung verlassen", "Turn camera on"):
+        assert text.encode() in body, text
+
+
+def test_swf_builds_from_its_haxe_source(tmp_path: Path) -> None:
+    require_tool("haxe")
+    out = swf.build(tmp_path / "videoberatung.swf")
+    assert_flash_player_11_client(read_swf(out.read_bytes()))
+    # building into another place leaves the shipped copy and its hash alone
+    assert swf.shipped_hash() is not None
+
+
+def test_shipped_swf_is_built_from_the_current_sources() -> None:
+    """``make run`` serves the committed SWF; Haxe output differs per build (a random boot
+    class name), so the copy is tied to its sources by their hash, not by its bytes."""
+    assert swf.shipped_hash() == swf.source_hash(), (
+        "web/static/flash/videoberatung.swf is older than web/flash/ or the swf.* strings: "
+        "run `make swf` and commit the SWF with its .sources.sha256"
+    )
+    assert_flash_player_11_client(read_swf(swf.SWF_PATH.read_bytes()))
+
+
+def test_source_hash_follows_the_sources_and_only_the_swf_strings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "flash"
+    shutil.copytree(swf.FLASH_SRC, src)
+    i18n = tmp_path / "i18n"
+    shutil.copytree(swf.I18N_DIR, i18n)
+    monkeypatch.setattr(swf, "FLASH_SRC", src)
+    monkeypatch.setattr(swf, "I18N_DIR", i18n)
+    original = swf.source_hash()
+    assert original == swf.source_hash() == swf.shipped_hash()
+
+    de = i18n / "de.json"
+    text = de.read_text(encoding="utf-8")
+
+    def edit(key: str, value: str) -> None:
+        table = json.loads(text)
+        assert key in table
+        table[key] = value
+        de.write_text(json.dumps(table, ensure_ascii=False, indent=1), encoding="utf-8")
+
+    edit("pin.title", "Ihre Beratung")  # a string of the HTML pages only
+    assert swf.source_hash() == original
+    edit("swf.camera.turn_on", "Kamera an")
+    assert swf.source_hash() != original
+    de.write_text(text, encoding="utf-8")
+    assert swf.source_hash() == original
+
+    main = src / "src" / "VideoBeratung.hx"
+    main.write_text(main.read_text() + "\n// changed\n")
+    assert swf.source_hash() != original
+
+
+# -- the Flash page (in process) ------------------------------------------------------------------
+
+
+def make_client_app(**config: Any) -> web.Application:
+    return create_app(Gateway.from_config(Config(advisor_token=ADVISOR_TOKEN, **config)))
+
+
+async def new_consultation(client: Client) -> dict[str, Any]:
+    resp = await client.post("/api/sessions", headers={"Authorization": f"Bearer {ADVISOR_TOKEN}"})
+    assert resp.status == 201, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+def path_of(url: str) -> str:
+    return urlsplit(url).path
+
+
+def cookie_pairs(resp: Any) -> list[tuple[str, str, str]]:
+    """(name, value, path) of every Set-Cookie header."""
+    pairs = []
+    for header in resp.headers.getall("Set-Cookie", []):
+        first, *attrs = [part.strip() for part in header.split(";")]
+        name, _, value = first.partition("=")
+        path = next((a.split("=", 1)[1] for a in attrs if a.lower().startswith("path=")), "")
+        pairs.append((name, value, path))
+    return pairs
+
+
+def flashvars_of(page: str) -> dict[str, str]:
+    values = re.findall(r'<param name="flashvars" value="([^"]*)">', page)
+    assert len(values) == 2 and values[0] == values[1]  # the ActiveX and the plugin object
+    return dict(parse_qsl(values[0].replace("&amp;", "&"), strict_parsing=True))
+
+
+async def enter_pin(client: Client, body: dict[str, Any]) -> str:
+    """PIN at the Flash page → the cookie header for the Flash and the browser page."""
+    flash = path_of(body["customer"]["flash_page_url"])
+    origin = {"Origin": f"http://{client.host}:{client.port}"}
+    resp = await client.post(
+        flash, data={"pin": body["customer"]["pin"]}, headers=origin, allow_redirects=False
+    )
+    assert resp.status == 303 and resp.headers["Location"] == flash
+    cookies = cookie_pairs(resp)
+    sid = body["id"]
+    token = body["customer"]["token"]
+    assert ("vb_customer", token, f"/k/{sid}") in cookies
+    assert ("vb_customer", token, f"/flash/{sid}") in cookies
+    assert all("HttpOnly" in h for h in resp.headers.getall("Set-Cookie"))
+    return f"vb_customer={token}"
+
+
+async def test_flash_page_asks_for_the_pin_before_it_hands_out_the_token(
+    aiohttp_client: Any,
+) -> None:
+    client: Client = await aiohttp_client(make_client_app())
+    body = await new_consultation(client)
+    flash = path_of(body["customer"]["flash_page_url"])
+    token = body["customer"]["token"]
+
+    resp = await client.get(flash)
+    page = await resp.text()
+    assert resp.status == 200
+    assert f'action="{flash}"' in page and 'name="pin"' in page
+    assert token not in page and "<object" not in page
+
+    origin = {"Origin": f"http://{client.host}:{client.port}"}
+    resp = await client.post(flash, data={"pin": "000000"}, headers=origin)
+    assert resp.status == 403 and "Set-Cookie" not in resp.headers
+    assert f'action="{flash}"' in await resp.text()
+
+    cookie = await enter_pin(client, body)
+    resp = await client.get(flash, headers={"Cookie": cookie})
+    page = await resp.text()
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "no-store"  # it carries the token
+    swf_url = re.search(r'<param name="movie" value="([^"]+)">', page)
+    assert swf_url and swf_url.group(1).startswith("/static/flash/videoberatung.swf?v=")
+    assert f'data="{swf_url.group(1)}"' in page
+    assert 'type="application/x-shockwave-flash"' in page
+    assert 'classid="clsid:D27CDB6E-AE6D-11cf-96B8-444553540000"' in page
+    assert '<param name="allowScriptAccess" value="never">' in page
+    assert "/static/flash.js" in page
+    config = Config()
+    assert flashvars_of(page) == {
+        "token": token,
+        "rtmp": f"rtmp://127.0.0.1:{config.rtmp_port}/consult",
+        "rtmpt": f"rtmpt://127.0.0.1:{config.http_port}/consult",
+        "publish": "customer",
+        "play": "advisor",
+        "base": f"http://127.0.0.1:{config.http_port}",
+        "lang": "de",
+    }
+    # no Flash: the <object>'s fallback content offers the browser page
+    assert f'href="/k/{body["id"]}"' in page and "Beratung im Browser öffnen" in page
+
+    resp = await client.get(flash + "?lang=en", headers={"Cookie": cookie})
+    page = await resp.text()
+    assert flashvars_of(page)["lang"] == "en"
+    assert "Open the consultation in the browser" in page
+
+    # the same cookie opens the browser page (no second PIN)
+    resp = await client.get(f"/k/{body['id']}", headers={"Cookie": cookie})
+    assert 'id="room"' in await resp.text()
+
+    # the SWF itself, with the classic Flash content type
+    resp = await client.get(swf_url.group(1))
+    assert resp.status == 200
+    assert resp.content_type == "application/x-shockwave-flash"
+    assert await resp.read() == swf.SWF_PATH.read_bytes()
+
+
+async def test_plugins_are_allowed_only_on_the_flash_page(aiohttp_client: Any) -> None:
+    client: Client = await aiohttp_client(make_client_app())
+    body = await new_consultation(client)
+    for path, objects in (
+        (path_of(body["customer"]["flash_page_url"]), "object-src 'self'"),
+        (path_of(body["customer"]["page_url"]), "object-src 'none'"),
+        ("/healthz", "object-src 'none'"),
+    ):
+        csp = (await client.get(path)).headers["Content-Security-Policy"]
+        assert objects in csp, (path, csp)
+        assert "default-src 'self'" in csp and "unsafe" not in csp
+
+
+def test_flash_vars_under_tls_use_native_rtmps_then_rtmpts() -> None:
+    config = Config(tls_cert=Path("c"), tls_key=Path("k"), public_url="https://beratung.example.de")
+    values = dict(parse_qsl(swf.flash_vars(config, token="T/+", lang="en")))
+    assert values["token"] == "T/+"
+    # native RTMP over TLS first, then Flash's rtmps:// = RTMPT over HTTPS on the web port
+    assert values["rtmp"] == f"rtmps://beratung.example.de:{config.rtmps_port}/consult"
+    assert values["rtmpt"] == "rtmps://beratung.example.de/consult"
+    assert values["base"] == "https://beratung.example.de"
+
+
+async def test_crossdomain_xml_allows_only_our_own_origin(aiohttp_client: Any) -> None:
+    for config, domain, secure in (
+        ({}, "127.0.0.1", None),
+        ({"public_url": "https://beratung.example.de/"}, "beratung.example.de", None),
+        (
+            {
+                "public_url": "https://beratung.example.de",
+                "tls_cert": Path("c"),
+                "tls_key": Path("k"),
+            },
+            "beratung.example.de",
+            "true",
+        ),
+    ):
+        client: Client = await aiohttp_client(make_client_app(**config))
+        resp = await client.get("/crossdomain.xml")
+        assert resp.status == 200
+        assert resp.content_type == "text/x-cross-domain-policy"
+        text = await resp.text()
+        assert "DOCTYPE" not in text and "adobe.com" not in text  # nothing third-party
+        root = ET.fromstring(text)
+        assert root.tag == "cross-domain-policy"
+        control = root.findall("site-control")
+        assert [c.get("permitted-cross-domain-policies") for c in control] == ["master-only"]
+        allowed = root.findall("allow-access-from")
+        assert [(a.get("domain"), a.get("secure")) for a in allowed] == [(domain, secure)]
+        assert "*" not in text
+        await client.close()
+
+
+# -- rtmpdump's SWF verification against the served SWF (end to end) ------------------------------
+
+
+def _publish(path: Path, url: str) -> subprocess.Popen[bytes]:
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path)]
+    cmd += ["-c", "copy", "-f", "flv", url]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.e2e
+def test_rtmpdump_verifies_the_served_swf_and_plays(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    """``rtmpdump -W URL`` fetches the SWF from us, hashes it (HMAC-SHA256 of the
+    decompressed file with the player key), and switches to the digest handshake, whose
+    server digest it validates; then it plays what ffmpeg publishes."""
+    require_tool("rtmpdump")
+    require_tool("ffmpeg")
+    src = make_flv(tmp_path / "advisor.flv", "h264_aac", seconds=8)
+    session = gateway.create_session()
+    swf_url = f"{gateway.base}{swf.SWF_URL_PATH}"
+    publisher = _publish(src, session["advisor"]["rtmp"]["publish_url"])
+    out = tmp_path / "played.flv"
+    home = tmp_path / "home"  # librtmp caches SWF hashes in ~/.swfinfo
+    home.mkdir()
+    try:
+        time.sleep(1.0)
+        done = subprocess.run(
+            [
+                "rtmpdump",
+                "-V",
+                "--live",
+                "-r",
+                f"rtmp://127.0.0.1:{gateway.rtmp_port}/consult",
+                "-y",
+                f"advisor?token={session['customer']['token']}",
+                "-W",
+                swf_url,
+                "-o",
+                str(out),
+                "-B",
+                "3",
+            ],
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "HOME": str(home)},
+        )
+    finally:
+        publisher.kill()
+        publisher.communicate()
+    log = done.stderr.decode(errors="replace")
+    assert "Couldn't verify" not in log and "verification failed" not in log.lower(), log
+    # the digest handshake, our S1 digest validated (librtmp's debug lines)
+    assert "Client digest offset" in log and "Genuine Adobe Flash Media Server" in log, log
+    # librtmp fetched our SWF and hashed exactly what we serve
+    info = (home / ".swfinfo").read_text()
+    body = read_swf(swf.SWF_PATH.read_bytes())
+    uncompressed = b"FWS" + bytes([body.version]) + struct.pack("<I", body.file_length)
+    uncompressed += body.body
+    expected = hmac.new(PLAYER_KEY, uncompressed, hashlib.sha256).hexdigest()
+    assert f"url: {swf_url}" in info
+    assert f"size: {body.file_length:08x}" in info
+    assert f"hash: {expected}" in info
+    result = analyse(out)
+    assert result.video_codec == "h264" and result.audio_codec == "aac"
+    assert result.first_video_keyframe
+    assert result.video_frames >= 25, (result, log[-2000:])
+    assert not result.decode_errors
+
+
+# -- the page in Chromium: without Flash, and with Ruffle rendering the SWF ------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is not installed (run `make deps`)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield browser
+        browser.close()
+
+
+def _pin_in(page: Page, body: dict[str, Any]) -> None:
+    page.goto(body["customer"]["flash_page_url"])
+    page.fill("#pin", body["customer"]["pin"])
+    page.click("button[type=submit]")
+    expect(page.locator("#flash-room")).to_have_count(1)
+
+
+@pytest.mark.e2e
+def test_browser_without_flash_is_offered_the_browser_page(
+    gateway: GatewayProcess, browser: Browser
+) -> None:
+    body = gateway.create_session()
+    context = browser.new_context(locale="de-DE")
+    problems: list[str] = []
+    urls: list[str] = []
+    try:
+        page = context.new_page()
+        page.on(
+            "console",
+            lambda m: problems.append(m.text) if m.type in ("error", "warning") else None,
+        )
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("request", lambda r: urls.append(r.url))
+        _pin_in(page, body)
+        expect(page.locator("#flash-room")).to_have_attribute("data-flash", "missing")
+        missing = page.locator("#flash-missing")
+        expect(missing).to_be_visible()
+        expect(missing).to_contain_text("Dieser Browser zeigt keine Flash-Inhalte an")
+        expect(page.locator("#flash-player")).to_be_hidden()
+        missing.get_by_role("link", name="Beratung im Browser öffnen").click()
+        # the PIN given at the Flash page opens the browser page too
+        expect(page.locator("#room")).to_be_visible()
+        assert urlsplit(page.url).path == f"/k/{body['id']}"
+    finally:
+        context.close()
+    assert problems == []
+    assert all(u.startswith(gateway.base + "/") or u.startswith("ws://") for u in urls), urls
+
+
+def _serve_ruffle(route: Route) -> None:
+    """Ruffle's files, from tests/node, as if on our own origin (no CDN)."""
+    name = urlsplit(route.request.url).path.rsplit("/", 1)[1]
+    path = RUFFLE_DIR / name
+    if not path.is_file() or "/" in name:
+        route.fulfill(status=404)
+        return
+    kind = "application/wasm" if name.endswith(".wasm") else "text/javascript"
+    route.fulfill(status=200, body=path.read_bytes(), headers={"Content-Type": kind})
+
+
+def _allow_ruffle(route: Route) -> None:
+    """The Flash page with the CSP additions Ruffle itself needs (compiling its
+    WebAssembly, its shadow-DOM styles, its blob: audio worker). The gateway's page needs
+    none of them: real Flash Player is a plugin, which ``object-src 'self'`` allows."""
+    response = route.fetch()
+    headers = dict(response.headers)
+    headers["content-security-policy"] += (
+        "; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'"
+        "; worker-src 'self' blob:"
+    )
+    route.fulfill(response=response, headers=headers)
+
+
+RUFFLE_CONFIG = """
+window.RufflePlayer = {config: {
+  publicPath: "/static/ruffle/", preferredRenderer: "canvas", autoplay: "on",
+  letterbox: "on", unmuteOverlay: "hidden", splashScreen: false, logLevel: "info",
+  allowScriptAccess: false
+}};
+"""
+
+
+def _png_pixels(data: bytes) -> tuple[int, int, int, list[bytes]]:
+    """Width, height, bytes per pixel and unfiltered rows of an 8-bit, non-interlaced PNG
+    (what Chromium's screenshots are; PNG spec, chapters 9 and 11)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, b""
+    width = height = bpp = 0
+    while pos < len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        tag, chunk = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if tag == b"IHDR":
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
+            assert depth == 8 and interlace == 0 and color in (2, 6)
+            bpp = 3 if color == 2 else 4
+        elif tag == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    rows: list[bytes] = []
+    prev = bytearray(stride)
+    for y in range(height):
+        line = raw[y * (stride + 1) : (y + 1) * (stride + 1)]
+        kind: int = line[0]
+        cur = bytearray(line[1:])
+        for i in range(stride):
+            a = cur[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                cur[i] = (cur[i] + a) & 0xFF
+            elif kind == 2:
+                cur[i] = (cur[i] + b) & 0xFF
+            elif kind == 3:
+                cur[i] = (cur[i] + (a + b) // 2) & 0xFF
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                cur[i] = (cur[i] + pred) & 0xFF
+        rows.append(bytes(cur))
+        prev = cur
+    return width, height, bpp, rows
+
+
+def _colour_at(png: tuple[int, int, int, list[bytes]], fx: float, fy: float) -> tuple[int, ...]:
+    """The colour at a fraction of the image's width and height (the SWF's own
+    coordinates divided by its 800×560 stage: Ruffle may scale it)."""
+    width, height, bpp, rows = png
+    x, y = int(fx * width), int(fy * height)
+    return tuple(rows[y][x * bpp : x * bpp + 3])
+
+
+def _near(colour: tuple[int, ...], rgb: int, tolerance: int = 28) -> bool:
+    want = ((rgb >> 16) & 0xFF, (rgb >> 8) & 0xFF, rgb & 0xFF)
+    return all(abs(a - b) <= tolerance for a, b in zip(colour, want, strict=True))
+
+
+def _wait_for_trace(page: Page, traces: list[str], prefix: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in traces:
+            if line.startswith(prefix):
+                return line
+        page.wait_for_timeout(200)  # (Playwright delivers console events while it waits)
+    raise AssertionError(f"no {prefix!r} trace from the SWF; got {traces}")
+
+
+@pytest.mark.e2e
+def test_ruffle_renders_the_german_ui_of_the_swf(
+    gateway: GatewayProcess, browser: Browser, artifacts: Path
+) -> None:
+    if not (RUFFLE_DIR / "ruffle.js").is_file():
+        pytest.fail("Ruffle is not installed (make test runs npm ci in tests/node)")
+    body = gateway.create_session()
+    context = browser.new_context(locale="de-DE", viewport={"width": 1000, "height": 900})
+    traces: list[str] = []
+    urls: list[str] = []
+    problems: list[str] = []
+
+    def on_console(msg: ConsoleMessage) -> None:
+        # Ruffle logs the SWF's trace() lines ("vb-…: text") at info level
+        found = re.search(r"(vb-[a-z]+: .*?)(?: color: whitesmoke|$)", msg.text)
+        if found:
+            traces.append(found.group(1).strip())
+        if msg.type == "error":
+            problems.append(msg.text)
+
+    try:
+        context.route(f"{gateway.base}/static/ruffle/*", _serve_ruffle)
+        page_url = re.compile(re.escape(f"{gateway.base}/flash/{body['id']}") + r"(\?lang=en)?$")
+        context.route(page_url, _allow_ruffle)
+        context.add_init_script(RUFFLE_CONFIG)
+        context.add_init_script(path=str(RUFFLE_DIR / "ruffle.js"))
+        page = context.new_page()
+        page.on("console", on_console)
+        page.on("request", lambda r: urls.append(r.url))
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        _pin_in(page, body)
+        player = page.locator("ruffle-object")
+        expect(player).to_have_count(1)
+
+        ui = _wait_for_trace(page, traces, "vb-ui: ")
+        for label in (
+            "Ihre Video-Beratung",
+            "Kamera einschalten",
+            "Mikrofon einschalten",
+            "Beratung verlassen",
+            "Chat",
+            "Senden",
+            "Dokumente und Formulare",
+            "Kamera und Mikrofon sind aus.",
+        ):
+            assert label in ui, ui
+        # It tries RTMP first, then RTMPT on the web port (Ruffle can do neither) and then
+        # says so in plain German.
+        error = _wait_for_trace(page, traces, "vb-error: ", timeout=40)
+        connects = [t for t in traces if t.startswith("vb-connect: ")]
+        assert connects[:2] == [
+            f"vb-connect: rtmp://127.0.0.1:{gateway.rtmp_port}",
+            f"vb-connect: rtmpt://127.0.0.1:{gateway.http_port}",
+        ], traces
+        assert "Keine Verbindung zum Beratungsserver" in error, error
+        page.wait_for_timeout(500)  # the next frame shows the banner
+        shot = player.screenshot()
+        (artifacts / "flash-ruffle-de.png").write_bytes(shot)
+        page.screenshot(path=str(artifacts / "flash-page-ruffle-de.png"))
+
+        png = _png_pixels(shot)
+        # title bar, the advisor's (dark) video area, the red leave button, the white chat log
+        assert _near(_colour_at(png, 600 / 800, 5 / 560), 0x0B5CAD), _colour_at(png, 0.75, 0.01)
+        assert _near(_colour_at(png, 40 / 800, 300 / 560), 0x1F2933)
+        assert _near(_colour_at(png, 352 / 800, 428 / 560), 0xB3261E)
+        assert _near(_colour_at(png, 760 / 800, 260 / 560), 0xFFFFFF)
+        # the failure banner across the top of the video
+        assert _near(_colour_at(png, 30 / 800, 56 / 560), 0xB3261E, tolerance=40)
+
+        # English on request: the page's language switch reaches the SWF's FlashVars
+        traces.clear()
+        page.goto(f"{gateway.base}/flash/{body['id']}?lang=en")
+        ui = _wait_for_trace(page, traces, "vb-ui: ")
+        assert "Turn camera on" in ui and "Leave the consultation" in ui, ui
+    finally:
+        context.close()
+    assert all(u.startswith(gateway.base + "/") for u in urls), urls
+    assert problems == [], problems
