@@ -40,6 +40,9 @@ deps:
 	  fi; \
 	fi
 
+# Form PDFs embed DejaVu Sans (umlauts, „“, €; gateway/forms/document.py).
+APT_PACKAGES += fonts-dejavu-core
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -66,6 +66,10 @@ class Limits:
     document_ticket_ttl: float = 120.0
     # refuse uploads when the data dir's disk would fall below this much free space
     document_min_free_bytes: int = 64 * 1024 * 1024
+    # Forms (gateway/forms): how long the one-time link in a customer's form event may
+    # wait to be opened (Flash's navigateToURL), and how many forms one consultation holds.
+    form_ticket_ttl: float = 1800.0
+    forms_per_session: int = 20
     # Admission by measured capacity (gateway/monitor.py): the share of the machine's
     # cores the process may use, and the cores a consultation is expected to cost until
     # one has been measured.
@@ -88,6 +92,7 @@ class Config:
     turn: list[str] = field(default_factory=list)
     access_log_days: int = 7
     public_url: str | None = None
+    forms_dir: Path | None = None
     session_ttl: float = 4 * 3600.0
     session_grace: float = 300.0
     log_level: str = "INFO"
@@ -152,6 +157,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "turn": ("list", "TURN server URL (repeatable; none by default)"),
     "access_log_days": ("int", "days to keep the access log (default 7)"),
     "public_url": ("str", "external base URL for links (default from --host/--http-port)"),
+    "forms_dir": ("path", "folder of the operator's own form templates (*.xml, docs/forms.md)"),
     "session_ttl": ("float", "seconds a consultation may last (default 14400)"),
     "session_grace": (
         "float",

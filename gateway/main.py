@@ -27,6 +27,7 @@ from gateway.accesslog import AccessLog
 from gateway import logs
 from gateway.config import Config
 from gateway.consultation import Consultation, Role
+from gateway.forms import TemplateError
 from gateway.monitor import Monitor, refusal_notice
 from gateway.routing import Route, webrtc_caps
 from gateway.service import Gateway
@@ -250,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with asyncio.Runner(loop_factory=_loop_factory(cfg)) as runner:
                 return runner.run(serve(cfg))
-        except OSError as exc:
+        except (OSError, TemplateError) as exc:
+            # TemplateError: a broken form template (--forms-dir) names its file and line
             print(f"videoberatung: {exc}", file=sys.stderr)
             return 1
     if args.command == "advisor":

@@ -15,6 +15,7 @@ from gateway.advisors import AdvisorAccounts
 from gateway.config import Config
 from gateway.consultation import Consultation, Directory, Grant
 from gateway.documents import DocumentStore
+from gateway.forms import FormDesk, FormLibrary
 from gateway.monitor import Monitor
 from gateway.routing import TranscoderSource
 from gateway.stats import Statistics, row_for
@@ -115,6 +116,8 @@ class Gateway:
     # (open_storage), so a Gateway built in a unit test writes nothing to disk.
     documents: DocumentStore | None = None
     statistics: Statistics | None = None
+    # Forms become documents, so they come with the document store (open_storage).
+    forms: FormDesk | None = None
     # gateway.monitor.Monitor (ops monitor, admission), set by the composition root
     monitor: Monitor | None = None
     # Open connections per front-end kind ("rtmp", "rtmps", "rtmpt", "webrtc"), counted
@@ -150,10 +153,18 @@ class Gateway:
             min_free_bytes=limits.document_min_free_bytes,
         )
         self.statistics = Statistics(cfg.data_dir / "stats.sqlite")
+        self.forms = FormDesk(
+            FormLibrary.load(cfg.forms_dir),
+            self.documents,
+            ticket_ttl=limits.form_ticket_ttl,
+            max_forms=limits.forms_per_session,
+        )
         self.advisor_auth.accounts = AdvisorAccounts(cfg.data_dir)
         self.directory.on_end.append(self._consultation_ended)
 
     def _consultation_ended(self, consultation: Consultation) -> None:
+        if self.forms is not None:
+            self.forms.remove_session(consultation.id)
         if self.documents is not None:
             self.documents.remove_session(consultation.id)
         if self.statistics is not None:
@@ -167,10 +178,29 @@ class Gateway:
         cid, did = quote(consultation_id, safe=""), quote(document_id, safe="")
         return f"{self.config.base_url()}/api/sessions/{cid}/documents/{did}?ticket={ticket}"
 
-    def addressed(self, consultation: Consultation, event: dict[str, Any]) -> dict[str, Any]:
+    def form_url(self, consultation_id: str, form_id: str, role: str | None) -> str | None:
+        """Where a participant opens a form: the customer gets the fill page with a
+        one-time ticket (usable without a header or cookie: Flash's navigateToURL), the
+        advisor the read-only view of the advisor pages."""
+        cid, fid = quote(consultation_id, safe=""), quote(form_id, safe="")
+        base = self.config.base_url()
+        if role == "advisor":
+            return f"{base}/advisor/{cid}/forms/{fid}"
+        if role != "customer" or self.forms is None:
+            return None
+        ticket = self.forms.mint_ticket(consultation_id, form_id)
+        return f"{base}/k/{cid}/forms/{fid}?ticket={ticket}"
+
+    def addressed(
+        self, consultation: Consultation, event: dict[str, Any], role: str | None = None
+    ) -> dict[str, Any]:
         """``event`` as one recipient gets it: a ``document`` event gets a ``url`` of its
-        own (one-time tickets cannot be shared between recipients)."""
-        if event.get("type") != "document" or not isinstance(event.get("id"), str):
+        own (one-time tickets cannot be shared between recipients), and so does a
+        ``form`` event for the participant in ``role``."""
+        kind = event.get("type")
+        if kind not in ("document", "form") or not isinstance(event.get("id"), str):
             return event
+        if kind == "form":
+            return {**event, "url": self.form_url(consultation.id, event["id"], role)}
         url = self.document_url(consultation.id, event["id"])
         return event if url is None else {**event, "url": url}

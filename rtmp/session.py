@@ -666,6 +666,37 @@ class RtmpSession:
             url = self.gateway.document_url(consultation.id, doc_id)
             self.conn.send_result(cmd.transaction_id, None, url)
 
+    def _cmd_forms(self, cmd: CommandReceived) -> None:
+        """``forms()`` → the consultation's forms as ``form`` events, each with a fresh
+        ``url`` (the customer's opens the fill page once, without a cookie)."""
+        desk = self.gateway.forms
+        if self.grant is None or desk is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        consultation, role = self.grant.consultation, str(self.grant.role)
+        listing = [
+            self.gateway.addressed(consultation, form.event(), role)
+            for form in desk.forms_of(consultation.id)
+        ]
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None, listing)
+
+    def _cmd_form_url(self, cmd: CommandReceived) -> None:
+        """``formUrl(id)`` → a fresh one-time URL of one form (the one in a ``form``
+        event is good for one use within 30 minutes)."""
+        desk = self.gateway.forms
+        form_id = cmd.args[0] if cmd.args else None
+        if self.grant is None or desk is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        consultation = self.grant.consultation
+        if not isinstance(form_id, str) or desk.get(consultation.id, form_id) is None:
+            self._call_failed(cmd, "No such form in this consultation.")
+            return
+        if cmd.transaction_id > 0:
+            url = self.gateway.form_url(consultation.id, form_id, str(self.grant.role))
+            self.conn.send_result(cmd.transaction_id, None, url)
+
     def _call_failed(self, cmd: CommandReceived, description: str) -> None:
         if cmd.transaction_id > 0:
             self.conn.send_error(cmd.transaction_id, "NetConnection.Call.Failed", description)
@@ -681,9 +712,12 @@ class RtmpSession:
                 0, "onChat", 0.0, None, event["from"], event["text"], float(event["ts"])
             )
         else:
-            if event.get("type") == "document" and self.grant is not None:
-                # a one-time download URL of this client's own, for navigateToURL
-                event = self.gateway.addressed(self.grant.consultation, event)
+            if event.get("type") in ("document", "form") and self.grant is not None:
+                # a one-time URL of this client's own (download, or the form to fill),
+                # for navigateToURL
+                event = self.gateway.addressed(
+                    self.grant.consultation, event, str(self.grant.role)
+                )
             conn.send_command(0, "onSessionEvent", 0.0, None, event)
         self.flush()
         if event.get("type") == "session_ended":
@@ -719,4 +753,6 @@ _COMMANDS: dict[str, Callable[[RtmpSession, CommandReceived], None]] = {
     "media": RtmpSession._cmd_media,
     "documents": RtmpSession._cmd_documents,
     "documentUrl": RtmpSession._cmd_document_url,
+    "forms": RtmpSession._cmd_forms,
+    "formUrl": RtmpSession._cmd_form_url,
 }

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from gateway.service import Gateway
-from web import advisor, api, documents, events, ops, pages, rtmpt, stats, webrtc_stub
+from web import advisor, api, documents, events, forms, ops, pages, rtmpt, stats, webrtc_stub
 from web.accesslog import RedactingAccessLogger
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
 from web.problems import problem_middleware
@@ -32,6 +32,7 @@ DEFAULT_SETUPS: tuple[Setup, ...] = (
     api.setup,
     advisor.setup,
     documents.setup,
+    forms.setup,
     stats.setup,
     events.setup,
     ops.setup,

@@ -50,7 +50,9 @@ def _dumps(event: dict[str, Any]) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
-def _snapshot(consultation: Consultation, gateway: Gateway | None = None) -> list[dict[str, Any]]:
+def _snapshot(
+    consultation: Consultation, gateway: Gateway | None = None, role: Role | None = None
+) -> list[dict[str, Any]]:
     """History and state a fresh client needs, taken synchronously with subscribing."""
     events: list[dict[str, Any]] = [dict(e) for e in consultation.chat_log]
     if gateway is not None and gateway.documents is not None:
@@ -58,6 +60,10 @@ def _snapshot(consultation: Consultation, gateway: Gateway | None = None) -> lis
         for doc in gateway.documents.list(consultation.id):
             event = {"type": "document", **doc.describe()}
             events.append(gateway.addressed(consultation, event))
+    if gateway is not None and gateway.forms is not None:
+        # forms sent before this client came, in their current state
+        for form in gateway.forms.forms_of(consultation.id):
+            events.append(gateway.addressed(consultation, form.event(), role))
     for role, participant in consultation.participants.items():
         events.append(
             {"type": "participant", "role": str(role), "present": bool(participant.connections)}
@@ -109,8 +115,9 @@ class EventsSocket:
     def push(self, event: dict[str, Any]) -> None:
         if self.closing:
             return
-        if self.gateway is not None and event.get("type") == "document":
-            event = self.gateway.addressed(self.consultation, event)  # a URL of its own
+        if self.gateway is not None and event.get("type") in ("document", "form"):
+            # a URL of its own
+            event = self.gateway.addressed(self.consultation, event, self.role)
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -200,7 +207,7 @@ class EventsSocket:
         # attach → snapshot → subscribe without an await in between: nothing emitted in
         # the meantime can be missed, and the snapshot already shows this client present.
         consultation.attach(self.role, connection)
-        initial = _snapshot(consultation, self.gateway)
+        initial = _snapshot(consultation, self.gateway, self.role)
         unsubscribe = consultation.subscribe(self.push)
         self.writer = asyncio.get_running_loop().create_task(self.write(initial))
         try:

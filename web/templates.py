@@ -203,6 +203,45 @@ def _status_bar(v: View, presence_key: str) -> str:
     )
 
 
+def _forms_card(v: View, role: str, consultation_id: str) -> str:
+    """Forms in the consultation (``static/forms.js`` fills the list from ``form``
+    events); the advisor also picks a template and sends it. The customer's card stays
+    hidden until a form arrives."""
+    cid = esc(consultation_id)
+    if role == "advisor":
+        data = (
+            f'data-api="/api/sessions/{cid}/forms" data-templates="/api/forms" '
+            f'data-view="/advisor/{cid}/forms/" data-documents="/api/sessions/{cid}/documents/"'
+        )
+        top = "".join(
+            (
+                '<form id="forms-send" class="forms-send">',
+                v.tr("forms.choose", "label", 'for="form-template"'),
+                '<select id="form-template" name="template"></select>',
+                '<button type="submit" class="primary">',
+                v.tr("forms.send"),
+                "</button></form>",
+                '<p id="forms-note" class="notice" role="status" hidden></p>',
+            )
+        )
+        hidden = ""
+    else:
+        data = f'data-base="/k/{cid}/forms/"'
+        top = v.tr("forms.customer.new", "p", 'id="forms-alert" class="forms-alert" role="alert"')
+        hidden = " hidden"
+    return "".join(
+        (
+            f'<section id="forms" class="card forms-card" data-role="{esc(role)}" {data} '
+            f'aria-labelledby="forms-title"{hidden}>',
+            v.tr("forms.title", "h2", 'id="forms-title"'),
+            top,
+            '<ul id="forms-list" class="forms-list"></ul>',
+            v.tr("forms.none", "p", 'class="forms-empty"') if role == "advisor" else "",
+            "</section>",
+        )
+    )
+
+
 def customer_room(v: View, consultation_id: str, token: str, stun: list[str]) -> str:
     """The customer's consultation page (after the PIN)."""
     cid = esc(consultation_id)
@@ -220,6 +259,7 @@ def customer_room(v: View, consultation_id: str, token: str, stun: list[str]) ->
             "</div>",
             v.tr("cust.privacy.off", "p", 'id="privacy" class="privacy" data-state="off"'),
             '</div><div class="side-column">',
+            _forms_card(v, "customer", consultation_id),
             _chat(v),
             '<div class="actions">',
             '<button type="button" id="chat-only" class="secondary" data-on="false">',
@@ -240,7 +280,7 @@ def customer_room(v: View, consultation_id: str, token: str, stun: list[str]) ->
     return v.document(
         "cust.title",
         main,
-        scripts=("i18n.js", "rtc.js", "chat.js", "room.js", "customer.js"),
+        scripts=("i18n.js", "rtc.js", "chat.js", "forms.js", "room.js", "customer.js"),
         meta={"vb-token": token, "vb-ice-servers": ice_servers(stun)},
         body_class="page-customer",
         live_language=True,
@@ -367,6 +407,7 @@ def advisor_room(
             '</div><div class="side-column">',
             _customer_card(v),
             _access(v, links),
+            _forms_card(v, "advisor", consultation_id),
             _chat(v),
             '<div class="actions">',
             f'<button type="button" id="end-session" class="danger" data-id="{cid}">',
@@ -383,7 +424,7 @@ def advisor_room(
         "room.title",
         main,
         heading=heading,
-        scripts=("i18n.js", "rtc.js", "chat.js", "room.js", "advisor-room.js"),
+        scripts=("i18n.js", "rtc.js", "chat.js", "forms.js", "room.js", "advisor-room.js"),
         meta={"csrf-token": csrf, "vb-token": token, "vb-ice-servers": ice_servers(stun)},
         body_class="page-advisor",
         live_language=True,

@@ -78,6 +78,9 @@
         } else if (ev.type === "error") {
           chat.notice("chat.rejected", { detail: ev.detail });
         } else {
+          if (ev.type === "form" && VB.forms) {
+            VB.forms.onEvent(ev); // the forms card (forms.js)
+          }
           hooks.onEvent(ev);
         }
       },
