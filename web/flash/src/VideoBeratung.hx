@@ -87,7 +87,9 @@ class VideoBeratung extends Sprite {
 	var sendButton:Button;
 	var docs:Sprite;
 	var docsEmpty:TextField;
-	var docCount = 0;
+	var links = new Map<String, DocLink>();
+	var order:Array<DocLink> = [];
+	var lang:String;
 
 	public static function main():Void {
 		var stage = Lib.current.stage;
@@ -99,7 +101,7 @@ class VideoBeratung extends Sprite {
 	public function new() {
 		super();
 		var params:Dynamic = Lib.current.loaderInfo.parameters;
-		var lang = param(params, "lang", "de");
+		lang = param(params, "lang", "de");
 		strings = TABLES.exists(lang) ? TABLES.get(lang) : TABLES.get("de");
 		token = param(params, "token", "");
 		publishName = param(params, "publish", "customer");
@@ -395,6 +397,7 @@ class VideoBeratung extends Sprite {
 				enableMedia(true);
 				announceMedia();
 				play();
+				listDocuments();
 				if (cameraOn || micOn)
 					republish();
 			case "NetConnection.Connect.Rejected":
@@ -629,10 +632,12 @@ class VideoBeratung extends Sprite {
 					updateRemote();
 				}
 			case "document":
-				addLink(Std.string(event.name), event.url);
+				showLink("document", event.id, Std.string(event.name), event.url);
 			case "form":
-				var name = event.title != null ? Std.string(event.title) : Std.string(event.name);
-				addLink(t("docs.form", {name: name}), event.url);
+				var title:Dynamic = lang == "en" && event.title_en != null ? event.title_en : event.title;
+				var name = title != null ? Std.string(title) : Std.string(event.name);
+				var key = event.state == "submitted" ? "docs.form_done" : "docs.form";
+				showLink("form", event.id, t(key, {name: name}), event.url);
 			case "session_ended":
 				ended = true;
 				if (cameraOn)
@@ -659,17 +664,87 @@ class VideoBeratung extends Sprite {
 		return null;
 	}
 
-	function addLink(text:String, rawUrl:Dynamic):Void {
-		var url = safeUrl(rawUrl);
-		if (url == null)
-			return;
-		docsEmpty.visible = false;
-		if (docCount >= MAX_DOCS)
-			docs.removeChildAt(0);
-		var link = new Button(text.length > 38 ? text.substr(0, 37) + "…" : text, 258, 24, Ui.PRIMARY, function() Lib.getURL(new URLRequest(url), "_blank"), true);
-		docs.addChild(link);
-		docCount++;
-		for (i in 0...docs.numChildren)
-			docs.getChildAt(i).y = i * 28;
+	/** The consultation's documents and forms as the server lists them on (re)connect:
+		`documents()` / `forms()` answer with the same events, each with a URL of its own. **/
+	function listDocuments():Void {
+		for (command in ["documents", "forms"])
+			nc.call(command, new flash.net.Responder(function(list:Dynamic) {
+				if (Std.isOfType(list, Array))
+					for (event in (list : Array<Dynamic>))
+						onSessionEvent(event);
+			}, function(_) {}));
 	}
+
+	/** A document or form in the list (once per id; a later event updates its entry). **/
+	function showLink(kind:String, rawId:Dynamic, text:String, rawUrl:Dynamic):Void {
+		if (rawId == null)
+			return;
+		var id = kind + ":" + Std.string(rawId);
+		var label = text.length > 38 ? text.substr(0, 37) + "…" : text;
+		var link = links.get(id);
+		if (link == null) {
+			link = new DocLink(kind, Std.string(rawId));
+			link.button = new Button(label, 258, 24, Ui.PRIMARY, function() openLink(link), true);
+			link.button.addEventListener(flash.events.MouseEvent.ROLL_OVER, function(_) if (link.stale()) refreshLink(link));
+			links.set(id, link);
+			order.push(link);
+			docs.addChild(link.button);
+			if (order.length > MAX_DOCS)
+				docs.removeChild(order.shift().button);
+			for (i in 0...order.length)
+				order[i].button.y = i * 28;
+			docsEmpty.visible = false;
+		} else {
+			link.button.setStyle(label, Ui.PRIMARY);
+		}
+		link.setUrl(safeUrl(rawUrl));
+	}
+
+	/** Opens the link's one-time URL in a new browser window. It must happen in the
+		click itself (pop-up blockers), so each entry keeps one unused URL ready and asks
+		for the next right away (`documentUrl(id)` / `formUrl(id)`). **/
+	function openLink(link:DocLink):Void {
+		var url = link.url;
+		link.setUrl(null);
+		if (url != null)
+			Lib.getURL(new URLRequest(url), "_blank");
+		refreshLink(link, url == null);
+	}
+
+	function refreshLink(link:DocLink, openWhenReady = false):Void {
+		if (!connected)
+			return;
+		var command = link.kind == "form" ? "formUrl" : "documentUrl";
+		nc.call(command, new flash.net.Responder(function(url:Dynamic) {
+			link.setUrl(safeUrl(url));
+			if (openWhenReady && link.url != null)
+				openLink(link);
+		}, function(_) {}), link.id);
+	}
+}
+
+/** One entry of the documents list: its current one-time URL and when it came. **/
+class DocLink {
+	/** Document tickets last two minutes: older URLs are renewed on mouse-over. **/
+	static inline var FRESH_MS = 60000;
+
+	public var kind:String;
+	public var id:String;
+	public var url:String;
+	public var button:Button;
+
+	var since = 0;
+
+	public function new(kind:String, id:String) {
+		this.kind = kind;
+		this.id = id;
+	}
+
+	public function setUrl(url:String):Void {
+		this.url = url;
+		since = flash.Lib.getTimer();
+	}
+
+	public function stale():Bool
+		return url == null || flash.Lib.getTimer() - since > FRESH_MS;
 }
