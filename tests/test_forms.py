@@ -542,6 +542,17 @@ async def test_advisor_sends_customer_fills_and_both_get_html_and_pdf(
     status, _, _ = gateway.request("DELETE", f"/api/sessions/{sid}")
     assert status == 204
     assert not folder.exists()
+    # the anonymous statistics row says forms were used, and nothing of what was in them
+    rows: list[dict[str, Any]] = []
+    for _ in range(50):
+        async with http.get(f"{gateway.base}/api/stats", headers=bearer(ADVISOR_TOKEN)) as resp:
+            rows = [r for r in (await resp.json())["rows"] if r["forms"]]
+        if rows:
+            break
+        await asyncio.sleep(0.1)
+    assert rows
+    raw = (gateway.data_dir / "data" / "stats.sqlite").read_bytes()
+    assert "Köln".encode() not in raw and b"50667" not in raw
     async with http.get(
         f"{docs_url}/{by_type['application/pdf']['id']}", headers=bearer(ADVISOR_TOKEN)
     ) as resp:
