@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections.abc import AsyncIterator
 from http.cookies import Morsel
 from pathlib import Path
@@ -99,6 +100,16 @@ async def favicon(request: web.Request) -> web.Response:
 # -- customer ------------------------------------------------------------------------------
 
 
+def open_consultation(request: web.Request) -> Consultation | None:
+    """The consultation named in the path, None once it ended or expired (the sweeper
+    may not have ended an expired one yet: its link is dead from the second it expires,
+    as its tokens are)."""
+    consultation = gateway_of(request).directory.get(request.match_info["id"])
+    if consultation is None or consultation.ended or time.time() >= consultation.expires_at:
+        return None
+    return consultation
+
+
 def _gone(request: web.Request) -> web.Response:
     return message_page(request, "gone.title", "gone.text", status=404)
 
@@ -156,8 +167,8 @@ def _customer_grant_ok(request: web.Request, consultation: Consultation) -> bool
 @routes.get("/k/{id}")
 async def customer_page(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
-    consultation = gateway.directory.get(request.match_info["id"])
-    if consultation is None or consultation.ended:
+    consultation = open_consultation(request)
+    if consultation is None:
         return _gone(request)
     if _customer_grant_ok(request, consultation):
         page = customer_room(
@@ -186,8 +197,8 @@ async def _redeem_pin(request: web.Request, page: str) -> web.Response:
     if not same_origin(request, required=False, null_ok=True):
         return message_page(request, "foreign.title", "foreign.text", status=403)
     gateway = gateway_of(request)
-    consultation = gateway.directory.get(request.match_info["id"])
-    if consultation is None or consultation.ended:
+    consultation = open_consultation(request)
+    if consultation is None:
         return _gone(request)
     action = page.format(id=consultation.id)
     guard = request.app[PIN_GUARD_KEY]
@@ -235,8 +246,8 @@ async def flash_page(request: web.Request) -> web.Response:
     with the customer token in its FlashVars. Served only after the PIN and with
     ``Cache-Control: no-store``, like the customer page that carries the same token."""
     gateway = gateway_of(request)
-    consultation = gateway.directory.get(request.match_info["id"])
-    if consultation is None or consultation.ended:
+    consultation = open_consultation(request)
+    if consultation is None:
         return _gone(request)
     if _customer_grant_ok(request, consultation):
         v = view(request)
