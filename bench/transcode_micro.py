@@ -76,7 +76,7 @@ TO_VP8_OPUS = [  # what gateway.transcode configures for VP8 + Opus
     "-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-lag-in-frames", "0",
     "-auto-alt-ref", "0", "-error-resilient", "default", "-max-intra-rate", "300",
     "-b:v", "500k", "-minrate", "500k", "-maxrate", "500k", "-bufsize", "500k", "-g", "45",
-    "-c:a", "libopus", "-b:a", "32k", "-ar", "48000", "-ac", "1",
+    "-c:a", "libopus", "-b:a", "32k", "-ar", "16000", "-ac", "1",  # Speex's rate, as the gateway
     "-application", "voip", "-frame_duration", "20",
 ]  # fmt: skip
 VP8_OPUS_SOURCE = [
@@ -91,7 +91,7 @@ TO_H264_AAC = [  # what gateway.transcode configures for H.264 + AAC
     "-profile:v", "baseline", "-bf", "0", "-forced-idr", "1",
     "-b:v", "500k", "-maxrate", "500k", "-bufsize", "500k",
     "-x264-params", "repeat-headers=1:scenecut=0", "-g", "60",
-    "-c:a", "aac", "-b:a", "64k", "-ar", "44100", "-ac", "2",
+    "-c:a", "aac", "-b:a", "64k", "-ar", "48000", "-ac", "2",  # Opus's rate, as the gateway
 ]  # fmt: skip
 
 JOBS = [

@@ -82,6 +82,11 @@ AUDIO_ENCODERS = {"opus": "libopus", "aac": "aac", "nellymoser": "nellymoser", "
 # stereo; the AudioSpecificConfig is authoritative). Nellymoser at 16 kHz mono has its
 # own FLV SoundFormat 4; MP3 at 44.1 kHz is FLV rate index 3.
 AUDIO_RATES = {"opus": 48000, "aac": 44100, "nellymoser": 16000, "mp3": 44100}
+# Rates an encoder takes as they come: no resampling then (Opus codes 8–48 kHz input
+# natively and its RTP clock is 48 kHz whatever the input; Flash and every AAC decoder
+# play 48 kHz AAC-LC as well as 44.1). A Flash microphone's 16 kHz Speex stays 16 kHz
+# into Opus, a browser's 48 kHz Opus stays 48 kHz into AAC.
+NATIVE_RATES = {"opus": (8000, 12000, 16000, 24000, 48000), "aac": (44100, 48000)}
 
 # Forced key frame spacing per output codec: WebRTC receivers ask with PLI when they need
 # one, so VP8 can space them wider; Flash players cannot ask, so H.264/Spark key more.
@@ -951,8 +956,10 @@ class _AudioPipe:
         stats.audio_media_seconds += sum(f.samples for f in frames) / (out_rate or 1)
         return frames, out_rate or 1
 
-    def _open_encoder(self, channels: int) -> None:
+    def _open_encoder(self, channels: int, in_rate: int) -> None:
         target = self.target
+        native = NATIVE_RATES.get(target, ())
+        self.rate = in_rate if in_rate in native else AUDIO_RATES[target]
         self.channels = 1 if target == "nellymoser" else max(1, min(2, channels))
         layout = "mono" if self.channels == 1 else "stereo"
         ctx = CodecContext.create(AUDIO_ENCODERS[target], "w")
@@ -981,7 +988,7 @@ class _AudioPipe:
 
     def _encode(self, frame: AudioFrame, ms: float) -> list[MediaUnit]:
         if self.enc is None:
-            self._open_encoder(frame.layout.nb_channels)
+            self._open_encoder(frame.layout.nb_channels, frame.sample_rate)
         enc = self.enc
         assert enc is not None
         out: list[MediaUnit] = []
@@ -1031,7 +1038,9 @@ class _AudioPipe:
             stats.encode_max_seconds = max(stats.encode_max_seconds, spent)
             METER.observe_codec("encode", self.owner.direction, self.target, spent)
         out: list[MediaUnit] = []
-        info: dict[str, Any] = {"sample_rate": self.rate, "channels": self.channels}
+        # Opus is 48 kHz on the wire (RFC 7587) whatever rate the encoder was fed
+        rate = 48000 if self.target == "opus" else self.rate
+        info: dict[str, Any] = {"sample_rate": rate, "channels": self.channels}
         if self.head is not None:
             info["flv_head"] = self.head
         for packet in packets:
