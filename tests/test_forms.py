@@ -687,6 +687,13 @@ def test_a_broken_operator_template_stops_the_start_naming_file_and_line(
 
 CHROMIUM = Path("/usr/bin/chromium")
 PHONE = {"width": 390, "height": 844}
+# Collected before any of the page's scripts run (init scripts are not subject to its CSP).
+CSP_PROBE = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", function (e) {
+  window.__cspViolations.push(e.violatedDirective + " " + e.blockedURI);
+});
+"""
 
 
 @pytest.fixture(scope="module")
@@ -724,6 +731,7 @@ def test_customer_fills_a_form_on_a_phone_in_chromium(
             errors: list[str] = []
             # the advisor sends the form from the room page
             advisor = browser.new_context(locale="de-DE", viewport={"width": 1280, "height": 900})
+            advisor.add_init_script(CSP_PROBE)
             page = advisor.new_page()
             page.on("pageerror", lambda err: errors.append(str(err)))
             page.goto(login.group(1))
@@ -743,6 +751,7 @@ def test_customer_fills_a_form_on_a_phone_in_chromium(
                 has_touch=True,
                 device_scale_factor=2,
             )
+            phone.add_init_script(CSP_PROBE)
             room = phone.new_page()
             room.on("pageerror", lambda err: errors.append(str(err)))
             room.on(
@@ -802,5 +811,7 @@ def test_customer_fills_a_form_on_a_phone_in_chromium(
             room.screenshot(path=str(artifacts / "forms-phone-room.png"), full_page=True)
             assert errors == []
             assert foreign == []
+            for watched in (page, room, form):
+                assert watched.evaluate("window.__cspViolations || []") == []
         finally:
             browser.close()

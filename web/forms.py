@@ -274,6 +274,11 @@ async def submit_form(request: web.Request) -> web.Response:
         desk.abort_submit(form)
         raise
     if consultation.ended:
+        # It ended while the documents were written: the store may have made the folder
+        # again after the end had removed it; the end's promise is that nothing stays.
+        store = gateway_of(request).documents
+        if store is not None:
+            store.remove_session(consultation.id)
         return _message(request, "gone.title", "gone.text", 404)
     desk.finish_submit(form, documents)
     log.info("consultation %s: form %s (%s) submitted", consultation.id, form.id, form.template.id)

@@ -113,12 +113,20 @@
     }
   }
 
+  // On a phone the card sits below the picture: bring a newly arrived form into view
+  // (once per form and page, not again when the events socket replays it).
+  const announced = new Set();
+
   function onEvent(ev) {
     if (ev.type !== "form" || typeof ev.id !== "string") {
       return;
     }
     forms.set(ev.id, ev);
     render();
+    if (role === "customer" && ev.state === "sent" && !announced.has(ev.id)) {
+      announced.add(ev.id);
+      card.scrollIntoView({ behavior: "smooth", block: "nearest" });
+    }
   }
 
   i18n.onChange(render);
