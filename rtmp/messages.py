@@ -39,6 +39,8 @@ __all__ = [
     "UC_STREAM_DRY",
     "UC_STREAM_EOF",
     "UC_STREAM_IS_RECORDED",
+    "UC_SWF_VERIFY_REQUEST",
+    "UC_SWF_VERIFY_RESPONSE",
     "USER_CONTROL",
     "VIDEO",
     "WINDOW_ACK_SIZE",
@@ -81,6 +83,12 @@ UC_SET_BUFFER_LENGTH = 3
 UC_STREAM_IS_RECORDED = 4
 UC_PING_REQUEST = 6
 UC_PING_RESPONSE = 7
+# FMS extension, not in the spec: a server may ask for the client's SWF verification
+# (26); the client answers (27) with 0x01 0x01, the SWF's size twice (u32) and the
+# 32-byte HMAC of it (librtmp's RTMP_SendCtrl 0x1B). This server never asks.
+UC_SWF_VERIFY_REQUEST = 26
+UC_SWF_VERIFY_RESPONSE = 27
+_SWF_VERIFY_RESPONSE_BYTES = 42
 
 #: Chunk stream reserved for protocol control messages (spec 5.4, 6.2 for user control).
 PROTOCOL_CONTROL_CSID = 2
@@ -228,6 +236,9 @@ def parse_user_control(payload: bytes) -> tuple[int, tuple[int, ...]]:
             raise ProtocolError(
                 f"user control event {event} needs {4 * arity} data bytes, got {body}"
             )
+    elif event == UC_SWF_VERIFY_RESPONSE and body == _SWF_VERIFY_RESPONSE_BYTES:
+        # not u32 fields; unasked for here, so ignored rather than fatal
+        return event, ()
     elif body % 4:
         raise ProtocolError(f"user control event {event} data is not a multiple of 4 bytes")
     values = struct.unpack_from(f">{body // 4}I", payload, 2)

@@ -33,9 +33,13 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sy
 
 from gateway.config import Config
 from gateway.service import Gateway
+from rtmp import messages as m
+from rtmp.events import CommandReceived, UserControlReceived
+from rtmp.messages import ProtocolError
 from tests.conftest import require_tool
 from tests.gwproc import GatewayProcess
 from tests.media import analyse, make_flv
+from tests.test_connection import chunk0, connected, pump
 from web import swf
 from web.app import create_app
 
@@ -348,6 +352,24 @@ def _publish(path: Path, url: str) -> subprocess.Popen[bytes]:
     cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path)]
     cmd += ["-c", "copy", "-f", "flv", url]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_an_unasked_swf_verification_answer_does_not_end_the_connection() -> None:
+    """The server never sends a SWFVerify request (user control 26), so librtmp and Flash
+    never answer with 27. Should one arrive anyway — 0x01 0x01, the size twice, the
+    32-byte HMAC: 42 bytes, not u32 fields — it is ignored, not a protocol error."""
+    client, server = connected()
+    swf_size = 30911
+    answer = struct.pack(">HBBII", m.UC_SWF_VERIFY_RESPONSE, 1, 1, swf_size, swf_size)
+    answer += hashlib.sha256(b"swf").digest()
+    server.receive_data(chunk0(2, m.USER_CONTROL, answer))
+    assert server.events() == [UserControlReceived(m.UC_SWF_VERIFY_RESPONSE, ())]
+    client.call("chat", "still here")  # the connection goes on
+    pump(client, server)
+    (cmd,) = server.events()
+    assert isinstance(cmd, CommandReceived) and cmd.args == ["still here"]
+    with pytest.raises(ProtocolError):  # other odd lengths stay errors
+        m.parse_user_control(answer[:-1])
 
 
 @pytest.mark.e2e
