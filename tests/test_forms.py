@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -354,6 +355,18 @@ def test_pdf_document_embeds_a_font_with_umlauts_and_euro() -> None:
         in str(f.get_object()["/DescendantFonts"][0].get_object()["/FontDescriptor"].get_object())
         for f in fonts.values()
     )
+
+
+def test_rendering_logs_nothing_of_the_content(caplog: pytest.LogCaptureFixture) -> None:
+    filled = _filled()
+    values = {**filled.values, "anmerkung": "Geheimnis 中文 😀 ‮"}
+    odd = FilledForm(filled.template, values, filled.form_id, filled.submitted_at)
+    with caplog.at_level(logging.DEBUG):
+        render_html(odd)
+        data = render_pdf(odd)  # DejaVu has no CJK glyphs: fpdf2 would warn, naming them
+    assert data.startswith(b"%PDF-")
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "中" not in logged and "Geheimnis" not in logged and "u4e2d" not in logged.lower()
 
 
 # -- end to end ----------------------------------------------------------------------------------

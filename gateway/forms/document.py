@@ -27,6 +27,13 @@ from gateway.forms.template import Field, Template
 
 log = logging.getLogger(__name__)
 
+# fpdf2 names the characters its font lacks in a warning ("missing the following glyphs:
+# '中' …), and fontTools logs glyph names while subsetting: both would put what the
+# customer typed into the log. Nothing of a form's content may be logged; their failures
+# still raise.
+for _name in ("fpdf", "fontTools"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL + 1)
+
 # (regular, bold) pairs, first found wins.
 FONT_CANDIDATES = (
     (
