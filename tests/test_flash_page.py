@@ -147,6 +147,28 @@ def test_shipped_swf_is_built_from_the_current_sources() -> None:
     assert_flash_player_11_client(read_swf(swf.SWF_PATH.read_bytes()))
 
 
+def test_the_server_answers_every_call_the_swf_makes() -> None:
+    """The SWF's ``nc.call`` names are commands of the ``consult`` application, and the
+    callbacks it offers are the ones the server invokes."""
+    from rtmp import session
+
+    source = (swf.FLASH_SRC / "src" / "VideoBeratung.hx").read_text()
+    calls = set(re.findall(r'nc\.call\("(\w+)"', source))
+    listing = re.search(r"for \(command in \[([^]]*)\]", source)
+    assert listing is not None
+    calls |= set(re.findall(r'"(\w+)"', listing[1]))
+    calls |= set(re.findall(r'"(formUrl|documentUrl)"', source))
+    assert calls == {"chat", "media", "documents", "forms", "documentUrl", "formUrl"}
+    body = read_swf(swf.SWF_PATH.read_bytes()).body
+    for name in calls:
+        assert name in session._COMMANDS, name
+        assert name.encode() in body, name
+    server = Path(session.__file__).read_text()
+    for callback in ("onChat", "onSessionEvent"):
+        assert f'"{callback}"' in server
+        assert f"client.{callback} = " in source
+
+
 def test_source_hash_follows_the_sources_and_only_the_swf_strings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
