@@ -822,6 +822,22 @@ def test_customer_fills_a_form_on_a_phone_in_chromium(
             expect(page.locator("#forms-list li")).to_contain_text("ausgefüllt")
             expect(page.locator("#forms-list a[download]")).to_have_count(2)
             room.screenshot(path=str(artifacts / "forms-phone-room.png"), full_page=True)
+            # the advisor downloads the PDF from the room (cookie) and opens the view
+            pdf_href = page.locator("#forms-list a[download]", has_text="PDF").get_attribute("href")
+            assert pdf_href
+            pdf = page.request.get(gw.base + pdf_href)
+            assert pdf.status == 200 and pdf.body().startswith(b"%PDF")
+            text = "\n".join(
+                p.extract_text() for p in pypdf.PdfReader(io.BytesIO(pdf.body())).pages
+            )
+            assert NAME in text and GREETING in text and "3.250,50" in text
+            with advisor.expect_page() as viewed:
+                page.click("#forms-list a:has-text('Ansehen')")
+            view = viewed.value
+            expect(view.locator(".form-state")).to_have_text("Ausgefüllt und übermittelt.")
+            expect(view.locator(".form-docs a")).to_have_count(2)
+            assert view.locator("input:disabled").count() > 5
+            assert view.evaluate("window.__cspViolations || []") == []
             assert errors == []
             assert foreign == []
             for watched in (page, room, form):
