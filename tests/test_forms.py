@@ -308,6 +308,89 @@ def test_bidi_override_is_removed() -> None:
     assert clean_text("Anna\u202eKöln\x00\x1b[31m") == "AnnaKöln[31m"
 
 
+LIBRARY = FormLibrary.load()
+BUILTIN_IDS = {t.id for t in LIBRARY.list()}
+SAMPLES: dict[str, list[str]] = {
+    "text": ["Anna", "Grüße aus Köln – 10 €", "12345"],
+    "multiline": ["a\r\nb", ""],
+    "email": ["a@b.de", "x@"],
+    "phone": ["0221 123456", "+49 221 1"],
+    "date": ["1970-03-01", "01.03.1970", "31.02.2000"],
+    "number": ["1.234,56", "2", "-1", "1e9"],
+    "iban": ["DE89 3704 0044 0532 0130 00", "DE00"],
+    "choice": ["angestellt", "email", "post", "x"],
+    "select": ["herr", "ledig", "geldanlage", "x"],
+    "checkbox": ["on", ""],
+    "signature-name": ["Anna Schmidt", "1"],
+}
+
+
+@given(st.sampled_from(sorted(BUILTIN_IDS)), st.data())
+def test_any_input_is_checked_without_crashing_and_what_passes_renders(
+    template_id: str, data: st.DataObject
+) -> None:
+    template = LIBRARY.get(template_id)
+    assert template is not None
+    sent = {
+        f.name: data.draw(st.one_of(st.text(max_size=40), st.sampled_from(SAMPLES[f.type])))
+        for f in template.fields
+        if data.draw(st.booleans())
+    }
+    checked = check_form(template, sent)
+    assert set(checked.values) | set(checked.problems) == {f.name for f in template.fields}
+    if checked.ok:
+        filled = FilledForm(template, checked.values, "x", datetime(2026, 1, 1, tzinfo=UTC))
+        assert render_html(filled).startswith(b"<!doctype html>")
+
+
+def test_every_message_key_exists_in_both_languages() -> None:
+    from web import i18n
+
+    sources = (Path(__file__).parent.parent / "web" / "forms.py").read_text() + (
+        Path(__file__).parent.parent / "gateway" / "forms" / "fields.py"
+    ).read_text()
+    used = set(re.findall(r'"(forms?\.[a-z_.]+)"', sources))
+    assert {"form.error.iban_checksum", "form.done.text", "form.submit"} <= used
+    for lang in i18n.LANGUAGES:
+        assert used - set(i18n.TABLES[lang]) == set(), lang
+
+
+def test_desk_tickets_are_one_time_bound_and_expire(tmp_path: Path) -> None:
+    from gateway.documents import DocumentStore
+    from gateway.forms import FormDesk, FormError
+
+    desk = FormDesk(LIBRARY, DocumentStore(tmp_path), ticket_ttl=60, max_forms=2)
+    one = desk.send("c1", "selbstauskunft")
+    two = desk.send("c1", "kontaktdaten-aendern")
+    with pytest.raises(FormError) as full:
+        desk.send("c1", "selbstauskunft")
+    assert full.value.status == 409
+    with pytest.raises(FormError) as unknown:
+        desk.send("c2", "nope")
+    assert unknown.value.status == 404
+    ticket = desk.mint_ticket("c1", one.id, now=1000)
+    assert desk.redeem_ticket(ticket, "c1", two.id, now=1001) is None  # other form: used up
+    assert desk.redeem_ticket(ticket, "c1", one.id, now=1001) is None
+    ticket = desk.mint_ticket("c1", one.id, now=1000)
+    assert desk.redeem_ticket(ticket, "c1", one.id, now=1060) is None  # expired
+    ticket = desk.mint_ticket("c1", one.id, now=1000)
+    assert desk.redeem_ticket(ticket, "c1", one.id, now=1059) is one
+    assert desk.redeem_ticket(ticket, "c1", one.id, now=1059) is None  # once
+    # one submission
+    desk.begin_submit(one)
+    with pytest.raises(FormError):
+        desk.begin_submit(one)
+    desk.abort_submit(one)
+    desk.begin_submit(one)
+    docs = desk.store_submission(one, {"name": NAME})
+    desk.finish_submit(one, docs)
+    assert one.event()["state"] == "submitted" and len(one.event()["documents"]) == 2
+    assert len(list((tmp_path / "c1").iterdir())) == 2
+    ticket = desk.mint_ticket("c1", two.id)
+    desk.remove_session("c1")
+    assert desk.forms_of("c1") == [] and desk.redeem_ticket(ticket, "c1", two.id) is None
+
+
 # -- documents -----------------------------------------------------------------------------------
 
 VALID = {
