@@ -479,7 +479,7 @@ def _pin_in(page: Page, body: dict[str, Any]) -> None:
 
 @pytest.mark.e2e
 def test_browser_without_flash_is_offered_the_browser_page(
-    gateway: GatewayProcess, browser: Browser
+    gateway: GatewayProcess, browser: Browser, artifacts: Path
 ) -> None:
     body = gateway.create_session()
     context = browser.new_context(locale="de-DE")
@@ -499,6 +499,7 @@ def test_browser_without_flash_is_offered_the_browser_page(
         expect(missing).to_be_visible()
         expect(missing).to_contain_text("Dieser Browser zeigt keine Flash-Inhalte an")
         expect(page.locator("#flash-player")).to_be_hidden()
+        page.screenshot(path=str(artifacts / "flash-page-no-plugin-de.png"))
         missing.get_by_role("link", name="Beratung im Browser öffnen").click()
         # the PIN given at the Flash page opens the browser page too
         expect(page.locator("#room")).to_be_visible()
@@ -683,6 +684,8 @@ def test_ruffle_renders_the_german_ui_of_the_swf(
         page.goto(f"{gateway.base}/flash/{body['id']}?lang=en")
         ui = _wait_for_trace(page, traces, "vb-ui: ")
         assert "Turn camera on" in ui and "Leave the consultation" in ui, ui
+        page.wait_for_timeout(500)
+        page.locator("ruffle-object").screenshot(path=str(artifacts / "flash-ruffle-en.png"))
     finally:
         context.close()
     assert all(u.startswith(gateway.base + "/") for u in urls), urls
