@@ -335,6 +335,11 @@ def test_flash_vars_under_tls_use_native_rtmps_then_rtmpts() -> None:
     assert values["rtmp"] == f"rtmps://beratung.example.de:{config.rtmps_port}/consult"
     assert values["rtmpt"] == "rtmps://beratung.example.de/consult"
     assert values["base"] == "https://beratung.example.de"
+    # TLS ended by a proxy in front: plain RTMP on 1935 first, the tunnel over HTTPS
+    behind_proxy = Config(public_url="https://beratung.example.de:8443")
+    values = dict(parse_qsl(swf.flash_vars(behind_proxy, token="T", lang="de")))
+    assert values["rtmp"] == f"rtmp://beratung.example.de:{behind_proxy.rtmp_port}/consult"
+    assert values["rtmpt"] == "rtmps://beratung.example.de:8443/consult"
 
 
 async def test_crossdomain_xml_allows_only_our_own_origin(aiohttp_client: Any) -> None:

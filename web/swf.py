@@ -103,10 +103,12 @@ def flash_vars(config: Config, *, token: str, lang: str) -> str:
     host = urlsplit(config.rtmp_base()).netloc.rsplit(":", 1)[0]
     if config.tls:
         first = f"rtmps://{host}:{config.rtmps_port}/{RTMP_APP}"
-        tunnel = f"rtmps://{origin.netloc}/{RTMP_APP}"
     else:
         first = f"{config.rtmp_base()}/{RTMP_APP}"
-        tunnel = f"rtmpt://{origin.netloc}/{RTMP_APP}"
+    # The tunnel goes where the page came from: HTTPS also behind a TLS-terminating proxy
+    # (--public-url https://… without --tls-cert).
+    tunnel_scheme = "rtmps" if origin.scheme == "https" else "rtmpt"
+    tunnel = f"{tunnel_scheme}://{origin.netloc}/{RTMP_APP}"
     values = {
         "token": token,
         "rtmp": first,
