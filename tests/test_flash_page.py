@@ -605,7 +605,7 @@ def _near(colour: tuple[int, ...], rgb: int, tolerance: int = 28) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(colour, want, strict=True))
 
 
-def _wait_for_trace(page: Page, traces: list[str], prefix: str, timeout: float = 30.0) -> str:
+def _wait_for_trace(page: Page, traces: list[str], prefix: str, timeout: float = 60.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in traces:
@@ -626,8 +626,10 @@ def test_ruffle_renders_the_german_ui_of_the_swf(
     traces: list[str] = []
     urls: list[str] = []
     problems: list[str] = []
+    renderers: list[str] = []
 
     def on_console(msg: ConsoleMessage) -> None:
+        renderers.extend(re.findall(r"Used renderer: (\w[\w-]*)", msg.text))
         # Ruffle logs the SWF's trace() lines ("vb-…: text") at info level
         found = re.search(r"(vb-[a-z]+: .*?)(?: color: whitesmoke|$)", msg.text)
         if found:
@@ -663,13 +665,14 @@ def test_ruffle_renders_the_german_ui_of_the_swf(
             assert label in ui, ui
         # It tries RTMP first, then RTMPT on the web port (Ruffle can do neither) and then
         # says so in plain German.
-        error = _wait_for_trace(page, traces, "vb-error: ", timeout=40)
+        error = _wait_for_trace(page, traces, "vb-error: ")
         connects = [t for t in traces if t.startswith("vb-connect: ")]
         assert connects[:2] == [
             f"vb-connect: rtmp://127.0.0.1:{gateway.rtmp_port}",
             f"vb-connect: rtmpt://127.0.0.1:{gateway.http_port}",
         ], traces
         assert "Keine Verbindung zum Beratungsserver" in error, error
+        assert renderers == ["canvas"], renderers
         page.wait_for_timeout(500)  # the next frame shows the banner
         shot = player.screenshot()
         (artifacts / "flash-ruffle-de.png").write_bytes(shot)
