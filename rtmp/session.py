@@ -715,9 +715,7 @@ class RtmpSession:
             if event.get("type") in ("document", "form") and self.grant is not None:
                 # a one-time URL of this client's own (download, or the form to fill),
                 # for navigateToURL
-                event = self.gateway.addressed(
-                    self.grant.consultation, event, str(self.grant.role)
-                )
+                event = self.gateway.addressed(self.grant.consultation, event, str(self.grant.role))
             conn.send_command(0, "onSessionEvent", 0.0, None, event)
         self.flush()
         if event.get("type") == "session_ended":
