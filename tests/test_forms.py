@@ -674,6 +674,10 @@ async def test_only_the_advisor_sends_and_the_page_needs_access_and_our_origin(
         f"{gateway.base}/api/forms", headers=bearer(session["customer"]["token"])
     ) as resp:
         assert resp.status == 403
+    async with http.get(
+        f"{gateway.base}/api/forms", headers=bearer(session["advisor"]["token"])
+    ) as resp:
+        assert resp.status == 200
 
     status, sent = await send_form(http, gateway, sid, ADVISOR_TOKEN, "selbstauskunft")
     assert status == 201

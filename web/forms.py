@@ -38,7 +38,7 @@ from gateway.consultation import Consultation, Role
 from gateway.documents import Document
 from gateway.forms import Checked, FormDesk, FormError, FormInstance, Problem, check_form
 from gateway.forms.template import Field, Template
-from web.auth import CUSTOMER_COOKIE, gateway_of, identify, require, require_advisor, same_origin
+from web.auth import CUSTOMER_COOKIE, gateway_of, identify, require, same_origin
 from web.documents import _file_response
 from web.i18n import negotiate, remember
 from web.problems import ProblemError
@@ -92,7 +92,13 @@ def _form_path(consultation_id: str, form_id: str) -> str:
 
 @routes.get("/api/forms", allow_head=False)
 async def list_templates(request: web.Request) -> web.Response:
-    require_advisor(request)
+    principal = require(request)
+    # an advisor credential, or an advisor's participant token (the templates are the
+    # same for every consultation; customers have no use for the list)
+    if not principal.advisor and (
+        principal.grant is None or principal.grant.role is not Role.ADVISOR
+    ):
+        raise ProblemError(403, "Only an advisor may list the form templates.")
     return web.json_response([t.describe() for t in _desk(request).library.list()])
 
 
