@@ -448,7 +448,8 @@ class VideoBeratung extends Sprite {
 		var showing = connected && remoteLive && advisorCamera && remoteVideo.videoWidth > 0;
 		remoteVideo.visible = showing;
 		placeholder.visible = !showing;
-		var key = !connected ? "remote.offline" : (!advisorCamera ? "remote.camera_off" : "remote.waiting");
+		var key = if (connected) (advisorCamera ? "remote.waiting" : "remote.camera_off") else if (banner.visible
+			|| left || ended) "remote.offline" else "remote.connecting";
 		var text = t(key);
 		if (placeholder.text != text)
 			placeholder.text = text;
