@@ -21,10 +21,9 @@ from aiohttp import web
 if TYPE_CHECKING:
     from webrtc.sink import WebRtcSink
 
-from gateway import advisor_cli
+from gateway import advisor_cli, logs
 from gateway import config as config_mod
 from gateway.accesslog import AccessLog
-from gateway import logs
 from gateway.config import Config
 from gateway.consultation import Consultation, Role
 from gateway.forms import TemplateError

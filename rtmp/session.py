@@ -23,8 +23,8 @@ from urllib.parse import parse_qs
 from gateway.consultation import ChatRejected, Connection, Grant
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
-from gateway.redact import log_safe, redact_url
 from gateway.monitor import refusal_notice
+from gateway.redact import log_safe, redact_url
 from gateway.routing import Route, flash_caps
 from gateway.service import Gateway
 from rtmp import messages as m

@@ -8,8 +8,8 @@ import logging
 from aiohttp import web
 
 from gateway.consultation import Consultation
-from web.advisor import remember_owner
 from gateway.routing import CapacityRefused
+from web.advisor import remember_owner
 from web.auth import gateway_of, require, require_advisor
 from web.links import session_document
 from web.problems import ProblemError, problem_response
