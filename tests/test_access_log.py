@@ -240,7 +240,23 @@ def test_ffmpeg_publish_is_logged_as_a_connect(gw: GatewayProcess, tmp_path: Pat
         capture_output=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()
+    # the same through the RTMPT tunnel on the web port (what Flash falls back to)
+    tunnelled = url.replace(
+        f"rtmp://127.0.0.1:{gw.rtmp_port}/", f"rtmpt://127.0.0.1:{gw.http_port}/"
+    )
+    done = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(src),
+         "-c", "copy", "-f", "flv", tunnelled],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
     log = gw.access_log()
-    line = [x for x in log.splitlines() if "CONNECT" in x and "FMLE/" in x]
-    assert line, log  # librtmp's flashVer, as the "browser"
+    lines = log.splitlines()
+    rtmp = [x for x in lines if "CONNECT" in x and x.endswith('"') and ' RTMP" ' in x]
+    assert any("FMLE/" in x for x in rtmp), log  # librtmp's flashVer, as the "browser"
+    rtmpt = [x for x in lines if ' RTMPT" NetConnection.Connect.Success' in x]
+    assert rtmpt and "FMLE/" in rtmpt[-1], log
+    assert any('"POST /open/1 HTTP/1.1" 200' in x for x in lines)
+    # the tunnel's polls are not logged one by one (only failed ones would be)
+    assert not [x for x in lines if re.search(r'"POST /(idle|send)/\S+ HTTP/1.1" 200 ', x)]
     assert session["customer"]["token"] not in log
