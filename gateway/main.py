@@ -193,6 +193,11 @@ class Service:
         login = self.gateway.advisor_auth.login_token
         if login:
             lines.append(f"One-time advisor login: {base}/login?token={login}")
+        accounts = self.gateway.advisor_auth.accounts
+        if accounts is not None and accounts.accounts():
+            lines.append(f"Advisor sign-in:        {base}/login")
+        else:
+            lines.append("No advisor accounts yet: python -m gateway advisor add NAME")
         return "\n".join(lines)
 
 

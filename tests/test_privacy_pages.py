@@ -124,6 +124,7 @@ def no_csp_violations(page: Page) -> None:
 def test_every_page_stays_on_our_origin_from_sign_in_to_the_end(
     gw: GatewayProcess, browser: Browser
 ) -> None:
+    assert f"Advisor sign-in:        {gw.base}/login" in gw.log()  # the banner says where
     recorder = Recorder(gw.base)
     advisor_ctx = browser.new_context(locale="de-DE")
     customer_ctx = browser.new_context(
