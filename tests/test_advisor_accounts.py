@@ -375,7 +375,8 @@ async def test_removed_account_or_changed_password_ends_the_session(
     assert (await client.get("/advisor")).status == 200
     accounts.remove("alice")
     assert (await client.get("/advisor")).status == 403
-    assert (await client.get("/advisor/state")).status == 403
+    state = await client.get("/advisor/state")
+    assert state.status == 403 and state.content_type == "application/problem+json"
 
 
 async def test_logout_needs_the_csrf_token(client: Client) -> None:

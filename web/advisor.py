@@ -39,6 +39,7 @@ from web.auth import ADVISOR_COOKIE, check_csrf, csrf_token, gateway_of, identif
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
 from web.links import participant_links
 from web.pages import html_response, message_page, set_cookie, view
+from web.problems import problem_response
 from web.templates import View, advisor_room, esc
 from web.throttle import FailureLimiter
 
@@ -374,7 +375,7 @@ async def advisor_state(request: web.Request) -> web.Response:
     """What the start page polls: each visible consultation and its customer's state."""
     signed_in = advisor_session(request)
     if signed_in is None:
-        return web.json_response({"signed_in": False}, status=403)
+        return problem_response(403, "Not signed in (or the session has ended).")
     _, entry = signed_in
     return web.json_response(
         {
