@@ -26,7 +26,7 @@ from gateway.consultation import Connection, Role
 from gateway.service import Gateway
 from web.advisor import LOGIN_GUARD_KEY
 from web.app import create_app
-from web.throttle import FailureLimiter
+from web.throttle import FailureLimiter, address_key
 
 Client = TestClient[web.Request, web.Application]
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,6 +339,16 @@ async def test_address_is_locked_after_failures_across_accounts(
         assert (await sign_in(client, name, "falsches-Passwort")).status == 403
     assert (await sign_in(client, "x3", "falsches-Passwort")).status == 429
     assert (await sign_in(client, "alice", PASSWORD)).status == 429
+
+
+def test_addresses_are_counted_by_ipv4_address_and_ipv6_slash_64() -> None:
+    assert address_key("192.0.2.7") == "192.0.2.7"
+    assert address_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:ffff::9")
+    assert address_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("fe80::1%eth0") == "fe80::/64"
+    assert address_key(None) == "-" and address_key("unix") == "unix"
 
 
 def test_failure_limiter_window_and_bounded_memory() -> None:

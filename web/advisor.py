@@ -41,7 +41,7 @@ from web.links import participant_links
 from web.pages import html_response, message_page, set_cookie, view
 from web.problems import problem_response
 from web.templates import View, advisor_room, esc
-from web.throttle import FailureLimiter
+from web.throttle import FailureLimiter, address_key
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ async def login_submit(request: web.Request) -> web.Response:
         )
     auth = gateway_of(request).advisor_auth
     guard = request.app[LOGIN_GUARD_KEY]
-    address = request.remote or "-"
+    address = address_key(request.remote)
     wait = guard.retry_after(address, name)
     if wait:
         return login_page(

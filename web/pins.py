@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from gateway.consultation import Consultation, Role
-from web.throttle import FailureLimiter
+from web.throttle import FailureLimiter, address_key
 
 MAX_WRONG_PINS = 5
 
@@ -54,7 +54,7 @@ class PinGuard:
     def address_retry_after(self, address: str | None) -> float:
         if self.per_address is None or not address:
             return 0.0
-        return self.per_address.retry_after(address)
+        return self.per_address.retry_after(address_key(address))
 
     def attempt(
         self, consultation: Consultation, pin: str, address: str | None = None
@@ -73,7 +73,7 @@ class PinGuard:
         if wrong >= self.max_wrong:
             return PinResult(PinOutcome.LOCKED, 0)
         if self.per_address is not None and address:
-            locked_for = self.per_address.fail(address)
+            locked_for = self.per_address.fail(address_key(address))
             if locked_for:
                 return PinResult(PinOutcome.ADDRESS_LOCKED, 0, locked_for)
         return PinResult(PinOutcome.WRONG, self.max_wrong - wrong)
