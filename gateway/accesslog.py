@@ -22,13 +22,14 @@ The clock is injected (``clock``), so the retention is tested with a moved clock
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
@@ -160,6 +161,19 @@ class AccessLog:
             self.close()
 
         return detach
+
+
+async def purge_daily(
+    access_log: AccessLog, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+) -> None:
+    """Delete what is past the retention just after every UTC midnight, for as long as
+    the service runs (also on days without traffic, when no write would purge)."""
+    while True:
+        await sleep(access_log.seconds_to_next_purge())
+        try:
+            await asyncio.to_thread(access_log.purge)
+        except OSError:
+            log.exception("access log purge failed")
 
 
 class _Handler(logging.Handler):

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 from gateway import advisor_cli, logs
 from gateway import config as config_mod
-from gateway.accesslog import AccessLog
+from gateway.accesslog import AccessLog, purge_daily
 from gateway.config import Config
 from gateway.consultation import Consultation, Role
 from gateway.forms import TemplateError
@@ -112,7 +112,7 @@ class Service:
         self.access_log = AccessLog(cfg.data_dir / "logs", cfg.access_log_days)
         await asyncio.to_thread(self.access_log.purge)
         self._detach_access_log = self.access_log.attach()
-        self._access_purger = asyncio.create_task(self._purge_access_log_daily(), name="purge")
+        self._access_purger = asyncio.create_task(purge_daily(self.access_log), name="purge")
         ssl_ctx = make_ssl_context(cfg)
         self.runner = web.AppRunner(
             self.app, access_log_class=RedactingAccessLogger, handle_signals=False
@@ -151,16 +151,6 @@ class Service:
             await asyncio.sleep(interval)
             for cid in self.gateway.directory.expire():
                 log.info("consultation %s… ended (expired or abandoned)", cid[:4])
-
-    async def _purge_access_log_daily(self) -> None:
-        access_log = self.access_log
-        assert access_log is not None
-        while True:
-            await asyncio.sleep(access_log.seconds_to_next_purge())
-            try:
-                await asyncio.to_thread(access_log.purge)
-            except OSError:
-                log.exception("access log purge failed")
 
     async def stop(self) -> None:
         self.gateway.accepting = False

@@ -11,12 +11,14 @@ import logging
 import re
 import stat
 import subprocess
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from gateway.accesslog import HTTP_LOGGER, RTMP_LOGGER, AccessLog
+from gateway.accesslog import HTTP_LOGGER, RTMP_LOGGER, AccessLog, purge_daily
 from gateway.redact import redact_url
 from rtmp.client import RtmpClient
 from tests.conftest import require_tool
@@ -121,6 +123,26 @@ def test_next_purge_is_just_after_utc_midnight() -> None:
     assert access_log.seconds_to_next_purge(NOON + 12 * 3600 - 0.5) == 1.5
 
 
+async def test_the_daily_timer_purges_on_days_without_traffic(tmp_path: Path) -> None:
+    clock = Clock(NOON)
+    access_log = AccessLog(tmp_path, 2, clock=clock)
+    access_log.write("the only entry")
+    access_log.close()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # time passes at once
+        slept.append(seconds)
+        if len(slept) > 3:
+            raise asyncio.CancelledError
+        clock.now += seconds
+
+    with pytest.raises(asyncio.CancelledError):
+        await purge_daily(access_log, sleep)
+    assert slept[0] == 12 * 3600 + 1  # until just after midnight UTC
+    assert all(abs(s - DAY) < 2 for s in slept[1:])  # then once a day
+    assert names(access_log) == [], "gone after two days without a single request"
+
+
 def test_access_loggers_write_only_to_the_files(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -165,6 +187,15 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> GatewayProcess:
     assert proc.stop() == 0, proc.log()
 
 
+def wait_for_log(gw: GatewayProcess, done: Callable[[str], bool], timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = gw.access_log()
+        if done(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
 def _output(gw: GatewayProcess) -> str:
     assert gw.log_path is not None
     return gw.log_path.read_text()
@@ -188,7 +219,8 @@ def test_http_requests_are_logged_with_redacted_targets(gw: GatewayProcess) -> N
     gw.request("GET", f"/api/sessions/{session['id']}", token=token)
     gw.request("GET", f"/k/{token}", token=None)
     gw.request("GET", f"/login?token={advisor_token}", token=None)
-    log = gw.access_log()
+    # aiohttp writes the entry just after the answer has gone out
+    log = wait_for_log(gw, lambda text: '"GET /login?… HTTP/1.1" 403 ' in text)
     lines = log.splitlines()
     line = next(x for x in lines if "TestBrowser/1.0" in x)
     # time, address, request (query dropped), status, size, browser, duration
@@ -218,8 +250,9 @@ async def test_rtmp_connects_are_logged_with_the_player_version(gw: GatewayProce
         assert result.error
     finally:
         await bad.close()
-    await asyncio.sleep(0.3)
-    log = gw.access_log()
+    log = await asyncio.to_thread(
+        wait_for_log, gw, lambda text: "NetConnection.Connect.Rejected" in text
+    )
     accepted = [x for x in log.splitlines() if "NetConnection.Connect.Success" in x]
     assert accepted, log
     assert LINE.match(accepted[-1]), accepted[-1]
@@ -250,7 +283,7 @@ def test_ffmpeg_publish_is_logged_as_a_connect(gw: GatewayProcess, tmp_path: Pat
         capture_output=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()
-    log = gw.access_log()
+    log = wait_for_log(gw, lambda text: "/close/" in text)
     lines = log.splitlines()
     rtmp = [x for x in lines if "CONNECT" in x and x.endswith('"') and ' RTMP" ' in x]
     assert any("FMLE/" in x for x in rtmp), log  # librtmp's flashVer, as the "browser"
