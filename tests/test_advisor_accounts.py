@@ -3,6 +3,7 @@ sign-in form with its limits, the cookie session and CSRF, and the start page.""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -324,6 +325,36 @@ async def test_account_is_locked_after_repeated_failures_then_unlocked(
     clock.now += limits.login_lockout + 1
     client.session.cookie_jar.clear()
     assert (await sign_in(client, "alice", PASSWORD)).status == 303
+
+
+async def test_parallel_guesses_are_not_all_checked_before_the_lock(
+    client: Client, gw: Gateway
+) -> None:
+    accounts = gw.advisor_auth.accounts
+    assert accounts is not None
+    checked = []
+    verify = accounts.verify
+
+    def counting(name: str, password: str) -> tuple[str, str] | None:
+        checked.append(name)
+        return verify(name, password)
+
+    accounts.verify = counting  # type: ignore[method-assign]
+    page = await client.get("/login")
+    fields = form_fields(await page.text())
+
+    async def guess(n: int) -> int:
+        resp = await client.post(
+            "/login",
+            data={**fields, "name": "alice", "password": f"geraten-{n:04d}-xx"},
+            allow_redirects=False,
+        )
+        return resp.status
+
+    statuses = await asyncio.gather(*(guess(n) for n in range(30)))
+    assert 303 not in statuses
+    assert len(checked) <= gw.config.limits.login_max_failures_per_account, checked
+    assert statuses.count(429) >= 30 - gw.config.limits.login_max_failures_per_account
 
 
 async def test_address_is_locked_after_failures_across_accounts(

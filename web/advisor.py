@@ -51,11 +51,27 @@ _NEXT = re.compile(r"/(advisor|ops)(/[A-Za-z0-9_\-]{1,64})?")
 
 
 class LoginGuard:
-    """Failure counting for the sign-in form: per address and per account name."""
+    """Failure counting for the sign-in form: per address and per account name.
+
+    Also two bounds the counts alone would not give: one password check at a time per
+    account and per address (parallel requests would otherwise all be checked before
+    the first failure is counted), and at most ``MAX_VERIFYING`` argon2 checks at once
+    in the whole process (each takes 64 MiB and tens of milliseconds of a core).
+    """
+
+    MAX_VERIFYING = 2
 
     def __init__(self, per_address: FailureLimiter, per_account: FailureLimiter) -> None:
         self.per_address = per_address
         self.per_account = per_account
+        self.in_flight: set[str] = set()
+        self._verifying: asyncio.Semaphore | None = None
+
+    @property
+    def verifying(self) -> asyncio.Semaphore:
+        if self._verifying is None:  # created on the serving loop
+            self._verifying = asyncio.Semaphore(self.MAX_VERIFYING)
+        return self._verifying
 
     def retry_after(self, address: str, account: str) -> float:
         return max(
@@ -214,10 +230,21 @@ async def login_submit(request: web.Request) -> web.Response:
         return login_page(
             request, status=429, message="login.locked", next_path=next_path, retry_after=wait
         )
+    keys = {f"address:{address}", f"account:{name.lower()}"}
+    if keys & guard.in_flight:
+        # a check for this account or address is running: answer as locked, briefly
+        return login_page(
+            request, status=429, message="login.locked", next_path=next_path, retry_after=1
+        )
     verified = None
     if auth.accounts is not None and name and password:
-        # argon2 takes tens of milliseconds of CPU on purpose: not on the event loop
-        verified = await asyncio.to_thread(auth.accounts.verify, name, password)
+        guard.in_flight |= keys
+        try:
+            async with guard.verifying:
+                # argon2 takes tens of milliseconds of CPU on purpose: not on the loop
+                verified = await asyncio.to_thread(auth.accounts.verify, name, password)
+        finally:
+            guard.in_flight -= keys
     if verified is None:
         locked = guard.failed(address, name)
         if locked:
