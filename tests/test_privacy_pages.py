@@ -126,7 +126,9 @@ def test_every_page_stays_on_our_origin_from_sign_in_to_the_end(
 ) -> None:
     assert f"Advisor sign-in:        {gw.base}/login" in gw.log()  # the banner says where
     recorder = Recorder(gw.base)
-    advisor_ctx = browser.new_context(locale="de-DE")
+    advisor_ctx = browser.new_context(
+        locale="de-DE", permissions=["clipboard-read", "clipboard-write"]
+    )
     customer_ctx = browser.new_context(
         locale="de-DE", viewport={"width": 360, "height": 640}, is_mobile=True, has_touch=True
     )
@@ -159,6 +161,9 @@ def test_every_page_stays_on_our_origin_from_sign_in_to_the_end(
         pin = advisor.locator(f"#pin-{cid}").inner_text().strip()
         assert re.fullmatch(r"\d{6}", pin) and link.endswith(f"/k/{cid}")
         expect(row.locator(".customer-state")).to_have_text("–")
+        row.locator(f'button[data-copy="pin-{cid}"]').click()
+        expect(row.locator(f'button[data-copy="pin-{cid}"]')).to_have_text("Kopiert")
+        assert advisor.evaluate("navigator.clipboard.readText()") == pin
 
         # -- the customer enters with link and PIN --------------------------------------------
         customer = customer_ctx.new_page()
