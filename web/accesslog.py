@@ -28,7 +28,8 @@ _MAX_AGENT = 200
 # RTMPT polls (web/rtmpt.py): a tunnelled client POSTs /send or /idle several times a
 # second. /open and /close are logged, and so is every poll that failed (an unknown
 # tunnel id, a bad sequence number, a body too large), but not each successful poll.
-_QUIET_POLLS = ("/send/", "/idle/")
+# The same for the advisor start page asking who is waiting (every 3 s, signed in).
+_QUIET_POLLS = ("/send/", "/idle/", "/advisor/state")
 
 
 class RedactingAccessLogger(AbstractAccessLogger):
