@@ -227,6 +227,10 @@ def test_every_page_stays_on_our_origin_from_sign_in_to_the_end(
         advisor_ctx.close()
         customer_ctx.close()
     assert recorder.foreign() == [], recorder.foreign()
+    access = gw.access_log()
+    assert '"POST /login HTTP/1.1" 303' in access and '"GET /k/' in access
+    assert '"GET /advisor/state HTTP/1.1" 200' not in access, "polls are not logged"
+    assert PASSWORD not in gw.log()
 
 
 def test_tls_pages_carry_hsts_and_secure_cookies(tmp_path: Path, browser: Browser) -> None:
