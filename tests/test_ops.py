@@ -307,9 +307,30 @@ def test_ops_api_refuses_anonymous_and_participants(gateway: GatewayProcess) -> 
         status, _, _ = gateway.request("GET", path, token=session["customer"]["token"])
         assert status == 403, path
     status, _, body = gateway.request("GET", "/ops", token=None)
+    # the sign-in form, coming back to the monitor
     assert status == 401 and b"Anmeldung erforderlich" in body
+    assert b'name="next" value="/ops"' in body and b"ops-transcoders" not in body
+    status, _, body = gateway.request("GET", "/ops", token=session["customer"]["token"])
+    assert status == 403 and b"ops-transcoders" not in body
     status, _, body = gateway.request("GET", "/ops", token=ADVISOR_TOKEN)
-    assert status == 200 and b"Betriebsmonitor" in body
+    assert status == 200 and b"ops-transcoders" in body
+
+
+@pytest.mark.e2e
+async def test_shutdown_ends_live_feeds_at_once(tmp_path: Path) -> None:
+    """SIGTERM with an ops page open: the feed ends and the gateway exits 0 promptly
+    (aiohttp waits for running handlers)."""
+    gw = GatewayProcess(tmp_path / "data").start()
+    headers = {"Authorization": f"Bearer {ADVISOR_TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(gw.base + "/api/ops/live", headers=headers) as resp,
+    ):
+        assert (await resp.content.readline()).startswith(b"event: history")
+        began = time.monotonic()
+        code = await asyncio.to_thread(gw.stop)
+        assert code == 0
+        assert time.monotonic() - began < 5
 
 
 @pytest.mark.e2e

@@ -40,6 +40,7 @@ from web.templates import View
 routes = web.RouteTableDef()
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 HTTP_COUNTS_KEY = web.AppKey("http_counts", dict)
+LIVE_STOP_KEY = web.AppKey("ops_live_stop", asyncio.Event)
 LIVE_INTERVAL = 1.0
 TRANSCODER_LABELS = ["transcoder", "direction", "kind", "codec"]
 
@@ -304,15 +305,18 @@ async def live(request: web.Request) -> web.StreamResponse:
     history = list(monitor.history) if monitor is not None else []
     await response.write(_event("history", {"samples": history}))
     last_at = history[-1]["at"] if history else None
+    stop = request.app[LIVE_STOP_KEY]
     with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
-        while True:
+        while not stop.is_set():
             sample = monitor.last if monitor is not None else None
             if sample is not None and sample["at"] != last_at:
                 last_at = sample["at"]
                 await response.write(_event("sample", _live_payload(gateway, sample)))
             elif sample is None:
                 await response.write(_event("sample", _live_payload(gateway, None)))
-            await asyncio.sleep(LIVE_INTERVAL / 2)
+            # the feed ends at shutdown at once (aiohttp waits for running handlers)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LIVE_INTERVAL / 2)
     return response
 
 
@@ -322,11 +326,21 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 @routes.get("/ops")
 async def ops_page(request: web.Request) -> web.Response:
+    from web.advisor import login_page
     from web.pages import html_response, message_page, view
 
     principal = identify(request)
-    if principal is None or not principal.advisor:
-        return message_page(request, "ops.denied.title", "ops.denied.text", status=401)
+    if principal is None:
+        # the sign-in form, back to the monitor afterwards
+        return login_page(
+            request,
+            status=401,
+            message="ops.denied.text",
+            next_path="/ops",
+            title_key="ops.denied.title",
+        )
+    if not principal.advisor:
+        return message_page(request, "ops.denied.title", "ops.denied.text", status=403)
     return html_response(request, ops_monitor(view(request)))
 
 
@@ -378,8 +392,14 @@ def ops_monitor(v: View) -> str:
     )
 
 
+async def _stop_live_feeds(app: web.Application) -> None:
+    app[LIVE_STOP_KEY].set()
+
+
 def setup(app: web.Application) -> None:
     app[HTTP_COUNTS_KEY] = {}
+    app[LIVE_STOP_KEY] = asyncio.Event()
+    app.on_shutdown.append(_stop_live_feeds)
     app[REGISTRY_KEY] = build_registry(app[GATEWAY_KEY], app)
     app.middlewares.insert(0, count_requests)
     app.add_routes(routes)

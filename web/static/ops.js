@@ -85,7 +85,14 @@
       cell(tr, c.id, "mono");
       ["advisor", "customer"].forEach(function (role) {
         const p = c.participants[role];
-        const via = p && p.via.length ? p.via.join(", ") : t("ops.absent");
+        const via =
+          p && p.via.length
+            ? p.via
+                .map(function (v) {
+                  return t("ops.via." + v);
+                })
+                .join(", ")
+            : t("ops.absent");
         cell(tr, via);
       });
       cell(tr, VB.i18n.time(Math.max(0, now - c.created_at)), "num");
@@ -150,6 +157,7 @@
     max = max > 0 ? max * 1.15 : 1;
     axes(c, max, unit);
     const n = HISTORY;
+    let legendX = 46;
     series.forEach(function (s, k) {
       const ctx = c.ctx;
       ctx.strokeStyle = COLORS[k % COLORS.length];
@@ -170,7 +178,8 @@
       });
       ctx.stroke();
       ctx.fillStyle = COLORS[k % COLORS.length];
-      ctx.fillText(s.label, 46 + (k % 3) * ((c.w - 50) / 3), c.h - 2);
+      ctx.fillText(s.label, legendX, c.h - 2); // legends side by side, as wide as they are
+      legendX += ctx.measureText(s.label).width + 12;
     });
   }
 
@@ -183,13 +192,18 @@
     const n = Math.max(1, values.length);
     const step = (c.w - 44) / n;
     const ctx = c.ctx;
+    let lastLabelEnd = 0;
     values.forEach(function (v, i) {
       const x = 40 + i * step + step * 0.15;
       const hgt = (c.h - 24) * (v / max);
       ctx.fillStyle = COLORS[0];
       ctx.fillRect(x, 8 + (c.h - 24) - hgt, step * 0.7, hgt);
       ctx.fillStyle = "#1b1f24";
-      if (step > 28 || i % Math.ceil(28 / step) === 0) ctx.fillText(labels[i], x, c.h - 2);
+      const width = ctx.measureText(labels[i]).width;
+      if (x >= lastLabelEnd) {
+        ctx.fillText(labels[i], x, c.h - 2); // labels that would overlap are left out
+        lastLabelEnd = x + width + 6;
+      }
     });
   }
 
