@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 
 @dataclass(slots=True)
@@ -104,6 +105,11 @@ class Config:
     def tls(self) -> bool:
         return self.tls_cert is not None and self.tls_key is not None
 
+    def ice_urls(self) -> list[str]:
+        """Our STUN and TURN servers, in flag order (none by default: never a
+        third-party server, as the terms of use promise)."""
+        return [*self.stun, *self.turn]
+
     def effective_ice_hosts(self) -> list[str]:
         """Addresses for ICE: configured ones, else ``--host`` when it is a specific address.
 
@@ -186,6 +192,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="override a protection limit, e.g. max_connections_per_address=500",
     )
+
+
+def split_ice_url(url: str) -> tuple[str, str | None, str | None]:
+    """``turn:user:secret@host:3478`` → (``turn:host:3478``, user, secret).
+
+    Our flags take one URL per server, so TURN credentials ride in the userinfo
+    (percent-encoded where needed); browsers and aiortc want them apart."""
+    scheme, sep, rest = url.partition(":")
+    if not sep:
+        raise ValueError(f"ICE server URL without a scheme: {url!r}")
+    username = credential = None
+    if "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+        user, _, secret = userinfo.partition(":")
+        username, credential = unquote(user), unquote(secret)
+    return f"{scheme}:{rest}", username, credential
 
 
 def _coerce(kind: str, value: Any) -> Any:

@@ -4,6 +4,7 @@ ICE server configuration."""
 from __future__ import annotations
 
 import fractions
+import json
 
 import pytest
 from aiortc.mediastreams import MediaStreamError
@@ -226,10 +227,25 @@ def test_ice_servers_come_from_our_configuration_only() -> None:
 def test_ice_servers_are_announced_in_link_headers() -> None:
     from web.whip import _link_header
 
-    assert _link_header(["stun:a.example.de", "turn:b.example.de:3478?transport=udp"]) == (
+    assert _link_header(
+        [("stun:a.example.de", None, None), ("turn:b.example.de:3478?transport=udp", "u", 'p"w')]
+    ) == (
         '<stun:a.example.de>; rel="ice-server", '
-        '<turn:b.example.de:3478?transport=udp>; rel="ice-server"'
+        '<turn:b.example.de:3478?transport=udp>; rel="ice-server"; username="u"; '
+        'credential="p\\"w"; credential-type="password"'
     )
+
+
+def test_pages_get_our_ice_servers_with_turn_credentials() -> None:
+    from web.templates import ice_servers
+
+    assert json.loads(ice_servers([])) == []
+    assert json.loads(
+        ice_servers(["stun:s.example.de:3478", "turn:user:p%40ss@t.example.de:3478?transport=tcp"])
+    ) == [
+        {"urls": "stun:s.example.de:3478"},
+        {"urls": "turn:t.example.de:3478?transport=tcp", "username": "user", "credential": "p@ss"},
+    ]
 
 
 def test_lag_monitor_flags_backlog_beyond_the_usual_delay() -> None:

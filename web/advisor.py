@@ -448,7 +448,7 @@ async def advisor_consultation(request: web.Request) -> web.Response:
         links,
         token=consultation.participants[Role.ADVISOR].token,
         csrf=csrf_token(request.app, sid),
-        stun=gateway.config.stun,
+        ice_urls=gateway.config.ice_urls(),
     )
     return html_response(request, page)
 

@@ -175,7 +175,7 @@ async def customer_page(request: web.Request) -> web.Response:
             view(request),
             consultation.id,
             token=consultation.participants[Role.CUSTOMER].token,
-            stun=gateway.config.stun,
+            ice_urls=gateway.config.ice_urls(),
         )
         return html_response(request, page)
     if request.app[PIN_GUARD_KEY].locked(consultation):

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.config import split_ice_url
 from web.i18n import data_block, translate
 
 
@@ -127,10 +128,19 @@ class View:
         )
 
 
-def ice_servers(stun: list[str]) -> str:
-    """RTCConfiguration.iceServers for the page: our own STUN servers only (none by
-    default; no third-party default, as the terms of use promise)."""
-    return json.dumps([{"urls": url} for url in stun])
+def ice_servers(urls: list[str]) -> str:
+    """RTCConfiguration.iceServers for the page: our own STUN and TURN servers only
+    (none by default; no third-party default, as the terms of use promise). TURN
+    credentials (``turn:user:secret@host``) go to the participant's own page only."""
+    servers = []
+    for url in urls:
+        clean, username, credential = split_ice_url(url)
+        server: dict[str, str] = {"urls": clean}
+        if username is not None:
+            server["username"] = username
+            server["credential"] = credential or ""
+        servers.append(server)
+    return json.dumps(servers)
 
 
 def _chat(v: View) -> str:
@@ -242,7 +252,7 @@ def _forms_card(v: View, role: str, consultation_id: str) -> str:
     )
 
 
-def customer_room(v: View, consultation_id: str, token: str, stun: list[str]) -> str:
+def customer_room(v: View, consultation_id: str, token: str, ice_urls: list[str]) -> str:
     """The customer's consultation page (after the PIN)."""
     cid = esc(consultation_id)
     main = "".join(
@@ -281,7 +291,7 @@ def customer_room(v: View, consultation_id: str, token: str, stun: list[str]) ->
         "cust.title",
         main,
         scripts=("i18n.js", "rtc.js", "chat.js", "forms.js", "room.js", "customer.js"),
-        meta={"vb-token": token, "vb-ice-servers": ice_servers(stun)},
+        meta={"vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
         body_class="page-customer",
         live_language=True,
     )
@@ -382,7 +392,7 @@ def advisor_room(
     links: Mapping[str, Any],
     token: str,
     csrf: str,
-    stun: list[str],
+    ice_urls: list[str],
 ) -> str:
     """The advisor's consultation page."""
     cid = esc(consultation_id)
@@ -425,7 +435,7 @@ def advisor_room(
         main,
         heading=heading,
         scripts=("i18n.js", "rtc.js", "chat.js", "forms.js", "room.js", "advisor-room.js"),
-        meta={"csrf-token": csrf, "vb-token": token, "vb-ice-servers": ice_servers(stun)},
+        meta={"csrf-token": csrf, "vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
         body_class="page-advisor",
         live_language=True,
         nav=nav,

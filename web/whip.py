@@ -54,7 +54,7 @@ class WebRtcService(Protocol):
 
     async def close(self) -> None: ...
 
-    def ice_server_urls(self) -> list[str]: ...
+    def ice_server_urls(self) -> list[tuple[str, str | None, str | None]]: ...
 
 
 WEBRTC_KEY = web.AppKey("webrtc", WebRtcService)
@@ -103,9 +103,21 @@ def _service(request: web.Request) -> WebRtcService:
     return request.app[WEBRTC_KEY]
 
 
-def _link_header(urls: list[str]) -> str:
-    # RFC 9725 §4.6: the ICE servers the client may use, as Link rel="ice-server".
-    return ", ".join(f'<{url}>; rel="ice-server"' for url in urls)
+def _link_header(servers: list[tuple[str, str | None, str | None]]) -> str:
+    """RFC 9725 §4.6: the ICE servers the client may use, as Link rel="ice-server",
+    TURN credentials as its username/credential attributes (RFC 8288 quoted strings)."""
+
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    links = []
+    for url, username, credential in servers:
+        link = f'<{url}>; rel="ice-server"'
+        if username is not None:
+            link += f"; username={quoted(username)}; credential={quoted(credential or '')}"
+            link += '; credential-type="password"'
+        links.append(link)
+    return ", ".join(links)
 
 
 def _offer_handler(kind: str) -> Callable[[web.Request], Awaitable[web.Response]]:

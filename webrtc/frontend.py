@@ -51,10 +51,11 @@ class WebRtcFrontEnd:
         self._ended: dict[str, tuple[str, str, Role]] = {}
         self._by_participant: dict[tuple[str, str, Role], PeerSession] = {}
 
-    def ice_server_urls(self) -> list[str]:
-        """The configured STUN/TURN URLs without credentials (for WHIP/WHEP ``Link``
-        headers, RFC 9725 §4.6)."""
-        return [str(s.urls) for s in self.factory.servers]
+    def ice_server_urls(self) -> list[tuple[str, str | None, str | None]]:
+        """The configured STUN/TURN servers as (URL, username, credential) for the
+        WHIP/WHEP ``Link`` headers (RFC 9725 §4.6), which go to the authenticated
+        participant only."""
+        return [(str(s.urls), s.username, s.credential) for s in self.factory.servers]
 
     async def publish(self, consultation: Consultation, role: Role, offer: str) -> Answer:
         return await self._open(WHIP, consultation, role, offer)

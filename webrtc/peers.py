@@ -11,12 +11,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import unquote
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
-from gateway.config import Config
+from gateway.config import Config, split_ice_url
 from webrtc import seams
 
 
@@ -26,22 +25,14 @@ def parse_ice_server(url: str) -> RTCIceServer:
     TURN credentials may be given as userinfo, ``turn:user:secret@host:3478``, because
     our flags take one URL per server; they are moved into ``username``/``credential``.
     Raises ValueError for a malformed URL (at start-up, not at the first call)."""
-    scheme, sep, rest = url.partition(":")
-    if not sep:
-        raise ValueError(f"ICE server URL without a scheme: {url!r}")
-    username = credential = None
-    if "@" in rest:
-        userinfo, _, rest = rest.rpartition("@")
-        user, _, secret = userinfo.partition(":")
-        username, credential = unquote(user), unquote(secret)
-    clean = f"{scheme}:{rest}"
+    clean, username, credential = split_ice_url(url)
     parse_stun_turn_uri(clean)  # raises ValueError when aiortc could not use it
     return RTCIceServer(urls=clean, username=username, credential=credential)
 
 
 def ice_servers(config: Config) -> list[RTCIceServer]:
     """Our STUN/TURN servers, in flag order; an empty list, never aiortc's default."""
-    return [parse_ice_server(url) for url in (*config.stun, *config.turn)]
+    return [parse_ice_server(url) for url in config.ice_urls()]
 
 
 class PeerFactory:
