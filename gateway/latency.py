@@ -78,7 +78,7 @@ class LatencyMeter:
         self.added = Histogram(
             "vb_added_latency_seconds",
             "Latency the gateway adds, from a complete source frame to its packets sent.",
-            ["direction", "path"],
+            ["direction", "path", "kind"],
             buckets=BUCKETS,
             registry=None,
         )
@@ -108,18 +108,21 @@ class LatencyMeter:
         if child is None:
             with self._lock:
                 if key[0] == "added":
-                    child = self.added.labels(direction=key[1], path=key[2])
+                    child = self.added.labels(direction=key[1], path=key[2], kind=key[3])
                 else:
                     child = self.jitter.labels(kind=key[1])
                 self._children[key] = child
                 self._samples[key] = deque(maxlen=RESERVOIR)
         return child
 
-    def observe(self, origin: str, sink: str, transcoded: bool, seconds: float) -> None:
-        """One unit sent: ``sink`` is ``flash`` or ``webrtc``."""
+    def observe(
+        self, origin: str, sink: str, transcoded: bool, seconds: float, kind: str = "video"
+    ) -> None:
+        """One unit sent: ``sink`` is ``flash`` or ``webrtc``, ``kind`` video or audio."""
         if seconds < 0:
             return
-        key = ("added", direction(origin, sink), "transcoded" if transcoded else "passthrough")
+        path = "transcoded" if transcoded else "passthrough"
+        key = ("added", direction(origin, sink), path, kind)
         self._child(key).observe(seconds)
         self._samples[key].append((perf_counter(), seconds))
 
@@ -141,7 +144,7 @@ class LatencyMeter:
         self._samples[key].append((perf_counter(), seconds))
 
     def snapshot(self, since: float | None = None) -> dict[str, Any]:
-        """``{"clock": now, "added": {"flash_to_webrtc/transcoded": {count, p50_ms,
+        """``{"clock": now, "added": {"flash_to_webrtc/transcoded/video": {count, p50_ms,
         p95_ms, …}}, "jitter_buffer": {"video": {…}}}`` over the recent samples, only
         those observed after ``since`` (a ``clock`` value of an earlier snapshot) if
         given: a benchmark takes one snapshot when its window opens, one when it closes.
@@ -161,7 +164,7 @@ class LatencyMeter:
                 "max_ms": round(max(values) * 1000, 3),
             }
             if key[0] == "added":
-                out["added"][f"{key[1]}/{key[2]}"] = summary
+                out["added"][f"{key[1]}/{key[2]}/{key[3]}"] = summary
             else:
                 out["jitter_buffer"][key[1]] = summary
         return out

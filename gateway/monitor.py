@@ -280,5 +280,5 @@ def refusal_notice(consultation: Any, role: Any) -> Callable[[str], None]:
 
 
 def _latency_p95(snapshot: dict[str, Any]) -> dict[str, float]:
-    """``{"flash_to_webrtc/transcoded": p95 ms, …}`` over the recent samples."""
+    """``{"flash_to_webrtc/transcoded/video": p95 ms, …}`` over the recent samples."""
     return {key: value["p95_ms"] for key, value in snapshot["added"].items()}

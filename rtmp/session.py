@@ -123,7 +123,9 @@ class PlayerReceiver:
         elif unit.wire is not None:
             conn.send_data_raw(self.stream_id, unit.wire, unit.timestamp)
         if unit.arrived:
-            METER.observe(unit.origin, "flash", unit.transcoded, perf_counter() - unit.arrived)
+            METER.observe(
+                unit.origin, "flash", unit.transcoded, perf_counter() - unit.arrived, kind
+            )
         if _batch.depth:
             _batch.dirty.add(session)  # written once when the publisher's read is done
         else:

@@ -85,8 +85,8 @@ async def test_flash_customer_reaches_webrtc_advisor(
                 routes = state["streams"]["customer"]["routes"]
                 assert any(r.get("video") == expect_route for r in routes), routes
                 path = "passthrough" if "passthrough" in expect_route else "transcoded"
-                _check_latency(gateway, clock, f"flash_to_webrtc/{path}")
-                _check_latency(gateway, clock, "flash_to_webrtc/transcoded")  # Speex > Opus
+                _check_latency(gateway, clock, f"flash_to_webrtc/{path}/video")
+                _check_latency(gateway, clock, "flash_to_webrtc/transcoded/audio")  # Speex>Opus
             finally:
                 await wc.close_all(pc, received=received)
     finally:
@@ -104,8 +104,11 @@ def _check_latency(gateway: GatewayProcess, since: float, key: str) -> dict[str,
     # wrong shows up as negative, zero-width or seconds-long figures.
     assert 0 < figures["p50_ms"] <= figures["p95_ms"] < 500, latency
     metrics = gateway.get_text("/metrics")
-    direction, path = key.split("/")
-    assert f'vb_added_latency_seconds_count{{direction="{direction}",path="{path}"}}' in metrics
+    direction, path, kind = key.split("/")
+    assert (
+        f'vb_added_latency_seconds_count{{direction="{direction}",kind="{kind}",path="{path}"}}'
+        in metrics
+    )
     return latency
 
 
@@ -127,7 +130,8 @@ async def test_webrtc_advisor_reaches_flash_customer_as_h264_and_aac(
                    "-c", "copy", "-f", "flv", str(out)]  # fmt: skip
             done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, timeout=60)
             assert done.returncode == 0, done.stderr.decode()
-            latency = _check_latency(gateway, clock, "webrtc_to_flash/transcoded")
+            latency = _check_latency(gateway, clock, "webrtc_to_flash/transcoded/video")
+            _check_latency(gateway, clock, "webrtc_to_flash/transcoded/audio")
             # aiortc's jitter buffer, measured beside the gateway's own latency
             jitter = latency["jitter_buffer"]["video"]
             assert jitter["count"] >= 20 and 0 <= jitter["p50_ms"] < 1000, latency

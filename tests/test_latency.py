@@ -28,21 +28,24 @@ def test_snapshot_per_key_and_since() -> None:
     meter = LatencyMeter()
     for ms in (1, 2, 3, 4, 100):
         meter.observe("rtmp", "webrtc", False, ms / 1000)
-    meter.observe("webrtc", "flash", True, 0.020)
+    meter.observe("webrtc", "flash", True, 0.020, "audio")
     meter.observe("rtmp", "flash", False, -1.0)  # a clock gone backwards is not a sample
     meter.observe_jitter("video", 0.033)
     snap = meter.snapshot()
-    passthrough = snap["added"]["flash_to_webrtc/passthrough"]
+    passthrough = snap["added"]["flash_to_webrtc/passthrough/video"]
     assert passthrough["count"] == 5
     assert passthrough["p50_ms"] == 3.0 and passthrough["max_ms"] == 100.0
-    assert snap["added"]["webrtc_to_flash/transcoded"]["p95_ms"] == 20.0
-    assert "flash_to_flash/passthrough" not in snap["added"]
+    assert snap["added"]["webrtc_to_flash/transcoded/audio"]["p95_ms"] == 20.0
+    assert set(snap["added"]) == {
+        "flash_to_webrtc/passthrough/video",
+        "webrtc_to_flash/transcoded/audio",
+    }
     assert snap["jitter_buffer"]["video"]["count"] == 1
     later = meter.snapshot(since=snap["clock"])
     assert later["added"] == {} and later["jitter_buffer"] == {}
     meter.observe("rtmp", "webrtc", False, 0.005)
     window = meter.snapshot(since=snap["clock"])
-    assert window["added"]["flash_to_webrtc/passthrough"]["count"] == 1
+    assert window["added"]["flash_to_webrtc/passthrough/video"]["count"] == 1
 
 
 def test_histograms_in_prometheus_text() -> None:
@@ -52,10 +55,13 @@ def test_histograms_in_prometheus_text() -> None:
     registry.register(meter.collector())
     text = generate_latest(registry).decode()
     assert (
-        'vb_added_latency_seconds_bucket{direction="flash_to_webrtc",le="0.005",'
+        'vb_added_latency_seconds_bucket{direction="flash_to_webrtc",kind="video",le="0.005",'
         'path="transcoded"} 1.0' in text
     )
-    assert 'vb_added_latency_seconds_bucket{direction="flash_to_webrtc",le="0.003"' in text
+    assert (
+        'vb_added_latency_seconds_bucket{direction="flash_to_webrtc",kind="video",le="0.003"'
+        in text
+    )
 
 
 class _Sink:

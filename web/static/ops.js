@@ -246,7 +246,8 @@
         .map(function (k) {
           const parts = k.split("/");
           return {
-            label: t("ops.direction." + parts[0]) + " " + t("ops.path." + parts[1]),
+            label:
+              t("ops.direction." + parts[0]) + " " + t("ops.kind." + parts[2]) + " " + t("ops.path." + parts[1]),
             values: samples.map(function (s) {
               const v = (s.latency || {})[k];
               return v === undefined ? null : v;
