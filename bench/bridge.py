@@ -510,11 +510,13 @@ def run_step(
 
     say("go")
     c0, t0 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
-    clock = gw.get("/api/ops/snapshot")["latency"]["clock"]
+    first = gw.get("/api/ops/snapshot")
+    clock = first["latency"]["clock"]
     for p in procs:
         _line(p, "done", seconds + 30)
     c1, t1 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
     snapshot = gw.get(f"/api/ops/snapshot?since={clock}")
+    codec_s = _codec_seconds(snapshot) - _codec_seconds(first)
     results = []
     for p in procs:
         assert p.stdout is not None
@@ -547,11 +549,18 @@ def run_step(
         ),
         "clients": results,
         "gateway_latency": snapshot["latency"],
+        # time inside PyAV's decode/encode calls (TranscoderStats), over the window
+        "codec_cpu_s": round(codec_s, 3),
         "transcoders": [
             {k: t[k] for k in ("direction", "codec", "dropped", "realtime_factor", "queue_depth")}
             for t in snapshot["transcoders"]
         ],
     }
+
+
+def _codec_seconds(snapshot: dict[str, Any]) -> float:
+    """Seconds the transcoders spent inside PyAV decode/encode calls, summed by number."""
+    return sum(t["decode_seconds"] + t["encode_seconds"] for t in snapshot["transcoders"])
 
 
 def ffmpeg_yardstick(src: Path, out_args: list[str], seconds: float) -> dict[str, Any]:
@@ -606,9 +615,11 @@ def bridge(seconds: float) -> dict[str, Any]:
         gwr["ratio"] = round(
             gwr["gateway_cpu_percent_of_core"] / max(ff["cpu_percent_of_core"], 0.01), 2
         )
+        gwr["codec_share"] = round(gwr["codec_cpu_s"] / max(gwr["gateway_cpu_s"], 1e-9), 3)
         out[name] = {"gateway": gwr, "ffmpeg": ff}
         print(f"[bridge] {name}: gateway {gwr['gateway_cpu_percent_of_core']}% "
               f"ffmpeg {ff['cpu_percent_of_core']}% ratio {gwr['ratio']}x "
+              f"codec share {gwr['codec_share']} "
               f"latency {_latency_line(gwr['gateway_latency'])} "
               f"client {gwr['clients'][0]}", file=sys.stderr, flush=True)  # fmt: skip
     # H.264 passed through (audio still transcoded: Speex > Opus, Opus > AAC)

@@ -763,6 +763,7 @@ def report(results: dict[str, Any]) -> str:
                 f"  {direction}: gateway {g['gateway_cpu_percent_of_core']:.1f}% of a core "
                 f"(worker threads {g['other_threads_cpu_s']:.2f} s of {g['gateway_cpu_s']:.2f} s), "
                 f"ffmpeg {f['cpu_percent_of_core']:.1f}%: {_ratio(g['ratio'])}; "
+                f"inside PyAV codecs {100 * g.get('codec_share', 0):.0f}%; "
                 f"{client['video_fps']:.1f} fps; end-to-end latency p50/p95 "
                 f"{lat.get('p50')}/{lat.get('p95')} ms"
             )

@@ -398,6 +398,33 @@ async def test_overload_refuses_the_next_consultation_running_one_keeps_real_tim
                     await asyncio.sleep(3.0)
                     rate = (len(received.video) - before) / 3.0
                     assert rate >= 13.5, rate  # 90 % of 15 fps
+                    # a new receiver needing a new transcoder (H.264 for this browser) is
+                    # refused, and its participant is told on the events socket
+                    async with http.ws_connect(session["advisor"]["events_url"]) as ws:
+                        pc2, received2, status, _, body = await wc.player(post, "h264")
+                        assert status == 201, body
+                        try:
+                            async with asyncio.timeout(10):
+                                async for msg in ws:
+                                    event = msg.json()
+                                    if event.get("type") == "notice":
+                                        break
+                            assert event == {
+                                "type": "notice",
+                                "code": "capacity",
+                                "role": "advisor",
+                                "kind": "video",
+                            }
+                            state = await asyncio.to_thread(
+                                gw.get, f"/api/sessions/{session['id']}"
+                            )
+                            routes = state["streams"]["customer"]["routes"]
+                            assert any(
+                                "refused (capacity)" in r.get("video", "") for r in routes
+                            ), routes
+                            assert received2.video == []
+                        finally:
+                            await wc.close_all(pc2, received=received2)
                 finally:
                     await wc.close_all(pc, received=received)
         finally:
@@ -405,6 +432,7 @@ async def test_overload_refuses_the_next_consultation_running_one_keeps_real_tim
             publisher.communicate()
         metrics = gw.get_text("/metrics")
         assert (_metric(metrics, "vb_admission_refused_total", what="consultation") or 0) >= 1
+        assert (_metric(metrics, "vb_admission_refused_total", what="transcoder") or 0) >= 1
         assert "refusing a new consultation" in gw.log()
     finally:
         gw.stop()

@@ -77,6 +77,11 @@
           chat.add(ev);
         } else if (ev.type === "error") {
           chat.notice("chat.rejected", { detail: ev.detail });
+        } else if (ev.type === "notice" && ev.code === "capacity") {
+          if (ev.role === role) {
+            // the gateway has no capacity to convert this for us now (docs/ops.md)
+            chat.notice(ev.kind === "audio" ? "notice.capacity.audio" : "notice.capacity.video");
+          }
         } else {
           if (ev.type === "form" && VB.forms) {
             VB.forms.onEvent(ev); // the forms card (forms.js)
