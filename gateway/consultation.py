@@ -63,7 +63,11 @@ class Participant:
     kinds_seen: set[str] = field(default_factory=set)
 
     def describe(self) -> dict[str, Any]:
-        media_kinds = sorted({c.kind for c in self.connections if c.kind != "events"})
+        # ``via`` speaks INTERFACE.md's words (rtmp/rtmpt/rtmps/webrtc/chat-only): RTMPTS is
+        # what Flash calls rtmps://, so it is "rtmps" there; ``connections`` say rtmpts.
+        media_kinds = sorted(
+            {VIA.get(c.kind, c.kind) for c in self.connections if c.kind != "events"}
+        )
         if not media_kinds and self.connections:
             media_kinds = ["chat-only"]  # only the events socket: text chat without media
         return {
@@ -82,6 +86,9 @@ class Participant:
                 for c in self.connections
             ],
         }
+
+
+VIA = {"rtmpts": "rtmps"}
 
 
 def _iso(ts: float) -> str:

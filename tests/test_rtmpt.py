@@ -188,7 +188,12 @@ def test_ffmpeg_publishes_and_plays_through_the_tunnel(
             "the tunnelled publisher",
         )
         # GET /api/sessions/{id} says how the customer is connected
-        assert state["participants"]["customer"]["via"] == [scheme]
+        # INTERFACE.md's words: Flash's rtmps:// (RTMPTS) shows as rtmps, the detail in
+        # the connection's kind
+        via = {"rtmpt": "rtmpt", "rtmpts": "rtmps"}[scheme]
+        assert state["participants"]["customer"]["via"] == [via]
+        kinds = [c["kind"] for c in state["participants"]["customer"]["connections"]]
+        assert kinds == [scheme]
         time.sleep(1.0)  # join late: the player starts at the cached keyframe
         out = media_dir / f"{scheme}-played.flv"
         played = play(tunnel_url(gw, scheme, "customer", session["advisor"]["token"]), out, 4)

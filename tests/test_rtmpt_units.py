@@ -379,7 +379,8 @@ def test_rtmp_session_through_the_tunnel_connects_publishes_and_shows_via_rtmpts
     info = client.result(tid).args[0]
     assert info["code"] == "NetConnection.Connect.Success"
     customer = consultation.describe()["participants"]["customer"]
-    assert customer["via"] == ["rtmpts"]
+    assert customer["via"] == ["rtmps"]  # INTERFACE.md's word for secure Flash
+    assert [c["kind"] for c in customer["connections"]] == ["rtmpts"]
     tid = client.conn.call("createStream")
     client.pump()
     sid = int(client.result(tid).args[0])
