@@ -153,7 +153,15 @@ class LatencyMeter:
         with self._lock:
             items = [(key, list(samples)) for key, samples in self._samples.items()]
         for key, samples in items:
-            values = [v for when, v in samples if since is None or when > since]
+            if since is None:
+                values = [v for _, v in samples]
+            else:
+                # samples are in time order: walk back from the newest to the window's start
+                values = []
+                for when, value in reversed(samples):
+                    if when <= since:
+                        break
+                    values.append(value)
             if not values:
                 continue
             summary = {
