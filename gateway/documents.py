@@ -30,10 +30,11 @@ import shutil
 import time
 import unicodedata
 import zipfile
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from gateway.tickets import TicketBook
 
 log = logging.getLogger(__name__)
 
@@ -260,13 +261,6 @@ class Document:
         }
 
 
-@dataclass(slots=True)
-class _Ticket:
-    consultation_id: str
-    document_id: str
-    expires: float
-
-
 @dataclass
 class _SessionFiles:
     directory: Path
@@ -366,12 +360,17 @@ class DocumentStore:
         self.max_bytes = max_bytes
         self.quota_bytes = quota_bytes
         self.max_documents = max_documents
-        self.ticket_ttl = ticket_ttl
         self.min_free_bytes = min_free_bytes
-        self.max_tickets = max_tickets
-        self.tickets_per_session = tickets_per_session
         self._sessions: dict[str, _SessionFiles] = {}
-        self._tickets: OrderedDict[str, _Ticket] = OrderedDict()
+        # Bounded per consultation (one participant minting in a loop only pushes out its
+        # own consultation's oldest tickets) and overall.
+        self.tickets = TicketBook(
+            ticket_ttl, per_consultation=tickets_per_session, max_tickets=max_tickets
+        )
+
+    @property
+    def ticket_ttl(self) -> float:
+        return self.tickets.ttl
 
     # -- start-up -------------------------------------------------------------------------
     def sweep(self) -> int:
@@ -508,8 +507,7 @@ class DocumentStore:
     def remove_session(self, consultation_id: str) -> None:
         """Delete every file of a consultation, its folder and its tickets."""
         files = self._sessions.pop(consultation_id, None)
-        for key in [k for k, t in self._tickets.items() if t.consultation_id == consultation_id]:
-            del self._tickets[key]
+        self.tickets.forget(consultation_id)
         directory = (
             files.directory if files is not None else self.root / _safe_segment(consultation_id)
         )
@@ -524,18 +522,7 @@ class DocumentStore:
 
     # -- one-time tickets ------------------------------------------------------------------
     def mint_ticket(self, consultation_id: str, document_id: str, now: float | None = None) -> str:
-        now = time.time() if now is None else now
-        self._purge_tickets(now)
-        # Bounded per consultation (one participant minting in a loop only pushes out its
-        # own consultation's oldest tickets) and overall.
-        mine = [k for k, t in self._tickets.items() if t.consultation_id == consultation_id]
-        for key in mine[: max(0, len(mine) - self.tickets_per_session + 1)]:
-            del self._tickets[key]
-        ticket = secrets.token_urlsafe(24)
-        self._tickets[ticket] = _Ticket(consultation_id, document_id, now + self.ticket_ttl)
-        while len(self._tickets) > self.max_tickets:
-            self._tickets.popitem(last=False)
-        return ticket
+        return self.tickets.mint(consultation_id, document_id, now)
 
     def redeem_ticket(
         self,
@@ -546,25 +533,11 @@ class DocumentStore:
         *,
         consume: bool = True,
     ) -> Document | None:
-        """The document when the ticket is valid for it; the ticket is used up either way
-        (a ticket presented for another document is a guess, not a second chance).
-        ``consume=False`` only looks (a ``HEAD`` request must not spend the download)."""
-        now = time.time() if now is None else now
-        if len(ticket) > 64:
-            return None
-        entry = self._tickets.pop(ticket, None) if consume else self._tickets.get(ticket)
-        if entry is None or entry.expires <= now:
-            return None
-        if entry.consultation_id != consultation_id or entry.document_id != document_id:
+        """The document when the ticket is valid for it (``gateway/tickets.py``: used up
+        either way; ``consume=False`` only looks, for a ``HEAD`` request)."""
+        if not self.tickets.redeem(ticket, consultation_id, document_id, now, consume=consume):
             return None
         return self.get(consultation_id, document_id)
-
-    def _purge_tickets(self, now: float) -> None:
-        while self._tickets:
-            key, first = next(iter(self._tickets.items()))
-            if first.expires > now:
-                break
-            del self._tickets[key]
 
 
 def _safe_segment(consultation_id: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from gateway.documents import Document, DocumentError, DocumentStore
 from gateway.forms.document import FilledForm, render_html, render_pdf
 from gateway.forms.template import FormLibrary, Template
+from gateway.tickets import TicketBook
 
 
 class FormError(Exception):
@@ -69,13 +69,6 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-@dataclass(slots=True)
-class _Ticket:
-    consultation_id: str
-    form_id: str
-    expires: float
-
-
 class FormDesk:
     """Every consultation's forms on this node."""
 
@@ -90,11 +83,13 @@ class FormDesk:
     ) -> None:
         self.library = library
         self.documents = documents
-        self.ticket_ttl = ticket_ttl
         self.max_forms = max_forms
-        self.max_tickets = max_tickets
         self._forms: dict[str, dict[str, FormInstance]] = {}
-        self._tickets: OrderedDict[str, _Ticket] = OrderedDict()
+        self.tickets = TicketBook(ticket_ttl, max_tickets=max_tickets)
+
+    @property
+    def ticket_ttl(self) -> float:
+        return self.tickets.ttl
 
     # -- sending -------------------------------------------------------------------------
     def send(self, consultation_id: str, template_id: str) -> FormInstance:
@@ -166,36 +161,18 @@ class FormDesk:
 
     # -- one-time links -------------------------------------------------------------------
     def mint_ticket(self, consultation_id: str, form_id: str, now: float | None = None) -> str:
-        now = time.time() if now is None else now
-        self._purge_tickets(now)
-        ticket = secrets.token_urlsafe(24)
-        self._tickets[ticket] = _Ticket(consultation_id, form_id, now + self.ticket_ttl)
-        while len(self._tickets) > self.max_tickets:
-            self._tickets.popitem(last=False)
-        return ticket
+        return self.tickets.mint(consultation_id, form_id, now)
 
     def redeem_ticket(
         self, ticket: str, consultation_id: str, form_id: str, now: float | None = None
     ) -> FormInstance | None:
         """The form when the ticket is valid for it; the ticket is used up either way."""
-        now = time.time() if now is None else now
-        entry = self._tickets.pop(ticket, None) if len(ticket) <= 64 else None
-        if entry is None or entry.expires <= now:
-            return None
-        if entry.consultation_id != consultation_id or entry.form_id != form_id:
+        if not self.tickets.redeem(ticket, consultation_id, form_id, now):
             return None
         return self.get(consultation_id, form_id)
-
-    def _purge_tickets(self, now: float) -> None:
-        while self._tickets:
-            key, first = next(iter(self._tickets.items()))
-            if first.expires > now:
-                break
-            del self._tickets[key]
 
     # -- the end ------------------------------------------------------------------------
     def remove_session(self, consultation_id: str) -> None:
         """Forget a consultation's forms and links (its documents go with the folder)."""
         self._forms.pop(consultation_id, None)
-        for key in [k for k, t in self._tickets.items() if t.consultation_id == consultation_id]:
-            del self._tickets[key]
+        self.tickets.forget(consultation_id)
