@@ -114,6 +114,21 @@ def require_advisor(request: web.Request) -> Principal:
     return principal
 
 
+def require_participant(request: web.Request) -> tuple[Consultation, Role]:
+    """The consultation in the path (``{id}``) and the caller's role in it (bearer or
+    cookie; an advisor acts as the advisor). Another consultation's token is a 403
+    whether or not the id exists, so tokens cannot probe for ids."""
+    principal = require(request)
+    known = gateway_of(request).directory.get(request.match_info["id"])
+    if not principal.advisor and (known is None or principal.role_in(known) is None):
+        raise ProblemError(403, "This token belongs to another consultation.")
+    if known is None or known.ended:
+        raise ProblemError(404, "No such consultation (it may have ended).")
+    role = principal.role_in(known)
+    assert role is not None
+    return known, role
+
+
 # -- CSRF and origin -------------------------------------------------------------------
 
 

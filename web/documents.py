@@ -29,7 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.consultation import Consultation, Role
 from gateway.documents import SNIFF_BYTES, Document, DocumentError, DocumentStore, Upload
-from web.auth import CUSTOMER_COOKIE, gateway_of, require, same_origin
+from web.auth import CUSTOMER_COOKIE, gateway_of, require_participant, same_origin
 from web.problems import ProblemError
 
 log = logging.getLogger(__name__)
@@ -49,19 +49,6 @@ def _store(request: web.Request) -> DocumentStore:
     if store is None:
         raise ProblemError(503, "Documents are not enabled on this gateway.")
     return store
-
-
-def _participant(request: web.Request) -> tuple[Consultation, Role]:
-    """The consultation in the path and the caller's role in it (bearer or cookie)."""
-    principal = require(request)
-    known = gateway_of(request).directory.get(request.match_info["id"])
-    if not principal.advisor and (known is None or principal.role_in(known) is None):
-        raise ProblemError(403, "This token belongs to another consultation.")
-    if known is None or known.ended:
-        raise ProblemError(404, "No such consultation (it may have ended).")
-    role = principal.role_in(known)
-    assert role is not None
-    return known, role
 
 
 def _customer_by_cookie(request: web.Request) -> tuple[Consultation, Role]:
@@ -221,13 +208,13 @@ def _file_response(doc: Document) -> web.StreamResponse:
 
 @routes.post("/api/sessions/{id}/documents")
 async def upload_document(request: web.Request) -> web.Response:
-    consultation, role = _participant(request)
+    consultation, role = require_participant(request)
     return await _upload(request, consultation, role)
 
 
 @routes.get("/api/sessions/{id}/documents", allow_head=False)
 async def list_documents(request: web.Request) -> web.Response:
-    consultation, _ = _participant(request)
+    consultation, _ = require_participant(request)
     docs = _store(request).list(consultation.id)
     return web.json_response([_public(d) for d in docs])
 
@@ -248,13 +235,13 @@ async def download_document(request: web.Request) -> web.StreamResponse:
                 403, "This download link has been used or has expired; ask for a new one."
             )
         return _file_response(doc)
-    consultation, _ = _participant(request)
+    consultation, _ = require_participant(request)
     return _file_response(_document(request, consultation))
 
 
 @routes.post("/api/sessions/{id}/documents/{doc}/ticket")
 async def mint_ticket(request: web.Request) -> web.Response:
-    consultation, _ = _participant(request)
+    consultation, _ = require_participant(request)
     doc = _document(request, consultation)
     gateway = gateway_of(request)
     url = gateway.document_url(consultation.id, doc.id)

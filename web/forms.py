@@ -38,7 +38,14 @@ from gateway.consultation import Consultation, Role
 from gateway.documents import Document
 from gateway.forms import Checked, FormDesk, FormError, FormInstance, Problem, check_form
 from gateway.forms.template import Field, Template
-from web.auth import CUSTOMER_COOKIE, gateway_of, identify, require, same_origin
+from web.auth import (
+    CUSTOMER_COOKIE,
+    gateway_of,
+    identify,
+    require,
+    require_participant,
+    same_origin,
+)
 from web.documents import _file_response
 from web.i18n import negotiate, remember
 from web.problems import ProblemError
@@ -56,18 +63,6 @@ def _desk(request: web.Request) -> FormDesk:
     if desk is None:
         raise ProblemError(503, "Forms are not enabled on this gateway.")
     return desk
-
-
-def _participant(request: web.Request) -> tuple[Consultation, Role]:
-    principal = require(request)
-    known = gateway_of(request).directory.get(request.match_info["id"])
-    if not principal.advisor and (known is None or principal.role_in(known) is None):
-        raise ProblemError(403, "This token belongs to another consultation.")
-    if known is None or known.ended:
-        raise ProblemError(404, "No such consultation (it may have ended).")
-    role = principal.role_in(known)
-    assert role is not None
-    return known, role
 
 
 def _form(request: web.Request, consultation: Consultation) -> FormInstance:
@@ -104,7 +99,7 @@ async def list_templates(request: web.Request) -> web.Response:
 
 @routes.post("/api/sessions/{id}/forms")
 async def send_form(request: web.Request) -> web.Response:
-    consultation, role = _participant(request)
+    consultation, role = require_participant(request)
     if role is not Role.ADVISOR:
         raise ProblemError(403, "Only the advisor sends forms.")
     try:
@@ -133,20 +128,20 @@ async def send_form(request: web.Request) -> web.Response:
 
 @routes.get("/api/sessions/{id}/forms", allow_head=False)
 async def list_forms(request: web.Request) -> web.Response:
-    consultation, role = _participant(request)
+    consultation, role = require_participant(request)
     forms = _desk(request).forms_of(consultation.id)
     return web.json_response([_public(request, consultation, f, role) for f in forms])
 
 
 @routes.get("/api/sessions/{id}/forms/{form}", allow_head=False)
 async def get_form(request: web.Request) -> web.Response:
-    consultation, role = _participant(request)
+    consultation, role = require_participant(request)
     return web.json_response(_public(request, consultation, _form(request, consultation), role))
 
 
 @routes.post("/api/sessions/{id}/forms/{form}/ticket")
 async def form_ticket(request: web.Request) -> web.Response:
-    consultation, role = _participant(request)
+    consultation, role = require_participant(request)
     form = _form(request, consultation)
     url = gateway_of(request).form_url(consultation.id, form.id, str(role))
     return web.json_response(
