@@ -390,7 +390,7 @@ async def advisor_home(request: web.Request) -> web.Response:
     page = v.document(
         "overview.title",
         main,
-        scripts=("i18n.js", "advisor.js"),
+        scripts=("i18n.js", "copy.js", "advisor.js"),
         meta={"csrf-token": csrf},
         body_class="page-overview",
     )

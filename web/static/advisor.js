@@ -45,37 +45,6 @@
 
   // -- copy link and PIN ----------------------------------------------------------------------
 
-  function copyText(text) {
-    if (navigator.clipboard && window.isSecureContext) {
-      return navigator.clipboard.writeText(text);
-    }
-    return Promise.reject(new Error("no clipboard"));
-  }
-
-  document.querySelectorAll("button[data-copy]").forEach(function (button) {
-    const label = button.querySelector("[data-t]");
-    button.addEventListener("click", function () {
-      const target = document.getElementById(button.dataset.copy);
-      copyText(target.textContent.trim()).then(
-        function () {
-          i18n.setText(label, "room.copied");
-        },
-        function () {
-          // select it, so Ctrl+C does the rest
-          const range = document.createRange();
-          range.selectNodeContents(target);
-          const selection = window.getSelection();
-          selection.removeAllRanges();
-          selection.addRange(range);
-          i18n.setText(label, "room.copy_failed");
-        }
-      );
-      window.setTimeout(function () {
-        i18n.setText(label, "room.copy");
-      }, 2500);
-    });
-  });
-
   // -- end: ask first -------------------------------------------------------------------------
 
   document.querySelectorAll("form.end-form").forEach(function (form) {
