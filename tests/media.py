@@ -61,6 +61,18 @@ PROFILES: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
+def ffmpeg_publish(
+    path: Path, url: str, *output_args: str, loop: bool = False
+) -> subprocess.Popen[bytes]:
+    """ffmpeg sending an FLV in real time to an RTMP URL (``-c copy``), as a Flash
+    camera would; ``loop`` replays it until killed; ``output_args`` go before ``-f flv``."""
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re"]
+    if loop:
+        cmd += ["-stream_loop", "-1"]
+    cmd += ["-i", str(path), "-c", "copy", *output_args, "-f", "flv", url]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 def make_flv(
     path: Path,
     profile: str,

@@ -16,7 +16,7 @@ from rtmp.client import RtmpClient
 from tests import webrtc_client as wc
 from tests.conftest import require_tool
 from tests.gwproc import GatewayProcess
-from tests.media import analyse, make_flv
+from tests.media import analyse, ffmpeg_publish, make_flv
 
 pytestmark = pytest.mark.e2e
 
@@ -25,21 +25,6 @@ pytestmark = pytest.mark.e2e
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_tool("ffmpeg")
     return tmp_path_factory.mktemp("bridge")
-
-
-def _poster(http: aiohttp.ClientSession, url: str, token: str) -> wc.Poster:
-    async def post(sdp: str) -> tuple[int, dict[str, str], str]:
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
-        async with http.post(url, data=sdp, headers=headers) as resp:
-            return resp.status, dict(resp.headers), await resp.text()
-
-    return post
-
-
-def _publish(path: Path, url: str) -> subprocess.Popen[bytes]:
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path),
-           "-c", "copy", "-f", "flv", url]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -66,10 +51,10 @@ async def test_flash_customer_reaches_webrtc_advisor(
     src = make_flv(media_dir / f"{profile}.flv", profile, seconds=12)
     session = gateway.create_session()
     clock = (await asyncio.to_thread(gateway.get, "/api/ops/snapshot"))["latency"]["clock"]
-    publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+    publisher = ffmpeg_publish(src, session["customer"]["rtmp"]["publish_url"])
     try:
         async with aiohttp.ClientSession() as http:
-            post = _poster(http, session["advisor"]["whep_url"], session["advisor"]["token"])
+            post = wc.http_poster(http, session["advisor"]["whep_url"], session["advisor"]["token"])
             pc, received, status, _, body = await wc.player(post, offer_video)
             assert status == 201, body
             try:
@@ -119,7 +104,7 @@ async def test_webrtc_advisor_reaches_flash_customer_as_h264_and_aac(
     session = gateway.create_session()
     clock = (await asyncio.to_thread(gateway.get, "/api/ops/snapshot"))["latency"]["clock"]
     async with aiohttp.ClientSession() as http:
-        post = _poster(http, session["advisor"]["whip_url"], session["advisor"]["token"])
+        post = wc.http_poster(http, session["advisor"]["whip_url"], session["advisor"]["token"])
         pc, status, _, body = await wc.publisher(post, "vp8")
         assert status == 201, body
         try:
@@ -151,7 +136,7 @@ async def test_flash_player_without_h264_gets_spark_and_nellymoser(
     """An old Flash player (no H.264/AAC bits in connect) gets Sorenson Spark."""
     session = gateway.create_session()
     async with aiohttp.ClientSession() as http:
-        post = _poster(http, session["advisor"]["whip_url"], session["advisor"]["token"])
+        post = wc.http_poster(http, session["advisor"]["whip_url"], session["advisor"]["token"])
         pc, status, _, body = await wc.publisher(post, "vp8")
         assert status == 201, body
         player = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
@@ -184,10 +169,10 @@ async def test_customer_camera_off_stops_the_flow_and_tells_the_advisor(
 ) -> None:
     src = make_flv(media_dir / "toggle.flv", "spark_speex", seconds=14)
     session = gateway.create_session()
-    publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+    publisher = ffmpeg_publish(src, session["customer"]["rtmp"]["publish_url"])
     try:
         async with aiohttp.ClientSession() as http:
-            post = _poster(http, session["advisor"]["whep_url"], session["advisor"]["token"])
+            post = wc.http_poster(http, session["advisor"]["whep_url"], session["advisor"]["token"])
             pc, received, status, _, body = await wc.player(post)
             assert status == 201, body
             ws = await http.ws_connect(session["advisor"]["events_url"])
@@ -231,7 +216,7 @@ async def test_flash_client_gets_avc_and_aac_headers_first_from_the_browser(
     keyframe; the AAC AudioSpecificConfig before the first AAC frame."""
     session = gateway.create_session()
     async with aiohttp.ClientSession() as http:
-        post = _poster(http, session["advisor"]["whip_url"], session["advisor"]["token"])
+        post = wc.http_poster(http, session["advisor"]["whip_url"], session["advisor"]["token"])
         pc, status, _, body = await wc.publisher(post, "vp8")
         assert status == 201, body
         player = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)

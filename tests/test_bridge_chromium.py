@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Playwright, expect
 from tests import test_pages as pages
 from tests.conftest import require_tool
 from tests.gwproc import GatewayProcess
-from tests.media import analyse, make_flv
+from tests.media import analyse, ffmpeg_publish, make_flv
 from tests.test_pages import DESKTOP, Opener, Watched, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -49,12 +49,6 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_tool("ffmpeg")
     return tmp_path_factory.mktemp("bridge-chromium")
-
-
-def _publish(path: Path, url: str) -> subprocess.Popen[bytes]:
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path),
-           "-c", "copy", "-f", "flv", url]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -122,7 +116,7 @@ def test_flash_customer_plays_in_the_advisor_page(
     session = gw.create_session()
     advisor = _advisor(opener, session["id"])
     a = advisor.page
-    publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+    publisher = ffmpeg_publish(src, session["customer"]["rtmp"]["publish_url"])
     try:
         # (ffmpeg calls no media(camera, microphone): the badge stays "Kamera aus", and
         # the page shows the video once it has flowed for 3 s)

@@ -38,7 +38,7 @@ from rtmp.events import CommandReceived, UserControlReceived
 from rtmp.messages import ProtocolError
 from tests.conftest import require_tool
 from tests.gwproc import GatewayProcess
-from tests.media import analyse, make_flv
+from tests.media import analyse, ffmpeg_publish, make_flv
 from tests.test_connection import chunk0, connected, pump
 from web import swf
 from web.app import create_app
@@ -375,12 +375,6 @@ async def test_crossdomain_xml_allows_only_our_own_origin(aiohttp_client: Any) -
 # -- rtmpdump's SWF verification against the served SWF (end to end) ------------------------------
 
 
-def _publish(path: Path, url: str) -> subprocess.Popen[bytes]:
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path)]
-    cmd += ["-c", "copy", "-f", "flv", url]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 def test_an_unasked_swf_verification_answer_does_not_end_the_connection() -> None:
     """The server never sends a SWFVerify request (user control 26), so librtmp and Flash
     never answer with 27. Should one arrive anyway — 0x01 0x01, the size twice, the
@@ -411,7 +405,7 @@ def test_rtmpdump_verifies_the_served_swf_and_plays(
     src = make_flv(tmp_path / "advisor.flv", "h264_aac", seconds=8)
     session = gateway.create_session()
     swf_url = f"{gateway.base}{swf.SWF_URL_PATH}"
-    publisher = _publish(src, session["advisor"]["rtmp"]["publish_url"])
+    publisher = ffmpeg_publish(src, session["advisor"]["rtmp"]["publish_url"])
     out = tmp_path / "played.flv"
     home = tmp_path / "home"  # librtmp caches SWF hashes in ~/.swfinfo
     home.mkdir()

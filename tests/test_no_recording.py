@@ -24,7 +24,6 @@ import asyncio
 import os
 import re
 import stat
-import subprocess
 import tempfile
 import threading
 import time
@@ -40,7 +39,7 @@ from rtmp.client import RtmpClient
 from tests import webrtc_client as wc
 from tests.conftest import require_tool
 from tests.gwproc import GatewayProcess
-from tests.media import make_flv
+from tests.media import ffmpeg_publish, make_flv
 
 pytestmark = pytest.mark.e2e
 
@@ -132,21 +131,6 @@ class OpenFiles:
     @property
     def written(self) -> list[str]:
         return sorted(path for path, writable in self.seen.items() if writable)
-
-
-def _publish(path: Path, url: str) -> subprocess.Popen[bytes]:
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path),
-           "-c", "copy", "-f", "flv", url]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _poster(http: aiohttp.ClientSession, url: str, token: str) -> wc.Poster:
-    async def post(sdp: str) -> tuple[int, dict[str, str], str]:
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
-        async with http.post(url, data=sdp, headers=headers) as resp:
-            return resp.status, dict(resp.headers), await resp.text()
-
-    return post
 
 
 async def _chat_from_ws(ws: aiohttp.ClientWebSocketResponse, text: str) -> dict[str, Any]:
@@ -261,14 +245,14 @@ async def _converse(
     """Both directions of media and chat, bridged (Flash <-> WebRTC), checked arriving;
     the data dir checked while it runs."""
     customer, advisor = session["customer"], session["advisor"]
-    publisher = _publish(source, customer["rtmp"]["publish_url"])
+    publisher = ffmpeg_publish(source, customer["rtmp"]["publish_url"])
     flash = await RtmpClient.open("127.0.0.1", gw.rtmp_port)
     try:
         async with aiohttp.ClientSession() as http:
-            post_play = _poster(http, advisor["whep_url"], advisor["token"])
+            post_play = wc.http_poster(http, advisor["whep_url"], advisor["token"])
             play_pc, received, status, _, body = await wc.player(post_play)
             assert status == 201, body
-            post_send = _poster(http, advisor["whip_url"], advisor["token"])
+            post_send = wc.http_poster(http, advisor["whip_url"], advisor["token"])
             send_pc, status, _, body = await wc.publisher(post_send, "vp8")
             assert status == 201, body
             ws = await http.ws_connect(advisor["events_url"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from gateway.transcode import TranscoderStats
 from tests import webrtc_client as wc
 from tests.conftest import require_tool
 from tests.gwproc import ADVISOR_TOKEN, GatewayProcess
-from tests.media import make_flv
+from tests.media import ffmpeg_publish, make_flv
 
 # -- units: the monitor ---------------------------------------------------------------------
 
@@ -226,21 +225,6 @@ def _sum(text: str, name: str) -> float:
     return total
 
 
-def _poster(http: aiohttp.ClientSession, url: str, token: str) -> wc.Poster:
-    async def post(sdp: str) -> tuple[int, dict[str, str], str]:
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
-        async with http.post(url, data=sdp, headers=headers) as resp:
-            return resp.status, dict(resp.headers), await resp.text()
-
-    return post
-
-
-def _publish(path: Path, url: str) -> subprocess.Popen[bytes]:
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
-           "-i", str(path), "-c", "copy", "-f", "flv", url]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 @pytest.mark.e2e
 async def test_metrics_move_during_a_bridged_consultation(
     gateway: GatewayProcess, tmp_path: Path
@@ -248,10 +232,10 @@ async def test_metrics_move_during_a_bridged_consultation(
     require_tool("ffmpeg")
     src = make_flv(tmp_path / "spark.flv", "spark_speex", seconds=6)
     session = gateway.create_session()
-    publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+    publisher = ffmpeg_publish(src, session["customer"]["rtmp"]["publish_url"], loop=True)
     try:
         async with aiohttp.ClientSession() as http:
-            post = _poster(http, session["advisor"]["whep_url"], session["advisor"]["token"])
+            post = wc.http_poster(http, session["advisor"]["whep_url"], session["advisor"]["token"])
             pc, received, status, _, body = await wc.player(post)
             assert status == 201, body
             try:
@@ -370,10 +354,12 @@ async def test_overload_refuses_the_next_consultation_running_one_keeps_real_tim
     ).start()
     try:
         session = gw.create_session()
-        publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+        publisher = ffmpeg_publish(src, session["customer"]["rtmp"]["publish_url"], loop=True)
         try:
             async with aiohttp.ClientSession() as http:
-                post = _poster(http, session["advisor"]["whep_url"], session["advisor"]["token"])
+                post = wc.http_poster(
+                    http, session["advisor"]["whep_url"], session["advisor"]["token"]
+                )
                 pc, received, status, _, body = await wc.player(post)
                 assert status == 201, body
                 try:

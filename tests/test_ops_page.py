@@ -5,7 +5,6 @@ nothing from another origin, and a screenshot is saved."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import require_tool
 from tests.gwproc import GatewayProcess
-from tests.media import make_flv
+from tests.media import ffmpeg_publish, make_flv
 from tests.test_pages import (  # noqa: F401  (fixtures used by name)
     DESKTOP,
     Opener,
@@ -37,11 +36,7 @@ def test_ops_page_shows_transcoders_live(
     require_tool("ffmpeg")
     src = make_flv(tmp_path / "spark.flv", "spark_speex", seconds=6)
     body = gw.create_session()
-    publisher = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
-         "-i", str(src), "-c", "copy", "-f", "flv", body["customer"]["rtmp"]["publish_url"]],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    publisher = ffmpeg_publish(src, body["customer"]["rtmp"]["publish_url"], loop=True)
     try:
         advisor = opener.advisor(body["id"])
         # the advisor's page receives the Flash customer through the transcoders

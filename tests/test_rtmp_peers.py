@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.gwproc import GatewayProcess
-from tests.media import analyse, make_flv
+from tests.media import analyse, ffmpeg_publish, make_flv
 
 pytestmark = pytest.mark.e2e
 
@@ -26,25 +26,6 @@ pytestmark = pytest.mark.e2e
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_tool("ffmpeg")
     return tmp_path_factory.mktemp("media")
-
-
-def _publish(path: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
-    cmd = [
-        "ffmpeg",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-re",
-        "-i",
-        str(path),
-        "-c",
-        "copy",
-        *extra,
-        "-f",
-        "flv",
-        url,
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _play_ffmpeg(
@@ -93,7 +74,7 @@ def test_ffmpeg_publishes_and_ffmpeg_plays_back(
     """What Flash Player 11's camera/microphone send goes through unchanged, decodable."""
     src = make_flv(media_dir / f"{profile}.flv", profile, seconds=8)
     session = gateway.create_session()
-    publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+    publisher = ffmpeg_publish(src, session["customer"]["rtmp"]["publish_url"])
     try:
         time.sleep(1.5)  # join late: the player must start at the cached keyframe
         out = media_dir / f"{profile}-played.flv"
@@ -118,7 +99,7 @@ def test_consultation_reports_how_each_participant_is_connected(
 ) -> None:
     src = make_flv(media_dir / "state.flv", "spark_speex", seconds=5)
     session = gateway.create_session()
-    publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+    publisher = ffmpeg_publish(src, session["customer"]["rtmp"]["publish_url"])
     try:
         deadline = time.monotonic() + 10
         state = {}
@@ -142,7 +123,7 @@ def test_rtmpdump_plays(gateway: GatewayProcess, media_dir: Path, digest: bool) 
     require_tool("rtmpdump")
     src = make_flv(media_dir / "dump.flv", "h264_aac", seconds=8)
     session = gateway.create_session()
-    publisher = _publish(src, session["advisor"]["rtmp"]["publish_url"])
+    publisher = ffmpeg_publish(src, session["advisor"]["rtmp"]["publish_url"])
     out = media_dir / f"rtmpdump-{digest}.flv"
     try:
         time.sleep(1.0)
@@ -181,8 +162,8 @@ def test_two_participants_relay_both_ways(gateway: GatewayProcess, media_dir: Pa
     a_src = make_flv(media_dir / "a.flv", "spark_speex", seconds=8, size="320x240")
     b_src = make_flv(media_dir / "b.flv", "h264_aac", seconds=8, size="640x360")
     session = gateway.create_session()
-    pub_c = _publish(a_src, session["customer"]["rtmp"]["publish_url"])
-    pub_a = _publish(b_src, session["advisor"]["rtmp"]["publish_url"])
+    pub_c = ffmpeg_publish(a_src, session["customer"]["rtmp"]["publish_url"])
+    pub_a = ffmpeg_publish(b_src, session["advisor"]["rtmp"]["publish_url"])
     out_a = media_dir / "advisor-sees.flv"
     out_c = media_dir / "customer-sees.flv"
     try:
@@ -233,7 +214,7 @@ def test_wrong_token_is_rejected_at_publish_and_play(
     src = make_flv(media_dir / "wrong.flv", "spark_speex", seconds=2)
     session = gateway.create_session()
     bad = f"rtmp://127.0.0.1:{gateway.rtmp_port}/consult/customer?token=not-a-token"
-    pub = _publish(src, bad)
+    pub = ffmpeg_publish(src, bad)
     err = _finish(pub)
     assert pub.returncode != 0
     played = _play_ffmpeg(
@@ -242,7 +223,7 @@ def test_wrong_token_is_rejected_at_publish_and_play(
     assert played.returncode != 0
     # the customer may not publish the advisor's name
     wrong_role = session["customer"]["rtmp"]["publish_url"].replace("/customer?", "/advisor?")
-    pub = _publish(src, wrong_role)
+    pub = ffmpeg_publish(src, wrong_role)
     err = _finish(pub)
     assert pub.returncode != 0, err
     assert gateway.proc is not None and gateway.proc.poll() is None
@@ -288,7 +269,7 @@ def test_ffmpeg_over_native_rtmps(tmp_path: Path, media_dir: Path) -> None:
         token_a = session["advisor"]["token"]
         pub_url = f"rtmps://127.0.0.1:{gw.rtmps_port}/consult/customer?token={token_c}"
         play_url = f"rtmps://127.0.0.1:{gw.rtmps_port}/consult/customer?token={token_a}"
-        publisher = _publish(src, pub_url)
+        publisher = ffmpeg_publish(src, pub_url)
         try:
             time.sleep(1.5)
             out = tmp_path / "rtmps-played.flv"
@@ -349,7 +330,7 @@ async def test_ffmpeg_metadata_reaches_a_late_flash_player_first(
 
     src = make_flv(media_dir / "meta.flv", "h264_aac", seconds=6)
     session = gateway.create_session()
-    publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+    publisher = ffmpeg_publish(src, session["customer"]["rtmp"]["publish_url"])
     player = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
     try:
         await asyncio.sleep(1.0)
@@ -402,7 +383,7 @@ async def test_stuck_player_never_slows_the_publisher_or_other_players(
         assert stuck.transport is not None
         stuck.transport.pause_reading()  # a player on a dead network
         t0 = time.monotonic()
-        publisher = _publish(src, session["customer"]["rtmp"]["publish_url"])
+        publisher = ffmpeg_publish(src, session["customer"]["rtmp"]["publish_url"])
         err = await asyncio.to_thread(_finish, publisher, 30)
         elapsed = time.monotonic() - t0
         assert publisher.returncode == 0, err

@@ -26,7 +26,7 @@ from rtmp.events import CommandReceived, ResultReceived
 from tests import webrtc_client as wc
 from tests.conftest import require_tool
 from tests.gwproc import GatewayProcess
-from tests.media import analyse, make_flv
+from tests.media import analyse, ffmpeg_publish, make_flv
 from tests.test_rtmp_peers import _self_signed
 
 pytestmark = pytest.mark.e2e
@@ -67,12 +67,6 @@ def tls_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]
 
 def tunnel_url(gw: GatewayProcess, scheme: str, role: str, token: str) -> str:
     return f"{scheme}://127.0.0.1:{gw.http_port}/consult/{role}?token={token}"
-
-
-def publish(path: Path, url: str) -> subprocess.Popen[bytes]:
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(path),
-           "-c", "copy", "-f", "flv", url]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def play(url: str, out: Path, seconds: float) -> subprocess.CompletedProcess[bytes]:
@@ -178,7 +172,9 @@ def test_ffmpeg_publishes_and_plays_through_the_tunnel(
     gw: GatewayProcess = request.getfixturevalue("gw" if scheme == "rtmpt" else "tls_gw")
     src = make_flv(media_dir / f"{scheme}.flv", "h264_aac", seconds=8)
     session = gw.create_session()
-    publisher = publish(src, tunnel_url(gw, scheme, "customer", session["customer"]["token"]))
+    publisher = ffmpeg_publish(
+        src, tunnel_url(gw, scheme, "customer", session["customer"]["token"])
+    )
     try:
         state = wait_state(
             gw,
@@ -211,7 +207,7 @@ def test_rtmpdump_plays_over_rtmpt(gw: GatewayProcess, media_dir: Path) -> None:
     require_tool("rtmpdump")
     src = make_flv(media_dir / "dump.flv", "spark_speex", seconds=8)
     session = gw.create_session()
-    publisher = publish(src, tunnel_url(gw, "rtmpt", "advisor", session["advisor"]["token"]))
+    publisher = ffmpeg_publish(src, tunnel_url(gw, "rtmpt", "advisor", session["advisor"]["token"]))
     out = media_dir / "rtmpdump-rtmpt.flv"
     try:
         time.sleep(1.5)
@@ -229,7 +225,9 @@ def test_rtmpdump_plays_over_rtmpt(gw: GatewayProcess, media_dir: Path) -> None:
 async def test_rtmpt_media_reaches_a_webrtc_advisor(gw: GatewayProcess, media_dir: Path) -> None:
     src = make_flv(media_dir / "bridge.flv", "spark_speex", seconds=12)
     session = gw.create_session()
-    publisher = publish(src, tunnel_url(gw, "rtmpt", "customer", session["customer"]["token"]))
+    publisher = ffmpeg_publish(
+        src, tunnel_url(gw, "rtmpt", "customer", session["customer"]["token"])
+    )
     try:
         async with aiohttp.ClientSession() as http:
 
@@ -269,7 +267,7 @@ def test_a_client_that_never_closes_is_cleaned_up(gw: GatewayProcess, media_dir:
     src = make_flv(media_dir / "killed.flv", "spark_speex", seconds=20)
     session = gw.create_session()
     url = tunnel_url(gw, "rtmpt", "customer", session["customer"]["token"])
-    publisher = publish(src, url)
+    publisher = ffmpeg_publish(src, url)
     try:
         wait_state(
             gw,
@@ -294,7 +292,7 @@ def test_a_client_that_never_closes_is_cleaned_up(gw: GatewayProcess, media_dir:
     assert state["participants"]["customer"]["via"] == []
     assert "idle timeout (no RTMPT request)" in gw.log()
     # the role publishes again (a new tunnel, nothing left over from the old one)
-    again = publish(src, url)
+    again = ffmpeg_publish(src, url)
     try:
         state = wait_state(
             gw,

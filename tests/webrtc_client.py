@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import av
 from aiortc import (
     MediaStreamTrack,
@@ -166,6 +167,17 @@ async def player(
 
     status, headers, body = await negotiate(pc, post)
     return pc, received, status, headers, body
+
+
+def http_poster(http: aiohttp.ClientSession, url: str, token: str) -> Poster:
+    """A WHIP/WHEP ``Poster`` over an aiohttp session, with the participant's token."""
+
+    async def post(sdp: str) -> tuple[int, dict[str, str], str]:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+        async with http.post(url, data=sdp, headers=headers) as resp:
+            return resp.status, dict(resp.headers), await resp.text()
+
+    return post
 
 
 def prefer(transceiver: RTCRtpTransceiver, codec: str) -> None:
