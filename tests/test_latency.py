@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.latency import LatencyMeter, direction, percentile
 from gateway.media import VIDEO, MediaUnit, PublishedStream
+from tests.test_routing import Sink
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -64,21 +65,6 @@ def test_histograms_in_prometheus_text() -> None:
     )
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.units: list[MediaUnit] = []
-
-    def deliver(self, unit: MediaUnit) -> bool:
-        self.units.append(unit)
-        return True
-
-    def stream_started(self, stream: PublishedStream) -> None:
-        pass
-
-    def stream_stopped(self, stream: PublishedStream) -> None:
-        pass
-
-
 def test_replayed_units_are_not_measured_live_ones_are() -> None:
     """A late receiver's GOP replay is old on purpose; only live units carry a stamp."""
     stream = PublishedStream("c/customer")
@@ -86,7 +72,7 @@ def test_replayed_units_are_not_measured_live_ones_are() -> None:
     stamp = time.perf_counter()
     key = MediaUnit(VIDEO, "spark", 0, b"k", keyframe=True, arrived=stamp, origin="rtmp")
     stream.push(key)
-    sink = _Sink()
+    sink = Sink()
     stream.add_receiver(sink)
     assert [u.payload for u in sink.units] == [b"k"]
     assert sink.units[0].arrived == 0.0 and key.arrived == stamp  # a copy, not mutated

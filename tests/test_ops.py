@@ -23,6 +23,7 @@ from tests import webrtc_client as wc
 from tests.conftest import require_tool
 from tests.gwproc import ADVISOR_TOKEN, GatewayProcess
 from tests.media import ffmpeg_publish, make_flv
+from tests.test_routing import Sink
 
 # -- units: the monitor ---------------------------------------------------------------------
 
@@ -155,21 +156,6 @@ class FakeOutput:
         pass
 
     def set_video_bitrate(self, bps: int) -> None:
-        pass
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.units: list[MediaUnit] = []
-
-    def deliver(self, unit: MediaUnit) -> bool:
-        self.units.append(unit)
-        return True
-
-    def stream_started(self, stream: PublishedStream) -> None:
-        pass
-
-    def stream_stopped(self, stream: PublishedStream) -> None:
         pass
 
 
