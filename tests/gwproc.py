@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rtmp.client import RtmpClient
+
 ADVISOR_TOKEN = "test-advisor-token-0123456789"
 
 
@@ -162,3 +164,16 @@ class GatewayProcess:
         status, _, body = self.request("POST", "/api/sessions")
         assert status == 201, body
         return json.loads(body)
+
+
+async def flash_client(gw: GatewayProcess, token: str | None = None, **caps: float) -> RtmpClient:
+    """Our Flash-like client, connected to ``consult`` with ``token`` as the first extra
+    ``connect`` argument (what the SWF sends); ``caps`` are connect capabilities such as
+    ``video_codecs``."""
+    client = await RtmpClient.open("127.0.0.1", gw.rtmp_port)
+    extra = (token,) if token is not None else ()
+    result = await client.connect(
+        "consult", f"rtmp://127.0.0.1:{gw.rtmp_port}/consult", *extra, **caps
+    )
+    assert not result.error, result
+    return client

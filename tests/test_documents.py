@@ -44,8 +44,7 @@ from gateway.documents import (
     sanitize_filename,
     sniff_file,
 )
-from rtmp.client import RtmpClient
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess
+from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 from web.documents import content_disposition
 
 # -- sample files (made here, nothing committed) ------------------------------------------
@@ -602,11 +601,8 @@ async def test_flash_client_gets_a_document_event_with_a_url_it_can_open(
     gateway: GatewayProcess, http: aiohttp.ClientSession
 ) -> None:
     session = gateway.create_session()
-    flash = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
+    flash = await flash_client(gateway, session["customer"]["token"])
     try:
-        tc_url = f"rtmp://127.0.0.1:{gateway.rtmp_port}/consult"
-        result = await flash.connect("consult", tc_url, session["customer"]["token"])
-        assert not result.error
         data = pdf_bytes()
         status, doc = await upload(
             http, gateway, session["id"], session["advisor"]["token"], data, "Angebot.pdf"

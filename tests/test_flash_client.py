@@ -11,7 +11,7 @@ import pytest
 
 from rtmp import messages as m
 from rtmp.client import RtmpClient
-from tests.gwproc import GatewayProcess
+from tests.gwproc import GatewayProcess, flash_client
 from tests.media import FlvTag, make_flv, read_flv_tags
 
 pytestmark = pytest.mark.e2e
@@ -23,15 +23,6 @@ UMLAUT_TEXT = "Grüße aus Köln – 10 € 😀"
 def h264_tags(tmp_path_factory: pytest.TempPathFactory) -> list[FlvTag]:
     path = make_flv(tmp_path_factory.mktemp("flash") / "cam.flv", "h264_speex", seconds=3)
     return [t for t in read_flv_tags(path) if t.type_id in (8, 9)]
-
-
-async def _flash(gateway: GatewayProcess, token: str | None) -> RtmpClient:
-    client = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
-    tc_url = f"rtmp://127.0.0.1:{gateway.rtmp_port}/consult"
-    extra = (token,) if token is not None else ()
-    result = await client.connect("consult", tc_url, *extra)
-    assert not result.error, result
-    return client
 
 
 async def _publishing(client: RtmpClient, name: str = "customer") -> int:
@@ -50,7 +41,7 @@ async def _playing(client: RtmpClient, name: str = "customer") -> int:
 
 async def test_flash_handshake_connect_and_amf3_commands(gateway: GatewayProcess) -> None:
     session = gateway.create_session()
-    client = await _flash(gateway, session["customer"]["token"])
+    client = await flash_client(gateway, session["customer"]["token"])
     try:
         # ClientHandshake(validate=True) raises unless S1's digest and S2's HMAC check out.
         assert client.handshake is not None and client.handshake.digest
@@ -66,8 +57,8 @@ async def test_flash_publishes_h264_without_metadata_and_flash_plays_it(
     gateway: GatewayProcess, h264_tags: list[FlvTag]
 ) -> None:
     session = gateway.create_session()
-    customer = await _flash(gateway, session["customer"]["token"])
-    advisor = await _flash(gateway, session["advisor"]["token"])
+    customer = await flash_client(gateway, session["customer"]["token"])
+    advisor = await flash_client(gateway, session["advisor"]["token"])
     try:
         sid = await _publishing(customer)
         assert customer.conn._writer.chunk_size == 128  # Flash keeps the default
@@ -101,8 +92,8 @@ async def test_flash_publishes_h264_without_metadata_and_flash_plays_it(
 
 async def test_chat_between_flash_clients_keeps_utf8(gateway: GatewayProcess) -> None:
     session = gateway.create_session()
-    customer = await _flash(gateway, session["customer"]["token"])
-    advisor = await _flash(gateway, session["advisor"]["token"])
+    customer = await flash_client(gateway, session["customer"]["token"])
+    advisor = await flash_client(gateway, session["advisor"]["token"])
     try:
         result = await customer.call("chat", UMLAUT_TEXT)
         assert not result.error
@@ -140,7 +131,7 @@ async def test_connect_without_token_then_publish_other_role_is_bad_name(
     gateway: GatewayProcess,
 ) -> None:
     session = gateway.create_session()
-    client = await _flash(gateway, None)
+    client = await flash_client(gateway, None)
     try:
         sid = await client.create_stream()
         client.publish(sid, f"advisor?token={session['customer']['token']}")
@@ -152,7 +143,7 @@ async def test_connect_without_token_then_publish_other_role_is_bad_name(
 
 
 async def test_play_with_wrong_token_fails(gateway: GatewayProcess) -> None:
-    client = await _flash(gateway, None)
+    client = await flash_client(gateway, None)
     try:
         sid = await client.create_stream()
         client.play(sid, "customer?token=bogus")
@@ -183,8 +174,8 @@ async def test_timestamps_cross_24_bits_and_wrap_at_32(
     gateway: GatewayProcess, h264_tags: list[FlvTag]
 ) -> None:
     session = gateway.create_session()
-    customer = await _flash(gateway, session["customer"]["token"])
-    advisor = await _flash(gateway, session["advisor"]["token"])
+    customer = await flash_client(gateway, session["customer"]["token"])
+    advisor = await flash_client(gateway, session["advisor"]["token"])
     try:
         sid = await _publishing(customer)
         await _playing(advisor)
@@ -220,7 +211,7 @@ async def test_ping_is_answered_and_acknowledgements_follow_the_window(
     gateway: GatewayProcess,
 ) -> None:
     session = gateway.create_session()
-    client = await _flash(gateway, session["customer"]["token"])
+    client = await flash_client(gateway, session["customer"]["token"])
     try:
         # the server told us its window: a peer acknowledging by window size is expected
         assert client.conn.peer_window == 2_500_000
@@ -236,7 +227,7 @@ async def test_chat_between_flash_client_and_events_websocket(gateway: GatewayPr
     import aiohttp
 
     session = gateway.create_session()
-    flash = await _flash(gateway, session["customer"]["token"])
+    flash = await flash_client(gateway, session["customer"]["token"])
     try:
         async with (
             aiohttp.ClientSession() as http,
@@ -266,7 +257,7 @@ async def test_chat_between_flash_client_and_events_websocket(gateway: GatewayPr
 
 async def test_ending_the_consultation_tells_flash_and_closes(gateway: GatewayProcess) -> None:
     session = gateway.create_session()
-    flash = await _flash(gateway, session["customer"]["token"])
+    flash = await flash_client(gateway, session["customer"]["token"])
     try:
         status, _, _ = await asyncio.to_thread(
             gateway.request, "DELETE", f"/api/sessions/{session['id']}"
@@ -288,8 +279,8 @@ async def test_reconnecting_publisher_takes_over_and_the_stale_one_is_closed(
 ) -> None:
     session = gateway.create_session()
     token = session["customer"]["token"]
-    stale = await _flash(gateway, token)
-    fresh = await _flash(gateway, token)
+    stale = await flash_client(gateway, token)
+    fresh = await flash_client(gateway, token)
     try:
         await _publishing(stale)
         sid2 = await _publishing(fresh)
@@ -299,7 +290,7 @@ async def test_reconnecting_publisher_takes_over_and_the_stale_one_is_closed(
         state = await asyncio.to_thread(gateway.get, f"/api/sessions/{session['id']}")
         assert state["streams"]["customer"]["live"]
         # the new connection's media flows to a player
-        player = await _flash(gateway, session["advisor"]["token"])
+        player = await flash_client(gateway, session["advisor"]["token"])
         await _playing(player)
         for tag in h264_tags[:40]:
             fresh.send_media(sid2, tag.type_id, tag.timestamp, tag.body)
@@ -316,7 +307,7 @@ async def test_session_state_says_how_each_participant_is_connected(
     import aiohttp
 
     session = gateway.create_session()
-    flash = await _flash(gateway, session["customer"]["token"])
+    flash = await flash_client(gateway, session["customer"]["token"])
     try:
         async with (
             aiohttp.ClientSession() as http,

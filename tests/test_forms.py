@@ -37,8 +37,7 @@ from gateway.forms.fields import (
     parse_number,
 )
 from gateway.forms.template import BUILTIN_DIR, FIELD_TYPES, Field, Text
-from rtmp.client import RtmpClient
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess
+from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 
 GREETING = "Grüße aus Köln – 10 €"
 NAME = "Jürgen Müßig-Öztürk"
@@ -733,11 +732,8 @@ async def test_flash_client_gets_a_form_event_whose_url_opens_the_page(
     gateway: GatewayProcess, http: aiohttp.ClientSession
 ) -> None:
     session = gateway.create_session()
-    flash = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
+    flash = await flash_client(gateway, session["customer"]["token"])
     try:
-        tc_url = f"rtmp://127.0.0.1:{gateway.rtmp_port}/consult"
-        result = await flash.connect("consult", tc_url, session["customer"]["token"])
-        assert not result.error
         status, sent = await send_form(
             http, gateway, session["id"], ADVISOR_TOKEN, "beratungsprotokoll-bestaetigung"
         )

@@ -21,7 +21,7 @@ import pytest
 
 from gateway.consultation import Connection, Directory, Role
 from rtmp.client import RtmpClient
-from tests.gwproc import GatewayProcess
+from tests.gwproc import GatewayProcess, flash_client
 
 pytestmark = pytest.mark.e2e
 
@@ -69,13 +69,6 @@ def files_under(root: Path) -> list[Path]:
 def holding(root: Path, needle: bytes) -> list[Path]:
     """Every file below ``root`` whose bytes contain ``needle``."""
     return [p for p in files_under(root) if needle in p.read_bytes()]
-
-
-async def flash_client(gw: GatewayProcess, token: str) -> RtmpClient:
-    client = await RtmpClient.open("127.0.0.1", gw.rtmp_port)
-    result = await client.connect("consult", f"rtmp://127.0.0.1:{gw.rtmp_port}/consult", token)
-    assert not result.error
-    return client
 
 
 def ended_calls(client: RtmpClient) -> list[dict[str, Any]]:

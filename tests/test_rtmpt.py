@@ -230,17 +230,7 @@ async def test_rtmpt_media_reaches_a_webrtc_advisor(gw: GatewayProcess, media_di
     )
     try:
         async with aiohttp.ClientSession() as http:
-
-            async def whep(sdp: str) -> tuple[int, dict[str, str], str]:
-                headers = {
-                    "Authorization": f"Bearer {session['advisor']['token']}",
-                    "Content-Type": "application/sdp",
-                }
-                async with http.post(
-                    session["advisor"]["whep_url"], data=sdp, headers=headers
-                ) as resp:
-                    return resp.status, dict(resp.headers), await resp.text()
-
+            whep = wc.http_poster(http, session["advisor"]["whep_url"], session["advisor"]["token"])
             pc, received, status, _, body = await wc.player(whep)
             assert status == 201, body
             try:

@@ -27,8 +27,7 @@ from gateway.stats import (
     row_for,
     to_csv,
 )
-from rtmp.client import RtmpClient
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess
+from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 from tests.media import FlvTag, make_flv, read_flv_tags
 
 # -- units -----------------------------------------------------------------------------------
@@ -182,15 +181,6 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def _flash(gw: GatewayProcess, token: str, **caps: float) -> RtmpClient:
-    client = await RtmpClient.open("127.0.0.1", gw.rtmp_port)
-    result = await client.connect(
-        "consult", f"rtmp://127.0.0.1:{gw.rtmp_port}/consult", token, **caps
-    )
-    assert not result.error
-    return client
-
-
 @pytest.mark.e2e
 async def test_a_consultation_leaves_one_anonymous_row(
     gw: GatewayProcess, http: aiohttp.ClientSession, h264_tags: list[FlvTag]
@@ -205,9 +195,9 @@ async def test_a_consultation_leaves_one_anonymous_row(
         browser.ws_connect(session["advisor"]["events_url"]) as ws,
     ):
         await ws.send_json({"type": "chat", "text": "Guten Tag, Frau Mustermann"})
-        customer = await _flash(gw, customer_token)
+        customer = await flash_client(gw, customer_token)
         # an old player without H.264: the gateway transcodes for it
-        old_player = await _flash(gw, advisor_token, video_codecs=0.0)
+        old_player = await flash_client(gw, advisor_token, video_codecs=0.0)
         try:
             stream = await customer.create_stream()
             customer.publish(stream, "customer")
