@@ -79,6 +79,23 @@ class Limits:
 
 
 @dataclass(slots=True)
+class Bank:
+    """Who the customer turns to after the consultation (the end screen, docs/web.md):
+    ``[bank]`` in the TOML file, ``--bank-<name>`` flags, ``VB_BANK_<NAME>`` variables.
+    Empty by default: the page then names no one and says to contact the bank. A table
+    of its own so that name, logo, colours and imprint can join it later."""
+
+    name: str = ""
+    phone: str = ""
+    email: str = ""
+    website: str = ""
+    hours: str = ""  # service hours as the bank writes them, e.g. "Mo–Fr 8–18 Uhr"
+
+
+_BANK_FIELDS = tuple(f.name for f in fields(Bank))
+
+
+@dataclass(slots=True)
 class Config:
     host: str = "127.0.0.1"
     http_port: int = 8080
@@ -100,6 +117,7 @@ class Config:
     log_format: str = "text"
     event_loop: str = "uvloop"
     limits: Limits = field(default_factory=Limits)
+    bank: Bank = field(default_factory=Bank)
 
     @property
     def tls(self) -> bool:
@@ -185,6 +203,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action="append", default=None, help=help_text)
         else:
             parser.add_argument(flag, default=None, help=help_text)
+    for name in _BANK_FIELDS:
+        parser.add_argument(
+            f"--bank-{name}", dest=f"bank_{name}", default=None, help=f"bank contact: {name}"
+        )
     parser.add_argument(
         "--limit",
         action="append",
@@ -233,6 +255,18 @@ def _apply_limit(limits: Limits, name: str, value: Any) -> None:
     setattr(limits, name, type(current)(value))
 
 
+def _set_bank(bank: Bank, name: str, value: Any, where: object) -> None:
+    if name not in _BANK_FIELDS:
+        raise ValueError(f"{where}: unknown bank setting {name!r}")
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: bank setting {name!r} must be text")
+    value = value.strip()
+    if name == "website" and value and not value.startswith(("https://", "http://")):
+        # it becomes a link on the customer's page: never javascript: or data:
+        raise ValueError(f"{where}: bank website must be an http(s) URL, not {value!r}")
+    setattr(bank, name, value)
+
+
 def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Config:
     """Build the configuration from defaults < TOML < environment < command line."""
     env = os.environ if environ is None else environ
@@ -247,6 +281,9 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
             key = key.replace("-", "_")
             if key == "limits" and isinstance(value, dict):
                 limit_values.update(value)
+            elif key == "bank" and isinstance(value, dict):
+                for name, text in value.items():
+                    _set_bank(cfg.bank, name.replace("-", "_"), text, config_path)
             elif key in _FLAGS:
                 values[key] = _coerce(_FLAGS[key][0], value)
             else:
@@ -259,6 +296,11 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         arg_value = getattr(args, name, None)
         if arg_value is not None:
             values[name] = _coerce(kind, arg_value)
+    for name in _BANK_FIELDS:
+        text = env.get(f"VB_BANK_{name.upper()}") or None
+        text = getattr(args, f"bank_{name}", None) or text
+        if text is not None:
+            _set_bank(cfg.bank, name, text, "--bank")
     for item in getattr(args, "limit", None) or []:
         name, sep, value = item.partition("=")
         if not sep:

@@ -122,6 +122,24 @@ ODF_TYPES = {
     "application/vnd.oasis.opendocument.graphics": ("odg",),
 }
 
+# Every type an upload may have, in the order a page lists them: the file chooser's
+# ``accept`` list is built from this (web/documents.py), so the page and the content
+# check cannot disagree.
+ACCEPTED_TYPES: tuple[FileType, ...] = (
+    PDF,
+    JPEG,
+    PNG,
+    GIF,
+    WEBP,
+    DOCX,
+    XLSX,
+    PPTX,
+    DOC,
+    XLS,
+    PPT,
+    *(FileType(mimetype, exts) for mimetype, exts in ODF_TYPES.items()),
+)
+
 _OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")  # Compound File Binary ([MS-CFB] 2.2)
 _ZIP_MAGIC = (b"PK\x03\x04",)
 

@@ -15,6 +15,7 @@ from gateway.advisors import AdvisorAccounts
 from gateway.config import Config
 from gateway.consultation import Consultation, Directory, Grant
 from gateway.documents import DocumentStore
+from gateway.feedback import FeedbackDesk
 from gateway.forms import FormDesk, FormLibrary
 from gateway.monitor import Monitor
 from gateway.routing import TranscoderSource
@@ -116,6 +117,8 @@ class Gateway:
     # (open_storage), so a Gateway built in a unit test writes nothing to disk.
     documents: DocumentStore | None = None
     statistics: Statistics | None = None
+    # the customer's rating from the end screen, counted in the statistics row
+    feedback: FeedbackDesk | None = None
     # Forms become documents, so they come with the document store (open_storage).
     forms: FormDesk | None = None
     # gateway.monitor.Monitor (ops monitor, admission), set by the composition root
@@ -153,6 +156,7 @@ class Gateway:
             min_free_bytes=limits.document_min_free_bytes,
         )
         self.statistics = Statistics(cfg.data_dir / "stats.sqlite")
+        self.feedback = FeedbackDesk(self.statistics)
         self.forms = FormDesk(
             FormLibrary.load(cfg.forms_dir),
             self.documents,
@@ -168,7 +172,10 @@ class Gateway:
         if self.documents is not None:
             self.documents.remove_session(consultation.id)
         if self.statistics is not None:
-            self.statistics.record(row_for(consultation))
+            rating = self.feedback.take(consultation.id) if self.feedback else None
+            row = self.statistics.record(row_for(consultation, feedback=rating))
+            if self.feedback is not None:
+                self.feedback.row_written(consultation, row, rated=rating is not None)
 
     def document_url(self, consultation_id: str, document_id: str) -> str | None:
         """An absolute one-time download URL (no token needed; Flash's navigateToURL)."""

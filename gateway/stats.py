@@ -33,7 +33,7 @@ from gateway.consultation import Consultation, Role
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 FEATURES = ("video", "audio", "chat", "documents", "forms", "transcoding")
 CLIENT_KINDS = ("flash", "webrtc", "chat-only")
@@ -65,8 +65,12 @@ CREATE TABLE consultations (
 );
 """
 
+# The customer's rating on the end screen (1-5 stars, NULL: none given); see Feedback.
+_SCHEMA_V2 = "ALTER TABLE consultations ADD COLUMN feedback INTEGER"
+
 # user_version -> statements that bring the schema from that version to the next
-_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1}
+_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _SCHEMA_V2}
+FEEDBACK_RATINGS = range(1, 6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,7 @@ class StatsRow:
     forms: bool
     transcoding: bool
     end_reason: str
+    feedback: int | None = None  # 1-5 from the customer's end screen, or none
 
     @property
     def clients(self) -> set[str]:
@@ -115,7 +120,9 @@ def client_kind(kinds_seen: set[str]) -> str:
     return "+".join(sorted(clients)) or "none"
 
 
-def row_for(consultation: Consultation, now: float | None = None) -> StatsRow:
+def row_for(
+    consultation: Consultation, now: float | None = None, feedback: int | None = None
+) -> StatsRow:
     """The anonymous row of an ended (or ending) consultation: counters only."""
     ended = consultation.ended_at or (time.time() if now is None else now)
     streams = consultation.streams.values()
@@ -133,6 +140,7 @@ def row_for(consultation: Consultation, now: float | None = None) -> StatsRow:
         forms="forms" in features,
         transcoding=any(s.stats.transcodes for s in streams) or "transcoding" in features,
         end_reason=consultation.end_reason or "ended",
+        feedback=feedback,
     )
 
 
@@ -159,6 +167,7 @@ def aggregate(rows: list[StatsRow]) -> dict[str, Any]:
     per_day = Counter(r.started_hour[:10] for r in rows)
     clients = Counter(kind for r in rows for kind in r.clients)
     customer_clients = Counter(r.customer_client for r in rows)
+    ratings = [r.feedback for r in rows if r.feedback is not None]
     return {
         "count": len(rows),
         "per_day": dict(sorted(per_day.items())),
@@ -177,6 +186,11 @@ def aggregate(rows: list[StatsRow]) -> dict[str, Any]:
         "customer_clients": dict(sorted(customer_clients.items())),
         "features": {f: sum(1 for r in rows if getattr(r, f)) for f in FEATURES},
         "end_reasons": dict(sorted(Counter(r.end_reason for r in rows).items())),
+        "feedback": {
+            "count": len(ratings),
+            "mean": round(pystats.fmean(ratings), 2) if ratings else None,
+            "ratings": {str(n): ratings.count(n) for n in FEEDBACK_RATINGS},
+        },
     }
 
 
@@ -230,13 +244,25 @@ class Statistics:
         self._db = db
         return db
 
-    def _insert(self, row: StatsRow) -> None:
+    def _insert(self, row: StatsRow) -> int | None:
         db = self._connect()
         values = [int(v) if isinstance(v, bool) else v for v in (getattr(row, c) for c in COLUMNS)]
         placeholders = ", ".join("?" for _ in COLUMNS)
-        db.execute(
+        cursor = db.execute(
             f"INSERT INTO consultations ({', '.join(COLUMNS)}) VALUES ({placeholders})", values
         )
+        return cursor.lastrowid
+
+    def _rate(self, row: Future[int | None], rating: int) -> bool:
+        # Runs after the row's insert (one worker thread, first in first out).
+        rowid = row.result() if row.done() and row.exception() is None else None
+        if rowid is None:
+            return False
+        cursor = self._connect().execute(
+            "UPDATE consultations SET feedback = ? WHERE rowid = ? AND feedback IS NULL",
+            (rating, rowid),
+        )
+        return cursor.rowcount == 1
 
     def _select(self, since: str | None, until: str | None) -> list[StatsRow]:
         db = self._connect()
@@ -265,11 +291,18 @@ class Statistics:
             self._db = None
 
     # -- any thread ---------------------------------------------------------------------------
-    def record(self, row: StatsRow) -> Future[None]:
-        """Queue the row; returns at once (the write happens on the worker thread)."""
+    def record(self, row: StatsRow) -> Future[int | None]:
+        """Queue the row; returns at once (the write happens on the worker thread). The
+        future's result identifies the row for :meth:`rate` and nothing else."""
         future = self._executor.submit(self._insert, row)
         future.add_done_callback(_log_failure)
         return future
+
+    def rate(self, row: Future[int | None], rating: int) -> Future[bool]:
+        """Add the customer's rating to a written row (once: a row that has one keeps it)."""
+        if rating not in FEEDBACK_RATINGS:
+            raise ValueError(f"a rating is 1 to 5, not {rating!r}")
+        return self._executor.submit(self._rate, row, rating)
 
     async def rows(self, since: str | None = None, until: str | None = None) -> list[StatsRow]:
         loop = asyncio.get_running_loop()
@@ -282,7 +315,7 @@ class Statistics:
         self._executor.shutdown(wait=True)
 
 
-def _log_failure(future: Future[None]) -> None:
+def _log_failure(future: Future[int | None]) -> None:
     exc = future.exception()
     if exc is not None:
         log.error("could not write a statistics row: %s", exc)

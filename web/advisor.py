@@ -36,6 +36,7 @@ from aiohttp import web
 from gateway.consultation import Consultation, Role
 from gateway.service import AdvisorAuth, AdvisorSession
 from web.auth import ADVISOR_COOKIE, check_csrf, csrf_token, gateway_of, identify, same_origin
+from web.documents import page_limits
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
 from web.links import participant_links
 from web.pages import html_response, message_page, set_cookie, view
@@ -449,6 +450,7 @@ async def advisor_consultation(request: web.Request) -> web.Response:
         token=consultation.participants[Role.ADVISOR].token,
         csrf=csrf_token(request.app, sid),
         ice_urls=gateway.config.ice_urls(),
+        documents=page_limits(gateway),
     )
     return html_response(request, page)
 

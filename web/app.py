@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.service import Gateway
 from web import advisor, api, documents, events, forms, ops, pages, rtmpt, stats, webrtc_stub
 from web.accesslog import RedactingAccessLogger
+from web.feedback import setup as feedback_setup
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
 from web.problems import problem_middleware
 from web.security import security_headers
@@ -32,6 +33,7 @@ DEFAULT_SETUPS: tuple[Setup, ...] = (
     api.setup,
     advisor.setup,
     documents.setup,
+    feedback_setup,
     forms.setup,
     stats.setup,
     events.setup,

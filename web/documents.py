@@ -22,13 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 from urllib.parse import quote, unquote
 
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.consultation import Consultation, Role
-from gateway.documents import SNIFF_BYTES, Document, DocumentError, DocumentStore, Upload
+from gateway.documents import (
+    ACCEPTED_TYPES,
+    SNIFF_BYTES,
+    Document,
+    DocumentError,
+    DocumentStore,
+    Upload,
+)
+from gateway.service import Gateway
 from web.auth import CUSTOMER_COOKIE, gateway_of, require_participant, same_origin
 from web.problems import ProblemError
 
@@ -49,6 +58,21 @@ def _store(request: web.Request) -> DocumentStore:
     if store is None:
         raise ProblemError(503, "Documents are not enabled on this gateway.")
     return store
+
+
+def page_limits(gateway: Gateway) -> dict[str, Any] | None:
+    """What the pages' documents panel states and checks before an upload: the store's
+    own limits and accepted types, so the page cannot promise other ones (None: no
+    documents on this gateway, no panel)."""
+    store = gateway.documents
+    if store is None:
+        return None
+    return {
+        "max_bytes": store.max_bytes,
+        "quota_bytes": store.quota_bytes,
+        "max_files": store.max_documents,
+        "extensions": [ext for filetype in ACCEPTED_TYPES for ext in filetype.extensions],
+    }
 
 
 def _customer_by_cookie(request: web.Request) -> tuple[Consultation, Role]:

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from gateway.consultation import Consultation, Role
 from web.auth import CUSTOMER_COOKIE, gateway_of, same_origin
+from web.documents import page_limits
 from web.i18n import negotiate, remember
 from web.keys import GATEWAY_KEY
 from web.pins import PinGuard, PinOutcome
@@ -176,6 +177,8 @@ async def customer_page(request: web.Request) -> web.Response:
             consultation.id,
             token=consultation.participants[Role.CUSTOMER].token,
             ice_urls=gateway.config.ice_urls(),
+            documents=page_limits(gateway),
+            bank=gateway.config.bank,
         )
         return html_response(request, page)
     if request.app[PIN_GUARD_KEY].locked(consultation):

@@ -43,6 +43,12 @@ _ICONS = {
     "video": '<path d="M3 5h18v14H3zM10 9v6l5-3z"/>',
     "copy": '<path d="M8 8h11v13H8zM5 16H4V3h11v1" fill="none" stroke="currentColor" '
     'stroke-width="2" stroke-linejoin="round"/>',
+    "upload": '<path d="M12 16V4M7 9l5-5 5 5M4 16v4h16v-4" fill="none" stroke="currentColor" '
+    'stroke-width="2" stroke-linecap="round" stroke-linejoin="round"/>',
+    "download": '<path d="M12 4v12M7 11l5 5 5-5M4 16v4h16v-4" fill="none" '
+    'stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"/>',
+    "star": '<path d="M12 2.5l2.9 6.1 6.6.8-4.9 4.6 1.3 6.6L12 17.3l-5.9 3.3 1.3-6.6-4.9-4.6 '
+    '6.6-.8z"/>',
 }
 
 
@@ -252,8 +258,182 @@ def _forms_card(v: View, role: str, consultation_id: str) -> str:
     )
 
 
-def customer_room(v: View, consultation_id: str, token: str, ice_urls: list[str]) -> str:
-    """The customer's consultation page (after the PIN)."""
+# -- documents panel and end screen (docs/web.md) ---------------------------------------------
+
+
+def size_text(lang: str, size: int) -> str:
+    """A byte count as people read it (binary units, written "MB" as file managers do);
+    ``documents.js`` formats the same way."""
+    units = ((1024**3, "GB"), (1024**2, "MB"), (1024, "KB"))
+    for factor, unit in units:
+        if size >= factor:
+            value = f"{size / factor:.1f}".removesuffix(".0")
+            return f"{value.replace('.', ',') if lang == 'de' else value} {unit}"
+    return f"{size} B"
+
+
+def _documents_card(v: View, role: str, consultation_id: str, limits: Mapping[str, Any]) -> str:
+    """Documents of the consultation (``static/documents.js``): the limits stated before
+    anything is chosen, a file input (and dropping files on the card), the upload's
+    progress and errors, and the list from the ``document`` events with a download
+    link each. ``limits``: ``web.documents.page_limits`` (the store's real limits)."""
+    cid = esc(consultation_id)
+    base = f"/k/{cid}/documents" if role == "customer" else f"/api/sessions/{cid}/documents"
+    accept = ",".join(f".{ext}" for ext in limits["extensions"])
+    data = (
+        f'data-role="{esc(role)}" data-upload="{base}" data-download="{base}/" '
+        f'data-max-bytes="{int(limits["max_bytes"])}" '
+        f'data-quota-bytes="{int(limits["quota_bytes"])}" '
+        f'data-max-files="{int(limits["max_files"])}"'
+    )
+    return "".join(
+        (
+            f'<section id="documents" class="card documents-card" {data} '
+            'aria-labelledby="documents-title">',
+            v.tr("docs.title", "h2", 'id="documents-title"'),
+            v.tr(
+                "docs.limits",
+                "p",
+                'id="documents-limits" class="documents-limits"',
+                size=size_text(v.lang, int(limits["max_bytes"])),
+                total=size_text(v.lang, int(limits["quota_bytes"])),
+                files=int(limits["max_files"]),
+            ),
+            '<div id="documents-drop" class="documents-drop">',
+            '<label class="file-button button primary">',
+            icon("upload"),
+            v.tr("docs.choose"),
+            f'<input type="file" id="documents-file" multiple accept="{esc(accept)}" '
+            'aria-describedby="documents-limits">',
+            "</label>",
+            v.tr("docs.drop", "span", 'class="drop-hint"'),
+            "</div>",
+            '<div id="documents-progress" class="documents-progress" hidden>',
+            '<progress id="documents-bar" max="100" value="0"></progress>',
+            '<span id="documents-progress-text" role="status"></span>',
+            "</div>",
+            '<p id="documents-error" class="error" role="alert" hidden></p>',
+            '<ul id="documents-list" class="documents-list" aria-live="polite"></ul>',
+            v.tr("docs.none", "p", 'class="documents-empty"'),
+            "</section>",
+        )
+    )
+
+
+def _leave_dialog(v: View) -> str:
+    """Asked before the customer leaves while documents are there (``documents.js``)."""
+    return "".join(
+        (
+            '<dialog id="leave-dialog" aria-labelledby="leave-question"><form method="dialog">',
+            v.tr("cust.leave.question", "p", 'id="leave-question" class="question"'),
+            v.tr("docs.save_reminder.none", "p", 'id="leave-documents"'),
+            '<div class="dialog-buttons">',
+            '<button value="cancel" class="secondary" autofocus>',
+            v.tr("cust.leave.cancel"),
+            '</button><button value="confirm" id="leave-confirm" class="danger">',
+            v.tr("cust.leave.confirm"),
+            "</button></div></form></dialog>",
+        )
+    )
+
+
+def _contact(v: View, bank: Any) -> str:
+    """The bank's contact on the end screen (``[bank]`` in the configuration); without
+    one, a neutral hint where to find it."""
+    rows = []
+    if bank is not None and bank.phone:
+        tel = "".join(ch for ch in bank.phone if ch.isdigit() or ch == "+")
+        rows.append(
+            v.tr("end.contact.phone", "dt")
+            + f'<dd><a href="tel:{esc(tel)}">{esc(bank.phone)}</a></dd>'
+        )
+    if bank is not None and bank.email:
+        rows.append(
+            v.tr("end.contact.email", "dt")
+            + f'<dd><a href="mailto:{esc(bank.email)}">{esc(bank.email)}</a></dd>'
+        )
+    if bank is not None and bank.website:
+        rows.append(
+            v.tr("end.contact.website", "dt")
+            + f'<dd><a href="{esc(bank.website)}" rel="noopener">{esc(bank.website)}</a></dd>'
+        )
+    if bank is not None and bank.hours:
+        rows.append(v.tr("end.contact.hours", "dt") + f"<dd>{esc(bank.hours)}</dd>")
+    name = bank.name if bank is not None else ""
+    if rows:
+        intro = (
+            v.tr("end.contact.intro_named", "p", name=name)
+            if name
+            else v.tr("end.contact.intro", "p")
+        )
+        body = intro + '<dl class="contact-list">' + "".join(rows) + "</dl>"
+    else:
+        body = v.tr("end.contact.none", "p")
+    return "".join(
+        (
+            '<section class="end-contact" aria-labelledby="end-next-title">',
+            v.tr("end.next.title", "h2", 'id="end-next-title"'),
+            body,
+            "</section>",
+        )
+    )
+
+
+def _feedback_form(v: View, consultation_id: str) -> str:
+    stars = []
+    for n in range(1, 6):
+        stars.append(
+            f'<input type="radio" name="rating" value="{n}" id="rating-{n}">'
+            f'<label for="rating-{n}" class="star">{icon("star")}'
+            + v.tr(f"end.feedback.star{n}", "span", 'class="visually-hidden"')
+            + "</label>"
+        )
+    return "".join(
+        (
+            f'<form id="feedback-form" class="feedback" data-url="/k/{esc(consultation_id)}'
+            '/feedback">',
+            '<fieldset><legend id="feedback-title">',
+            v.tr("end.feedback.question"),
+            "</legend>",
+            '<div class="stars">',
+            "".join(stars),
+            "</div>",
+            v.tr("end.feedback.anonymous", "p", 'class="feedback-privacy"'),
+            '<button type="submit" class="primary">',
+            v.tr("end.feedback.send"),
+            "</button></fieldset>",
+            '<p id="feedback-note" role="status" hidden></p>',
+            "</form>",
+        )
+    )
+
+
+def _end_screen(v: View, consultation_id: str, bank: Any) -> str:
+    """What the customer sees when the consultation is over or they left: what was (or
+    will be) deleted, whom to contact, and an anonymous rating (``static/end.js``)."""
+    return "".join(
+        (
+            '<div id="end-screen" class="end-screen" hidden>',
+            '<p id="end-deleted" class="privacy"></p>',  # end.js: what was deleted
+            _contact(v, bank),
+            _feedback_form(v, consultation_id),
+            "</div>",
+        )
+    )
+
+
+def customer_room(
+    v: View,
+    consultation_id: str,
+    token: str,
+    ice_urls: list[str],
+    *,
+    documents: Mapping[str, Any] | None = None,
+    bank: Any = None,
+) -> str:
+    """The customer's consultation page (after the PIN); ``documents``: the store's
+    limits (``web.documents.page_limits``), no panel without; ``bank``: the contact for
+    the end screen (``gateway.config.Bank``)."""
     cid = esc(consultation_id)
     main = "".join(
         (
@@ -270,6 +450,7 @@ def customer_room(v: View, consultation_id: str, token: str, ice_urls: list[str]
             v.tr("cust.privacy.off", "p", 'id="privacy" class="privacy" data-state="off"'),
             '</div><div class="side-column">',
             _forms_card(v, "customer", consultation_id),
+            _documents_card(v, "customer", consultation_id, documents) if documents else "",
             _chat(v),
             '<div class="actions">',
             '<button type="button" id="chat-only" class="secondary" data-on="false">',
@@ -284,13 +465,26 @@ def customer_room(v: View, consultation_id: str, token: str, ice_urls: list[str]
             v.tr("cust.left", "p", 'id="left-text"'),
             f'<a class="button primary" href="/k/{cid}">',
             v.tr("cust.rejoin"),
-            "</a></section></div>",
+            "</a>",
+            _end_screen(v, consultation_id, bank),
+            "</section>",
+            _leave_dialog(v),
+            "</div>",
         )
     )
     return v.document(
         "cust.title",
         main,
-        scripts=("i18n.js", "rtc.js", "chat.js", "forms.js", "room.js", "customer.js"),
+        scripts=(
+            "i18n.js",
+            "rtc.js",
+            "chat.js",
+            "forms.js",
+            "documents.js",
+            "end.js",
+            "room.js",
+            "customer.js",
+        ),
         meta={"vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
         body_class="page-customer",
         live_language=True,
@@ -376,6 +570,7 @@ def _end_dialog(v: View) -> str:
             '<dialog id="end-dialog" aria-labelledby="end-question"><form method="dialog">',
             v.tr("room.end.question", "p", 'id="end-question" class="question"'),
             v.tr("room.end.detail", "p"),
+            v.tr("docs.save_reminder.none", "p", 'id="end-documents" class="end-documents"'),
             '<div class="dialog-buttons">',
             '<button value="cancel" class="secondary" autofocus>',
             v.tr("room.end.cancel"),
@@ -393,8 +588,10 @@ def advisor_room(
     token: str,
     csrf: str,
     ice_urls: list[str],
+    *,
+    documents: Mapping[str, Any] | None = None,
 ) -> str:
-    """The advisor's consultation page."""
+    """The advisor's consultation page; ``documents`` as for :func:`customer_room`."""
     cid = esc(consultation_id)
     main = "".join(
         (
@@ -418,6 +615,7 @@ def advisor_room(
             _customer_card(v),
             _access(v, links),
             _forms_card(v, "advisor", consultation_id),
+            _documents_card(v, "advisor", consultation_id, documents) if documents else "",
             _chat(v),
             '<div class="actions">',
             f'<button type="button" id="end-session" class="danger" data-id="{cid}">',
@@ -440,6 +638,7 @@ def advisor_room(
             "rtc.js",
             "chat.js",
             "forms.js",
+            "documents.js",
             "room.js",
             "advisor-room.js",
         ),

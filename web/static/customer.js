@@ -358,10 +358,17 @@
       setStatus("status.left", "ended");
       i18n.setText(leftText, "cust.left");
     }
+    if (VB.endScreen && why !== "elsewhere") {
+      VB.endScreen.show(why); // what was deleted, whom to ask, a rating (end.js)
+    }
   }
 
   leaveButton.addEventListener("click", function () {
-    finish("left");
+    // with documents there, documents.js asks first and reminds to save them
+    const leave = function () {
+      finish("left");
+    };
+    return VB.documents ? VB.documents.beforeLeave(leave) : leave();
   });
 
   VB.room.releaseOnPageHide(function () {

@@ -86,6 +86,9 @@
           if (ev.type === "form" && VB.forms) {
             VB.forms.onEvent(ev); // the forms card (forms.js)
           }
+          if (ev.type === "document" && VB.documents) {
+            VB.documents.onEvent(ev); // the documents card (documents.js)
+          }
           hooks.onEvent(ev);
         }
       },

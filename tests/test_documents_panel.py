@@ -1,0 +1,311 @@
+"""The documents panel and the customer's end screen, as people use them: Chromium
+(Playwright), clicks and typing only, against the real gateway.
+
+This module's gateway has small document limits (1 MiB per file, 2.5 MiB per
+consultation) and a bank contact, both set by flags: the page must state the limits the
+gateway enforces, not numbers of its own, and show the configured contact.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests import test_pages as pages
+from tests.gwproc import GatewayProcess
+from tests.test_pages import DESKTOP, Opener, Watched
+
+pytestmark = pytest.mark.e2e
+
+# the page fixtures of test_pages, with this module's own gateway (below)
+playwright = pages.playwright
+browser = pages.browser
+advisor_state = pages.advisor_state
+opener = pages.opener
+
+MIB = 1024 * 1024
+PHONE_TALL = {"width": 390, "height": 844}
+PHONE_OPTIONS = {"is_mobile": True, "has_touch": True, "device_scale_factor": 2}
+BANK = {
+    "name": "Musterbank Köln",
+    "phone": "+49 221 123456-0",
+    "email": "service@musterbank.example",
+    "hours": "Mo–Fr 8–18 Uhr",
+}
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    extra = [
+        "--limit",
+        f"document_max_bytes={MIB}",
+        "--limit",
+        f"document_quota_bytes={int(2.5 * MIB)}",
+    ]
+    for name, value in BANK.items():
+        extra += [f"--bank-{name}", value]
+    proc = GatewayProcess(tmp_path_factory.mktemp("docs-gateway"), extra=extra).start()
+    yield proc
+    code = proc.stop()
+    log = proc.log()
+    assert code == 0, log
+    assert "Traceback" not in log, log
+
+
+def pdf(path: Path, size: int) -> Path:
+    """A file that starts like a PDF (the gateway checks the content, not the name)."""
+    head = b"%PDF-1.4\n"
+    tail = b"\n%%EOF\n"
+    path.write_bytes(head + os.urandom(max(0, size - len(head) - len(tail))) + tail)
+    return path
+
+
+def png(path: Path, size: int) -> Path:
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(size - 8))
+    return path
+
+
+def sha256(path: Path | str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def phone_pair(gw: GatewayProcess, opener: Opener) -> tuple[dict[str, Any], Watched, Watched]:
+    """A new consultation: the advisor on a desktop, the customer on a 390×844 phone."""
+    body = gw.create_session()
+    advisor = opener.advisor(body["id"])
+    return body, advisor, opener.customer(body, viewport=PHONE_TALL, **PHONE_OPTIONS)
+
+
+def upload(page: Page, path: Path) -> None:
+    """What a person's file chooser does: the visible "upload" button's file input."""
+    chooser = page.locator("#documents-file")
+    expect(chooser).to_be_visible()
+    chooser.set_input_files(str(path))
+
+
+def download(page: Page, name: str) -> Path:
+    item = page.locator("#documents-list li", has_text=name)
+    with page.expect_download() as info:
+        item.locator("a.doc-download").click()
+    dl = info.value
+    assert dl.suggested_filename == name
+    return Path(dl.path())
+
+
+def test_documents_go_both_ways_with_limits_and_plain_errors(
+    gw: GatewayProcess, opener: Opener, tmp_path: Path, artifacts: Path
+) -> None:
+    body = gw.create_session()
+    advisor = opener.advisor(body["id"])
+    customer = opener.customer(body, viewport=DESKTOP)
+    a, c = advisor.page, customer.page
+
+    # the limits stand there before anything is chosen: the gateway's, from its flags
+    limits = c.locator("#documents-limits")
+    expect(limits).to_contain_text("bis 1 MB je Datei, zusammen bis 2,5 MB und 50 Dateien")
+    expect(limits).to_contain_text("PDF")
+    expect(a.locator("#documents-limits")).to_contain_text("bis 1 MB je Datei")
+    expect(c.locator(".documents-empty")).to_have_text("Noch keine Dokumente.")
+
+    # the customer shares a PDF; it appears on both sides at once
+    statement = pdf(tmp_path / "Kontoauszug März.pdf", 300_000)
+    upload(c, statement)
+    mine = c.locator("#documents-list li", has_text="Kontoauszug März.pdf")
+    expect(mine).to_contain_text("von: Sie")
+    theirs = a.locator("#documents-list li", has_text="Kontoauszug März.pdf")
+    expect(theirs).to_contain_text("von: Kunde")
+    expect(theirs).to_contain_text("293 KB")
+    expect(c.locator("#documents-progress")).to_be_hidden()
+    assert sha256(download(a, "Kontoauszug März.pdf")) == sha256(statement)
+
+    # the advisor shares an image; the customer downloads it
+    picture = png(tmp_path / "Grundriss.png", 50_000)
+    upload(a, picture)
+    expect(c.locator("#documents-list li", has_text="Grundriss.png")).to_contain_text(
+        "von: Berater"
+    )
+    assert sha256(download(c, "Grundriss.png")) == sha256(picture)
+
+    # too large: said before a byte is sent, with the configured limit
+    big = pdf(tmp_path / "Scan gross.pdf", int(1.5 * MIB))
+    upload(c, big)
+    error = c.locator("#documents-error")
+    expect(error).to_have_text(
+        "„Scan gross.pdf“ ist zu groß. Eine Datei darf höchstens 1 MB haben."
+    )
+    # a type the gateway does not take: its 415, in plain German
+    note = tmp_path / "notiz.txt"
+    note.write_text("Bitte zurückrufen\n" * 50)
+    upload(c, note)
+    expect(error).to_contain_text("„notiz.txt“ kann nicht geteilt werden: Erlaubt sind nur PDF")
+    # the connection drops during the upload
+    c.route("**/documents", lambda route: route.abort("connectionreset"))
+    upload(c, pdf(tmp_path / "Vertrag.pdf", 20_000))
+    expect(error).to_have_text(
+        "„Vertrag.pdf“ wurde nicht übertragen: Die Verbindung ist unterbrochen. "
+        "Bitte versuchen Sie es noch einmal."
+    )
+    c.unroute("**/documents")
+    # the consultation's share is used up: its 507 (about 2.1 of 2.5 MiB stored, + 0.9)
+    for part in ("Teil 1.pdf", "Teil 2.pdf"):
+        upload(c, pdf(tmp_path / part, int(0.9 * MIB)))
+        expect(c.locator("#documents-list li", has_text=part)).to_be_visible()
+        expect(error).to_be_hidden()
+    upload(c, pdf(tmp_path / "Teil 3.pdf", int(0.9 * MIB)))
+    expect(error).to_contain_text(
+        "„Teil 3.pdf“ passt nicht mehr hinein: Der Platz für Dokumente in dieser Beratung "
+        "ist aufgebraucht"
+    )
+    expect(a.locator("#documents-list li")).to_have_count(4)
+    c.screenshot(path=artifacts / "documents-customer-desktop-de.png", full_page=True)
+    a.screenshot(path=artifacts / "documents-advisor-desktop-de.png", full_page=True)
+
+    # English, switched in place
+    c.click("a[data-lang-switch]")
+    expect(c.locator("#documents-title")).to_have_text("Documents")
+    expect(c.locator("#documents-limits")).to_contain_text(
+        "up to 1 MB per file, 2.5 MB and 50 files in all"
+    )
+    expect(mine).to_contain_text("from: You")
+    expect(c.locator(".file-button")).to_contain_text("Upload a file")
+    upload(c, note)
+    expect(error).to_contain_text("“notiz.txt” cannot be shared: only PDF files")
+    c.screenshot(path=artifacts / "documents-customer-desktop-en.png", full_page=True)
+
+    advisor.assert_clean(allow="net::ERR_CONNECTION_RESET|status of 41[35]|status of 507")
+    customer.assert_clean(allow="net::ERR_CONNECTION_RESET|status of 41[35]|status of 507")
+
+
+def test_documents_panel_on_a_phone(
+    gw: GatewayProcess, opener: Opener, tmp_path: Path, artifacts: Path
+) -> None:
+    body, advisor, customer = phone_pair(gw, opener)
+    c = customer.page
+    upload(c, pdf(tmp_path / "Gehaltsnachweis Oktober 2026 – Seite 1 von 3.pdf", 120_000))
+    upload(advisor.page, pdf(tmp_path / "Angebot.pdf", 40_000))
+    expect(c.locator("#documents-list li")).to_have_count(2)
+    panel = c.locator("#documents")
+    panel.scroll_into_view_if_needed()
+    width = c.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE_TALL["width"], width
+    box = c.locator(".file-button").bounding_box()
+    assert box is not None and box["height"] >= 44, box  # a thumb hits it
+    expect(c.locator(".drop-hint")).to_be_hidden()  # nothing to drag on a phone
+    panel.screenshot(path=artifacts / "documents-customer-phone-de.png")
+    c.click("a[data-lang-switch]")
+    expect(c.locator(".file-button")).to_contain_text("Upload a file")
+    panel.screenshot(path=artifacts / "documents-customer-phone-en.png")
+    advisor.assert_clean()
+    customer.assert_clean()
+
+
+def _stats_rows(gw: GatewayProcess) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = gw.get("/api/stats")["rows"]
+    return rows
+
+
+def test_end_warns_about_documents_and_customer_rates_anonymously(
+    gw: GatewayProcess, opener: Opener, tmp_path: Path, artifacts: Path
+) -> None:
+    body, advisor, customer = phone_pair(gw, opener)
+    a, c = advisor.page, customer.page
+    upload(c, pdf(tmp_path / "Ausweis Kopie.pdf", 30_000))
+    upload(a, pdf(tmp_path / "Vertragsentwurf.pdf", 30_000))
+    expect(c.locator("#documents-list li")).to_have_count(2)
+    expect(a.locator("#documents-list li")).to_have_count(2)
+
+    # the customer's "leave" asks first and names the documents; they stay
+    c.click("#leave")
+    dialog = c.locator("#leave-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("In dieser Beratung gibt es 2 Dokumente")
+    expect(dialog).to_contain_text("laden Sie vorher herunter, was Sie brauchen")
+    c.click("#leave-dialog button[value=cancel]")
+    expect(dialog).to_be_hidden()
+    expect(c.locator("#status")).to_have_attribute("data-state", "connected")
+
+    # the advisor's end dialog says the same before it deletes everything
+    a.click("#end-session")
+    expect(a.locator("#end-documents")).to_contain_text("In dieser Beratung gibt es 2 Dokumente")
+    a.screenshot(path=artifacts / "end-dialog-advisor.png")
+    with a.expect_navigation():
+        a.click("#end-confirm")
+
+    # the customer's end screen: what was deleted, whom to ask, a rating
+    end = c.locator("#end-screen")
+    expect(end).to_be_visible()
+    expect(c.locator("#end-deleted")).to_have_text(
+        "Gelöscht wurden: 2 Dokumente, die Kopien ausgefüllter Formulare und der Chat. "
+        "Auf dem Server ist davon nichts mehr gespeichert."
+    )
+    expect(end).to_contain_text("Bei Fragen erreichen Sie Musterbank Köln so:")
+    expect(end.locator("a[href='tel:+492211234560']")).to_have_text(BANK["phone"])
+    expect(end.locator(f"a[href='mailto:{BANK['email']}']")).to_be_visible()
+    expect(end).to_contain_text(BANK["hours"])
+    c.click("#feedback-form button[type=submit]")  # nothing chosen yet
+    expect(c.locator("#feedback-note")).to_have_text("Bitte wählen Sie 1 bis 5 Sterne.")
+    c.click("label[for=rating-4]")
+    c.click("#feedback-form button[type=submit]")
+    expect(c.locator("#feedback-note")).to_have_text("Vielen Dank für Ihre Bewertung!")
+    expect(c.locator("#feedback-form button[type=submit]")).to_be_disabled()
+    c.screenshot(path=artifacts / "end-screen-customer-phone-de.png", full_page=True)
+    c.click("a[data-lang-switch]")
+    expect(c.locator("#end-deleted")).to_contain_text("Deleted: 2 documents")
+    c.screenshot(path=artifacts / "end-screen-customer-phone-en.png", full_page=True)
+
+    # counted in the statistics, and nothing else about anyone
+    rated = [r for r in _stats_rows(gw) if r["feedback"] == 4 and r["documents"]]
+    assert len(rated) == 1, _stats_rows(gw)
+    stats = gw.get("/api/stats")
+    assert stats["feedback"]["ratings"]["4"] >= 1
+    status, _, raw = gw.request("GET", "/api/stats?format=csv")
+    assert status == 200
+    table = list(csv.DictReader(io.StringIO(raw.decode())))
+    assert "feedback" in table[0] and any(row["feedback"] == "4" for row in table)
+    text = json.dumps(stats) + raw.decode()
+    for secret in (
+        body["id"],
+        body["customer"]["token"],
+        body["customer"]["pin"],
+        "Ausweis",
+        "Vertragsentwurf",
+    ):
+        assert secret not in text
+    advisor.assert_clean()
+    customer.assert_clean()
+
+
+def test_rating_after_leaving_counts_once(gw: GatewayProcess, opener: Opener) -> None:
+    body, advisor, customer = phone_pair(gw, opener)
+    c = customer.page
+    c.click("#leave")  # no documents: no question, out at once
+    expect(c.locator("#status")).to_have_text("Sie haben die Beratung verlassen.")
+    expect(c.locator("#end-deleted")).to_contain_text(
+        "Solange die Beratung läuft, können Sie zurückkehren. An ihrem Ende werden keine Dokumente"
+    )
+    c.click("label[for=rating-2]")
+    c.click("#feedback-form button[type=submit]")
+    expect(c.locator("#feedback-note")).to_have_text("Vielen Dank für Ihre Bewertung!")
+    # a second rating of the same consultation is refused by the gateway
+    again = c.evaluate(
+        """async (url) => (await fetch(url, {method: "POST",
+             headers: {"Content-Type": "application/json"},
+             body: JSON.stringify({rating: 5})})).status""",
+        f"/k/{body['id']}/feedback",
+    )
+    assert again == 409
+    before = len(_stats_rows(gw))
+    assert gw.request("DELETE", f"/api/sessions/{body['id']}")[0] == 204
+    rows = _stats_rows(gw)
+    assert len(rows) == before + 1 and rows[-1]["feedback"] == 2, rows[-1]
+    advisor.assert_clean()
+    customer.assert_clean(allow="status of 409")
