@@ -188,7 +188,7 @@ def test_documents_go_both_ways_with_limits_and_plain_errors(
 def test_documents_panel_on_a_phone(
     gw: GatewayProcess, opener: Opener, tmp_path: Path, artifacts: Path
 ) -> None:
-    body, advisor, customer = phone_pair(gw, opener)
+    _, advisor, customer = phone_pair(gw, opener)
     c = customer.page
     upload(c, pdf(tmp_path / "Gehaltsnachweis Oktober 2026 – Seite 1 von 3.pdf", 120_000))
     upload(advisor.page, pdf(tmp_path / "Angebot.pdf", 40_000))
