@@ -19,7 +19,7 @@ from gateway.consultation import Role
 from gateway.feedback import FeedbackDesk, Rated
 from gateway.main import build_parser
 from gateway.service import Gateway
-from gateway.stats import _SCHEMA_V1, StatsRow, Statistics, aggregate, to_csv
+from gateway.stats import _SCHEMA_V1, Statistics, StatsRow, aggregate, to_csv
 from web.app import create_app
 from web.auth import CUSTOMER_COOKIE
 from web.templates import View, customer_room
