@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,21 @@ def test_documents_go_both_ways_with_limits_and_plain_errors(
     )
     expect(a.locator("#documents-list li")).to_have_count(4)
     c.screenshot(path=artifacts / "documents-customer-desktop-de.png", full_page=True)
+
+    # dropping a file on the advisor's card (a synthetic drag: Playwright has no OS one)
+    dropped = a.evaluate_handle(
+        """() => {
+          const dt = new DataTransfer();
+          dt.items.add(new File(["%PDF-1.4\\nSkizze\\n%%EOF\\n"], "Skizze.pdf",
+                                {type: "application/pdf"}));
+          return dt;
+        }"""
+    )
+    a.dispatch_event("#documents", "dragenter", {"dataTransfer": dropped})
+    expect(a.locator("#documents")).to_have_class(re.compile(r"\bdragging\b"))
+    a.dispatch_event("#documents", "drop", {"dataTransfer": dropped})
+    expect(a.locator("#documents")).not_to_have_class(re.compile(r"\bdragging\b"))
+    expect(c.locator("#documents-list li", has_text="Skizze.pdf")).to_contain_text("von: Berater")
     a.screenshot(path=artifacts / "documents-advisor-desktop-de.png", full_page=True)
 
     # English, switched in place
@@ -309,3 +325,35 @@ def test_rating_after_leaving_counts_once(gw: GatewayProcess, opener: Opener) ->
     assert len(rows) == before + 1 and rows[-1]["feedback"] == 2, rows[-1]
     advisor.assert_clean()
     customer.assert_clean(allow="status of 409")
+
+
+def test_filled_forms_appear_in_the_documents_list(gw: GatewayProcess, opener: Opener) -> None:
+    _, advisor, customer = phone_pair(gw, opener)
+    a, c = advisor.page, customer.page
+    a.locator("#form-template").select_option("beratungsprotokoll-bestaetigung")
+    a.click("#forms-send button")
+    expect(c.locator("#forms-alert")).to_be_visible()
+    with c.context.expect_page() as opened:
+        c.click("#forms-list a.primary")
+    form = opened.value
+    form.fill("#f-name", "Erika Mustermann")
+    form.select_option("#f-beratungsthema", "geldanlage")
+    form.check("#f-erhalten")
+    form.check("#f-risikohinweise")
+    form.fill("#f-unterschrift", "Erika Mustermann")
+    form.click("button[type=submit]")
+    expect(form.locator(".form-done .done")).to_contain_text("Vielen Dank")
+    form.close()
+    for page in (a, c):
+        items = page.locator("#documents-list li[data-kind=form]")
+        expect(items).to_have_count(2)  # the filled form as HTML and as PDF
+        expect(items.first).to_contain_text("Formular")
+    pdf_item = a.locator("#documents-list li[data-kind=form]", has_text=".pdf")
+    with a.expect_download() as info:
+        pdf_item.locator("a.doc-download").click()
+    assert Path(info.value.path()).read_bytes().startswith(b"%PDF-")
+    a.click("#end-session")
+    expect(a.locator("#end-documents")).to_contain_text("gibt es 2 Dokumente")
+    a.click("#end-dialog button[value=cancel]")
+    advisor.assert_clean()
+    customer.assert_clean()
