@@ -245,6 +245,7 @@ def test_end_warns_about_documents_and_customer_rates_anonymously(
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text("In dieser Beratung gibt es 2 Dokumente")
     expect(dialog).to_contain_text("laden Sie vorher herunter, was Sie brauchen")
+    c.screenshot(path=artifacts / "leave-dialog-customer-phone-de.png")
     c.click("#leave-dialog button[value=cancel]")
     expect(dialog).to_be_hidden()
     expect(c.locator("#status")).to_have_attribute("data-state", "connected")
