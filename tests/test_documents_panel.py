@@ -34,6 +34,7 @@ advisor_state = pages.advisor_state
 opener = pages.opener
 
 MIB = 1024 * 1024
+AXE = Path(__file__).resolve().parent / "node" / "node_modules" / "axe-core" / "axe.min.js"
 PHONE_TALL = {"width": 390, "height": 844}
 PHONE_OPTIONS = {"is_mobile": True, "has_touch": True, "device_scale_factor": 2}
 BANK = {
@@ -77,6 +78,21 @@ def png(path: Path, size: int) -> Path:
 
 def sha256(path: Path | str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def axe_violations(page: Page, selector: str) -> list[str]:
+    """axe-core's WCAG findings inside ``selector`` (evaluated through the DevTools
+    protocol, which the page's CSP does not govern)."""
+    if not AXE.exists():
+        pytest.fail("axe-core is missing (cd tests/node && npm ci)")
+    if not page.evaluate("typeof window.axe === 'object'"):
+        page.evaluate(AXE.read_text())
+    found: list[str] = page.evaluate(
+        """async (selector) => (await axe.run(selector)).violations.map(
+             (v) => v.id + ": " + v.nodes.map((n) => n.target.join(" ")).join(", "))""",
+        selector,
+    )
+    return found
 
 
 def phone_pair(gw: GatewayProcess, opener: Opener) -> tuple[dict[str, Any], Watched, Watched]:
@@ -217,6 +233,8 @@ def test_documents_panel_on_a_phone(
     assert box is not None and box["height"] >= 44, box  # a thumb hits it
     expect(c.locator(".drop-hint")).to_be_hidden()  # nothing to drag on a phone
     panel.screenshot(path=artifacts / "documents-customer-phone-de.png")
+    assert axe_violations(c, "#documents") == []
+    assert axe_violations(advisor.page, "#documents") == []
     c.click("a[data-lang-switch]")
     expect(c.locator(".file-button")).to_contain_text("Upload a file")
     panel.screenshot(path=artifacts / "documents-customer-phone-en.png")
@@ -275,6 +293,7 @@ def test_end_warns_about_documents_and_customer_rates_anonymously(
     expect(c.locator("#feedback-note")).to_have_text("Vielen Dank für Ihre Bewertung!")
     expect(c.locator("#feedback-form button[type=submit]")).to_be_disabled()
     c.screenshot(path=artifacts / "end-screen-customer-phone-de.png", full_page=True)
+    assert axe_violations(c, "#left") == []
     c.click("a[data-lang-switch]")
     expect(c.locator("#end-deleted")).to_contain_text("Deleted: 2 documents")
     c.screenshot(path=artifacts / "end-screen-customer-phone-en.png", full_page=True)
