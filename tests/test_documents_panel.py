@@ -14,6 +14,8 @@ import io
 import json
 import os
 import re
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,11 +65,15 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     assert "Traceback" not in log, log
 
 
-def pdf(path: Path, size: int) -> Path:
-    """A file that starts like a PDF (the gateway checks the content, not the name)."""
+def pdf_bytes(size: int) -> bytes:
+    """Bytes that start like a PDF (the gateway checks the content, not the name)."""
     head = b"%PDF-1.4\n"
     tail = b"\n%%EOF\n"
-    path.write_bytes(head + os.urandom(max(0, size - len(head) - len(tail))) + tail)
+    return head + os.urandom(max(0, size - len(head) - len(tail))) + tail
+
+
+def pdf(path: Path, size: int) -> Path:
+    path.write_bytes(pdf_bytes(size))
     return path
 
 
@@ -196,6 +202,7 @@ def test_documents_go_both_ways_with_limits_and_plain_errors(
     )
     a.dispatch_event("#documents", "dragenter", {"dataTransfer": dropped})
     expect(a.locator("#documents")).to_have_class(re.compile(r"\bdragging\b"))
+    expect(a.locator(".drop-hint")).to_have_text("Zum Hochladen loslassen")
     a.dispatch_event("#documents", "drop", {"dataTransfer": dropped})
     expect(a.locator("#documents")).not_to_have_class(re.compile(r"\bdragging\b"))
     expect(c.locator("#documents-list li", has_text="Skizze.pdf")).to_contain_text("von: Berater")
@@ -377,3 +384,94 @@ def test_filled_forms_appear_in_the_documents_list(gw: GatewayProcess, opener: O
     a.click("#end-dialog button[value=cancel]")
     advisor.assert_clean()
     customer.assert_clean()
+
+
+def test_upload_shows_its_progress_on_a_slow_uplink(
+    gw: GatewayProcess, opener: Opener, tmp_path: Path, artifacts: Path
+) -> None:
+    _, advisor, customer = phone_pair(gw, opener)
+    c = customer.page
+    # the terms' minimum: 0.5 Mbit/s up (Chromium's own throttling, DevTools protocol)
+    cdp = c.context.new_cdp_session(c)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {
+            "offline": False,
+            "latency": 40,
+            "downloadThroughput": 1_000_000 / 8,
+            "uploadThroughput": 500_000 / 8,
+        },
+    )
+    upload(c, pdf(tmp_path / "Lohnsteuerbescheinigung.pdf", 400_000))  # about 6 s
+    text = c.locator("#documents-progress-text")
+    expect(text).to_have_text(
+        re.compile(r"„Lohnsteuerbescheinigung.pdf“ wird hochgeladen … [1-9]\d? %")
+    )
+    percent = c.locator("#documents-bar").evaluate("(bar) => bar.value")
+    assert 0 < percent < 100, percent
+    c.locator("#documents").screenshot(path=artifacts / "documents-progress-phone-de.png")
+    expect(c.locator("#documents-list li", has_text="Lohnsteuerbescheinigung.pdf")).to_be_visible(
+        timeout=30_000
+    )
+    expect(c.locator("#documents-progress")).to_be_hidden()
+    expect(advisor.page.locator("#documents-list li")).to_have_count(1)
+
+    # a slow upload can be cancelled: nothing arrives, no error
+    upload(c, pdf(tmp_path / "Falsche Datei.pdf", 400_000))
+    expect(text).to_contain_text("„Falsche Datei.pdf“ wird hochgeladen")
+    c.click("#documents-cancel")
+    expect(c.locator("#documents-progress")).to_be_hidden()
+    expect(c.locator("#documents-error")).to_be_hidden()
+    c.wait_for_timeout(500)  # give a wrongly finished upload time to show (it must not)
+    expect(c.locator("#documents-list li")).to_have_count(1)
+    expect(advisor.page.locator("#documents-list li")).to_have_count(1)
+    advisor.assert_clean()
+    customer.assert_clean()
+
+
+def test_an_interrupted_upload_leaves_no_trace_and_no_reservation(gw: GatewayProcess) -> None:
+    """A person cancels, closes the tab or loses the network mid-upload: the gateway
+    frees the consultation's share and logs no error (it was not one)."""
+    body = gw.create_session()
+    token = body["customer"]["token"]
+    path = f"/api/sessions/{body['id']}/documents"
+    for cut in (10, 4000):  # before the part's headers end / in the middle of the file
+        boundary = "vbboundary"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="a.pdf"\r\nContent-Type: application/pdf\r\n\r\n'
+        ).encode()
+        payload = (head + b"%PDF-1.4\n" + os.urandom(900_000))[:cut]
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {900_000 + 200}\r\n\r\n"
+        ).encode()
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", gw.http_port), 5) as s:
+                s.sendall(request + payload)
+                time.sleep(0.2)  # the handler is reading; now the client is gone
+    # three interrupted 0.9 MB uploads reserved 2.7 MB of 2.5: all given back
+    boundary = "vbboundary"
+    data = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="b.pdf"\r\nContent-Type: application/pdf\r\n\r\n'
+        ).encode()
+        + pdf_bytes(int(0.9 * MIB))
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    status, _, answer = gw.request(
+        "POST",
+        path,
+        data,
+        token=token,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert status == 201, answer
+    deadline = time.monotonic() + 5
+    while "upload was interrupted" not in gw.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "an upload was interrupted" in gw.log()
+    assert "Traceback" not in gw.log()

@@ -92,12 +92,20 @@ def _document(request: web.Request, consultation: Consultation) -> Document:
 # -- upload ----------------------------------------------------------------------------------
 
 
+# The client went away mid-body (the person cancelled, closed the tab, lost the network):
+# aiohttp's stream raises ConnectionResetError. Nobody is left to answer; it is no error of
+# ours, so no traceback either.
+_GONE_DETAIL = "The upload was interrupted."
+
+
 async def _file_part(request: web.Request) -> BodyPartReader:
     try:
         return await _find_file_part(request)
     except (HttpProcessingError, ValueError) as exc:
         # aiohttp's parser refuses control characters in part headers, bad boundaries …
         raise ProblemError(400, "The multipart body is malformed.") from exc
+    except ConnectionResetError:
+        raise ProblemError(400, _GONE_DETAIL) from None
 
 
 async def _find_file_part(request: web.Request) -> BodyPartReader:
@@ -155,6 +163,9 @@ async def _upload(request: web.Request, consultation: Consultation, role: Role) 
             await _receive(part, upload)
         except (HttpProcessingError, ValueError) as exc:
             raise DocumentError("The multipart body is malformed.") from exc
+        except ConnectionResetError:
+            log.info("consultation %s: an upload was interrupted", consultation.id)
+            raise DocumentError(_GONE_DETAIL) from None
         name, filetype, sha256 = await asyncio.to_thread(upload.finish, _client_name(part))
         doc = store.register(upload, name, filetype, sha256, str(role))
     except DocumentError as exc:

@@ -29,9 +29,11 @@
   const bar = document.getElementById("documents-bar");
   const progressText = document.getElementById("documents-progress-text");
   const errorEl = document.getElementById("documents-error");
+  const cancelButton = document.getElementById("documents-cancel");
   const docs = new Map(); // id -> the latest document event
   const queue = [];
   let busy = false;
+  let current = null; // the XMLHttpRequest on its way, for "cancel"
   let ended = false;
 
   function meta(name) {
@@ -191,6 +193,7 @@
   function send(file) {
     return new Promise(function (resolve) {
       const xhr = new XMLHttpRequest();
+      current = xhr;
       xhr.open("POST", card.dataset.upload);
       xhr.withCredentials = true;
       if (role === "advisor") {
@@ -207,10 +210,16 @@
           }
         }
       });
+      xhr.addEventListener("loadend", function () {
+        current = null;
+      });
       xhr.addEventListener("load", function () {
         resolve({ status: xhr.status, body: xhr.responseText });
       });
-      ["error", "abort", "timeout"].forEach(function (kind) {
+      xhr.addEventListener("abort", function () {
+        resolve({ status: -1, body: "" }); // the person cancelled: nothing to report
+      });
+      ["error", "timeout"].forEach(function (kind) {
         xhr.addEventListener(kind, function () {
           resolve({ status: 0, body: "" });
         });
@@ -239,6 +248,10 @@
     }
     const result = await send(file);
     showProgress(null);
+    if (result.status === -1) {
+      queue.length = 0; // "cancel" stops what was still waiting too
+      return;
+    }
     if (result.status === 201) {
       try {
         onEvent(Object.assign({ type: "document" }, JSON.parse(result.body)));
@@ -278,6 +291,12 @@
     drain();
   }
 
+  cancelButton.addEventListener("click", function () {
+    if (current) {
+      current.abort();
+    }
+  });
+
   input.addEventListener("change", function () {
     add(input.files);
     input.value = ""; // the same file may be chosen again (after an error)
@@ -285,10 +304,17 @@
 
   // Drag and drop (desktop): the whole card is the target.
   let depth = 0;
+  const hint = card.querySelector(".drop-hint");
+
+  function dragging(on) {
+    card.classList.toggle("dragging", on);
+    i18n.setText(hint, on ? "docs.drop_here" : "docs.drop");
+  }
+
   card.addEventListener("dragenter", function (e) {
     if (e.dataTransfer && Array.prototype.indexOf.call(e.dataTransfer.types, "Files") >= 0) {
       depth += 1;
-      card.classList.add("dragging");
+      dragging(true);
       e.preventDefault();
     }
   });
@@ -301,12 +327,12 @@
   card.addEventListener("dragleave", function () {
     depth = Math.max(0, depth - 1);
     if (depth === 0) {
-      card.classList.remove("dragging");
+      dragging(false);
     }
   });
   card.addEventListener("drop", function (e) {
     depth = 0;
-    card.classList.remove("dragging");
+    dragging(false);
     if (e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files.length) {
       e.preventDefault();
       add(e.dataTransfer.files);
