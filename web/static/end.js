@@ -28,6 +28,10 @@
     if (VB.documents) {
       VB.documents.end();
     }
+    const asking = document.getElementById("leave-dialog");
+    if (asking && asking.open) {
+      asking.close(); // ended while the customer was asked whether to leave
+    }
     i18n.setText(deleted, why === "ended" ? "end.deleted.ended" : "end.deleted.left", {
       documents: documentsParam(),
     });
