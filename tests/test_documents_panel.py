@@ -275,6 +275,9 @@ def test_end_warns_about_documents_and_customer_rates_anonymously(
     expect(dialog).to_be_hidden()
     expect(c.locator("#status")).to_have_attribute("data-state", "connected")
 
+    c.click("#leave")  # asked again, and the advisor ends meanwhile
+    expect(dialog).to_be_visible()
+
     # the advisor's end dialog says the same before it deletes everything
     a.click("#end-session")
     expect(a.locator("#end-documents")).to_contain_text("In dieser Beratung gibt es 2 Dokumente")
@@ -285,6 +288,7 @@ def test_end_warns_about_documents_and_customer_rates_anonymously(
     # the customer's end screen: what was deleted, whom to ask, a rating
     end = c.locator("#end-screen")
     expect(end).to_be_visible()
+    expect(dialog).to_be_hidden()
     expect(c.locator("#end-deleted")).to_have_text(
         "Gelöscht wurden: 2 Dokumente, die Kopien ausgefüllter Formulare und der Chat. "
         "Auf dem Server ist davon nichts mehr gespeichert."
