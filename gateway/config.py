@@ -284,6 +284,8 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
             elif key == "bank" and isinstance(value, dict):
                 for name, text in value.items():
                     _set_bank(cfg.bank, name.replace("-", "_"), text, config_path)
+            elif key.startswith("bank_"):  # the flag's name, as for every other flag
+                _set_bank(cfg.bank, key.removeprefix("bank_"), value, config_path)
             elif key in _FLAGS:
                 values[key] = _coerce(_FLAGS[key][0], value)
             else:

@@ -217,6 +217,9 @@ def test_bank_contact_from_toml_environment_and_flags(tmp_path: Path) -> None:
     )
     cfg = _load(["--config", str(toml), "--bank-name", "Andere Bank"], {})
     assert cfg.bank.name == "Andere Bank" and cfg.bank.phone == "0221 1234"
+    flat = tmp_path / "flat.toml"
+    flat.write_text('bank_email = "service@bank.example"\n')  # keys as the flag names
+    assert _load(["--config", str(flat)]).bank.email == "service@bank.example"
 
 
 @pytest.mark.parametrize(
