@@ -190,11 +190,14 @@
 
   // -- events socket and chat -------------------------------------------------------------
 
+  // While a reload restores the camera and microphone, they are announced as on
+  // already: the customer sees "connecting", not "the camera is off", meanwhile. The
+  // gateway forwards nothing until media actually arrives.
   function announce() {
     socket.send({
       type: "media",
-      camera: !!state.tracks.video,
-      microphone: !!state.tracks.audio,
+      camera: !!(state.tracks.video || restoring.video),
+      microphone: !!(state.tracks.audio || restoring.audio),
     });
   }
 
@@ -331,6 +334,7 @@
   // What was on survives a reload of this page (for this consultation, in this tab):
   // the customer is not told the camera went off, and nothing must be pressed again.
   const REMEMBER = "vb-advisor-media:" + room.dataset.id;
+  let restoring = {};
 
   function remember() {
     try {
@@ -585,18 +589,23 @@
   });
   if (receiver) {
     receiver.start();
-    const was = remembered();
+    restoring = remembered();
     (async function () {
       // one after the other: two prompts at once confuse people
-      if (was.video) {
+      if (restoring.video) {
         await busy(cameraButton, function () {
           return switchOn("video");
         });
       }
-      if (was.audio) {
+      if (restoring.audio) {
         await busy(micButton, function () {
           return switchOn("audio");
         });
+      }
+      const was = restoring;
+      restoring = {};
+      if (was.video || was.audio) {
+        announce(); // what is really on now (a device may have been refused)
       }
     })();
   } else {

@@ -132,6 +132,8 @@
         return "cust.remote.reconnecting";
       } else if (machine.is("live") && !state.advisor.camera) {
         return "cust.remote.camera_off";
+      } else if (machine.is("present") && state.advisor.camera) {
+        return "cust.remote.connecting"; // switched on, the picture is on its way
       }
       return VIEWS[machine.state][3] || "cust.remote.connecting";
     }
