@@ -236,8 +236,9 @@
     let lines = 1;
     const lineEnds = [];
     labels.forEach(function (label, i) {
-      const x = 40 + i * step + step * 0.15;
       const width = ctx.measureText(label).width;
+      // under its bar, but never past the right edge (the last one is the widest risk)
+      const x = Math.max(0, Math.min(40 + i * step + step * 0.15, c.w - 2 - width));
       let line = 0;
       while (lineEnds[line] !== undefined && x < lineEnds[line]) {
         line += 1;
@@ -250,12 +251,12 @@
     c.bottom = c.h - 4 - LINE * lines;
     axes(c, max, "", true);
     values.forEach(function (v, i) {
-      const x = rows[i].x;
+      const x = 40 + i * step + step * 0.15;
       const hgt = (c.bottom - c.top) * (v / max);
       ctx.fillStyle = COLORS[0];
       ctx.fillRect(x, c.bottom - hgt, step * 0.7, hgt);
       ctx.fillStyle = "#1b1f24";
-      ctx.fillText(labels[i], x, c.bottom + LINE * (rows[i].line + 1) - 2);
+      ctx.fillText(labels[i], rows[i].x, c.bottom + LINE * (rows[i].line + 1) - 2);
     });
   }
 
