@@ -89,8 +89,8 @@ def t(lang: str, key: str, **params: Any) -> str:
     return i18n.translate(lang, key, **params)
 
 
-def shot(page: Page, artifacts: Path, name: str) -> None:
-    page.screenshot(path=str(artifacts / f"ux-{name}.png"), full_page=False)
+def shot(page: Page, artifacts: Path, name: str, full_page: bool = False) -> None:
+    page.screenshot(path=str(artifacts / f"ux-{name}.png"), full_page=full_page)
 
 
 def texts(page: Page) -> list[str]:
@@ -630,6 +630,6 @@ def test_ops_charts_count_passthrough_and_label_everything(
     for d in ops.evaluate("window.__drawn"):
         assert d["x"] + d["w"] <= d["cw"] + 1 and d["y"] <= d["ch"] + 1, d
     ops.wait_for_timeout(1500)
-    shot(ops, artifacts, f"ops-desktop-{lang}")
+    shot(ops, artifacts, f"ops-desktop-{lang}", full_page=True)
     advisor.assert_clean()
     customer.assert_clean()

@@ -363,7 +363,7 @@ def _customer_card(v: View) -> str:
     return (
         '<section class="card customer-card" aria-labelledby="customer-title">'
         + v.tr("room.customer.title", "h2", 'id="customer-title"')
-        + '<p class="badges">'
+        + '<p class="badges" aria-live="polite">'
         + "".join(badges)
         + "</p></section>"
     )
