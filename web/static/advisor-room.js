@@ -290,7 +290,11 @@
       dot.dataset.quality = "";
       i18n.setText(stateEl, "pc.off");
       statsEl.textContent = "";
-      machine.fire("flow");
+      // the customer's WHIP session ended: by switching off (fine), or because their
+      // connection failed while something is still on (still an outage)
+      if (!(state.customer.camera || state.customer.microphone)) {
+        machine.fire("flow");
+      }
       return;
     }
     dot.dataset.quality = ev.stalled ? "poor" : ev.quality || "";
