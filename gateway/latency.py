@@ -102,6 +102,9 @@ class LatencyMeter:
         self._children: dict[tuple[str, ...], Any] = {}
         # (when, seconds) per key, when = time.perf_counter() of the observation
         self._samples: dict[tuple[str, ...], deque[tuple[float, float]]] = {}
+        # frames and bytes sent without transcoding, per (direction, kind): the ops
+        # charts count a browser-to-browser call too, which has no transcoder
+        self._passed: dict[tuple[str, str], list[int]] = {}
 
     def _child(self, key: tuple[str, ...]) -> Any:
         child = self._children.get(key)
@@ -116,9 +119,20 @@ class LatencyMeter:
         return child
 
     def observe(
-        self, origin: str, sink: str, transcoded: bool, seconds: float, kind: str = "video"
+        self,
+        origin: str,
+        sink: str,
+        transcoded: bool,
+        seconds: float,
+        kind: str = "video",
+        size: int = 0,
     ) -> None:
-        """One unit sent: ``sink`` is ``flash`` or ``webrtc``, ``kind`` video or audio."""
+        """One unit sent: ``sink`` is ``flash`` or ``webrtc``, ``kind`` video or audio,
+        ``size`` its payload in bytes (counted for passthrough)."""
+        if not transcoded:
+            counter = self._passed.setdefault((direction(origin, sink), kind), [0, 0])
+            counter[0] += 1
+            counter[1] += size
         if seconds < 0:
             return
         path = "transcoded" if transcoded else "passthrough"
@@ -142,6 +156,10 @@ class LatencyMeter:
         key = ("jitter", kind)
         self._child(key).observe(seconds)
         self._samples[key].append((perf_counter(), seconds))
+
+    def passthrough_totals(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Frames and bytes passed through so far, per (direction, kind)."""
+        return {key: (c[0], c[1]) for key, c in list(self._passed.items())}
 
     def snapshot(self, since: float | None = None) -> dict[str, Any]:
         """``{"clock": now, "added": {"flash_to_webrtc/transcoded/video": {count, p50_ms,

@@ -101,6 +101,9 @@ class Monitor:
         cpu_seconds: Callable[[], float] = process_cpu_seconds,
         rss_bytes: Callable[[], int] = process_rss_bytes,
         transcoding_consultations: Callable[[], int] = lambda: 0,
+        passthrough: Callable[[], dict[tuple[str, str], tuple[int, int]]] = (
+            METER.passthrough_totals
+        ),
     ) -> None:
         self._transcoders = transcoders
         self.cores = cores or usable_cores()
@@ -109,6 +112,8 @@ class Monitor:
         self._cpu_seconds = cpu_seconds
         self._rss = rss_bytes
         self._transcoding_consultations = transcoding_consultations
+        self._passthrough = passthrough
+        self._passed_before: tuple[float, dict[tuple[str, str], tuple[int, int]]] | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._previous: dict[int, _Previous] = {}
         self._cpu_marks: deque[tuple[float, float]] = deque(maxlen=64)  # (at, cpu s)
@@ -138,6 +143,7 @@ class Monitor:
                 "cores": self.cores,
             },
             "transcoders": rows,
+            "passthrough": self._passthrough_rows(now),
             "latency": _latency_p95(METER.snapshot(since=perf_counter() - LATENCY_WINDOW)),
             "admission": self.admission(),
             "alarms": [a for row in rows for a in row["alarms"]],
@@ -145,6 +151,31 @@ class Monitor:
         self._last = sample
         self.history.append(sample)
         return sample
+
+    def _passthrough_rows(self, now: float) -> list[dict[str, Any]]:
+        """Frames and bitrate sent without a transcoder over the last interval, per
+        direction and kind (``flash_to_flash``, ``webrtc_to_webrtc``, and H.264 passed
+        between the two), in the transcoder rows' units, so the charts add them up."""
+        totals = self._passthrough()
+        before, self._passed_before = self._passed_before, (now, totals)
+        if before is None or now <= before[0]:
+            return []
+        span = now - before[0]
+        rows = []
+        for (direction, kind), (frames, octets) in sorted(totals.items()):
+            frames0, octets0 = before[1].get((direction, kind), (0, 0))
+            if frames == frames0:
+                continue
+            rows.append(
+                {
+                    "direction": direction,
+                    "kind": kind,
+                    "path": "passthrough",
+                    "fps": round((frames - frames0) / span, 2),
+                    "bitrate": round((octets - octets0) * 8 / span),
+                }
+            )
+        return rows
 
     def _transcoder_row(self, transcoder: TranscoderView, now: float) -> dict[str, Any]:
         stats = transcoder.stats

@@ -124,7 +124,12 @@ class PlayerReceiver:
             conn.send_data_raw(self.stream_id, unit.wire, unit.timestamp)
         if unit.arrived:
             METER.observe(
-                unit.origin, "flash", unit.transcoded, perf_counter() - unit.arrived, kind
+                unit.origin,
+                "flash",
+                unit.transcoded,
+                perf_counter() - unit.arrived,
+                kind,
+                len(unit.payload),
             )
         if _batch.depth:
             _batch.dirty.add(session)  # written once when the publisher's read is done

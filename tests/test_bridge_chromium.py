@@ -148,7 +148,8 @@ def test_chromium_camera_reaches_an_ffmpeg_player(
     session = gw.create_session()
     advisor = _advisor(opener, session["id"])
     a = advisor.page
-    a.click("#send")
+    a.click("#camera")  # the toggles replaced "Übertragung starten" (issue 10)
+    a.click("#microphone")
     expect(a.locator("#camera")).to_have_attribute("data-on", "true")
     expect(a.locator("#microphone")).to_have_attribute("data-on", "true")
     expect(a.locator("#send-state")).to_have_text("verbunden", timeout=15_000)
@@ -181,7 +182,8 @@ def test_screenshots_of_a_conversation(gw: GatewayProcess, opener: Opener, artif
     advisor = _advisor(opener, session["id"])
     customer = opener.customer(session)
     a, c = advisor.page, customer.page
-    a.click("#send")
+    a.click("#camera")
+    a.click("#microphone")
     expect(a.locator("#send-state")).to_have_text("verbunden", timeout=15_000)
     wait_until(c, lambda: pages.remote_video_playing(c), timeout=20)
     c.wait_for_timeout(1000)

@@ -250,13 +250,13 @@ def test_pages_load_clean_and_customer_media_is_off_by_default(
     expect(c.locator("#self-view")).to_be_hidden()
     assert c.evaluate("document.getElementById('self-video').srcObject") is None
     # the customer is present; the advisor sees how and what is off
-    expect(a.locator("#presence")).to_contain_text("Kunde wartet")
+    expect(a.locator("#presence")).to_contain_text("Kunde ist da")
     expect(a.locator("#customer-camera")).to_have_text("Kamera aus")
     expect(a.locator("#customer-mic")).to_have_text("Mikrofon aus")
-    expect(c.locator("#presence")).to_have_text("Ihr Berater ist da.")
+    expect(c.locator("#presence")).to_have_text("Ihre Ansprechperson ist da.")
     # the customer receives (WHEP needs no camera), so the advisor sees a browser
     expect(a.locator("#presence")).to_have_text(
-        "Kunde wartet (Browser) – bitte Übertragung starten", timeout=15_000
+        "Kunde ist da (Browser) – schalten Sie Kamera oder Mikrofon ein", timeout=15_000
     )
     expect(a.locator("#receive-state")).to_have_text("verbunden", timeout=15_000)
 
@@ -275,7 +275,7 @@ def test_chat_both_ways(gw: GatewayProcess, opener: Opener) -> None:
     theirs = c.locator(".chat-log li.theirs")
     expect(theirs).to_have_count(1)
     expect(theirs.locator(".text")).to_have_text(GREETING)
-    expect(theirs.locator(".from")).to_have_text("Berater")
+    expect(theirs.locator(".from")).to_have_text("Ansprechperson")
     expect(a.locator(".chat-log li.mine .text")).to_have_text(GREETING)
     expect(a.locator(".chat-log li.mine .from")).to_have_text("Sie")
 
@@ -307,7 +307,8 @@ def test_language_switch_in_place_and_remembered(
     expect(c.locator(".chat-log li.mine .from")).to_have_text("You")
     expect(c.locator("a[data-lang-switch]")).to_have_text("Deutsch")
     assert c.evaluate("document.documentElement.lang") == "en"
-    assert c.title() == "Your video consultation – Video consultation"
+    # the title names the service once (issue 10: not "… – Video consultation" twice)
+    assert c.title() == "Your video consultation"
     # no reload: a running call is not cut
     assert c.evaluate("window.__sameDocument") is True
     assert "lang=en" in c.url
@@ -357,20 +358,21 @@ def test_phone_and_desktop_layouts(gw: GatewayProcess, opener: Opener, artifacts
 def test_customer_leaves_at_once(gw: GatewayProcess, opener: Opener) -> None:
     body, advisor, customer = opener.pair()
     a, c = advisor.page, customer.page
-    expect(a.locator("#presence")).to_contain_text("Kunde wartet")
+    expect(a.locator("#presence")).to_contain_text("Kunde ist da")
 
     c.click("#leave")
     expect(c.locator("#status")).to_have_text("Sie haben die Beratung verlassen.")
     expect(c.locator("#left")).to_be_visible()
     expect(c.locator("#camera")).to_be_hidden()
-    expect(a.locator("#presence")).to_have_text("Kunde ist nicht verbunden")
+    # "no longer": the advisor's page tells a customer who left from one not yet come
+    expect(a.locator("#presence")).to_have_text("Kunde ist nicht mehr verbunden")
     state = gw.get(f"/api/sessions/{body['id']}")
     assert state["participants"]["customer"]["connections"] == []
 
     # "join again" is the same link, without a new PIN
     c.click("#left a")
     expect(c.locator("#status")).to_have_attribute("data-state", "connected")
-    expect(a.locator("#presence")).to_contain_text("Kunde wartet")
+    expect(a.locator("#presence")).to_contain_text("Kunde ist da")
     advisor.assert_clean()
     customer.assert_clean()
 
@@ -520,14 +522,18 @@ def test_advisor_video_reaches_customer(gw: GatewayProcess, opener: Opener) -> N
     a, c = advisor.page, customer.page
     expect(c.locator("#remote-placeholder")).to_contain_text("noch nicht eingeschaltet")
 
-    a.click("#send")
-    expect(a.locator("#send")).to_have_text("Übertragung beenden")
+    # the camera and microphone toggles are all there is (issue 10 removed the
+    # duplicate "Übertragung starten")
+    a.click("#camera")
+    a.click("#microphone")
+    expect(a.locator("#camera")).to_have_attribute("data-on", "true")
     expect(a.locator("#presence")).to_have_text("Kunde ist verbunden (Browser)")
     expect(a.locator("#send-state")).to_have_text("verbunden", timeout=15_000)
     wait_until(c, lambda: remote_video_playing(c), timeout=20)
 
-    a.click("#send")
-    expect(a.locator("#send")).to_have_text("Übertragung starten")
+    a.click("#camera")
+    a.click("#microphone")
+    expect(a.locator("#camera")).to_have_attribute("data-on", "false")
     expect(c.locator("#remote-placeholder")).to_be_visible(timeout=10_000)
     advisor.assert_clean()
     customer.assert_clean()
@@ -641,7 +647,7 @@ def test_page_stands_down_when_its_session_is_taken_over(
 ) -> None:
     body, advisor, customer = opener.pair()
     a, c = advisor.page, customer.page
-    a.click("#send")
+    a.click("#camera")
     wait_until(c, lambda: remote_video_playing(c), timeout=20)
 
     # The same customer receives on another device: the server replaces the page's

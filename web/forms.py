@@ -329,6 +329,25 @@ def _problem_text(v: View, problem: Problem) -> str:
     return v.t(problem.key, **dict(problem.params))
 
 
+# Autofill hints (WHATWG HTML §4.10.18.7, "autofill detail tokens") for the field names
+# our templates use for contact data, so a phone fills them in one tap; a template's
+# field keeps its name, and names not listed here get no hint.
+_AUTOFILL = {
+    "name": "name",
+    "anrede": "honorific-prefix",
+    "vorname": "given-name",
+    "nachname": "family-name",
+    "strasse": "street-address",
+    "plz": "postal-code",
+    "ort": "address-level2",
+    "land": "country-name",
+    "geburtsdatum": "bday",
+    "arbeitgeber": "organization",
+    "email": "email",
+    "telefon": "tel",
+}
+
+
 def _input(v: View, f: Field, value: str, described: str, invalid: bool, disabled: bool) -> str:
     ident = f"f-{f.name}"
     common = f'id="{ident}" name="{esc(f.name)}"'
@@ -340,6 +359,9 @@ def _input(v: View, f: Field, value: str, described: str, invalid: bool, disable
         common += ' required aria-required="true"'
     if disabled:
         common += " disabled"
+    hint = _AUTOFILL.get(f.name)
+    if hint and f.type not in ("email", "phone", "iban", "signature-name"):
+        common += f' autocomplete="{hint}"'  # those four set their own below
     maxlength = f' maxlength="{f.effective_max_length}"'
     if f.type == "multiline":
         return f'<textarea {common} rows="5"{maxlength}>{esc(value)}</textarea>'
@@ -503,6 +525,19 @@ def _document_links(v: View, docs: list[Document], href: str) -> str:
     return f'<ul class="form-docs">{"".join(items)}</ul>' if items else ""
 
 
+def _back_to_call(v: View, consultation_id: str) -> str:
+    """The form opened in a tab of its own; the call runs on in the first one. The link
+    is the room's own address: should that tab be gone, this one joins again."""
+    cid = quote(consultation_id, safe="")
+    return (
+        '<div class="form-back">'
+        + v.tr("form.back_hint", "p")
+        + f'<p><a class="button primary" href="/k/{esc(cid)}" id="back-to-call">'
+        + v.tr("form.back")
+        + "</a></p></div>"
+    )
+
+
 def done_page(v: View, consultation_id: str, form: FormInstance) -> str:
     href = _form_path(consultation_id, form.id) + "/documents/"
     main = (
@@ -510,6 +545,7 @@ def done_page(v: View, consultation_id: str, form: FormInstance) -> str:
         + v.tr("form.done.text", "p", 'class="done" role="status"')
         + v.tr("form.done.copy", "p")
         + _document_links(v, form.documents, href)
+        + _back_to_call(v, consultation_id)
         + "</section>"
     )
     return v.document(

@@ -129,6 +129,32 @@ def _from_http_exception(request: web.BaseRequest, exc: web.HTTPException) -> we
     return problem_response(status, detail, headers=headers)
 
 
+# Paths that machines call (JSON API, WHIP/WHEP, the events socket, RTMPT, whose
+# clients expect a bare 404 for /fcs/ident2): they keep problem+json whatever they accept.
+_MACHINE_PATHS = ("/api/", "/whip/", "/whep/", "/fcs/", "/open/", "/send/", "/idle/", "/close/")
+
+
+def _wants_page(request: web.BaseRequest) -> bool:
+    """A browser asking for a page (``Accept: text/html``), not a client of the API."""
+    accept = request.headers.get(hdrs.ACCEPT, "")
+    return (
+        request.method in ("GET", "HEAD")
+        and "text/html" in accept
+        and not request.path.startswith(_MACHINE_PATHS)
+        and not request.path.endswith("/events")
+    )
+
+
+def _not_found_page(request: web.Request) -> web.Response:
+    # imported here: the pages import this module
+    from web.i18n import negotiate
+    from web.templates import View, not_found_page
+
+    return web.Response(
+        status=404, text=not_found_page(View(negotiate(request))), content_type="text/html"
+    )
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -138,6 +164,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects stay what they are
+        if isinstance(exc, web.HTTPNotFound) and _wants_page(request):
+            return _not_found_page(request)  # a mistyped address: a page, in German
         return _from_http_exception(request, exc)
     except Exception:
         # Log the details for operators (path redacted: it may carry a token), answer

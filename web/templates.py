@@ -112,6 +112,10 @@ class View:
         if scripts:
             tags = data_block(self.lang) + tags
         title = self.t(title_key, **(title_params or {}))
+        app_name = self.t("app.name")
+        # "Video-Beratung – Video-Beratung" helps no one: a title that already names the
+        # service stands alone (static/i18n.js does the same after a language switch)
+        tab_title = title if app_name.lower() in title.lower() else self.t("app.title", title=title)
         other = self.t("lang.switch_code")
         switch = (
             f'<a class="lang-switch" href="?lang={esc(other)}" hreflang="{esc(other)}" '
@@ -126,12 +130,26 @@ class View:
         return (
             f'<!doctype html>\n<html lang="{esc(self.lang)}"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(self.t('app.title', title=title))}</title>"
+            f"<title>{esc(tab_title)}</title>"
             f'<link rel="stylesheet" href="/static/style.css">{metas}{tags}</head>'
             f"<body{body_attrs}>"
             f'<header class="topbar"><h1>{h1}</h1><nav>{nav}{switch}</nav></header>'
             f"<main>\n{main}\n</main></body></html>\n"
         )
+
+
+def not_found_page(v: View) -> str:
+    """What a person gets for a mistyped address (API paths keep problem+json)."""
+    main = "".join(
+        (
+            '<section class="card">',
+            v.tr("notfound.text", "p"),
+            '<p><a class="button primary" href="/">',
+            v.tr("notfound.home"),
+            "</a></p></section>",
+        )
+    )
+    return v.document("notfound.title", main)
 
 
 def ice_servers(urls: list[str]) -> str:
@@ -211,7 +229,8 @@ def _status_bar(v: View, presence_key: str) -> str:
                 "p",
                 'id="status" class="status" role="status" data-state="connecting"',
             ),
-            v.tr(presence_key, "p", 'id="presence" class="presence"'),
+            # what the other side does: announced politely when it changes
+            v.tr(presence_key, "p", 'id="presence" class="presence" aria-live="polite"'),
             "</div>",
             '<p id="notice" class="notice" role="alert" hidden></p>',
             f'<noscript><p class="notice">{esc(v.t("app.noscript"))}</p></noscript>',
@@ -504,7 +523,12 @@ def _copy_button(v: View, target: str) -> str:
 
 def _quality(v: View) -> str:
     rows = []
-    for direction, key in (("receive", "room.quality.receive"), ("send", "room.quality.send")):
+    for direction, key in (
+        ("receive", "room.quality.receive"),
+        ("send", "room.quality.send"),
+        # the customer's own connection, measured by the gateway (a "quality" event)
+        ("uplink", "room.quality.uplink"),
+    ):
         rows.append(
             v.tr(key, "dt")
             + f'<dd><span class="dot" id="{direction}-dot" data-quality=""></span>'
@@ -535,7 +559,7 @@ def _customer_card(v: View) -> str:
     return (
         '<section class="card customer-card" aria-labelledby="customer-title">'
         + v.tr("room.customer.title", "h2", 'id="customer-title"')
-        + '<p class="badges">'
+        + '<p class="badges" aria-live="polite">'
         + "".join(badges)
         + "</p></section>"
     )
@@ -583,6 +607,23 @@ def _end_dialog(v: View) -> str:
     )
 
 
+def _leave_dialog(v: View) -> str:
+    """Asked before "Zur Übersicht" leaves a running call (advisor-room.js)."""
+    return "".join(
+        (
+            '<dialog id="leave-dialog" aria-labelledby="leave-question"><form method="dialog">',
+            v.tr("room.leave.question", "p", 'id="leave-question" class="question"'),
+            v.tr("room.leave.detail", "p"),
+            '<div class="dialog-buttons">',
+            '<button value="cancel" class="secondary" autofocus>',
+            v.tr("room.leave.stay"),
+            '</button><button value="confirm" id="leave-confirm" class="primary">',
+            v.tr("room.leave.confirm"),
+            "</button></div></form></dialog>",
+        )
+    )
+
+
 def advisor_room(
     v: View,
     consultation_id: str,
@@ -605,10 +646,6 @@ def advisor_room(
             '<div class="room-grid"><div class="media-column">',
             _stage(v, "room.remote_label", "room.self_label", "room.remote.absent"),
             '<div class="controls" id="media-controls">',
-            '<button type="button" id="send" class="primary send">',
-            icon("video"),
-            v.tr("room.send.start", "span", 'class="send-label"'),
-            "</button>",
             _toggle(v, "camera", "camera", "media.camera.turn_on", False),
             _toggle(v, "microphone", "mic", "media.mic.turn_on", False),
             "</div>",
@@ -625,10 +662,11 @@ def advisor_room(
             v.tr("room.end"),
             "</button></div></div></div>",
             _end_dialog(v),
+            _leave_dialog(v),
             "</div>",
         )
     )
-    nav = '<a class="nav-link" href="/advisor">' + v.tr("room.back") + "</a>"
+    nav = '<a class="nav-link nav-back" href="/advisor">' + v.tr("room.back") + "</a>"
     heading = v.tr("room.title") + f' <small class="sid">{cid}</small>'
     return v.document(
         "room.title",

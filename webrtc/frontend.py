@@ -8,8 +8,10 @@ leaks out of this package.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 from gateway.consultation import Consultation, Role
@@ -17,6 +19,8 @@ from gateway.service import Gateway
 from webrtc.attach import attach_sink
 from webrtc.offer import OfferError
 from webrtc.peers import PeerFactory
+from webrtc.quality import INTERVAL as QUALITY_INTERVAL
+from webrtc.quality import UplinkMeter, round_trip_ms, sample
 from webrtc.session import PeerSession
 from webrtc.whep import Attach, WhepSession
 from webrtc.whip import WhipSession
@@ -50,6 +54,9 @@ class WebRtcFrontEnd:
         # 200 — DELETE is idempotent (RFC 9110 §9.2.2). Bounded, oldest dropped first.
         self._ended: dict[str, tuple[str, str, Role]] = {}
         self._by_participant: dict[tuple[str, str, Role], PeerSession] = {}
+        # the customer's uplink as measured here, per consultation id (webrtc/quality.py)
+        self._meters: dict[str, tuple[Consultation, UplinkMeter]] = {}
+        self._quality_task: asyncio.Task[None] | None = None
 
     def ice_server_urls(self) -> list[tuple[str, str | None, str | None]]:
         """The configured STUN/TURN servers as (URL, username, credential) for the
@@ -97,7 +104,41 @@ class WebRtcFrontEnd:
             await session.pc.close()
             raise OfferError("The consultation has ended.")
         session.start()
+        if kind == WHIP and role is Role.CUSTOMER:
+            self._meters.setdefault(consultation.id, (consultation, UplinkMeter(str(role))))
+            if self._quality_task is None or self._quality_task.done():
+                self._quality_task = asyncio.get_running_loop().create_task(self._watch_quality())
         return Answer(resource_id, answer)
+
+    async def _watch_quality(self) -> None:
+        """Every few seconds, each customer's uplink to the consultation (a ``quality``
+        event for the advisor's page); once a customer stops sending, one last event says
+        so and the meter is dropped. Runs while any meter does."""
+        while self._meters:
+            await asyncio.sleep(QUALITY_INTERVAL)
+            for cid, (consultation, meter) in list(self._meters.items()):
+                if consultation.ended:
+                    del self._meters[cid]
+                    continue
+                whip = self._by_participant.get((WHIP, cid, Role.CUSTOMER))
+                now = None
+                rtt = None
+                try:
+                    if whip is not None and whip.pc.connectionState == "connected":
+                        now = sample(await whip.pc.getStats(), time.monotonic())
+                        whep = self._by_participant.get((WHEP, cid, Role.CUSTOMER))
+                        if whep is not None and whep.pc.connectionState == "connected":
+                            rtt = round_trip_ms(await whep.pc.getStats())
+                except Exception:  # a peer closing under our feet: measure next time
+                    log.debug("quality of %s not measured", whip.label if whip else cid)
+                    continue
+                customer = consultation.participants[Role.CUSTOMER]
+                event = meter.event(
+                    now, expecting=customer.camera or customer.microphone, rtt_ms=rtt
+                )
+                consultation.emit(event)
+                if whip is None:
+                    del self._meters[cid]
 
     def _forget(self, session: PeerSession) -> None:
         if self.sessions.pop(session.resource_id, None) is not None:
@@ -137,6 +178,11 @@ class WebRtcFrontEnd:
 
     async def close(self) -> None:
         """Close every peer (shutdown)."""
+        self._meters.clear()
+        if self._quality_task is not None:
+            self._quality_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._quality_task
         sessions = list(self.sessions.values())
         if sessions:
             await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)

@@ -58,7 +58,9 @@ class PacketTrack(MediaStreamTrack):
         if isinstance(source, tuple):
             # aiortc's sender packetises and sends what this returns right away.
             arrived, origin, transcoded = source
-            METER.observe(origin, "webrtc", transcoded, perf_counter() - arrived, self.kind)
+            METER.observe(
+                origin, "webrtc", transcoded, perf_counter() - arrived, self.kind, packet.size
+            )
         return packet
 
 

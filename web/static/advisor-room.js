@@ -17,7 +17,6 @@
   const presenceEl = byId("presence");
   const noticeEl = byId("notice");
   const selfVideo = byId("self-video");
-  const sendButton = byId("send");
   const cameraButton = byId("camera");
   const micButton = byId("microphone");
   const endButton = byId("end-session");
@@ -30,6 +29,46 @@
     customer: { present: false, publishing: false, camera: false, microphone: false, via: null },
     send: "closed",
   };
+
+  // -- what the page says: one state machine ---------------------------------------------
+  //   state          status line            line about the customer
+  const VIEWS = {
+    connecting: ["status.connecting", "connecting", "room.customer.absent"],
+    absent: ["status.connected", "connected", "room.customer.absent"],
+    waiting: ["status.connected", "connected", "room.customer.waiting"],
+    together: ["status.connected", "connected", "room.customer.connected"],
+    stalled: ["status.connected", "connected", "room.customer.reconnecting"],
+    gone: ["status.connected", "connected", "room.customer.gone"],
+    down: ["status.reconnecting", "down", null],
+    ended: ["status.ended", "ended", null],
+    elsewhere: ["status.elsewhere", "ended", null],
+  };
+  // Events: the socket's open/down; the customer joins or goes (customer_in/out); the
+  // gateway stops or starts receiving the customer's media although it is switched on
+  // (stall/flow: a customer outage, from the gateway's own measurement); the advisor
+  // starts or stops sending (send_on/off); the end; another tab takes over.
+  const FINAL = { end: "ended", elsewhere: "elsewhere" };
+  function row(moves) {
+    return Object.assign({ down: "down" }, moves, FINAL);
+  }
+  const TRANSITIONS = {
+    connecting: Object.assign({ open: "absent" }, FINAL),
+    absent: row({ customer_in: "waiting" }),
+    waiting: row({ customer_out: "gone", send_on: "together", stall: "stalled" }),
+    together: row({ customer_out: "gone", send_off: "waiting", stall: "stalled" }),
+    stalled: row({ customer_out: "gone", flow: "waiting" }),
+    gone: row({ customer_in: "waiting" }),
+    down: Object.assign({ open: "absent" }, FINAL),
+    ended: {},
+    elsewhere: {},
+  };
+  const machine = new VB.room.Machine(TRANSITIONS, "connecting", function (s) {
+    if (s === "waiting" && state.sending) {
+      machine.fire("send_on"); // renders again
+      return;
+    }
+    renderState();
+  });
 
   function showNotice(key, params) {
     if (!key) {
@@ -44,16 +83,12 @@
 
   const VIA_KEYS = { flash: "room.via.flash", browser: "room.via.browser", chat: "room.via.chat" };
 
-  function renderPresence() {
-    const c = state.customer;
-    if (!c.present) {
-      i18n.setText(presenceEl, "room.customer.absent");
-      return;
-    }
-    const via = { t: VIA_KEYS[c.via || "chat"] };
-    i18n.setText(presenceEl, state.sending ? "room.customer.connected" : "room.customer.waiting", {
-      via: via,
-    });
+  function renderState() {
+    const view = VIEWS[machine.state];
+    setStatus(view[0], view[1]);
+    VB.room.setLine(presenceEl, view[2], { via: { t: VIA_KEYS[state.customer.via || "chat"] } });
+    renderCustomerMedia();
+    renderRemote();
   }
 
   function renderBadge(id, on, onKey, offKey) {
@@ -62,9 +97,19 @@
     i18n.setText(badge.querySelector(".badge-text"), on ? onKey : offKey);
   }
 
+  // While the gateway receives nothing of what the customer switched on, the badges
+  // say so instead of "on".
   function renderCustomerMedia() {
+    const stalled = machine.is("stalled");
     renderBadge("customer-camera", state.customer.camera, "room.camera_on", "room.camera_off");
     renderBadge("customer-mic", state.customer.microphone, "room.mic_on", "room.mic_off");
+    ["customer-camera", "customer-mic"].forEach(function (id) {
+      const badge = byId(id);
+      if (stalled && badge.dataset.on === "true") {
+        badge.dataset.on = "stalled";
+        i18n.setText(badge.querySelector(".badge-text"), id === "customer-camera" ? "room.camera_stalled" : "room.mic_stalled");
+      }
+    });
   }
 
   const remote = new VB.room.RemoteView(
@@ -74,6 +119,8 @@
     function () {
       if (remote.receive === "displaced") {
         return "media.remote.displaced";
+      } else if (machine.is("stalled")) {
+        return "room.customer.reconnecting";
       } else if (!state.customer.present) {
         return "room.remote.absent";
       } else if (!state.customer.camera) {
@@ -119,7 +166,7 @@
         via = "browser";
       }
       state.customer.via = via;
-      renderPresence();
+      renderState();
     } catch (err) {
       // the next event or tick tries again
     }
@@ -143,11 +190,14 @@
 
   // -- events socket and chat -------------------------------------------------------------
 
+  // While a reload restores the camera and microphone, they are announced as on
+  // already: the customer sees "connecting", not "the camera is off", meanwhile. The
+  // gateway forwards nothing until media actually arrives.
   function announce() {
     socket.send({
       type: "media",
-      camera: !!state.tracks.video,
-      microphone: !!state.tracks.audio,
+      camera: !!(state.tracks.video || restoring.video),
+      microphone: !!(state.tracks.audio || restoring.audio),
     });
   }
 
@@ -155,7 +205,7 @@
     const c = state.customer;
     if (ev.type === "participant" && ev.role === "customer") {
       c.present = !!ev.present;
-      renderPresence();
+      machine.fire(c.present ? "customer_in" : "customer_out");
       renderRemote();
       scheduleRefresh();
     } else if (ev.type === "media" && ev.role === "customer") {
@@ -172,11 +222,16 @@
       renderCustomerMedia();
       renderRemote();
       scheduleRefresh();
+    } else if (ev.type === "quality" && ev.role === "customer") {
+      renderUplink(ev);
     }
   }
 
   const events = VB.room.events(page, "advisor", {
     announce: announce,
+    fire: function (event) {
+      machine.fire(event);
+    },
     onEvent: onEvent,
     finished: function () {
       return state.finished;
@@ -211,7 +266,9 @@
   }
 
   function renderStats(direction, summary) {
-    byId(direction + "-dot").dataset.quality = summary.quality || "";
+    // the advisor's own leg may be fine while nothing comes from the customer
+    const quality = direction === "receive" && machine.is("stalled") ? "poor" : summary.quality;
+    byId(direction + "-dot").dataset.quality = quality || "";
     if (summary.state !== "connected") {
       return;
     }
@@ -220,6 +277,34 @@
       loss: i18n.number(summary.lossPct, 1),
       rtt: summary.rttMs === null ? "–" : i18n.number(summary.rttMs),
     });
+  }
+
+  // The customer's own connection as the gateway measures it (a "quality" event every
+  // few seconds while the customer sends): what arrives from them, the loss on the way
+  // and the round trip. "stalled": switched on, yet nothing arrives.
+  function renderUplink(ev) {
+    const dot = byId("uplink-dot");
+    const stateEl = byId("uplink-state");
+    const statsEl = byId("uplink-stats");
+    if (!ev.sending) {
+      dot.dataset.quality = "";
+      i18n.setText(stateEl, "pc.off");
+      statsEl.textContent = "";
+      // the customer's WHIP session ended: by switching off (fine), or because their
+      // connection failed while something is still on (still an outage)
+      if (!(state.customer.camera || state.customer.microphone)) {
+        machine.fire("flow");
+      }
+      return;
+    }
+    dot.dataset.quality = ev.stalled ? "poor" : ev.quality || "";
+    i18n.setText(stateEl, ev.stalled ? "room.uplink.stalled" : "pc.connected");
+    i18n.setText(statsEl, "room.quality.line", {
+      kbps: i18n.number(ev.kbps),
+      loss: i18n.number(ev.loss_pct, 1),
+      rtt: ev.rtt_ms === null || ev.rtt_ms === undefined ? "–" : i18n.number(ev.rtt_ms),
+    });
+    machine.fire(ev.stalled ? "stall" : "flow");
   }
 
   // -- receiving the customer (WHEP) -------------------------------------------------------
@@ -250,6 +335,30 @@
     }
   });
 
+  // What was on survives a reload of this page (for this consultation, in this tab):
+  // the customer is not told the camera went off, and nothing must be pressed again.
+  const REMEMBER = "vb-advisor-media:" + room.dataset.id;
+  let restoring = {};
+
+  function remember() {
+    try {
+      window.sessionStorage.setItem(
+        REMEMBER,
+        JSON.stringify({ video: !!state.tracks.video, audio: !!state.tracks.audio })
+      );
+    } catch (err) {
+      // storage off: a reload starts with both off, as the first visit does
+    }
+  }
+
+  function remembered() {
+    try {
+      return JSON.parse(window.sessionStorage.getItem(REMEMBER) || "{}") || {};
+    } catch (err) {
+      return {};
+    }
+  }
+
   // -- sending (WHIP) -------------------------------------------------------------------------
   // The toggles show what is on now. Switching one on starts the WHIP session if there
   // is none; "start sending" switches both on, "stop sending" both off (and DELETEs).
@@ -259,15 +368,9 @@
   function renderSend() {
     const sending = !!(state.tracks.video || state.tracks.audio);
     state.sending = sending;
-    sendButton.classList.toggle("danger", sending);
-    sendButton.classList.toggle("primary", !sending);
-    i18n.setText(
-      sendButton.querySelector(".send-label"),
-      sending ? "room.send.stop" : "room.send.start"
-    );
     VB.room.renderToggles(!!state.tracks.video, !!state.tracks.audio);
     VB.room.renderSelfView(!!state.tracks.video);
-    renderPresence();
+    machine.fire(sending ? "send_on" : "send_off");
   }
 
   function ensurePublisher() {
@@ -319,6 +422,7 @@
     VB.room.useTrack(state.tracks, kind, track, switchOff);
     announce();
     renderSend();
+    remember();
     if (publisher) {
       await publisher.setTrack(kind, track);
     } else {
@@ -346,6 +450,9 @@
     }
     announce();
     renderSend();
+    if (!state.finished) {
+      remember();
+    }
   }
 
   function stopSending(keepalive, serverGone) {
@@ -353,27 +460,21 @@
     switchOff("audio", keepalive, serverGone);
   }
 
+  // Busy while the browser asks for the device; not disabled, since a disabled button
+  // drops the keyboard focus to the top of the page.
   async function busy(button, action) {
-    button.disabled = true;
+    if (button.getAttribute("aria-busy")) {
+      return;
+    }
+    button.setAttribute("aria-busy", "true");
     try {
       await action();
     } finally {
+      button.removeAttribute("aria-busy");
       button.disabled = state.finished;
     }
   }
 
-  sendButton.addEventListener("click", function () {
-    busy(sendButton, async function () {
-      if (state.sending) {
-        stopSending();
-      } else {
-        i18n.setText(sendButton.querySelector(".send-label"), "room.send.starting");
-        await switchOn("video");
-        await switchOn("audio");
-        renderSend();
-      }
-    });
-  });
   cameraButton.addEventListener("click", function () {
     busy(cameraButton, function () {
       return state.tracks.video ? switchOff("video") : switchOn("video");
@@ -439,13 +540,12 @@
     socket.close();
     chat.setEnabled(false);
     if (why === "elsewhere") {
-      setStatus("status.elsewhere", "ended");
+      machine.fire("elsewhere");
       showNotice("room.elsewhere");
     } else {
-      setStatus("status.ended", "ended");
+      machine.fire("end");
       showNotice(null);
     }
-    sendButton.disabled = true;
     cameraButton.disabled = true;
     micButton.disabled = true;
     endButton.disabled = true;
@@ -459,12 +559,33 @@
     renderRemote();
   });
 
+  // "Zur Übersicht" while a call runs: ask first (the customer would see the advisor go).
+  const backLink = document.querySelector("a.nav-back");
+  const leaveDialog = byId("leave-dialog");
+  if (backLink && leaveDialog) {
+    backLink.addEventListener("click", function (e) {
+      if (state.finished || !(state.sending || state.customer.present)) {
+        return;
+      }
+      e.preventDefault();
+      if (typeof leaveDialog.showModal === "function") {
+        leaveDialog.returnValue = "";
+        leaveDialog.showModal();
+      } else if (window.confirm(i18n.t("room.leave.question"))) {
+        window.location.href = backLink.href;
+      }
+    });
+    leaveDialog.addEventListener("close", function () {
+      if (leaveDialog.returnValue === "confirm") {
+        window.location.href = backLink.href;
+      }
+    });
+  }
+
   // -- start ------------------------------------------------------------------------------------
 
   renderSend();
-  renderCustomerMedia();
-  renderPresence();
-  renderRemote();
+  renderState();
   renderLinkState("receive", "closed");
   renderLinkState("send", "closed");
   VB.room.begin(page, socket, function () {
@@ -472,8 +593,28 @@
   });
   if (receiver) {
     receiver.start();
+    restoring = remembered();
+    (async function () {
+      // one after the other: two prompts at once confuse people
+      if (restoring.video) {
+        await busy(cameraButton, function () {
+          return switchOn("video");
+        });
+      }
+      if (restoring.audio) {
+        await busy(micButton, function () {
+          return switchOn("audio");
+        });
+      }
+      const was = restoring;
+      restoring = {};
+      if (was.video || was.audio) {
+        announce(); // what is really on now (a device may have been refused)
+      }
+    })();
   } else {
-    sendButton.disabled = true;
+    cameraButton.disabled = true;
+    micButton.disabled = true;
     renderLinkState("receive", "unavailable");
   }
   scheduleRefresh();

@@ -1,6 +1,7 @@
 // The events WebSocket (chat, presence, camera/microphone state) with automatic
 // re-connection, and the chat view shared by the advisor and customer pages.
-// Chat text is always inserted with textContent, never as HTML.
+// Chat text is always inserted with textContent, never as HTML; web addresses in it
+// become links only for http and https (never javascript: or data:).
 "use strict";
 
 (function () {
@@ -111,6 +112,56 @@
     }
   }
 
+  // http(s) addresses in a message; trailing punctuation belongs to the sentence.
+  const URL_RE = /\bhttps?:\/\/[^\s<>"]+/gi;
+  const TRAILING_RE = /[.,;:!?)\]}'"»“]+$/;
+
+  // The message text as nodes: plain text, and links for http(s) addresses, each
+  // followed by the host it really leads to ("https://bank.de@evil.example" goes to
+  // evil.example: that is what the reader is shown).
+  function messageNodes(text) {
+    const nodes = [];
+    let last = 0;
+    let match;
+    URL_RE.lastIndex = 0;
+    while ((match = URL_RE.exec(text)) !== null) {
+      let raw = match[0];
+      const trailing = raw.match(TRAILING_RE);
+      if (trailing) {
+        raw = raw.slice(0, raw.length - trailing[0].length);
+      }
+      let url = null;
+      try {
+        url = new URL(raw);
+      } catch (err) {
+        url = null;
+      }
+      if (!url || (url.protocol !== "http:" && url.protocol !== "https:") || !url.hostname) {
+        continue;
+      }
+      if (match.index > last) {
+        nodes.push(document.createTextNode(text.slice(last, match.index)));
+      }
+      const a = document.createElement("a");
+      a.href = url.href;
+      a.textContent = raw;
+      a.target = "_blank";
+      a.rel = "noopener noreferrer"; // the opened page gets neither our window nor our URL
+      a.className = "chat-link";
+      a.title = VB.i18n.t("chat.link_title", { host: url.host });
+      const host = document.createElement("span");
+      host.className = "link-host";
+      host.textContent = " (" + url.host + ")";
+      nodes.push(a, host);
+      last = match.index + raw.length;
+      URL_RE.lastIndex = last;
+    }
+    if (last < text.length) {
+      nodes.push(document.createTextNode(text.slice(last)));
+    }
+    return nodes;
+  }
+
   // The chat log and form inside `root` (#chat). send(text) returns whether it went out.
   class ChatView {
     constructor(root, me, send) {
@@ -122,6 +173,39 @@
       this.input = this.form.querySelector("input[name=text]");
       this.button = this.form.querySelector("button");
       const self = this;
+      // Messages from the other side while the chat is out of sight (scrolled away on
+      // a phone, another tab) are counted on a button that brings the chat into view.
+      this.unread = 0;
+      this.inView = true;
+      // newest message counted so far (server time): the history replayed after a
+      // reconnect is not new again, nor is what was said before this page opened
+      this.seenUntil = Date.now() / 1000;
+      this.badge = document.createElement("button");
+      this.badge.type = "button";
+      this.badge.className = "unread-badge";
+      this.badge.hidden = true;
+      this.badge.addEventListener("click", function () {
+        self.root.scrollIntoView({ block: "end" });
+        self.input.focus({ preventScroll: true });
+        self.markRead();
+      });
+      root.parentNode.insertBefore(this.badge, root);
+      if (typeof window.IntersectionObserver === "function") {
+        new IntersectionObserver(
+          function (entries) {
+            self.inView = entries[entries.length - 1].isIntersecting;
+            if (self.inView && !document.hidden) {
+              self.markRead();
+            }
+          },
+          { threshold: 0.5 }
+        ).observe(this.form);
+      }
+      document.addEventListener("visibilitychange", function () {
+        if (!document.hidden && self.inView) {
+          self.markRead();
+        }
+      });
       this.form.addEventListener("submit", function (e) {
         e.preventDefault();
         const text = self.input.value.trim();
@@ -153,10 +237,34 @@
       meta.appendChild(time);
       const text = document.createElement("span");
       text.className = "text";
-      text.textContent = ev.text;
+      messageNodes(String(ev.text)).forEach(function (node) {
+        text.appendChild(node);
+      });
       li.appendChild(meta);
       li.appendChild(text);
       this.append(li);
+      const fresh = typeof ev.ts === "number" && ev.ts > this.seenUntil;
+      if (fresh) {
+        this.seenUntil = ev.ts;
+      }
+      if (fresh && ev.from !== this.me && (!this.inView || document.hidden)) {
+        this.unread += 1;
+        this.renderUnread();
+      }
+    }
+
+    renderUnread() {
+      this.badge.hidden = this.unread === 0;
+      if (this.unread) {
+        VB.i18n.setText(this.badge, this.unread === 1 ? "chat.unread.one" : "chat.unread.other", {
+          n: this.unread,
+        });
+      }
+    }
+
+    markRead() {
+      this.unread = 0;
+      this.renderUnread();
     }
 
     notice(key, params) {
@@ -174,7 +282,8 @@
       this.log.scrollTop = this.log.scrollHeight;
     }
 
-    // The server replays the history on every (re)connect.
+    // The server replays the history on every (re)connect: what it replays was seen or
+    // counted before. (room.js clears, then the snapshot arrives in the first messages.)
     clear() {
       this.log.textContent = "";
       if (this.empty) {

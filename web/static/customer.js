@@ -36,6 +36,51 @@
     noticeKey: null,
   };
 
+  // -- what the page says: one state machine ---------------------------------------------
+  // Each state names the status line, the line about the advisor (null: none) and the
+  // text in place of the advisor's picture. "away": the advisor was here and is gone for
+  // now (a reload, a lost connection); the consultation goes on.
+  //
+  //   state          status line            advisor line          picture placeholder
+  const VIEWS = {
+    connecting: ["status.connecting", "connecting", null, "cust.remote.connecting"],
+    waiting: ["status.connected", "connected", "cust.advisor.absent", "cust.remote.absent"],
+    present: ["status.connected", "connected", "cust.advisor.present", "cust.remote.waiting"],
+    live: ["status.connected", "connected", "cust.advisor.present", "cust.remote.connecting"],
+    away: ["status.connected", "connected", "cust.advisor.away", "cust.remote.away"],
+    reconnecting: ["status.reconnecting", "down", null, "cust.remote.reconnecting"],
+    left: ["status.left", "ended", null, null],
+    ended: ["status.ended", "ended", null, null],
+    elsewhere: ["status.elsewhere", "ended", null, null],
+  };
+  // The transitions (events: the socket's open/down; the advisor joins, goes, starts or
+  // stops sending; the customer leaves; the consultation ends; another tab takes over).
+  // left, ended and elsewhere are final: this page shows its end message from then on.
+  const FINAL = { leave: "left", end: "ended", elsewhere: "elsewhere" };
+  const TRANSITIONS = {
+    connecting: Object.assign({ open: "waiting" }, FINAL),
+    waiting: Object.assign(
+      { down: "reconnecting", advisor_in: "present", advisor_on: "live" },
+      FINAL
+    ),
+    present: Object.assign(
+      { down: "reconnecting", advisor_out: "away", advisor_on: "live" },
+      FINAL
+    ),
+    live: Object.assign(
+      { down: "reconnecting", advisor_out: "away", advisor_off: "present" },
+      FINAL
+    ),
+    away: Object.assign({ down: "reconnecting", advisor_in: "present", advisor_on: "live" }, FINAL),
+    reconnecting: Object.assign({ open: "waiting" }, FINAL),
+    left: {},
+    ended: {},
+    elsewhere: {},
+  };
+  const machine = new VB.room.Machine(TRANSITIONS, "connecting", function () {
+    renderState();
+  });
+
   // -- small view helpers -------------------------------------------------------------
 
   function showNotice(key, params) {
@@ -51,8 +96,11 @@
     }
   }
 
-  function renderPresence() {
-    i18n.setText(presenceEl, state.advisor.present ? "cust.advisor.present" : "cust.advisor.absent");
+  function renderState() {
+    const view = VIEWS[machine.state];
+    setStatus(view[0], view[1]);
+    VB.room.setLine(presenceEl, view[2]);
+    renderRemote();
   }
 
   function renderToggles() {
@@ -82,12 +130,12 @@
         return "cust.remote.unavailable";
       } else if (receive === "retrying" || receive === "disconnected") {
         return "cust.remote.reconnecting";
-      } else if (!state.advisor.publishing) {
-        return "cust.remote.waiting";
-      } else if (!state.advisor.camera) {
+      } else if (machine.is("live") && !state.advisor.camera) {
         return "cust.remote.camera_off";
+      } else if (machine.is("present") && state.advisor.camera) {
+        return "cust.remote.connecting"; // switched on, the picture is on its way
       }
-      return "cust.remote.connecting";
+      return VIEWS[machine.state][3] || "cust.remote.connecting";
     }
   );
   const renderRemote = remote.render;
@@ -101,7 +149,7 @@
   function onEvent(ev) {
     if (ev.type === "participant" && ev.role === "advisor") {
       state.advisor.present = !!ev.present;
-      renderPresence();
+      machine.fire(ev.present ? "advisor_in" : "advisor_out");
     } else if (ev.type === "media" && ev.role === "advisor") {
       const started = !state.advisor.publishing && !!ev.publishing;
       state.advisor.publishing = !!ev.publishing;
@@ -110,12 +158,19 @@
       if (started && receiver) {
         receiver.kick();
       }
+      // sending something counts only while the advisor is here (a stream may outlive
+      // the advisor's page by a moment)
+      const sending = state.advisor.publishing && (state.advisor.camera || state.advisor.microphone);
+      machine.fire(sending && state.advisor.present ? "advisor_on" : "advisor_off");
       renderRemote();
     }
   }
 
   const events = VB.room.events(page, "customer", {
     announce: announce,
+    fire: function (event) {
+      machine.fire(event);
+    },
     onEvent: onEvent,
     finished: function () {
       return state.finished;
@@ -225,15 +280,16 @@
 
   async function switchOn(kind) {
     const button = kind === "video" ? cameraButton : micButton;
-    button.disabled = true;
     let track;
+    // busy, but not disabled: a disabled button loses the keyboard focus (to <body>)
+    button.setAttribute("aria-busy", "true");
     try {
       track = await VB.rtc.capture(kind);
     } catch (err) {
       showNotice(deviceProblem(kind, err.reason));
       return;
     } finally {
-      button.disabled = false;
+      button.removeAttribute("aria-busy");
     }
     if (state.finished || state.chatOnly || state.tracks[kind]) {
       track.stop(); // left or switched meanwhile
@@ -294,6 +350,9 @@
   }
 
   cameraButton.addEventListener("click", function () {
+    if (cameraButton.getAttribute("aria-busy")) {
+      return; // the browser is still asking for the camera
+    }
     if (state.camera) {
       switchOff("video");
     } else {
@@ -301,6 +360,9 @@
     }
   });
   micButton.addEventListener("click", function () {
+    if (micButton.getAttribute("aria-busy")) {
+      return;
+    }
     if (state.microphone) {
       switchOff("audio");
     } else {
@@ -347,20 +409,24 @@
     document.body.classList.add("left-room");
     leftSection.hidden = false;
     if (why === "ended") {
-      setStatus("status.ended", "ended");
+      machine.fire("end");
       i18n.setText(leftText, "cust.ended");
       leftSection.querySelector("a").hidden = true;
     } else if (why === "elsewhere") {
-      setStatus("status.elsewhere", "ended");
+      machine.fire("elsewhere");
       i18n.setText(leftText, "cust.elsewhere");
       i18n.setText(leftSection.querySelector("a span"), "app.continue_here");
     } else {
-      setStatus("status.left", "ended");
+      machine.fire("leave");
       i18n.setText(leftText, "cust.left");
     }
     if (VB.endScreen && why !== "elsewhere") {
       VB.endScreen.show(why); // what was deleted, whom to ask, a rating (end.js)
     }
+    // the controls just vanished: keyboard and screen reader users land on the message
+    // (the end screen follows it in reading order)
+    leftText.tabIndex = -1;
+    leftText.focus();
   }
 
   leaveButton.addEventListener("click", function () {
@@ -378,8 +444,7 @@
   // -- start --------------------------------------------------------------------------------
 
   renderToggles();
-  renderPresence();
-  renderRemote();
+  renderState();
   VB.room.begin(page, socket, function () {
     finish("elsewhere");
   });

@@ -90,7 +90,9 @@
     translateAll(document);
     const titleKey = document.body.dataset.titleKey;
     if (titleKey) {
-      document.title = t("app.title", { title: t(titleKey) });
+      const title = t(titleKey);
+      const named = title.toLowerCase().indexOf(t("app.name").toLowerCase()) >= 0;
+      document.title = named ? title : t("app.title", { title: title });
     }
     // a preference, not a secret: the server reads it for the next page
     document.cookie = "vb_lang=" + code + "; path=/; max-age=31536000; SameSite=Lax";

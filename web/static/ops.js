@@ -127,20 +127,51 @@
     return { ctx: ctx, w: w, h: h };
   }
 
-  function axes(c, max, unit) {
+  const LINE = 13; // px per line of text below a chart
+
+  // The plot area is c.top .. c.bottom (set by the chart: room for its legend or labels).
+  // counts: whole numbers only (the top of the axis is a multiple of 4, so every one of
+  // the 4 steps is a whole number too).
+  function axes(c, max, unit, counts) {
     const ctx = c.ctx;
     ctx.strokeStyle = "#d5dbe3";
     ctx.fillStyle = "#5a6470";
     for (let i = 0; i <= 4; i++) {
-      const y = 8 + ((c.h - 24) * i) / 4;
+      const y = c.top + ((c.bottom - c.top) * i) / 4;
       ctx.beginPath();
       ctx.moveTo(40, y);
       ctx.lineTo(c.w - 4, y);
       ctx.stroke();
       const value = max * (1 - i / 4);
-      ctx.fillText(value >= 100 ? value.toFixed(0) : value.toFixed(1), 2, y + 4);
+      const text = counts || value >= 100 ? VB.i18n.number(Math.round(value)) : VB.i18n.number(value, 1);
+      ctx.fillText(text, 2, y + 4);
     }
-    ctx.fillText(unit, 2, c.h - 2);
+    if (unit) {
+      ctx.fillText(unit, 2, c.bottom + LINE);
+    }
+  }
+
+  function countMax(values) {
+    const top = Math.max(0, Math.max.apply(null, values.concat([0])));
+    return Math.max(4, Math.ceil((top * 1.15) / 4) * 4);
+  }
+
+  // Legends side by side, wrapped onto further lines when they do not fit: each is
+  // shown whole. Returns [{text, x, line}] and the number of lines.
+  function layoutLegend(ctx, labels, width) {
+    const placed = [];
+    let x = 46;
+    let line = 0;
+    labels.forEach(function (text) {
+      const w = ctx.measureText(text).width;
+      if (x > 46 && x + w > width - 4) {
+        line += 1;
+        x = 46;
+      }
+      placed.push({ text: text, x: x, line: line });
+      x += w + 12;
+    });
+    return { items: placed, lines: labels.length ? line + 1 : 0 };
   }
 
   // series: [{label, values: [number|null]}], x = sample index
@@ -155,9 +186,18 @@
       });
     });
     max = max > 0 ? max * 1.15 : 1;
-    axes(c, max, unit);
+    const legend = layoutLegend(
+      c.ctx,
+      series.map(function (s) {
+        return s.label;
+      }),
+      c.w
+    );
+    c.top = 8;
+    c.bottom = c.h - 4 - LINE * Math.max(1, legend.lines);
+    axes(c, max, "", false);
+    c.ctx.fillText(unit, 2, c.h - 2 - LINE * (Math.max(1, legend.lines) - 1));
     const n = HISTORY;
-    let legendX = 46;
     series.forEach(function (s, k) {
       const ctx = c.ctx;
       ctx.strokeStyle = COLORS[k % COLORS.length];
@@ -171,15 +211,15 @@
           return;
         }
         const x = 40 + ((c.w - 44) * (offset + i)) / (n - 1);
-        const y = 8 + (c.h - 24) * (1 - v / max);
+        const y = c.top + (c.bottom - c.top) * (1 - v / max);
         if (started) ctx.lineTo(x, y);
         else ctx.moveTo(x, y);
         started = true;
       });
       ctx.stroke();
       ctx.fillStyle = COLORS[k % COLORS.length];
-      ctx.fillText(s.label, legendX, c.h - 2); // legends side by side, as wide as they are
-      legendX += ctx.measureText(s.label).width + 12;
+      const place = legend.items[k];
+      ctx.fillText(place.text, place.x, c.bottom + LINE * (place.line + 1) - 2);
     });
   }
 
@@ -187,30 +227,48 @@
     const canvas = $(id);
     if (!canvas) return;
     const c = prepare(canvas);
-    const max = Math.max(1, Math.max.apply(null, values.concat([0]))) * 1.15;
-    axes(c, max, "");
+    const max = countMax(values); // counts of consultations: whole numbers on the axis
     const n = Math.max(1, values.length);
     const step = (c.w - 44) / n;
     const ctx = c.ctx;
-    let lastLabelEnd = 0;
+    // every label is drawn: one that would touch its neighbour goes one line lower
+    const rows = [];
+    let lines = 1;
+    const lineEnds = [];
+    labels.forEach(function (label, i) {
+      const width = ctx.measureText(label).width;
+      // under its bar, but never past the right edge (the last one is the widest risk)
+      const x = Math.max(0, Math.min(40 + i * step + step * 0.15, c.w - 2 - width));
+      let line = 0;
+      while (lineEnds[line] !== undefined && x < lineEnds[line]) {
+        line += 1;
+      }
+      lineEnds[line] = x + width + 6;
+      lines = Math.max(lines, line + 1);
+      rows.push({ x: x, line: line });
+    });
+    c.top = 8;
+    c.bottom = c.h - 4 - LINE * lines;
+    axes(c, max, "", true);
     values.forEach(function (v, i) {
       const x = 40 + i * step + step * 0.15;
-      const hgt = (c.h - 24) * (v / max);
+      const hgt = (c.bottom - c.top) * (v / max);
       ctx.fillStyle = COLORS[0];
-      ctx.fillRect(x, 8 + (c.h - 24) - hgt, step * 0.7, hgt);
+      ctx.fillRect(x, c.bottom - hgt, step * 0.7, hgt);
       ctx.fillStyle = "#1b1f24";
-      const width = ctx.measureText(labels[i]).width;
-      if (x >= lastLabelEnd) {
-        ctx.fillText(labels[i], x, c.h - 2); // labels that would overlap are left out
-        lastLabelEnd = x + width + 6;
-      }
+      ctx.fillText(labels[i], rows[i].x, c.bottom + LINE * (rows[i].line + 1) - 2);
     });
   }
 
   function perDirection(field, scale) {
+    // transcoded and passed through alike: a browser-to-browser call has no
+    // transcoder, yet its frames and bits go through the gateway
+    function rowsOf(s) {
+      return s.transcoders.concat(s.passthrough || []);
+    }
     const keys = {};
     samples.forEach(function (s) {
-      s.transcoders.forEach(function (r) {
+      rowsOf(s).forEach(function (r) {
         keys[r.direction + " " + r.kind] = true;
       });
     });
@@ -221,7 +279,7 @@
           label: t("ops.direction." + key.split(" ")[0]) + " (" + t("ops.kind." + key.split(" ")[1]) + ")",
           values: samples.map(function (s) {
             let sum = null;
-            s.transcoders.forEach(function (r) {
+            rowsOf(s).forEach(function (r) {
               if (r.direction + " " + r.kind === key) sum = (sum || 0) + r[field] * scale;
             });
             return sum;
@@ -270,6 +328,14 @@
     );
   }
 
+  const DURATION_KEYS = {
+    "under 5 min": "ops.duration.under_5",
+    "5-15 min": "ops.duration.5_15",
+    "15-30 min": "ops.duration.15_30",
+    "30-60 min": "ops.duration.30_60",
+    "over 60 min": "ops.duration.over_60",
+  };
+
   function renderStats() {
     if (!stats) return;
     const days = Object.keys(stats.per_day || {});
@@ -286,7 +352,10 @@
     const bk = Object.keys(buckets);
     barChart(
       "chart-durations",
-      bk,
+      bk.map(function (k) {
+        // the statistics name their buckets in English ("5-15 min"); the page's language
+        return DURATION_KEYS[k] ? t(DURATION_KEYS[k]) : k;
+      }),
       bk.map(function (k) {
         return buckets[k];
       })

@@ -59,9 +59,44 @@
     statusEl.dataset.state = kind;
   }
 
+  // A page's state machine, in the manner of h11's _state.py: `table` maps every state
+  // to the events it accepts and the state each one leads to. An event that a state does
+  // not list leaves it as it is (a late presence event after the end changes nothing),
+  // so what the page says can never be two states at once. render(state) runs on every
+  // change; the page draws its status lines from the state alone.
+  class Machine {
+    constructor(table, initial, render) {
+      this.table = table;
+      this.state = initial;
+      this.render = render;
+    }
+
+    fire(event) {
+      const next = (this.table[this.state] || {})[event];
+      if (next && next !== this.state) {
+        this.state = next;
+        this.render(next);
+      }
+      return this.state;
+    }
+
+    is(state) {
+      return this.state === state;
+    }
+  }
+
+  // One line that screen readers announce when it changes (role=status, polite), and
+  // that is hidden when it has nothing to say.
+  function setLine(el, key, params) {
+    el.hidden = !key;
+    if (key) {
+      i18n.setText(el, key, params);
+    }
+  }
+
   // The events socket and the chat. hooks: announce() (what this page does now, also
-  // after a reload or a lost connection), onEvent(ev) for presence and media events,
-  // finished(), onEnded().
+  // after a reload or a lost connection), fire(event) for the socket's "open" and
+  // "down", onEvent(ev) for presence and media events, finished(), onEnded().
   function events(p, role, hooks) {
     const chat = new VB.ChatView(byId("chat"), role, function (text) {
       return socket.send({ type: "chat", text: text });
@@ -69,7 +104,7 @@
     const socket = new VB.EventsSocket(p.room.dataset.events, p.room.dataset.page, {
       onOpen: function () {
         chat.clear(); // the server replays the history
-        setStatus("status.connected", "connected");
+        hooks.fire("open");
         hooks.announce();
       },
       onEvent: function (ev) {
@@ -93,9 +128,7 @@
         }
       },
       onDown: function () {
-        if (!hooks.finished()) {
-          setStatus("status.reconnecting", "down");
-        }
+        hooks.fire("down");
       },
       onEnded: function () {
         hooks.onEnded();
@@ -108,7 +141,6 @@
   // connect the events socket.
   function begin(p, socket, onElsewhere) {
     VB.rtc.claimTab(p.room.dataset.page, onElsewhere);
-    setStatus("status.connecting", "connecting");
     socket.connect();
   }
 
@@ -252,6 +284,8 @@
     params: params,
     link: link,
     setStatus: setStatus,
+    setLine: setLine,
+    Machine: Machine,
     events: events,
     begin: begin,
     RemoteView: RemoteView,

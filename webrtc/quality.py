@@ -1,0 +1,114 @@
+"""A customer's connection as the gateway sees it, for the advisor's page.
+
+The advisor's own quality line measures the advisor's legs (gateway → advisor and
+back); during a customer outage it stays green while nothing arrives from the customer.
+So the gateway measures the customer's uplink itself, from its WHIP peer's statistics
+(aiortc's ``RTCInboundRtpStreamStats``: packets received and lost; the transport's
+bytes received), takes the round trip from the customer's WHEP peer (the receiver
+reports it sends back: ``RTCRemoteInboundRtpStreamStats.roundTripTime``, RFC 3550
+§6.4.1), and tells the consultation with a ``quality`` event every few seconds.
+
+:class:`UplinkMeter` is the pure part (two samples in, one event out); the front end
+feeds it (``WebRtcFrontEnd._watch_quality``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc.stats import (
+    RTCInboundRtpStreamStats,
+    RTCRemoteInboundRtpStreamStats,
+    RTCStatsReport,
+    RTCTransportStats,
+)
+
+# how often the advisor hears of the customer's connection
+INTERVAL = 2.0
+# the same thresholds as the pages' own rating (static/rtc.js, rate())
+POOR_LOSS_PCT, POOR_RTT_MS = 8.0, 600
+FAIR_LOSS_PCT, FAIR_RTT_MS = 2.0, 250
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSample:
+    """Counters of one WHIP peer at one moment (monotonic seconds)."""
+
+    at: float
+    bytes_received: int
+    packets_received: int
+    packets_lost: int
+
+
+def sample(report: RTCStatsReport, at: float) -> UplinkSample:
+    """The counters of a WHIP peer's ``getStats()`` report."""
+    received = lost = 0
+    octets = 0
+    for stats in report.values():
+        if isinstance(stats, RTCInboundRtpStreamStats):
+            received += stats.packetsReceived
+            lost += max(0, stats.packetsLost)
+        elif isinstance(stats, RTCTransportStats):
+            octets += stats.bytesReceived
+    return UplinkSample(at, octets, received, lost)
+
+
+def round_trip_ms(report: RTCStatsReport) -> int | None:
+    """The round trip to the customer from a WHEP peer's report (None: none measured yet)."""
+    rtts = [
+        s.roundTripTime
+        for s in report.values()
+        if isinstance(s, RTCRemoteInboundRtpStreamStats) and s.roundTripTime
+    ]
+    return round(max(rtts) * 1000) if rtts else None
+
+
+def rate(loss_pct: float, rtt_ms: int | None) -> str:
+    rtt = rtt_ms or 0
+    if loss_pct >= POOR_LOSS_PCT or rtt >= POOR_RTT_MS:
+        return "poor"
+    if loss_pct >= FAIR_LOSS_PCT or rtt >= FAIR_RTT_MS:
+        return "fair"
+    return "good"
+
+
+class UplinkMeter:
+    """Turns successive samples of one participant's uplink into ``quality`` events.
+
+    ``expecting``: the participant said a camera or microphone is on, so packets should
+    arrive; none in a whole interval is a stall (an outage, or the customer's page
+    reconnecting), which the advisor is shown instead of "camera on".
+    """
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.previous: UplinkSample | None = None
+
+    def event(
+        self, now: UplinkSample | None, *, expecting: bool, rtt_ms: int | None
+    ) -> dict[str, Any]:
+        previous, self.previous = self.previous, now
+        if now is None:  # no WHIP peer (or not connected yet)
+            return {"type": "quality", "role": self.role, "sending": False}
+        if previous is None or now.at <= previous.at:
+            packets = lost = octets = 0
+            span = 0.0
+        else:
+            span = now.at - previous.at
+            packets = max(0, now.packets_received - previous.packets_received)
+            lost = max(0, now.packets_lost - previous.packets_lost)
+            octets = max(0, now.bytes_received - previous.bytes_received)
+        loss_pct = 100.0 * lost / (packets + lost) if packets + lost else 0.0
+        kbps = round(octets * 8 / 1000 / span) if span else 0
+        stalled = expecting and span > 0 and packets == 0
+        return {
+            "type": "quality",
+            "role": self.role,
+            "sending": True,
+            "stalled": stalled,
+            "kbps": kbps,
+            "loss_pct": round(loss_pct, 1),
+            "rtt_ms": rtt_ms,
+            "quality": "poor" if stalled else rate(loss_pct, rtt_ms),
+        }
