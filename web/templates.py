@@ -341,7 +341,7 @@ def _documents_card(v: View, role: str, consultation_id: str, limits: Mapping[st
     )
 
 
-def _leave_dialog(v: View) -> str:
+def _customer_leave_dialog(v: View) -> str:
     """Asked before the customer leaves while documents are there (``documents.js``)."""
     return "".join(
         (
@@ -489,7 +489,7 @@ def customer_room(
             "</a>",
             _end_screen(v, consultation_id, bank),
             "</section>",
-            _leave_dialog(v),
+            _customer_leave_dialog(v),
             "</div>",
         )
     )
@@ -607,7 +607,7 @@ def _end_dialog(v: View) -> str:
     )
 
 
-def _leave_dialog(v: View) -> str:
+def _advisor_leave_dialog(v: View) -> str:
     """Asked before "Zur Übersicht" leaves a running call (advisor-room.js)."""
     return "".join(
         (
@@ -662,7 +662,7 @@ def advisor_room(
             v.tr("room.end"),
             "</button></div></div></div>",
             _end_dialog(v),
-            _leave_dialog(v),
+            _advisor_leave_dialog(v),
             "</div>",
         )
     )
