@@ -515,13 +515,19 @@ class RtmpSession:
         stream.start(self.transport, owner=self, on_preempt=lambda: self._preempted(sid))
 
     def _preempted(self, sid: int) -> None:
-        """Another connection of the same participant publishes now: this one is stale."""
+        """Another connection of the same participant publishes now: this one is stale.
+
+        The newer one wins. The older is told once, with ``reason: "replaced"`` so that a
+        client can tell it from a refused name and stand down instead of reconnecting
+        and taking the stream back (two tabs would preempt each other for ever); the SWF
+        offers a button, as the browser page does."""
         if self.publishing.pop(sid, None) is not None and not self.closed:
             self.conn.send_status(
                 sid,
                 "NetStream.Publish.BadName",
                 "Published from another connection.",
                 level="error",
+                reason="replaced",
             )
             self.flush()
             self.abort("publisher replaced by a newer connection")
