@@ -674,6 +674,18 @@ class RtmpSession:
             url = self.gateway.document_url(consultation.id, doc_id)
             self.conn.send_result(cmd.transaction_id, None, url)
 
+    def _cmd_upload_url(self, cmd: CommandReceived) -> None:
+        """``uploadUrl()`` → ``{url, max_bytes, expires_in}``: a one-time URL for the SWF's
+        ``FileReference.upload()``, which cannot send a token (web/documents.py)."""
+        store = self.gateway.documents
+        if self.grant is None or store is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        if cmd.transaction_id > 0:
+            url = self.gateway.upload_url(self.grant.consultation.id, str(self.grant.role))
+            answer = {"url": url, "max_bytes": store.max_bytes, "expires_in": store.ticket_ttl}
+            self.conn.send_result(cmd.transaction_id, None, answer)
+
     def _cmd_forms(self, cmd: CommandReceived) -> None:
         """``forms()`` → the consultation's forms as ``form`` events, each with a fresh
         ``url`` (the customer's opens the fill page once, without a cookie)."""
@@ -759,6 +771,7 @@ _COMMANDS: dict[str, Callable[[RtmpSession, CommandReceived], None]] = {
     "media": RtmpSession._cmd_media,
     "documents": RtmpSession._cmd_documents,
     "documentUrl": RtmpSession._cmd_document_url,
+    "uploadUrl": RtmpSession._cmd_upload_url,
     "forms": RtmpSession._cmd_forms,
     "formUrl": RtmpSession._cmd_form_url,
 }

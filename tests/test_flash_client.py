@@ -438,3 +438,72 @@ def test_plain_rtmp_off_and_tls_1_0_admitted_when_the_operator_says_so(tmp_path:
         assert _tls1_handshake(gw.http_port)
     finally:
         assert gw.stop() == 0, gw.log()
+
+
+# -- the SWF's upload: FileReference.upload() with a one-time ticket (issue 10 item 1) -----------
+
+
+def _flash_multipart(name: str, data: bytes) -> Any:
+    """The body Flash Player's ``FileReference.upload(request, "Filedata")`` sends: the
+    file name, the file in ``Filedata``, then ``Upload=Submit Query`` (no header of ours)."""
+    import aiohttp
+
+    form = aiohttp.FormData()
+    form.add_field("Filename", name)
+    form.add_field("Filedata", data, filename=name, content_type="application/octet-stream")
+    form.add_field("Upload", "Submit Query")
+    return form
+
+
+async def test_flash_uploads_with_a_one_time_ticket(gateway: GatewayProcess) -> None:
+    import aiohttp
+
+    session = gateway.create_session()
+    flash = await flash_client(gateway, session["customer"]["token"])
+    pdf = b"%PDF-1.4\n% Kontoauszug\n" + b"0" * 2000 + b"\n%%EOF\n"
+    try:
+        result = await flash.call("uploadUrl")
+        assert not result.error, result
+        answer = result.args[0]
+        assert answer["max_bytes"] == 20 * 1024 * 1024 and answer["expires_in"] == 120
+        url = answer["url"]
+        assert url.startswith(f"{gateway.base}/api/sessions/{session['id']}/documents/")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, data=_flash_multipart("Auszug März.pdf", pdf)) as resp:
+                assert resp.status == 200, await resp.text()  # Flash wants 200, not 201
+                doc = await resp.json()
+            assert doc["name"] == "Auszug März.pdf" and doc["size"] == len(pdf)
+            # the advisor's list and the Flash client's own event
+            event = await flash.wait_for(
+                lambda: next(
+                    (
+                        c.args[0]
+                        for c in flash.calls
+                        if c.name == "onSessionEvent" and c.args[0].get("type") == "document"
+                    ),
+                    None,
+                )
+            )
+            assert event["id"] == doc["id"] and event["url"].startswith(gateway.base)
+            # one upload per ticket
+            async with http.post(url, data=_flash_multipart("b.pdf", pdf)) as resp:
+                assert resp.status == 403
+                assert "abgelaufen" not in await resp.text()  # problem+json, English detail
+            # the limits and their statuses, each with a fresh ticket
+            fresh = (await flash.call("uploadUrl")).args[0]["url"]
+            async with http.post(fresh, data=_flash_multipart("x.exe", b"MZ" + b"\0" * 500)) as r:
+                assert r.status == 415
+            # no ticket, or another consultation's: refused
+            other = gateway.create_session()
+            unused = (await flash.call("uploadUrl")).args[0]["url"]
+            wrong = unused.replace(session["id"], other["id"])
+            async with http.post(wrong, data=_flash_multipart("a.pdf", pdf)) as resp:
+                assert resp.status == 403
+            bare = url.split("?", 1)[0]
+            async with http.post(bare, data=_flash_multipart("a.pdf", pdf)) as resp:
+                assert resp.status == 403
+        docs = await asyncio.to_thread(gateway.get, f"/api/sessions/{session['id']}/documents")
+        assert [d["id"] for d in docs] == [doc["id"]]
+    finally:
+        await flash.close()
+    assert "Traceback" not in gateway.log()
