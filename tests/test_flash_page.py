@@ -173,6 +173,29 @@ def test_the_swf_logic_runs_without_a_player() -> None:
     assert checks and int(checks[1]) >= 60, result.stdout
 
 
+def _code(source: str) -> str:
+    """Haxe source without comments (what is called, not what is explained)."""
+    return re.sub(r"/\*.*?\*/|//[^\n]*", "", source, flags=re.S)
+
+
+def test_the_swf_opens_links_only_from_the_click_or_key_handler() -> None:
+    """Issue 12 item 3: ``navigateToURL`` from a Responder callback is no user event, and
+    pop-up blockers drop it. The one call is in ``openLink``, which only a button's
+    handler (click, Enter, Space: Ui.Button) calls; no Responder opens anything."""
+    code = _code((swf.FLASH_SRC / "src" / "VideoBeratung.hx").read_text())
+    assert code.count("Lib.getURL(") == 1 and "navigateToURL" not in code
+    body = code[code.index("function openLink(") :]
+    body = body[: body.index("\n\t}\n")]
+    assert "Lib.getURL(" in body and "Responder" not in body
+    callers = [m.start() for m in re.finditer(r"openLink\(", code)]
+    assert len(callers) == 2  # the definition and the button's handler
+    assert "new Button(label, " in code[callers[0] - 80 : callers[0]]
+    # and the state machine decides what media() announces (never a muted device)
+    announce = code[code.index("function announceMedia(") :]
+    announce = announce[: announce.index("\n\t}\n")]
+    assert "cameraGate.announced()" in announce and "micGate.announced()" in announce
+
+
 def test_shipped_swf_is_built_from_the_current_sources() -> None:
     """``make run`` serves the committed SWF; Haxe output differs per build (a random boot
     class name), so the copy is tied to its sources by their hash, not by its bytes."""
