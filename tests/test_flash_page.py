@@ -328,9 +328,18 @@ async def test_flash_page_asks_for_the_pin_before_it_hands_out_the_token(
     assert token not in page and "<object" not in page
 
     origin = {"Origin": f"http://{client.host}:{client.port}"}
+    # the no-Flash notice (hidden until flash.js finds no player) comes before the PIN
+    assert 'id="flash-missing"' in page and page.index('id="flash-missing"') < page.index(
+        'id="pin"'
+    )
+    assert "/static/flash/flash.css" in page and "/static/style.css" not in page
     resp = await client.post(flash, data={"pin": "000000"}, headers=origin)
     assert resp.status == 403 and "Set-Cookie" not in resp.headers
-    assert f'action="{flash}"' in await resp.text()
+    wrong = await resp.text()
+    assert f'action="{flash}"' in wrong and 'id="flash-missing"' in wrong
+    # the browser page's PIN form stays as it was: modern stylesheet, no Flash notice
+    modern = await (await client.get(f"/k/{body['id']}")).text()
+    assert "/static/style.css" in modern and "flash-missing" not in modern
 
     cookie = await enter_pin(client, body)
     resp = await client.get(flash, headers={"Cookie": cookie})
