@@ -507,3 +507,43 @@ async def test_flash_uploads_with_a_one_time_ticket(gateway: GatewayProcess) -> 
     finally:
         await flash.close()
     assert "Traceback" not in gateway.log()
+
+
+@pytest.mark.parametrize(
+    ("tls", "extra", "scheme"),
+    [
+        (False, ["--rtmp-port", "0"], "rtmpt"),  # plain RTMP off: the tunnel on the web port
+        (True, ["--rtmps-port", "0"], "rtmpts"),  # no native RTMPS: the tunnel over HTTPS
+    ],
+    ids=["rtmp-off", "rtmps-off"],
+)
+def test_without_native_rtmp_the_api_hands_out_working_tunnel_urls(
+    tmp_path: Path, tls: bool, extra: list[str], scheme: str
+) -> None:
+    require_tool("ffmpeg")
+    args = list(extra)
+    if tls:
+        cert, key = _self_signed(tmp_path)
+        args += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    gw = GatewayProcess(tmp_path / "gw", extra=args)
+    if not tls:
+        gw.rtmp_port = gw.http_port  # GatewayProcess waits for this port; --rtmp-port 0 wins
+    src = make_flv(tmp_path / "cam.flv", "spark_speex", seconds=6)
+    gw.start()
+    try:
+        session = gw.create_session()
+        customer, advisor = session["customer"]["rtmp"], session["advisor"]["rtmp"]
+        assert customer["connect_url"] == f"{scheme}://127.0.0.1:{gw.http_port}/consult"
+        publisher = ffmpeg_publish(src, customer["publish_url"])
+        try:
+            time.sleep(2.0)
+            out = tmp_path / "played.flv"
+            played = _play_ffmpeg(advisor["play_url"], out, 2)
+            assert played.returncode == 0, played.stderr.decode()
+        finally:
+            publisher.kill()
+            _finish(publisher)
+        assert analyse(out).video_frames >= 15
+    finally:
+        assert gw.stop() == 0, gw.log()
+    assert "Traceback" not in gw.log()
