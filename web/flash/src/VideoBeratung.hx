@@ -658,6 +658,10 @@ class VideoBeratung extends Sprite {
 	function onPublishStatus(e:NetStatusEvent):Void {
 		var code:String = e.info.code;
 		report("publish", code);
+		// Only the current stream counts: after our own reconnect the new connection
+		// replaces our stale one, whose stream hears "replaced" too.
+		if (e.target != publishStream)
+			return;
 		if (code == "NetStream.Publish.BadName" && e.info.reason == "replaced") {
 			displaced = true;
 			actCamera(cameraGate.switchOff());
