@@ -105,6 +105,9 @@ class Config:
     advisor_token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Oldest TLS version accepted on HTTPS/RTMPTS and native RTMPS (docs/flash.md):
+    # Flash Player 11 era systems (Windows 7 without updates) may offer only TLS 1.0.
+    tls_min_version: str = "1.2"
     ice_host: list[str] = field(default_factory=list)
     stun: list[str] = field(default_factory=list)
     turn: list[str] = field(default_factory=list)
@@ -170,12 +173,16 @@ class Config:
 _FLAGS: dict[str, tuple[str, str]] = {
     "host": ("str", "address to listen on (default 127.0.0.1)"),
     "http_port": ("int", "HTTP/WebSocket/RTMPT port (default 8080)"),
-    "rtmp_port": ("int", "RTMP port (default 1935)"),
+    "rtmp_port": ("int", "plain (unencrypted) RTMP port (default 1935; 0 switches it off)"),
     "rtmps_port": ("int", "native RTMPS port when TLS is configured (default 1936)"),
     "data_dir": ("path", "state directory (default ./var)"),
     "advisor_token": ("str", "static bearer token accepted as an advisor (automation)"),
     "tls_cert": ("path", "TLS certificate (PEM): HTTPS, WSS, RTMPTS, RTMPS"),
     "tls_key": ("path", "TLS private key (PEM)"),
+    "tls_min_version": (
+        "str",
+        "oldest TLS version accepted: 1.0, 1.1, 1.2 (default) or 1.3 (old Flash-era systems)",
+    ),
     "ice_host": ("list", "address for ICE candidates (repeatable)"),
     "stun": ("list", "STUN server URL (repeatable; none by default)"),
     "turn": ("list", "TURN server URL (repeatable; none by default)"),
@@ -191,6 +198,9 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "log_format": ("str", "text or json (one object per line); no personal data either way"),
     "event_loop": ("str", "uvloop (default) or asyncio"),
 }
+
+# --tls-min-version values (ssl.TLSVersion names without the prefix)
+TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 
 _LIMIT_TYPES = {f.name: f.type for f in fields(Limits)}
 
@@ -330,4 +340,14 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         raise ValueError(f"--event-loop must be uvloop or asyncio, not {cfg.event_loop!r}")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
+    if cfg.tls_min_version not in TLS_VERSIONS:
+        raise ValueError(
+            f"--tls-min-version must be one of {', '.join(TLS_VERSIONS)}, "
+            f"not {cfg.tls_min_version!r}"
+        )
+    for flag, port in (("--http-port", cfg.http_port), ("--rtmps-port", cfg.rtmps_port)):
+        if not 0 <= port <= 65535:
+            raise ValueError(f"{flag} must be a port number, not {port}")
+    if not 0 <= cfg.rtmp_port <= 65535:
+        raise ValueError(f"--rtmp-port must be a port number (0 = off), not {cfg.rtmp_port}")
     return cfg

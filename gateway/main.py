@@ -39,12 +39,13 @@ MONITOR_INTERVAL = 1.0
 
 
 def make_ssl_context(cfg: Config) -> ssl.SSLContext | None:
+    """One server context for HTTPS/WSS/RTMPTS and native RTMPS (rtmp/server.py)."""
     if not cfg.tls:
         return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    from rtmp.server import server_tls_context
+
     assert cfg.tls_cert is not None and cfg.tls_key is not None
-    ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
-    return ctx
+    return server_tls_context(cfg.tls_cert, cfg.tls_key, cfg.tls_min_version)
 
 
 class Service:
@@ -120,13 +121,14 @@ class Service:
         await self.runner.setup()
         site = web.TCPSite(self.runner, cfg.host, cfg.http_port, ssl_context=ssl_ctx)
         await site.start()
-        rtmp = RtmpServer(self.gateway, kind="rtmp")
-        await rtmp.start(cfg.host, cfg.rtmp_port)
-        self.rtmp_servers.append(rtmp)
         counters = self.gateway.connection_counters
-        counters["rtmp"] = lambda: len(rtmp.sessions)
+        if cfg.rtmp_port:  # --rtmp-port 0: no plain (unencrypted) RTMP at all (issue 18)
+            rtmp = RtmpServer(self.gateway, kind="rtmp")
+            await rtmp.start(cfg.host, cfg.rtmp_port)
+            self.rtmp_servers.append(rtmp)
+            counters["rtmp"] = lambda: len(rtmp.sessions)
         counters["webrtc"] = lambda: len(self.webrtc.sessions)
-        if ssl_ctx is not None:
+        if ssl_ctx is not None and cfg.rtmps_port:
             rtmps = RtmpServer(self.gateway, kind="rtmps", ssl_context=ssl_ctx)
             await rtmps.start(cfg.host, cfg.rtmps_port)
             self.rtmp_servers.append(rtmps)
@@ -174,10 +176,12 @@ class Service:
             self._detach_access_log()  # after the runner: its last requests are logged
 
     def banner(self) -> str:
+        from web.links import rtmp_app_url
+
         cfg = self.config
         base = cfg.base_url()
         lines = [
-            f"Video-Beratung gateway serving on {base} (RTMP {cfg.rtmp_base()}/consult)",
+            f"Video-Beratung gateway serving on {base} (RTMP {rtmp_app_url(cfg)})",
             f"Advisor page:   {base}/advisor",
         ]
         login = self.gateway.advisor_auth.login_token

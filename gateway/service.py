@@ -21,6 +21,10 @@ from gateway.monitor import Monitor
 from gateway.routing import TranscoderSource
 from gateway.stats import Statistics, row_for
 
+# Upload tickets share the document store's ticket book; their item is "upload:<role>"
+# (document ids are hex, so the two never meet).
+UPLOAD_TICKET_PREFIX = "upload:"
+
 log = logging.getLogger(__name__)
 
 
@@ -184,6 +188,16 @@ class Gateway:
         ticket = self.documents.mint_ticket(consultation_id, document_id)
         cid, did = quote(consultation_id, safe=""), quote(document_id, safe="")
         return f"{self.config.base_url()}/api/sessions/{cid}/documents/{did}?ticket={ticket}"
+
+    def upload_url(self, consultation_id: str, role: str) -> str | None:
+        """A one-time upload URL for Flash's ``FileReference.upload()``, which can set no
+        header (so no bearer token): the ticket in the URL authorises one upload as
+        ``role`` (web/documents.py ``flash_upload``; docs/flash.md)."""
+        if self.documents is None:
+            return None
+        ticket = self.documents.mint_ticket(consultation_id, UPLOAD_TICKET_PREFIX + role)
+        cid = quote(consultation_id, safe="")
+        return f"{self.config.base_url()}/api/sessions/{cid}/documents/flash-upload?ticket={ticket}"
 
     def form_url(self, consultation_id: str, form_id: str, role: str | None) -> str | None:
         """Where a participant opens a form: the customer gets the fill page with a

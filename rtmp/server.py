@@ -14,6 +14,7 @@ import socket
 import ssl
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import cast
 
 from gateway.service import Gateway
@@ -22,6 +23,31 @@ from rtmp.session import RtmpSession
 log = logging.getLogger("rtmp")
 
 TICK_INTERVAL = 1.0
+
+_TLS_VERSIONS = {
+    "1.0": ssl.TLSVersion.TLSv1,
+    "1.1": ssl.TLSVersion.TLSv1_1,
+    "1.2": ssl.TLSVersion.TLSv1_2,
+    "1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+
+def server_tls_context(cert: Path, key: Path, min_version: str = "1.2") -> ssl.SSLContext:
+    """The server context for native RTMPS and the web port (HTTPS, WSS, RTMPTS).
+
+    TLS 1.2 at least by default (BSI TR-02102-2). ``--tls-min-version 1.0`` admits the
+    Flash Player 11 era systems that offer nothing newer (Windows 7 without KB3140245,
+    old Safari): TLS 1.0/1.1 sign the handshake with MD5+SHA-1, which OpenSSL 3 refuses
+    above security level 0 (RFC 8996 deprecates both), so only then is the level lowered
+    -- knowingly, for this operator's choice alone.
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert), str(key))
+    version = _TLS_VERSIONS[min_version]
+    ctx.minimum_version = version
+    if version < ssl.TLSVersion.TLSv1_2:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return ctx
 
 
 class AdmissionControl:

@@ -520,13 +520,19 @@ class RtmpSession:
         stream.start(self.transport, owner=self, on_preempt=lambda: self._preempted(sid))
 
     def _preempted(self, sid: int) -> None:
-        """Another connection of the same participant publishes now: this one is stale."""
+        """Another connection of the same participant publishes now: this one is stale.
+
+        The newer one wins. The older is told once, with ``reason: "replaced"`` so that a
+        client can tell it from a refused name and stand down instead of reconnecting
+        and taking the stream back (two tabs would preempt each other for ever); the SWF
+        offers a button, as the browser page does."""
         if self.publishing.pop(sid, None) is not None and not self.closed:
             self.conn.send_status(
                 sid,
                 "NetStream.Publish.BadName",
                 "Published from another connection.",
                 level="error",
+                reason="replaced",
             )
             self.flush()
             self.abort("publisher replaced by a newer connection")
@@ -673,6 +679,18 @@ class RtmpSession:
             url = self.gateway.document_url(consultation.id, doc_id)
             self.conn.send_result(cmd.transaction_id, None, url)
 
+    def _cmd_upload_url(self, cmd: CommandReceived) -> None:
+        """``uploadUrl()`` → ``{url, max_bytes, expires_in}``: a one-time URL for the SWF's
+        ``FileReference.upload()``, which cannot send a token (web/documents.py)."""
+        store = self.gateway.documents
+        if self.grant is None or store is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        if cmd.transaction_id > 0:
+            url = self.gateway.upload_url(self.grant.consultation.id, str(self.grant.role))
+            answer = {"url": url, "max_bytes": store.max_bytes, "expires_in": store.ticket_ttl}
+            self.conn.send_result(cmd.transaction_id, None, answer)
+
     def _cmd_forms(self, cmd: CommandReceived) -> None:
         """``forms()`` → the consultation's forms as ``form`` events, each with a fresh
         ``url`` (the customer's opens the fill page once, without a cookie)."""
@@ -758,6 +776,7 @@ _COMMANDS: dict[str, Callable[[RtmpSession, CommandReceived], None]] = {
     "media": RtmpSession._cmd_media,
     "documents": RtmpSession._cmd_documents,
     "documentUrl": RtmpSession._cmd_document_url,
+    "uploadUrl": RtmpSession._cmd_upload_url,
     "forms": RtmpSession._cmd_forms,
     "formUrl": RtmpSession._cmd_form_url,
 }

@@ -189,7 +189,8 @@ async def test_create_session_urls_follow_public_url_and_tls(aiohttp_client: Any
     sid, cus = body["id"], body["customer"]
     assert cus["page_url"] == f"https://beratung.example.de/k/{sid}"
     assert cus["events_url"].startswith(f"wss://beratung.example.de/api/sessions/{sid}/events?")
-    assert cus["rtmp"]["connect_url"] == "rtmp://beratung.example.de:1935/consult"
+    # issue 18: under TLS the token travels only encrypted (native RTMPS)
+    assert cus["rtmp"]["connect_url"] == "rtmps://beratung.example.de:1936/consult"
 
 
 async def test_create_session_authentication(client: Client, gw: Gateway) -> None:

@@ -5,14 +5,23 @@ commands, 128-byte chunks, no metadata, the token as the first ``connect`` argum
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import struct
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from rtmp import messages as m
 from rtmp.client import RtmpClient
+from tests.conftest import require_tool
 from tests.gwproc import GatewayProcess, flash_client
-from tests.media import FlvTag, make_flv, read_flv_tags
+from tests.media import FlvTag, analyse, ffmpeg_publish, make_flv, read_flv_tags
+from tests.test_rtmp_peers import _finish, _play_ffmpeg, _self_signed
 
 pytestmark = pytest.mark.e2e
 
@@ -286,6 +295,8 @@ async def test_reconnecting_publisher_takes_over_and_the_stale_one_is_closed(
         sid2 = await _publishing(fresh)
         status = await stale.wait_status("NetStream.Publish.BadName")
         assert "another connection" in status["description"]
+        # told why, so the older client stands down instead of taking the stream back
+        assert status["reason"] == "replaced"
         await asyncio.wait_for(stale.closed.wait(), 5)
         state = await asyncio.to_thread(gateway.get, f"/api/sessions/{session['id']}")
         assert state["streams"]["customer"]["live"]
@@ -319,3 +330,220 @@ async def test_session_state_says_how_each_participant_is_connected(
             assert state["participants"]["advisor"]["via"] == ["chat-only"]
     finally:
         await flash.close()
+
+
+# -- under TLS the token travels encrypted only (issue 18), and the TLS floor (issue 12) ---------
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """TCP ports a process listens on: its socket inodes matched in /proc/net/tcp{,6}
+    (state 0A = LISTEN)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _tls1_handshake(port: int) -> bool:
+    """Whether an OpenSSL client that offers only TLS 1.0 (a Flash Player 11 era system,
+    e.g. Windows 7 without updates) completes a handshake. The client lowers its own
+    security level: Debian's OpenSSL refuses TLS 1.0 on the client side too."""
+    result = subprocess.run(
+        [
+            require_tool("openssl"),
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-tls1",
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+        ],
+        input=b"",
+        capture_output=True,
+        timeout=30,
+    )
+    out = result.stdout.decode(errors="replace")
+    return result.returncode == 0 and "Protocol  : TLSv1\n" in out and "Cipher is (NONE)" not in out
+
+
+def _urls(doc: Any) -> list[str]:
+    if isinstance(doc, dict):
+        return [u for v in doc.values() for u in _urls(v)]
+    return [doc] if isinstance(doc, str) and "://" in doc else []
+
+
+def test_under_tls_the_api_hands_out_only_encrypted_urls_and_ffmpeg_uses_them(
+    tmp_path: Path,
+) -> None:
+    require_tool("ffmpeg")
+    cert, key = _self_signed(tmp_path)
+    gw = GatewayProcess(tmp_path / "tls", extra=["--tls-cert", str(cert), "--tls-key", str(key)])
+    src = make_flv(tmp_path / "cam.flv", "spark_speex", seconds=6)
+    gw.start()
+    try:
+        session = gw.create_session()
+        urls = _urls(session)
+        assert urls and all(urlsplit(u).scheme in ("https", "wss", "rtmps") for u in urls), urls
+        customer, advisor = session["customer"]["rtmp"], session["advisor"]["rtmp"]
+        assert customer["connect_url"] == f"rtmps://127.0.0.1:{gw.rtmps_port}/consult"
+        # exactly as the API returns them
+        publisher = ffmpeg_publish(src, customer["publish_url"])
+        try:
+            time.sleep(1.5)
+            out = tmp_path / "played.flv"
+            played = _play_ffmpeg(advisor["play_url"], out, 2)
+            assert played.returncode == 0, played.stderr.decode()
+        finally:
+            publisher.kill()
+            _finish(publisher)
+        result = analyse(out)
+        assert result.video_codec == "flv" and result.video_frames >= 20, result
+        # TLS 1.2 at least by default, on the RTMPS port and the HTTPS/RTMPTS port
+        assert not _tls1_handshake(gw.rtmps_port)
+        assert not _tls1_handshake(gw.http_port)
+    finally:
+        assert gw.stop() == 0, gw.log()
+    assert "Traceback" not in gw.log()
+
+
+def test_plain_rtmp_off_and_tls_1_0_admitted_when_the_operator_says_so(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    gw = GatewayProcess(
+        tmp_path / "tls",
+        extra=[
+            *("--tls-cert", str(cert), "--tls-key", str(key)),
+            *("--rtmp-port", "0", "--tls-min-version", "1.0"),
+        ],
+    )
+    plain = gw.rtmp_port
+    gw.rtmp_port = gw.rtmps_port  # GatewayProcess waits for this port; --rtmp-port 0 wins
+    gw.start()
+    try:
+        assert gw.proc is not None
+        ports = _listening_ports(gw.proc.pid)
+        assert ports == {gw.http_port, gw.rtmps_port}, (ports, plain)
+        session = gw.create_session()
+        assert not [u for u in _urls(session) if u.startswith(("rtmp:", "http:", "ws:"))]
+        assert _tls1_handshake(gw.rtmps_port)
+        assert _tls1_handshake(gw.http_port)
+    finally:
+        assert gw.stop() == 0, gw.log()
+
+
+# -- the SWF's upload: FileReference.upload() with a one-time ticket (issue 10 item 1) -----------
+
+
+def _flash_multipart(name: str, data: bytes) -> Any:
+    """The body Flash Player's ``FileReference.upload(request, "Filedata")`` sends: the
+    file name, the file in ``Filedata``, then ``Upload=Submit Query`` (no header of ours)."""
+    import aiohttp
+
+    form = aiohttp.FormData()
+    form.add_field("Filename", name)
+    form.add_field("Filedata", data, filename=name, content_type="application/octet-stream")
+    form.add_field("Upload", "Submit Query")
+    return form
+
+
+async def test_flash_uploads_with_a_one_time_ticket(gateway: GatewayProcess) -> None:
+    import aiohttp
+
+    session = gateway.create_session()
+    flash = await flash_client(gateway, session["customer"]["token"])
+    pdf = b"%PDF-1.4\n% Kontoauszug\n" + b"0" * 2000 + b"\n%%EOF\n"
+    try:
+        result = await flash.call("uploadUrl")
+        assert not result.error, result
+        answer = result.args[0]
+        assert answer["max_bytes"] == 20 * 1024 * 1024 and answer["expires_in"] == 120
+        url = answer["url"]
+        assert url.startswith(f"{gateway.base}/api/sessions/{session['id']}/documents/")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, data=_flash_multipart("Auszug März.pdf", pdf)) as resp:
+                assert resp.status == 200, await resp.text()  # Flash wants 200, not 201
+                doc = await resp.json()
+            assert doc["name"] == "Auszug März.pdf" and doc["size"] == len(pdf)
+            # the advisor's list and the Flash client's own event
+            event = await flash.wait_for(
+                lambda: next(
+                    (
+                        c.args[0]
+                        for c in flash.calls
+                        if c.name == "onSessionEvent" and c.args[0].get("type") == "document"
+                    ),
+                    None,
+                )
+            )
+            assert event["id"] == doc["id"] and event["url"].startswith(gateway.base)
+            # one upload per ticket
+            async with http.post(url, data=_flash_multipart("b.pdf", pdf)) as resp:
+                assert resp.status == 403
+                assert "abgelaufen" not in await resp.text()  # problem+json, English detail
+            # the limits and their statuses, each with a fresh ticket
+            fresh = (await flash.call("uploadUrl")).args[0]["url"]
+            async with http.post(fresh, data=_flash_multipart("x.exe", b"MZ" + b"\0" * 500)) as r:
+                assert r.status == 415
+            # no ticket, or another consultation's: refused
+            other = gateway.create_session()
+            unused = (await flash.call("uploadUrl")).args[0]["url"]
+            wrong = unused.replace(session["id"], other["id"])
+            async with http.post(wrong, data=_flash_multipart("a.pdf", pdf)) as resp:
+                assert resp.status == 403
+            bare = url.split("?", 1)[0]
+            async with http.post(bare, data=_flash_multipart("a.pdf", pdf)) as resp:
+                assert resp.status == 403
+        docs = await asyncio.to_thread(gateway.get, f"/api/sessions/{session['id']}/documents")
+        assert [d["id"] for d in docs] == [doc["id"]]
+    finally:
+        await flash.close()
+    assert "Traceback" not in gateway.log()
+
+
+@pytest.mark.parametrize(
+    ("tls", "extra", "scheme"),
+    [
+        (False, ["--rtmp-port", "0"], "rtmpt"),  # plain RTMP off: the tunnel on the web port
+        (True, ["--rtmps-port", "0"], "rtmpts"),  # no native RTMPS: the tunnel over HTTPS
+    ],
+    ids=["rtmp-off", "rtmps-off"],
+)
+def test_without_native_rtmp_the_api_hands_out_working_tunnel_urls(
+    tmp_path: Path, tls: bool, extra: list[str], scheme: str
+) -> None:
+    require_tool("ffmpeg")
+    args = list(extra)
+    if tls:
+        cert, key = _self_signed(tmp_path)
+        args += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    gw = GatewayProcess(tmp_path / "gw", extra=args)
+    if not tls:
+        gw.rtmp_port = gw.http_port  # GatewayProcess waits for this port; --rtmp-port 0 wins
+    src = make_flv(tmp_path / "cam.flv", "spark_speex", seconds=6)
+    gw.start()
+    try:
+        session = gw.create_session()
+        customer, advisor = session["customer"]["rtmp"], session["advisor"]["rtmp"]
+        assert customer["connect_url"] == f"{scheme}://127.0.0.1:{gw.http_port}/consult"
+        publisher = ffmpeg_publish(src, customer["publish_url"])
+        try:
+            time.sleep(2.0)
+            out = tmp_path / "played.flv"
+            played = _play_ffmpeg(advisor["play_url"], out, 2)
+            assert played.returncode == 0, played.stderr.decode()
+        finally:
+            publisher.kill()
+            _finish(publisher)
+        assert analyse(out).video_frames >= 15
+    finally:
+        assert gw.stop() == 0, gw.log()
+    assert "Traceback" not in gw.log()

@@ -11,6 +11,9 @@
   Instead of a credential, ``?ticket=`` (one-time, 2 minutes) may authorise it: that is
   the URL a ``document`` event carries, which Flash's ``navigateToURL`` opens.
 * ``POST /api/sessions/{id}/documents/{doc}/ticket`` – a fresh one-time URL.
+* ``POST /api/sessions/{id}/documents/flash-upload?ticket=`` – the Flash client's upload
+  (``flash_upload``): ``FileReference.upload()`` can set no header, so a one-time ticket
+  from the RTMP command ``uploadUrl()`` authorises one upload; answered ``200``.
 * ``/k/{id}/documents…`` – the same for the customer page, authorised by its HttpOnly
   cookie (scoped to ``/k/{id}``); uploads there must come from our own origin.
 
@@ -37,7 +40,7 @@ from gateway.documents import (
     DocumentStore,
     Upload,
 )
-from gateway.service import Gateway
+from gateway.service import UPLOAD_TICKET_PREFIX, Gateway
 from web.auth import CUSTOMER_COOKIE, gateway_of, require_participant, same_origin
 from web.problems import ProblemError
 
@@ -282,6 +285,36 @@ async def mint_ticket(request: web.Request) -> web.Response:
     url = gateway.document_url(consultation.id, doc.id)
     store = _store(request)
     return web.json_response({"url": url, "expires_in": store.ticket_ttl}, status=201)
+
+
+@routes.post("/api/sessions/{id}/documents/flash-upload")
+async def flash_upload(request: web.Request) -> web.Response:
+    """The SWF's upload (issue 10): Flash's ``FileReference.upload()`` sends the file as
+    ``multipart/form-data`` in a field named ``Filedata`` (plus ``Filename`` and
+    ``Upload`` fields) and cannot set an ``Authorization`` header, so the URL carries a
+    one-time ticket bound to this consultation and the uploading participant's role,
+    minted by the RTMP command ``uploadUrl()`` (two minutes, used up either way, as the
+    download tickets of ``gateway/tickets.py``). Limits and errors as every upload
+    (413, 415, 507); a used or expired ticket is ``403``. Success is ``200``, not ``201``:
+    Flash Player reports any other status as an upload failure on some systems."""
+    store = _store(request)
+    cid = request.match_info["id"]
+    ticket = request.query.get("ticket", "")
+    role = next(
+        (
+            r
+            for r in Role
+            if store.tickets.redeem(ticket, cid, UPLOAD_TICKET_PREFIX + str(r), consume=False)
+        ),
+        None,
+    )
+    store.tickets.redeem(ticket, cid, UPLOAD_TICKET_PREFIX + str(role))  # used up either way
+    consultation = gateway_of(request).directory.get(cid)
+    if role is None or consultation is None or consultation.ended:
+        raise ProblemError(403, "This upload link has been used or has expired; ask for a new one.")
+    response = await _upload(request, consultation, role)
+    response.set_status(200)
+    return response
 
 
 @routes.post("/k/{id}/documents")

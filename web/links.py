@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from gateway.config import Config
 from gateway.consultation import Consultation, Role
@@ -33,6 +33,32 @@ def ws_base(config: Config) -> str:
     return base
 
 
+def rtmp_app_url(config: Config) -> str:
+    """The RTMP application URL the API hands out (INTERFACE.md ``rtmp.*_url``).
+
+    A token must never travel unencrypted where the pages are encrypted (issue 18):
+
+    - TLS at the gateway: native RTMPS, ``rtmps://host:{rtmps-port}/consult`` (what
+      ffmpeg, OBS and librtmp call rtmps);
+    - HTTPS ended by a proxy in front (``--public-url https://…`` without
+      ``--tls-cert``): RTMPT over that HTTPS origin, ``rtmpts://host/consult``;
+    - plain HTTP: ``rtmp://host:{rtmp-port}/consult``, or with plain RTMP switched off
+      (``--rtmp-port 0``) RTMPT on the web port, ``rtmpt://host:port/consult``.
+
+    The plain RTMP port keeps serving old tools unless switched off; the API just does
+    not advertise it once the pages are encrypted (docs/flash.md).
+    """
+    origin = urlsplit(config.base_url())
+    host = urlsplit(config.rtmp_base()).netloc.rsplit(":", 1)[0]
+    if config.tls and config.rtmps_port:
+        return f"rtmps://{host}:{config.rtmps_port}/{RTMP_APP}"
+    if origin.scheme == "https":
+        return f"rtmpts://{origin.netloc}/{RTMP_APP}"
+    if config.rtmp_port:
+        return f"{config.rtmp_base()}/{RTMP_APP}"
+    return f"rtmpt://{origin.netloc}/{RTMP_APP}"
+
+
 def page_path(consultation_id: str, role: Role) -> str:
     cid = quote(consultation_id, safe="")
     return f"/advisor/{cid}" if role is Role.ADVISOR else f"/k/{cid}"
@@ -47,7 +73,7 @@ def participant_links(config: Config, consultation: Consultation, role: Role) ->
     token = quote(participant.token, safe="")
     cid = quote(consultation.id, safe="")
     base = config.base_url()
-    rtmp_app = f"{config.rtmp_base()}/{RTMP_APP}"
+    rtmp_app = rtmp_app_url(config)
     links: dict[str, Any] = {"token": participant.token}
     if role is Role.CUSTOMER:
         links["pin"] = participant.pin

@@ -31,7 +31,14 @@ from web.i18n import negotiate, remember
 from web.keys import GATEWAY_KEY
 from web.pins import PinGuard, PinOutcome
 from web.swf import SWF_PATH, SWF_URL_PATH, crossdomain_policy, flash_vars, shipped_hash
-from web.templates import View, customer_room, esc, flash_room
+from web.templates import (
+    FLASH_STYLESHEET,
+    View,
+    customer_room,
+    esc,
+    flash_missing_notice,
+    flash_room,
+)
 from web.throttle import FailureLimiter
 
 log = logging.getLogger(__name__)
@@ -136,13 +143,16 @@ def _pin_form(
     status: int = 200,
     *,
     action: str | None = None,
+    flash: bool = False,
     **params: int,
 ) -> web.Response:
     v = view(request)
     action = action or f"/k/{consultation.id}"
     note = v.tr(message, "p", 'class="error" role="alert"', **params) if message else ""
     main = (
-        '<section class="card pin-card">'
+        # the Flash page says first whether this browser can show Flash at all (issue 10)
+        (flash_missing_notice(v, consultation.id) if flash else "")
+        + '<section class="card pin-card">'
         + v.tr("pin.intro", "p")
         + note
         + f'<form method="post" action="{esc(action)}" class="pin-form">'
@@ -155,9 +165,11 @@ def _pin_form(
         + v.tr("pin.privacy", "p", 'class="privacy"')
         + "</section>"
     )
-    return html_response(
-        request, v.document("pin.title", main, body_class="page-pin"), status=status
+    scripts, stylesheet = (("flash.js",), FLASH_STYLESHEET) if flash else ((), "style.css")
+    document = v.document(
+        "pin.title", main, body_class="page-pin", scripts=scripts, stylesheet=stylesheet
     )
+    return html_response(request, document, status=status)
 
 
 def _customer_grant_ok(request: web.Request, consultation: Consultation) -> bool:
@@ -204,6 +216,7 @@ async def _redeem_pin(request: web.Request, page: str) -> web.Response:
     if consultation is None:
         return _gone(request)
     action = page.format(id=consultation.id)
+    flash = action.startswith("/flash/")
     guard = request.app[PIN_GUARD_KEY]
     if guard.locked(consultation):
         return _locked(request)
@@ -212,7 +225,9 @@ async def _redeem_pin(request: web.Request, page: str) -> web.Response:
     pin = raw.replace(" ", "").strip() if isinstance(raw, str) else ""
     if not _PIN.fullmatch(pin):
         # not counted: a malformed entry is a typo, not a guess
-        return _pin_form(request, consultation, "pin.malformed", status=400, action=action)
+        return _pin_form(
+            request, consultation, "pin.malformed", status=400, action=action, flash=flash
+        )
     result = guard.attempt(consultation, pin, request.remote)
     if result.outcome is PinOutcome.ADDRESS_LOCKED:
         return _address_locked(request, result.retry_after)
@@ -221,7 +236,9 @@ async def _redeem_pin(request: web.Request, page: str) -> web.Response:
         return _locked(request)
     if result.outcome is PinOutcome.WRONG:
         key = "pin.wrong.one" if result.remaining == 1 else "pin.wrong.other"
-        return _pin_form(request, consultation, key, status=403, action=action, n=result.remaining)
+        return _pin_form(
+            request, consultation, key, status=403, action=action, flash=flash, n=result.remaining
+        )
     response = _see_other(action)
     # HttpOnly and scoped to this consultation's pages (the events socket uses it); the
     # page itself carries the token for WHIP/WHEP (see the module docstring). The Flash
@@ -265,7 +282,7 @@ async def flash_page(request: web.Request) -> web.Response:
         return html_response(request, page)
     if request.app[PIN_GUARD_KEY].locked(consultation):
         return _locked(request)
-    return _pin_form(request, consultation, action=f"/flash/{consultation.id}")
+    return _pin_form(request, consultation, action=f"/flash/{consultation.id}", flash=True)
 
 
 @routes.post("/flash/{id}")

@@ -94,25 +94,27 @@ def build(out: Path = SWF_PATH, *, haxe: str | None = None) -> Path:
 def flash_vars(config: Config, *, token: str, lang: str) -> str:
     """The SWF's FlashVars (``application/x-www-form-urlencoded``, as Flash parses them).
 
-    Connection order as FMS clients do (DESIGN.md, "Flash facts"): ``rtmp`` first (port
-    1935; under TLS native RTMPS on ``--rtmps-port``), then ``rtmpt`` on the web port
-    (under TLS ``rtmps://``, which Flash speaks as RTMPT over HTTPS). ``base`` is our own
-    origin: the SWF opens only document and form URLs below it.
+    Connection order as FMS clients do (DESIGN.md, "Flash facts"): ``rtmp`` first, then
+    ``rtmpt`` on the web port. The token goes only where the page went: when the page is
+    HTTPS (``--tls-cert``, or ``--public-url https://…`` behind a TLS proxy) no plain
+    ``rtmp://`` is offered at all (issues 12 and 18) -- ``rtmp`` is native RTMPS on
+    ``--rtmps-port`` when the gateway holds the certificate, else left out, and the
+    tunnel is ``rtmps://`` (which Flash speaks as RTMPT over HTTPS). Over plain HTTP,
+    ``rtmp`` is left out when plain RTMP is switched off (``--rtmp-port 0``). ``base`` is
+    our own origin: the SWF opens only document and form URLs below it.
     """
     origin = urlsplit(config.base_url())
     host = urlsplit(config.rtmp_base()).netloc.rsplit(":", 1)[0]
-    if config.tls:
+    first: str | None = None
+    if config.tls and config.rtmps_port:
         first = f"rtmps://{host}:{config.rtmps_port}/{RTMP_APP}"
-    else:
+    elif origin.scheme != "https" and config.rtmp_port:
         first = f"{config.rtmp_base()}/{RTMP_APP}"
-    # The tunnel goes where the page came from: HTTPS also behind a TLS-terminating proxy
-    # (--public-url https://… without --tls-cert).
     tunnel_scheme = "rtmps" if origin.scheme == "https" else "rtmpt"
-    tunnel = f"{tunnel_scheme}://{origin.netloc}/{RTMP_APP}"
     values = {
         "token": token,
-        "rtmp": first,
-        "rtmpt": tunnel,
+        **({"rtmp": first} if first else {}),
+        "rtmpt": f"{tunnel_scheme}://{origin.netloc}/{RTMP_APP}",
         "publish": "customer",
         "play": "advisor",
         "base": f"{origin.scheme}://{origin.netloc}",

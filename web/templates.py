@@ -104,6 +104,7 @@ class View:
         live_language: bool = False,
         nav: str = "",
         title_params: Mapping[str, Any] | None = None,
+        stylesheet: str = "style.css",
     ) -> str:
         metas = "".join(
             f'<meta name="{esc(k)}" content="{esc(v)}">' for k, v in (meta or {}).items()
@@ -131,7 +132,7 @@ class View:
             f'<!doctype html>\n<html lang="{esc(self.lang)}"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{esc(tab_title)}</title>"
-            f'<link rel="stylesheet" href="/static/style.css">{metas}{tags}</head>'
+            f'<link rel="stylesheet" href="/static/{esc(stylesheet)}">{metas}{tags}</head>'
             f"<body{body_attrs}>"
             f'<header class="topbar"><h1>{h1}</h1><nav>{nav}{switch}</nav></header>'
             f"<main>\n{main}\n</main></body></html>\n"
@@ -707,43 +708,69 @@ def _flash_params(swf_url: str, flashvars: str) -> str:
     return "".join(f'<param name="{esc(k)}" value="{esc(v)}">' for k, v in params)
 
 
-def flash_room(v: View, consultation_id: str, *, swf_url: str, flashvars: str) -> str:
-    """The customer's Flash page (after the PIN): the SWF client, embedded the way
-    SWFObject's static publishing does it (an ActiveX ``<object>`` for Internet Explorer
-    with a nested ``type``/``data`` ``<object>`` for the others), and a way to the
-    browser page when Flash is missing. The nested object's fallback content shows
-    without any script; ``flash.js`` also checks ``navigator.plugins`` and shows the
-    notice above the player area instead."""
-    cid = esc(consultation_id)
-    modern = f"/k/{cid}"
-    size = f'width="{FLASH_WIDTH}" height="{FLASH_HEIGHT}"'
-    params = _flash_params(swf_url, flashvars)
-    no_plugin = (
+# The Flash page family (PIN form and player) has its own small stylesheet, held to the
+# browsers that ran Flash (IE 11, Firefox ESR, Chrome <= 87, Safari <= 13): doiuse checks
+# it (tests/test_flash_page.py), and the modern pages keep their modern CSS.
+FLASH_STYLESHEET = "flash/flash.css"
+
+
+def flash_missing_notice(v: View, consultation_id: str) -> str:
+    """The notice that this browser shows no Flash content, with the way to the browser
+    page; hidden until ``flash.js`` finds no Flash Player (also on the PIN form, so it is
+    said before anyone types a PIN)."""
+    modern = f"/k/{esc(consultation_id)}"
+    return (
+        '<div id="flash-missing" class="notice" role="alert" hidden>'
+        + _flash_fallback(v, modern)
+        + "</div>"
+    )
+
+
+def _flash_fallback(v: View, modern: str) -> str:
+    return (
         '<div class="flash-fallback">'
         + v.tr("flash.no_plugin", "p")
         + f'<p><a class="button primary" href="{modern}">'
         + v.tr("flash.modern")
         + "</a></p></div>"
     )
+
+
+def flash_room(v: View, consultation_id: str, *, swf_url: str, flashvars: str) -> str:
+    """The customer's Flash page (after the PIN): the SWF client, embedded the way
+    SWFObject's static publishing does it (an ActiveX ``<object>`` for Internet Explorer
+    with a nested ``type``/``data`` ``<object>`` for the others), and a way to the
+    browser page when Flash is missing. The nested object's fallback content shows
+    without any script; ``flash.js`` also checks ``navigator.plugins`` and shows the
+    notice above the player area, but keeps the player: IE 11 hides ActiveX from scripts
+    in some modes and Chrome hides Flash from ``navigator.plugins`` until the site is
+    allowed, so "not detected" is not "not there" (Chrome's click-to-enable placeholder
+    is the object itself).
+
+    Sizing the Flash-era way: a plugin ``<object>`` has no intrinsic ratio and those
+    browsers have no ``aspect-ratio``, so a padding-ratio box (70 % = 560/800) holds
+    both objects at 100 % × 100 %, at most 800 px wide."""
+    cid = esc(consultation_id)
+    modern = f"/k/{cid}"
+    size = f'width="{FLASH_WIDTH}" height="{FLASH_HEIGHT}"'
+    params = _flash_params(swf_url, flashvars)
     main = "".join(
         (
             f'<section class="card flash-card" id="flash-room" data-modern="{modern}">',
             v.tr("flash.intro", "p", 'class="privacy"'),
-            '<div id="flash-missing" class="notice" role="alert" hidden>',
-            no_plugin,
-            "</div>",
-            '<div id="flash-player" class="flash-player">',
+            flash_missing_notice(v, consultation_id),
+            '<div id="flash-player" class="flash-player"><div class="flash-ratio">',
             f'<object classid="{_FLASH_CLASSID}" {size} id="vb-flash">',
             params,
             "<!--[if !IE]>-->",
             f'<object type="application/x-shockwave-flash" data="{esc(swf_url)}" {size}>',
             params,
             "<!--<![endif]-->",
-            no_plugin,
+            _flash_fallback(v, modern),
             "<!--[if !IE]>-->",
             "</object>",
             "<!--<![endif]-->",
-            "</object></div>",
+            "</object></div></div>",
             '<p class="flash-hint">',
             v.tr("flash.hint"),
             f' <a href="{modern}">',
@@ -751,4 +778,10 @@ def flash_room(v: View, consultation_id: str, *, swf_url: str, flashvars: str) -
             "</a></p></section>",
         )
     )
-    return v.document("flash.title", main, scripts=("flash.js",), body_class="page-flash")
+    return v.document(
+        "flash.title",
+        main,
+        scripts=("flash.js",),
+        body_class="page-flash",
+        stylesheet=FLASH_STYLESHEET,
+    )

@@ -1,13 +1,18 @@
-/* The Flash page: is there a Flash Player to run the SWF client? If not, say so above
- * the player area and offer the browser page (the <object>'s own fallback content says
- * the same without any script). Flash Player registers itself as the "Shockwave Flash"
- * plugin (navigator.plugins / the application/x-shockwave-flash MIME type), or in
- * Internet Explorer as the ActiveX control ShockwaveFlash.ShockwaveFlash.
+/* The Flash page (and its PIN form): is there a Flash Player to run the SWF client? If
+ * none is detected, say so first, above the PIN form or the player area, and offer the
+ * browser page (the <object>'s own fallback content says the same without any script).
+ *
+ * The player is never hidden: detection is only a hint. Internet Explorer 11 hides its
+ * ActiveX controls from scripts in some modes (ActiveX filtering, Enterprise Mode), and
+ * Chrome 56+ hides Flash from navigator.plugins until the person allows the site, so
+ * hiding the <object> would also hide Chrome's click-to-enable placeholder.
+ *
+ * ES5 only (checked with es-check es5): this page runs in the browsers that ran Flash.
  */
 (function () {
   "use strict";
-  var room = document.getElementById("flash-room");
-  if (!room) return;
+  var notice = document.getElementById("flash-missing");
+  if (!notice) return;
 
   function hasFlash() {
     try {
@@ -28,9 +33,13 @@
   }
 
   var present = hasFlash();
-  room.setAttribute("data-flash", present ? "present" : "missing");
+  var room = document.getElementById("flash-room");
+  (room || document.body).setAttribute("data-flash", present ? "present" : "missing");
   if (!present) {
-    document.getElementById("flash-missing").hidden = false;
-    document.getElementById("flash-player").hidden = true;
+    notice.removeAttribute("hidden");
+    // The same words inside the player area would only repeat the notice; the player
+    // itself stays (a plugin that is there replaces this fallback content anyway).
+    var copies = document.querySelectorAll(".flash-ratio .flash-fallback");
+    for (var i = 0; i < copies.length; i++) copies[i].setAttribute("hidden", "");
   }
 })();

@@ -19,8 +19,12 @@ class Media {
 	public static inline var VIDEO_BYTES_PER_SECOND = 50000;
 	public static inline var KEYFRAME_INTERVAL = 15;
 
+	/** The camera Flash Player offers, but on Macs the "USB Video Class Video" one
+		rather than "DV Video"/"IIDC FireWire Video" (a black picture; Logic.preferredCamera). **/
 	public static function camera():Camera {
-		var cam = Camera.getCamera();
+		var names:Array<String> = [for (n in Camera.names) Std.string(n)];
+		var index = Logic.preferredCamera(names);
+		var cam = index >= 0 ? Camera.getCamera(Std.string(index)) : Camera.getCamera();
 		if (cam == null)
 			return null;
 		cam.setMode(WIDTH, HEIGHT, FPS);
@@ -67,7 +71,24 @@ class Media {
 		try {
 			mic.setUseEchoSuppression(true);
 		} catch (e:Dynamic) {}
+		echoCancellation(mic);
 		return mic;
+	}
+
+	/** The enhanced microphone's acoustic echo canceller (Flash Player 10.3+): full duplex
+		where microphone and speakers are apart, half duplex for USB microphones (often a
+		webcam's, next to loud speakers), as Adobe advises and defaults; 128 ms echo path
+		(Adobe's default, enough for a desk), non-linear processing on, no automatic gain
+		(the customer's own level). A plain microphone has no such options: ignored. **/
+	static function echoCancellation(mic:Microphone):Void {
+		try {
+			var options = new flash.media.MicrophoneEnhancedOptions();
+			options.mode = Logic.echoMode(mic.name) == "halfDuplex" ? flash.media.MicrophoneEnhancedMode.HALF_DUPLEX : flash.media.MicrophoneEnhancedMode.FULL_DUPLEX;
+			options.echoPath = 128;
+			options.nonLinearProcessing = true;
+			options.autoGain = false;
+			mic.enhancedOptions = options;
+		} catch (e:Dynamic) {}
 	}
 }
 

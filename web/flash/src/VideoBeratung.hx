@@ -3,6 +3,11 @@ import flash.display.Sprite;
 import flash.display.StageAlign;
 import flash.display.StageScaleMode;
 import flash.events.AsyncErrorEvent;
+import flash.events.DataEvent;
+import flash.events.Event;
+import flash.events.FocusEvent;
+import flash.events.HTTPStatusEvent;
+import flash.events.ProgressEvent;
 import flash.events.IOErrorEvent;
 import flash.events.KeyboardEvent;
 import flash.events.NetStatusEvent;
@@ -12,13 +17,20 @@ import flash.events.TimerEvent;
 import flash.media.Camera;
 import flash.media.Microphone;
 import flash.media.Video;
+import flash.net.FileFilter;
+import flash.net.FileReference;
 import flash.net.NetConnection;
 import flash.net.NetStream;
+import flash.net.Responder;
 import flash.net.URLRequest;
+import flash.net.URLRequestMethod;
+import flash.system.Security;
+import flash.system.SecurityPanel;
 import flash.text.TextField;
 import flash.text.TextFormatAlign;
 import flash.utils.Timer;
 import Ui.Button;
+import Logic;
 
 /**
 	The customer's Flash Player 11 client of the Video-Beratung gateway.
@@ -31,23 +43,26 @@ import Ui.Button;
 	`lang` (`de` default, `en`).
 
 	Camera and microphone are off until the customer switches them on; nothing is
-	published before that, and the server is told the state with `media(camera, mic)`.
+	published before that, and the server is told the state with `media(camera, mic)`
+	only once Flash Player really gives the device (`Logic.DeviceGate`: a device denied
+	with "Deny + Remember" is muted without any dialog or event).
 	Status lines are also written with `trace()` (the debug player's log; Ruffle's trace
 	observer in the tests): the UI text is drawn into a canvas and not otherwise readable.
 **/
 class VideoBeratung extends Sprite {
 	static inline var W = 800;
 	static inline var H = 560;
-	static inline var CONNECT_TIMEOUT_MS = 5000;
 	static inline var RECONNECT_MS = 3000;
 	static inline var MAX_CHAT = 2000;
-	static inline var MAX_DOCS = 6;
+	static inline var MAX_DOCS = 5;
+	static inline var VIDEO_W = 480;
+	static inline var VIDEO_H = 360;
 
 	static var TABLES:Map<String, Map<String, String>> = ["de" => Strings.table("de"), "en" => Strings.table("en")];
 
 	var strings:Map<String, String>;
 	var token:String;
-	var urls:Array<String>;
+	var attempts:Array<Attempt>;
 	var publishName:String;
 	var playName:String;
 	var base:String;
@@ -59,13 +74,17 @@ class VideoBeratung extends Sprite {
 	var rejected = false;
 	var ended = false;
 	var left = false;
+	/** Replaced by a newer publisher of this participant (another tab): stand down. **/
+	var displaced = false;
 
 	var playStream:NetStream;
 	var publishStream:NetStream;
 	var camera:Camera;
 	var mic:Microphone;
-	var cameraOn = false;
-	var micOn = false;
+	var cameraGate = new DeviceGate();
+	var micGate = new DeviceGate();
+	var cameraOnSince = 0;
+	var noFramesTold = false;
 	var remoteLive = true;
 	var advisorCamera = true;
 
@@ -87,6 +106,12 @@ class VideoBeratung extends Sprite {
 	var sendButton:Button;
 	var docs:Sprite;
 	var docsEmpty:TextField;
+	var docsLine:TextField;
+	var uploadButton:Button;
+	var uploadLimits:TextField;
+	var fileRef:FileReference;
+	var uploadStatus = 0;
+	var maxUpload:Float = 20 * 1024 * 1024;
 	var links = new Map<String, DocLink>();
 	var order:Array<DocLink> = [];
 	var lang:String;
@@ -107,13 +132,13 @@ class VideoBeratung extends Sprite {
 		publishName = param(params, "publish", "customer");
 		playName = param(params, "play", "advisor");
 		base = param(params, "base", "");
-		urls = [for (u in [param(params, "rtmp", ""), param(params, "rtmpt", "")]) if (u != "") u];
+		attempts = Logic.attempts([param(params, "rtmp", ""), param(params, "rtmpt", "")]);
 		build();
 		report("ui", [
 			t("title"), t("camera.turn_on"), t("mic.turn_on"), t("leave"), t("chat.title"), t("chat.send"),
-			t("docs.title"), t("privacy.off")
+			t("docs.title"), t("privacy.off"), t("upload.button")
 		].join(" | "));
-		if (token == "" || urls.length == 0) {
+		if (token == "" || attempts.length == 0) {
 			fail(t("status.no_token"));
 			enableMedia(false);
 			return;
@@ -163,12 +188,12 @@ class VideoBeratung extends Sprite {
 		// the advisor's video, large
 		var stageBox = new Sprite();
 		stageBox.graphics.beginFill(Ui.STAGE_DARK);
-		stageBox.graphics.drawRect(0, 0, 480, 360);
+		stageBox.graphics.drawRect(0, 0, VIDEO_W, VIDEO_H);
 		stageBox.graphics.endFill();
 		stageBox.x = 16;
 		stageBox.y = 52;
 		addChild(stageBox);
-		remoteVideo = new Video(480, 360);
+		remoteVideo = new Video(VIDEO_W, VIDEO_H);
 		remoteVideo.smoothing = true;
 		stageBox.addChild(remoteVideo);
 		placeholder = Ui.label(t("remote.waiting"), 15, 0xFFFFFF, false, 400, TextFormatAlign.CENTER);
@@ -234,7 +259,7 @@ class VideoBeratung extends Sprite {
 		chatTitle.x = x0;
 		chatTitle.y = 50;
 		addChild(chatTitle);
-		chatLog = Ui.area(colW, 210);
+		chatLog = Ui.area(colW, 190);
 		chatLog.x = x0;
 		chatLog.y = 76;
 		addChild(chatLog);
@@ -244,23 +269,32 @@ class VideoBeratung extends Sprite {
 		addChild(chatEmpty);
 		chatInput = Ui.input(colW - 80, 28, MAX_CHAT);
 		chatInput.x = x0;
-		chatInput.y = 294;
+		chatInput.y = 274;
 		chatInput.addEventListener(KeyboardEvent.KEY_DOWN, function(e:KeyboardEvent) if (e.keyCode == 13) sendChat());
 		addChild(chatInput);
 		sendButton = new Button(t("chat.send"), 72, 28, Ui.PRIMARY, sendChat);
 		sendButton.x = W - 16 - 72;
-		sendButton.y = 294;
+		sendButton.y = 274;
 		addChild(sendButton);
 
 		// documents and forms, opened in the browser
 		var docsTitle = Ui.label(t("docs.title"), 15, Ui.TEXT, true);
 		docsTitle.x = x0;
-		docsTitle.y = 340;
+		docsTitle.y = 312;
 		addChild(docsTitle);
+		// upload: the limits stated before choosing a file (issue 10)
+		uploadButton = new Button(t("upload.button"), colW, 28, Ui.PRIMARY, chooseFile);
+		uploadButton.x = x0;
+		uploadButton.y = 338;
+		addChild(uploadButton);
+		uploadLimits = Ui.label(t("upload.limits", {mb: Logic.megabytes(maxUpload)}), 12, Ui.MUTED, false, colW);
+		uploadLimits.x = x0;
+		uploadLimits.y = 368;
+		addChild(uploadLimits);
 		var docsBox = new Sprite();
-		Ui.box(docsBox.graphics, colW, 176, Ui.PANEL, Ui.LINE);
+		Ui.box(docsBox.graphics, colW, 110, Ui.PANEL, Ui.LINE);
 		docsBox.x = x0;
-		docsBox.y = 366;
+		docsBox.y = 388;
 		addChild(docsBox);
 		docsEmpty = Ui.label(t("docs.empty"), 13, Ui.MUTED);
 		docsEmpty.x = 6;
@@ -268,12 +302,21 @@ class VideoBeratung extends Sprite {
 		docsBox.addChild(docsEmpty);
 		docs = new Sprite();
 		docs.x = 6;
-		docs.y = 6;
+		docs.y = 3;
 		docsBox.addChild(docs);
+		// progress, errors and hints of the list, in words
+		docsLine = Ui.label("", 12, Ui.TEXT, false, colW);
+		docsLine.x = x0;
+		docsLine.y = 502;
+		addChild(docsLine);
 
 		enableMedia(false);
 		var tick = new Timer(500);
-		tick.addEventListener(TimerEvent.TIMER, function(_) updateRemote());
+		tick.addEventListener(TimerEvent.TIMER, function(_) {
+			updateRemote();
+			watchDevices();
+			keepLinksFresh();
+		});
 		tick.start();
 	}
 
@@ -296,7 +339,7 @@ class VideoBeratung extends Sprite {
 		if (text != "") {
 			banner.graphics.clear();
 			banner.graphics.beginFill(Ui.DANGER, 0.92);
-			banner.graphics.drawRect(0, 0, 480, notice.height + 12);
+			banner.graphics.drawRect(0, 0, VIDEO_W, notice.height + 12);
 			banner.graphics.endFill();
 			report("error", text);
 		}
@@ -306,6 +349,7 @@ class VideoBeratung extends Sprite {
 		cameraButton.enabled = on;
 		micButton.enabled = on;
 		sendButton.enabled = on;
+		uploadButton.enabled = on;
 		chatInput.type = on ? flash.text.TextFieldType.INPUT : flash.text.TextFieldType.DYNAMIC;
 	}
 
@@ -319,36 +363,37 @@ class VideoBeratung extends Sprite {
 	function tryNext():Void {
 		stopTimer();
 		dropConnection();
-		if (attempt >= urls.length) {
+		if (attempt >= attempts.length) {
 			fail(t("status.failed"));
 			scheduleReconnect();
 			return;
 		}
-		var url = urls[attempt];
+		var next = attempts[attempt];
 		attempt++;
 		setStatus(t(attempt == 1 ? "status.connecting" : "status.connecting_http"));
-		report("connect", url.split("/").slice(0, 3).join("/"));
-		try openConnection(url) catch (e:Dynamic) {
+		report("connect", next.url.split("/").slice(0, 3).join("/") + " " + next.timeoutMs + "ms");
+		try openConnection(next) catch (e:Dynamic) {
 			report("error", "connect: " + Std.string(e));
 			tryNext();
 		}
 	}
 
-	function openConnection(url:String):Void {
+	function openConnection(next:Attempt):Void {
 		nc = new NetConnection();
 		nc.objectEncoding = 3; // AMF3, as every AS3 client
 		// Native TLS first on the RTMPS port; the web-port fallback is RTMPT over HTTPS.
-		if (attempt == 1 && StringTools.startsWith(url, "rtmps://"))
+		if (next.nativeTls)
 			nc.proxyType = "best";
 		nc.client = rtmpClient();
 		nc.addEventListener(NetStatusEvent.NET_STATUS, onConnectionStatus);
 		nc.addEventListener(SecurityErrorEvent.SECURITY_ERROR, function(_) if (!connected) tryNext());
 		nc.addEventListener(IOErrorEvent.IO_ERROR, function(_) {});
 		nc.addEventListener(AsyncErrorEvent.ASYNC_ERROR, function(_) {});
-		connectTimer = new Timer(CONNECT_TIMEOUT_MS, 1);
+		// tunnels through a proxy get 20 s, native RTMP 6 s (Logic.connectTimeout)
+		connectTimer = new Timer(next.timeoutMs, 1);
 		connectTimer.addEventListener(TimerEvent.TIMER_COMPLETE, function(_) if (!connected) tryNext());
 		connectTimer.start();
-		nc.connect(url, token);
+		nc.connect(next.url, token);
 	}
 
 	function stopTimer():Void {
@@ -371,7 +416,7 @@ class VideoBeratung extends Sprite {
 
 	function scheduleReconnect():Void {
 		var again = new Timer(RECONNECT_MS, 1);
-		again.addEventListener(TimerEvent.TIMER_COMPLETE, function(_) if (!connected && !left && !ended && !rejected) connect());
+		again.addEventListener(TimerEvent.TIMER_COMPLETE, function(_) if (!connected && !left && !ended && !rejected && !displaced) connect());
 		again.start();
 	}
 
@@ -395,11 +440,10 @@ class VideoBeratung extends Sprite {
 				setStatus(t("status.connected"));
 				showNotice("");
 				enableMedia(true);
-				announceMedia();
 				play();
 				listDocuments();
-				if (cameraOn || micOn)
-					republish();
+				republish();
+				mediaChanged();
 			case "NetConnection.Connect.Rejected":
 				stopTimer();
 				rejected = true;
@@ -407,12 +451,13 @@ class VideoBeratung extends Sprite {
 			case "NetConnection.Connect.Failed":
 				if (!connected && !rejected)
 					tryNext();
-			case "NetConnection.Connect.Closed", "NetConnection.Connect.AppShutdown", "NetConnection.Connect.IdleTimeOut":
+			// Flash spells it "IdleTimeout" (NetStatusEvent.info.code reference)
+			case "NetConnection.Connect.Closed", "NetConnection.Connect.AppShutdown", "NetConnection.Connect.IdleTimeout":
 				var was = connected;
 				connected = false;
 				closeStreams();
 				enableMedia(false);
-				if (ended || left || rejected)
+				if (ended || left || rejected || displaced)
 					return;
 				if (was) {
 					fail(t("status.reconnecting"));
@@ -446,6 +491,16 @@ class VideoBeratung extends Sprite {
 
 	function updateRemote():Void {
 		var showing = connected && remoteLive && advisorCamera && remoteVideo.videoWidth > 0;
+		if (showing) {
+			// the advisor's picture in its own aspect ratio (16:9 from a browser), letterboxed
+			var r = Logic.fit(remoteVideo.videoWidth, remoteVideo.videoHeight, VIDEO_W, VIDEO_H);
+			if (remoteVideo.x != r[0] || remoteVideo.y != r[1] || remoteVideo.width != r[2] || remoteVideo.height != r[3]) {
+				remoteVideo.x = r[0];
+				remoteVideo.y = r[1];
+				remoteVideo.width = r[2];
+				remoteVideo.height = r[3];
+			}
+		}
 		remoteVideo.visible = showing;
 		placeholder.visible = !showing;
 		var key = if (connected) (advisorCamera ? "remote.waiting" : "remote.camera_off") else if (banner.visible
@@ -455,27 +510,23 @@ class VideoBeratung extends Sprite {
 			placeholder.text = text;
 	}
 
-	// -- camera and microphone: the customer decides ---------------------------------------
+	// -- camera and microphone: the customer decides, Flash Player permits -----------------
 
 	function toggleCamera():Void {
 		if (!connected)
 			return;
-		if (cameraOn) {
-			cameraOn = false;
-			if (publishStream != null)
-				publishStream.attachCamera(null);
-			selfVideo.attachCamera(null);
-			selfVideo.clear();
+		if (cameraGate.state == On) {
+			actCamera(cameraGate.switchOff());
 		} else {
-			camera = Media.camera();
 			if (camera == null) {
-				showNotice(t("camera.missing"));
-				return;
+				camera = Media.camera();
+				if (camera == null) {
+					showNotice(t("camera.missing"));
+					return;
+				}
+				camera.addEventListener(StatusEvent.STATUS, onDeviceStatus);
 			}
-			camera.addEventListener(StatusEvent.STATUS, onDeviceStatus);
-			cameraOn = true;
-			selfVideo.attachCamera(camera);
-			ensurePublishing().attachCamera(camera);
+			actCamera(cameraGate.switchOn(camera.muted));
 		}
 		mediaChanged();
 	}
@@ -483,40 +534,117 @@ class VideoBeratung extends Sprite {
 	function toggleMic():Void {
 		if (!connected)
 			return;
-		if (micOn) {
-			micOn = false;
-			if (publishStream != null)
-				publishStream.attachAudio(null);
+		if (micGate.state == On) {
+			actMic(micGate.switchOff());
 		} else {
-			mic = Media.microphone();
 			if (mic == null) {
-				showNotice(t("mic.missing"));
-				return;
+				mic = Media.microphone();
+				if (mic == null) {
+					showNotice(t("mic.missing"));
+					return;
+				}
+				mic.addEventListener(StatusEvent.STATUS, onDeviceStatus);
 			}
-			mic.addEventListener(StatusEvent.STATUS, onDeviceStatus);
-			micOn = true;
-			ensurePublishing().attachAudio(mic);
+			actMic(micGate.switchOn(mic.muted));
 		}
 		mediaChanged();
 	}
 
-	/** The Flash privacy dialog's answer: "Camera.Muted"/"Microphone.Muted" = denied. **/
-	function onDeviceStatus(e:StatusEvent):Void {
-		if (e.code == "Camera.Muted") {
-			showNotice(t("camera.denied"));
-			if (cameraOn)
-				toggleCamera();
-		} else if (e.code == "Microphone.Muted") {
-			showNotice(t("mic.denied"));
-			if (micOn)
-				toggleMic();
+	function actCamera(action:DeviceAction):Void {
+		switch (action) {
+			case Attach:
+				selfVideo.attachCamera(camera);
+				if (connected)
+					ensurePublishing().attachCamera(camera);
+				cameraOnSince = flash.Lib.getTimer();
+				noFramesTold = false;
+				if (notice.text == t("camera.allow"))
+					showNotice("");
+			case Detach, Denied:
+				if (publishStream != null)
+					publishStream.attachCamera(null);
+				selfVideo.attachCamera(null);
+				selfVideo.clear();
+				if (action == Denied)
+					showNotice(t("camera.denied"));
+			case AskPermission:
+				askPermission(t("camera.allow"));
+			case Stay:
 		}
+	}
+
+	function actMic(action:DeviceAction):Void {
+		switch (action) {
+			case Attach:
+				if (connected)
+					ensurePublishing().attachAudio(mic);
+				if (notice.text == t("mic.allow"))
+					showNotice("");
+			case Detach, Denied:
+				if (publishStream != null)
+					publishStream.attachAudio(null);
+				if (action == Denied)
+					showNotice(t("mic.denied"));
+			case AskPermission:
+				askPermission(t("mic.allow"));
+			case Stay:
+		}
+	}
+
+	/** The device is muted: say what to do and open Flash Player's privacy panel (the
+		only way back after "Deny + Remember"; Adobe: Security.showSettings). **/
+	function askPermission(text:String):Void {
+		showNotice(text);
+		try
+			Security.showSettings(SecurityPanel.PRIVACY)
+		catch (e:Dynamic) {}
+	}
+
+	/** The privacy panel's answer: "Camera.Unmuted"/"Microphone.Unmuted" or "…Muted". **/
+	function onDeviceStatus(e:StatusEvent):Void {
+		report("device", e.code);
+		switch (e.code) {
+			case "Camera.Unmuted":
+				actCamera(cameraGate.unmuted());
+			case "Camera.Muted":
+				actCamera(cameraGate.muted());
+			case "Microphone.Unmuted":
+				actMic(micGate.unmuted());
+			case "Microphone.Muted":
+				actMic(micGate.muted());
+			default:
+				return;
+		}
+		mediaChanged();
+	}
+
+	/** Every half second: a permission given in the panel without a status event, a
+		device blocked meanwhile, a camera that delivers no frames. **/
+	function watchDevices():Void {
+		var changed = false;
+		if (camera != null && cameraGate.state != Off) {
+			var before = cameraGate.state;
+			actCamera(camera.muted ? cameraGate.muted() : cameraGate.unmuted());
+			changed = cameraGate.state != before;
+			if (cameraGate.state == On && !noFramesTold
+				&& Logic.cameraSilent(cameraOnSince, flash.Lib.getTimer(), camera.currentFPS)) {
+				noFramesTold = true;
+				showNotice(t("camera.no_frames"));
+			}
+		}
+		if (mic != null && micGate.state != Off) {
+			var before = micGate.state;
+			actMic(mic.muted ? micGate.muted() : micGate.unmuted());
+			changed = changed || micGate.state != before;
+		}
+		if (changed)
+			mediaChanged();
 	}
 
 	function ensurePublishing():NetStream {
 		if (publishStream == null) {
 			publishStream = new NetStream(nc);
-			publishStream.addEventListener(NetStatusEvent.NET_STATUS, function(e:NetStatusEvent) report("publish", e.info.code));
+			publishStream.addEventListener(NetStatusEvent.NET_STATUS, onPublishStatus);
 			publishStream.addEventListener(AsyncErrorEvent.ASYNC_ERROR, function(_) {});
 			report("codec", Media.useH264(publishStream) ? "h264" : "spark");
 			publishStream.publish(publishName, "live");
@@ -524,16 +652,39 @@ class VideoBeratung extends Sprite {
 		return publishStream;
 	}
 
-	/** After a reconnect: publish again what was on. **/
+	/** A newer connection of this participant (another tab, or the browser page) took
+		over the stream: told once (`reason: "replaced"`), this one stands down instead
+		of reconnecting and taking it back, and offers to continue here. **/
+	function onPublishStatus(e:NetStatusEvent):Void {
+		var code:String = e.info.code;
+		report("publish", code);
+		// Only the current stream counts: after our own reconnect the new connection
+		// replaces our stale one, whose stream hears "replaced" too.
+		if (e.target != publishStream)
+			return;
+		if (code == "NetStream.Publish.BadName" && e.info.reason == "replaced") {
+			displaced = true;
+			actCamera(cameraGate.switchOff());
+			actMic(micGate.switchOff());
+			mediaChanged();
+			showNotice(t("status.replaced"));
+			setStatus(t("status.offline"));
+			leaveButton.setStyle(t("rejoin_here"), Ui.PRIMARY);
+		}
+	}
+
+	/** After a reconnect: publish again what was on, unless it was denied meanwhile. **/
 	function republish():Void {
 		publishStream = null;
-		if (cameraOn && camera != null)
-			ensurePublishing().attachCamera(camera);
-		if (micOn && mic != null)
-			ensurePublishing().attachAudio(mic);
+		if (camera != null)
+			actCamera(cameraGate.reconnected(camera.muted));
+		if (mic != null)
+			actMic(micGate.reconnected(mic.muted));
 	}
 
 	function mediaChanged():Void {
+		var cameraOn = cameraGate.announced();
+		var micOn = micGate.announced();
 		if (!cameraOn && !micOn && publishStream != null) {
 			// nothing on: stop publishing altogether, nothing leaves the computer
 			publishStream.close();
@@ -546,9 +697,11 @@ class VideoBeratung extends Sprite {
 		announceMedia();
 	}
 
+	/** `media(camera, microphone)`: only what Flash Player really gives (never a muted
+		device, never before the privacy panel is answered). **/
 	function announceMedia():Void {
 		if (connected)
-			nc.call("media", null, cameraOn, micOn);
+			nc.call("media", null, cameraGate.announced(), micGate.announced());
 	}
 
 	function closeStreams():Void {
@@ -570,17 +723,18 @@ class VideoBeratung extends Sprite {
 	function leaveOrRejoin():Void {
 		if (ended)
 			return;
-		if (left) {
+		if (left || displaced) {
 			left = false;
+			displaced = false;
+			showNotice("");
 			leaveButton.setStyle(t("leave"), Ui.DANGER);
 			connect();
 			return;
 		}
 		left = true;
-		if (cameraOn)
-			toggleCamera();
-		if (micOn)
-			toggleMic();
+		actCamera(cameraGate.switchOff());
+		actMic(micGate.switchOff());
+		mediaChanged();
 		stopTimer();
 		closeStreams();
 		connected = false;
@@ -639,12 +793,14 @@ class VideoBeratung extends Sprite {
 				var name = title != null ? Std.string(title) : Std.string(event.name);
 				var key = event.state == "submitted" ? "docs.form_done" : "docs.form";
 				showLink("form", event.id, t(key, {name: name}), event.url);
+			case "notice":
+				// e.g. a receiver refused for capacity (gateway/monitor.py)
+				showNotice(t(Logic.noticeKey(Std.string(event.code), Std.string(event.kind))));
 			case "session_ended":
 				ended = true;
-				if (cameraOn)
-					toggleCamera();
-				if (micOn)
-					toggleMic();
+				actCamera(cameraGate.switchOff());
+				actMic(micGate.switchOff());
+				mediaChanged();
 				setStatus(t("status.ended"));
 				enableMedia(false);
 				leaveButton.enabled = false;
@@ -685,67 +841,145 @@ class VideoBeratung extends Sprite {
 		var link = links.get(id);
 		if (link == null) {
 			link = new DocLink(kind, Std.string(rawId));
-			link.button = new Button(label, 258, 24, Ui.PRIMARY, function() openLink(link), true);
-			link.button.addEventListener(flash.events.MouseEvent.ROLL_OVER, function(_) if (link.stale()) refreshLink(link));
+			link.button = new Button(label, 258, 20, Ui.PRIMARY, function() openLink(link), true);
+			// renew an old URL before it is needed: pointer over it, or keyboard focus
+			link.button.addEventListener(flash.events.MouseEvent.ROLL_OVER, function(_) refreshIfStale(link));
+			link.button.addEventListener(FocusEvent.FOCUS_IN, function(_) refreshIfStale(link));
 			links.set(id, link);
 			order.push(link);
 			docs.addChild(link.button);
 			if (order.length > MAX_DOCS)
 				docs.removeChild(order.shift().button);
 			for (i in 0...order.length)
-				order[i].button.y = i * 28;
+				order[i].button.y = i * 21;
 			docsEmpty.visible = false;
 		} else {
 			link.button.setStyle(label, Ui.PRIMARY);
 		}
-		link.setUrl(safeUrl(rawUrl));
+		link.ticket.set(safeUrl(rawUrl), flash.Lib.getTimer());
 	}
 
-	/** Opens the link's one-time URL in a new browser window. It must happen in the
-		click itself (pop-up blockers), so each entry keeps one unused URL ready and asks
-		for the next right away (`documentUrl(id)` / `formUrl(id)`). **/
+	/** Opens the link's one-time URL in a new browser window. Only here, in the click or
+		key handler: pop-up blockers let `navigateToURL(_blank)` through only inside a
+		user event, so a Responder never opens anything. Without a fresh URL at hand the
+		person is asked to click again once the next one has come. **/
 	function openLink(link:DocLink):Void {
-		var url = link.url;
-		link.setUrl(null);
-		if (url != null)
+		var url = link.ticket.take(flash.Lib.getTimer());
+		if (url != null) {
 			Lib.getURL(new URLRequest(url), "_blank");
-		refreshLink(link, url == null);
+			docsLine.text = "";
+		} else {
+			docsLine.text = t("docs.preparing");
+		}
+		refreshLink(link);
 	}
 
-	function refreshLink(link:DocLink, openWhenReady = false):Void {
+	function refreshIfStale(link:DocLink):Void {
+		if (link.ticket.stale(flash.Lib.getTimer()))
+			refreshLink(link);
+	}
+
+	/** Every half second: no URL in the list older than a minute (tickets last two), so
+		a click or Enter finds a fresh one, whatever the pointer did before. **/
+	function keepLinksFresh():Void {
 		if (!connected)
 			return;
+		for (link in order)
+			if (!link.pending)
+				refreshIfStale(link);
+	}
+
+	function refreshLink(link:DocLink):Void {
+		if (!connected || link.pending)
+			return;
+		link.pending = true;
 		var command = link.kind == "form" ? "formUrl" : "documentUrl";
-		nc.call(command, new flash.net.Responder(function(url:Dynamic) {
-			link.setUrl(safeUrl(url));
-			if (openWhenReady && link.url != null)
-				openLink(link);
-		}, function(_) {}), link.id);
+		nc.call(command, new Responder(function(url:Dynamic) {
+			link.pending = false;
+			link.ticket.set(safeUrl(url), flash.Lib.getTimer());
+			if (docsLine.text == t("docs.preparing"))
+				docsLine.text = "";
+		}, function(_) link.pending = false), link.id);
+	}
+
+	// -- upload: FileReference with a one-time ticket (Flash cannot send a token) --------------
+
+	/** The click handler: `browse()` works only inside a user event. **/
+	function chooseFile():Void {
+		if (!connected)
+			return;
+		fileRef = new FileReference();
+		fileRef.addEventListener(Event.SELECT, function(_) startUpload());
+		fileRef.addEventListener(ProgressEvent.PROGRESS, function(e:ProgressEvent) {
+			var percent = e.bytesTotal > 0 ? Math.floor(100 * e.bytesLoaded / e.bytesTotal) : 0;
+			docsLine.text = t("upload.progress", {percent: percent});
+		});
+		fileRef.addEventListener(HTTPStatusEvent.HTTP_STATUS, function(e:HTTPStatusEvent) uploadStatus = e.status);
+		fileRef.addEventListener(DataEvent.UPLOAD_COMPLETE_DATA, function(_) uploadDone());
+		fileRef.addEventListener(IOErrorEvent.IO_ERROR, function(_) uploadFailed(uploadStatus));
+		fileRef.addEventListener(SecurityErrorEvent.SECURITY_ERROR, function(_) uploadFailed(0));
+		try
+			fileRef.browse([new FileFilter(t("upload.filter"), Logic.UPLOAD_TYPES)])
+		catch (e:Dynamic)
+			uploadFailed(0);
+	}
+
+	/** A file was chosen: the size checked here first (in words, before any byte is
+		sent), then a fresh upload URL asked for and the upload started. **/
+	function startUpload():Void {
+		uploadStatus = 0;
+		if (fileRef.size > maxUpload) {
+			uploadFailed(413);
+			return;
+		}
+		docsLine.text = t("upload.preparing");
+		nc.call("uploadUrl", new Responder(function(answer:Dynamic) {
+			var url = answer == null ? null : safeUrl(answer.url);
+			if (answer != null && answer.max_bytes != null)
+				setUploadLimit(answer.max_bytes);
+			if (url == null || fileRef.size > maxUpload) {
+				uploadFailed(url == null ? 0 : 413);
+				return;
+			}
+			var request = new URLRequest(url);
+			request.method = URLRequestMethod.POST;
+			// multipart/form-data with the file in "Filedata" (Flash's default field name)
+			fileRef.upload(request, "Filedata");
+		}, function(_) uploadFailed(0)));
+	}
+
+	function setUploadLimit(bytes:Dynamic):Void {
+		var n = Std.parseFloat(Std.string(bytes));
+		if (n > 0) {
+			maxUpload = n;
+			uploadLimits.text = t("upload.limits", {mb: Logic.megabytes(maxUpload)});
+		}
+	}
+
+	function uploadDone():Void {
+		docsLine.text = t("upload.done", {name: fileRef.name});
+		report("upload", "done");
+	}
+
+	function uploadFailed(status:Int):Void {
+		var text = t(Logic.uploadErrorKey(status), {mb: Logic.megabytes(maxUpload)});
+		docsLine.text = text;
+		report("upload", "error " + status);
 	}
 }
 
-/** One entry of the documents list: its current one-time URL and when it came. **/
+/** One entry of the documents list: its kind and id, and its one-time URL. **/
 class DocLink {
-	/** Document tickets last two minutes: older URLs are renewed on mouse-over. **/
-	static inline var FRESH_MS = 60000;
-
 	public var kind:String;
 	public var id:String;
-	public var url:String;
 	public var button:Button;
+	public var ticket = new DocTicket();
 
-	var since = 0;
+	/** a documentUrl/formUrl call is on its way **/
+	public var pending = false;
 
 	public function new(kind:String, id:String) {
 		this.kind = kind;
 		this.id = id;
 	}
-
-	public function setUrl(url:String):Void {
-		this.url = url;
-		since = flash.Lib.getTimer();
-	}
-
-	public function stale():Bool
-		return url == null || flash.Lib.getTimer() - since > FRESH_MS;
 }
