@@ -139,6 +139,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise  # redirects stay what they are
         return _from_http_exception(request, exc)
+    except ConnectionError:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # The client went away (mid-body, say): not an error of ours, nobody to
+            # answer; aiohttp notes the premature disconnection.
+            raise
+        log.exception("unhandled error in %s %s", request.method, redact_path(request.path))
+        return problem_response(500)
     except Exception:
         # Log the details for operators (path redacted: it may carry a token), answer
         # the client with nothing but the status.
