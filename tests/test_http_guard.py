@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import resource
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +25,7 @@ import aiohttp
 import pytest
 
 from tests import http_attacks as attack
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess
+from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, free_port
 
 BYSTANDER = "127.0.0.2"
 
@@ -303,3 +307,61 @@ def test_sigterm_does_not_wait_for_an_unfinished_body(tmp_path: Path) -> None:
     assert took < 3.5, f"shutdown took {took:.1f} s"
     assert not [p for p in sessions.rglob("*") if p.is_file()], "documents left on disk"
     assert_clean(gw)
+
+
+# -- descriptors ---------------------------------------------------------------------------
+def _open_files_limits(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no open-files line")
+
+
+def test_open_files_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = 1024 if hard > 1024 + 4096 else hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))  # the child inherits it
+    try:
+        gw = GatewayProcess(
+            tmp_path,
+            extra=["--limit", "http_max_connections=100", "--limit", "max_connections=100"],
+        ).start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert gw.proc is not None
+        assert _open_files_limits(gw.proc.pid) == (hard, hard)
+        assert f"open-files limit {hard}" in gw.log()
+    finally:
+        assert gw.stop() == 0, gw.log()
+
+
+def test_start_is_refused_when_the_caps_exceed_the_open_files_limit(tmp_path: Path) -> None:
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--http-port",
+            str(free_port()),
+            "--rtmp-port",
+            str(free_port()),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        preexec_fn=low_limit,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={k: v for k, v in os.environ.items() if not k.startswith("VB_")},
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "open-files limit is 512" in proc.stderr, proc.stderr
+    assert "http_max_connections" in proc.stderr
+    assert "Traceback" not in proc.stderr
