@@ -269,6 +269,9 @@ def test_client_leaving_mid_body_is_not_an_error(capped: GatewayProcess) -> None
     access = capped.access_log()
     assert not re.search(r'"POST /api/sessions HTTP/1.1" 500', access), access
     assert re.search(r'"POST /api/sessions HTTP/1.1" 499', access), access
+    metrics = capped.get_text("/metrics")
+    assert 'vb_http_requests_total{status="499"}' in metrics
+    assert 'vb_http_requests_total{status="500"}' not in metrics
 
 
 # -- shutdown ------------------------------------------------------------------------------
@@ -304,6 +307,7 @@ def test_sigterm_does_not_wait_for_an_unfinished_body(tmp_path: Path) -> None:
         gw.proc.wait(10)
         took = time.monotonic() - start
     assert gw.stop() == 0, gw.log()
+    print(f"SIGTERM to exit with a request body held open: {took:.2f} s")
     assert took < 3.5, f"shutdown took {took:.1f} s"
     assert not [p for p in sessions.rglob("*") if p.is_file()], "documents left on disk"
     assert_clean(gw)

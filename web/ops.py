@@ -245,6 +245,10 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         counts[exc.status] = counts.get(exc.status, 0) + 1
         raise
+    except ConnectionError:
+        # the client left mid-request (web/problems.py re-raises only that): nginx's 499
+        counts[499] = counts.get(499, 0) + 1
+        raise
     except Exception:
         counts[500] = counts.get(500, 0) + 1
         raise
