@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from tests import http_attacks as attack
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, free_port
+from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client, free_port
 
 BYSTANDER = "127.0.0.2"
 
@@ -178,6 +178,25 @@ def test_per_address_cap_refuses_at_accept_and_spares_others(capped: GatewayProc
     assert "http_max_connections_per_address" in lines[0]
     # the slots come back
     wait_until(lambda: attack.healthz_from(capped.http_port, "127.0.0.3")[0] == 200)
+
+
+def test_rtmp_connects_while_http_is_flooded(capped: GatewayProcess) -> None:
+    """The bystander of the attack report: RTMP connects failed once HTTP had taken every
+    descriptor; now the flood is capped and RTMP is served beside it."""
+    session = capped.create_session()
+    socks = attack.flood(capped.http_port, 200, "127.0.0.10")
+    try:
+        assert attack.count_open(socks) == 20
+
+        async def connect() -> None:
+            client = await flash_client(capped, session["customer"]["token"])
+            await client.close()
+
+        asyncio.run(asyncio.wait_for(connect(), 10))
+        bystander_served(capped)
+    finally:
+        for s in socks:
+            s.close()
 
 
 def test_total_cap_refuses_beyond_it(capped: GatewayProcess) -> None:
