@@ -208,8 +208,8 @@ class Service:
                 body_min_rate=limits.http_body_min_rate,
             ),
             make_handler_factory(self.runner, report, **handler_args),
+            report=report,
         )
-        guard.report = report
         # first, so the guard learns when a request's head is read and its body begins
         self.app.middlewares.insert(0, guard.middleware)
         await self.runner.setup()

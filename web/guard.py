@@ -166,6 +166,7 @@ class ConnectionGuard:
         limits: HttpLimits,
         make_handler: Callable[[], RequestHandler],
         *,
+        report: RateLimitedLog | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits
@@ -176,7 +177,8 @@ class ConnectionGuard:
         self._by_handler: dict[RequestHandler, _Conn] = {}
         self.refused = 0
         self.cut = 0
-        self.report = RateLimitedLog(log)
+        # shared with the listener's QuietRequestHandlers: one budget of log lines
+        self.report = report or RateLimitedLog(log)
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- accept side --------------------------------------------------------------------
