@@ -76,6 +76,17 @@ class Limits:
     # one has been measured.
     cpu_budget: float = 0.85
     consultation_cost: float = 0.35
+    # The HTTP port (web/guard.py, docs/web.md "Protection of the HTTP port"): connections
+    # in total and per address (IPv6 by /64; behind a NAT or proxy raise it), the time a
+    # connection may wait for its next complete request head (the keep-alive), a request
+    # body's grace period and then its minimum average rate, and how long shutdown waits
+    # for unfinished requests before cutting them.
+    http_max_connections: int = 1000
+    http_max_connections_per_address: int = 128
+    http_keepalive_timeout: float = 5.0
+    http_body_timeout: float = 10.0
+    http_body_min_rate: float = 1024.0
+    http_shutdown_timeout: float = 2.0
 
 
 @dataclass(slots=True)
@@ -119,6 +130,8 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     event_loop: str = "uvloop"
+    metrics_listen: str | None = None
+    metrics_token: str | None = None
     limits: Limits = field(default_factory=Limits)
     bank: Bank = field(default_factory=Bank)
 
@@ -197,6 +210,11 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "log_level": ("str", "DEBUG, INFO, WARNING (default INFO)"),
     "log_format": ("str", "text or json (one object per line); no personal data either way"),
     "event_loop": ("str", "uvloop (default) or asyncio"),
+    "metrics_listen": (
+        "str",
+        "serve /metrics only on this HOST:PORT (e.g. 127.0.0.1:9100), not on the web port",
+    ),
+    "metrics_token": ("str", "bearer token a Prometheus scrape of /metrics must send"),
 }
 
 # --tls-min-version values (ssl.TLSVersion names without the prefix)
@@ -240,6 +258,15 @@ def split_ice_url(url: str) -> tuple[str, str | None, str | None]:
         user, _, secret = userinfo.partition(":")
         username, credential = unquote(user), unquote(secret)
     return f"{scheme}:{rest}", username, credential
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen``."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--metrics-listen expects HOST:PORT, not {value!r}")
+    return host, int(port)
 
 
 def _coerce(kind: str, value: Any) -> Any:
@@ -338,6 +365,8 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         raise ValueError(f"--log-format must be text or json, not {cfg.log_format!r}")
     if cfg.event_loop not in ("uvloop", "asyncio"):
         raise ValueError(f"--event-loop must be uvloop or asyncio, not {cfg.event_loop!r}")
+    if cfg.metrics_listen is not None:
+        split_host_port(cfg.metrics_listen)  # raises ValueError naming the flag
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     if cfg.tls_min_version not in TLS_VERSIONS:

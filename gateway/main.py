@@ -9,16 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
+import resource
 import signal
 import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from web.guard import ConnectionGuard
     from webrtc.sink import WebRtcSink
 
 from gateway import advisor_cli, logs
@@ -36,6 +39,46 @@ log = logging.getLogger("gateway")
 
 SWEEP_INTERVAL = 5.0
 MONITOR_INTERVAL = 1.0
+# Descriptors beyond the connection caps: files (documents, statistics, logs), WebRTC's
+# UDP sockets (several per peer), ffmpeg pipes, the listeners themselves.
+FD_RESERVE = 1024
+
+
+class DescriptorLimitError(OSError):
+    """The process may not open enough files for the configured connection caps."""
+
+
+def descriptors_needed(cfg: Config) -> int:
+    """File descriptors the caps can use at once: every HTTP connection, every RTMP
+    connection (RTMPS is a second listener with its own count), and a reserve."""
+    limits = cfg.limits
+    rtmp_listeners = 2 if cfg.tls else 1
+    return limits.http_max_connections + rtmp_listeners * limits.max_connections + FD_RESERVE
+
+
+def raise_descriptor_limit(needed: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (the kernel's default soft limit,
+    often 1024, is below what the caps allow) and refuse to start when even the hard
+    limit is below ``needed``: running out of descriptors fails everyone at once (new
+    HTTP and RTMP connections, file writes), so the caps must be hit first. Returns the
+    new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise DescriptorLimitError(
+            f"the open-files limit is {soft}, but the connection caps need {needed} "
+            f"(http_max_connections + max_connections per RTMP listener + {FD_RESERVE}): "
+            "raise it (ulimit -n, systemd LimitNOFILE=) or lower the caps with "
+            "--limit http_max_connections=N --limit max_connections=N"
+        )
+    log.info("open-files limit %d (the connection caps need %d)", soft, needed)
+    return int(soft)
 
 
 def make_ssl_context(cfg: Config) -> ssl.SSLContext | None:
@@ -77,6 +120,8 @@ class Service:
         setups = [s for s in DEFAULT_SETUPS if s is not webrtc_stub.setup]
         self.app = create_app(self.gateway, setups=[*setups, whip.routes(self.webrtc)])
         self.runner: web.AppRunner | None = None
+        self.guard: ConnectionGuard | None = None
+        self.metrics_runner: web.AppRunner | None = None
         self.rtmp_servers: list = []
         self._sweeper: asyncio.Task[None] | None = None
         self.access_log: AccessLog | None = None
@@ -100,7 +145,6 @@ class Service:
 
     async def start(self) -> None:
         from rtmp.server import RtmpServer
-        from web.accesslog import RedactingAccessLogger
 
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -115,12 +159,7 @@ class Service:
         self._detach_access_log = self.access_log.attach()
         self._access_purger = asyncio.create_task(purge_daily(self.access_log), name="purge")
         ssl_ctx = make_ssl_context(cfg)
-        self.runner = web.AppRunner(
-            self.app, access_log_class=RedactingAccessLogger, handle_signals=False
-        )
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, cfg.host, cfg.http_port, ssl_context=ssl_ctx)
-        await site.start()
+        await self._start_http(ssl_ctx)
         counters = self.gateway.connection_counters
         if cfg.rtmp_port:  # --rtmp-port 0: no plain (unencrypted) RTMP at all (issue 18)
             rtmp = RtmpServer(self.gateway, kind="rtmp")
@@ -135,6 +174,67 @@ class Service:
             counters["rtmps"] = lambda: len(rtmps.sessions)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweeper")
         self._monitoring = asyncio.create_task(self._monitor_forever(), name="monitor")
+
+    async def _start_http(self, ssl_ctx: ssl.SSLContext | None) -> None:
+        """The web port behind the connection guard (web/guard.py); /metrics on its own
+        listener when --metrics-listen says so."""
+        from web import ops
+        from web.accesslog import RedactingAccessLogger
+        from web.guard import (
+            ConnectionGuard,
+            GuardedSite,
+            HttpLimits,
+            RateLimitedLog,
+            make_handler_factory,
+        )
+        from web.guard import log as guard_log
+
+        limits = self.config.limits
+        # aiohttp's keep-alive also bounds the wait for a request head, from the accept.
+        handler_args: dict[str, Any] = {
+            "access_log_class": RedactingAccessLogger,
+            "keepalive_timeout": limits.http_keepalive_timeout,
+        }
+        self.runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            shutdown_timeout=limits.http_shutdown_timeout,
+            **handler_args,
+        )
+        report = RateLimitedLog(guard_log)
+        self.guard = guard = ConnectionGuard(
+            HttpLimits(
+                max_connections=limits.http_max_connections,
+                max_connections_per_address=limits.http_max_connections_per_address,
+                body_timeout=limits.http_body_timeout,
+                body_min_rate=limits.http_body_min_rate,
+            ),
+            make_handler_factory(self.runner, report, **handler_args),
+            report=report,
+        )
+        # first, so the guard learns when a request's head is read and its body begins
+        self.app.middlewares.insert(0, guard.middleware)
+        await self.runner.setup()
+        site = GuardedSite(
+            self.runner,
+            guard,
+            self.config.host,
+            self.config.http_port,
+            ssl_context=ssl_ctx,
+            ssl_handshake_timeout=max(limits.http_keepalive_timeout, 10.0),
+        )
+        await site.start()
+        guard.start()
+        if self.config.metrics_listen:
+            host, port = config_mod.split_host_port(self.config.metrics_listen)
+            self.metrics_runner = web.AppRunner(
+                ops.metrics_app(self.app),
+                handle_signals=False,
+                shutdown_timeout=limits.http_shutdown_timeout,
+                keepalive_timeout=limits.http_keepalive_timeout,
+            )
+            await self.metrics_runner.setup()
+            await web.TCPSite(self.metrics_runner, host, port).start()
 
     async def _monitor_forever(self) -> None:
         monitor = self.gateway.monitor
@@ -164,7 +264,13 @@ class Service:
                     await task
         for server in self.rtmp_servers:
             await server.close()
+        if self.metrics_runner is not None:
+            await self.metrics_runner.cleanup()
+        if self.guard is not None:
+            await self.guard.stop()
         if self.runner is not None:
+            # unfinished requests are cut after http_shutdown_timeout: a client holding a
+            # request body open must not hold the shutdown
             await self.runner.cleanup()
         if self.gateway.statistics is not None:
             await asyncio.to_thread(self.gateway.statistics.close)  # queued rows written
@@ -196,8 +302,15 @@ class Service:
 
 
 async def serve(cfg: Config) -> int:
+    raise_descriptor_limit(descriptors_needed(cfg))
     service = Service(cfg)
     await service.start()
+    # Everything built so far (modules, codecs, aiortc, tables) lives as long as the
+    # process: out of the collector's way, so full collections while serving do not walk
+    # it (pauses on the event loop) and the collection at exit does not either (it took
+    # ~2 s and held up SIGTERM). Objects made later, tasks included, are collected (and
+    # warned about) as before.
+    gc.freeze()
     print(service.banner(), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp import web
@@ -11,6 +10,7 @@ from gateway.consultation import Consultation
 from gateway.routing import CapacityRefused
 from web.advisor import remember_owner
 from web.auth import gateway_of, require, require_advisor
+from web.jsonbody import read_json
 from web.links import session_document
 from web.problems import ProblemError, problem_response
 
@@ -30,15 +30,10 @@ def _consultation(request: web.Request) -> Consultation:
 async def create_session(request: web.Request) -> web.Response:
     require_advisor(request)
     gateway = gateway_of(request)
-    # The body is optional (reserved for options); reading it enforces client_max_size.
-    raw = await request.read()
-    if raw.strip():
-        try:
-            options = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise ProblemError(400, "The body must be empty or a JSON object.") from None
-        if not isinstance(options, dict):
-            raise ProblemError(400, "The body must be empty or a JSON object.")
+    # The body is optional (reserved for options).
+    options = await read_json(request, empty={})
+    if not isinstance(options, dict):
+        raise ProblemError(400, "The body must be empty or a JSON object.")
     if not gateway.accepting:
         raise ProblemError(503, "The gateway is shutting down and takes no new consultations.")
     if gateway.monitor is not None:

@@ -30,6 +30,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from gateway.consultation import ChatRejected, Connection, Consultation, Role
 from gateway.service import Gateway
 from web.auth import CUSTOMER_COOKIE, gateway_of, identify, same_origin
+from web.jsonbody import JsonRejected, parse_json
 from web.problems import ProblemError, unauthorized
 
 log = logging.getLogger(__name__)
@@ -175,9 +176,9 @@ class EventsSocket:
     # -- client messages -----------------------------------------------------------------
     def handle_text(self, data: str) -> None:
         try:
-            message = json.loads(data)
-        except (ValueError, RecursionError):
-            self.send_error("invalid JSON")
+            message = parse_json(data)
+        except JsonRejected as exc:
+            self.send_error(str(exc))
             return
         if not isinstance(message, dict):
             self.send_error("a message must be a JSON object with a 'type'")

@@ -48,6 +48,7 @@ from web.auth import (
 )
 from web.documents import _file_response
 from web.i18n import negotiate, remember
+from web.jsonbody import read_json
 from web.problems import ProblemError
 from web.templates import View, esc
 
@@ -102,10 +103,7 @@ async def send_form(request: web.Request) -> web.Response:
     consultation, role = require_participant(request)
     if role is not Role.ADVISOR:
         raise ProblemError(403, "Only the advisor sends forms.")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ProblemError(400, 'Send JSON: {"template": "<template id>"}.') from None
+    body = await read_json(request)
     template_id = body.get("template") if isinstance(body, dict) else None
     if not isinstance(template_id, str) or not template_id:
         raise ProblemError(400, 'Send JSON: {"template": "<template id>"}.')

@@ -2,7 +2,9 @@
 
 - ``GET /metrics`` carries only anonymous figures (counts, codecs, timings; transcoders
   are numbered, consultations never named) and is open like any Prometheus target on
-  the host.
+  the host unless the operator closes it: ``--metrics-token`` makes a scrape send
+  ``Authorization: Bearer <token>``; ``--metrics-listen HOST:PORT`` serves it on its own
+  listener only (:func:`metrics_app`), and the web port answers ``404``.
 - ``GET /ops`` is the operations monitor page (advisor/ops login, or a bearer advisor
   token): live tables and charts from ``GET /api/ops/live`` (server-sent events, one
   sample a second from ``gateway/monitor.py``; the last minutes first), alarms for a
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import math
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,13 +37,15 @@ from gateway.monitor import short_id
 from gateway.service import Gateway
 from web.auth import gateway_of, identify, require_advisor
 from web.keys import GATEWAY_KEY
-from web.problems import ProblemError
+from web.problems import ProblemError, problem_middleware, unauthorized
+from web.security import security_headers
 from web.templates import View
 
 routes = web.RouteTableDef()
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 HTTP_COUNTS_KEY = web.AppKey("http_counts", dict)
 LIVE_STOP_KEY = web.AppKey("ops_live_stop", asyncio.Event)
+METRICS_LISTENER_KEY = web.AppKey("metrics_listener", bool)
 LIVE_INTERVAL = 1.0
 TRANSCODER_LABELS = ["transcoder", "direction", "kind", "codec"]
 
@@ -240,6 +245,10 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         counts[exc.status] = counts.get(exc.status, 0) + 1
         raise
+    except ConnectionError:
+        # the client left mid-request (web/problems.py re-raises only that): nginx's 499
+        counts[499] = counts.get(499, 0) + 1
+        raise
     except Exception:
         counts[500] = counts.get(500, 0) + 1
         raise
@@ -250,6 +259,17 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
 # -- endpoints ---------------------------------------------------------------------------
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    config = gateway_of(request).config
+    if config.metrics_listen and not request.app.get(METRICS_LISTENER_KEY, False):
+        raise ProblemError(404)  # served on --metrics-listen only
+    if config.metrics_token:
+        sent = request.headers.get("Authorization", "")
+        expected = f"Bearer {config.metrics_token}"
+        if not hmac.compare_digest(sent.encode(), expected.encode()):
+            raise unauthorized(
+                "A scrape of /metrics must send the --metrics-token as a bearer token.",
+                invalid_token=bool(sent),
+            )
     registry = request.app[REGISTRY_KEY]
     body = await asyncio.to_thread(generate_latest, registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -403,3 +423,15 @@ def setup(app: web.Application) -> None:
     app[REGISTRY_KEY] = build_registry(app[GATEWAY_KEY], app)
     app.middlewares.insert(0, count_requests)
     app.add_routes(routes)
+
+
+def metrics_app(main: web.Application) -> web.Application:
+    """The application of the ``--metrics-listen`` listener: ``/metrics`` only, from the
+    same registry as the web port's application (set up first)."""
+    app = web.Application(middlewares=[problem_middleware])
+    app[GATEWAY_KEY] = main[GATEWAY_KEY]
+    app[REGISTRY_KEY] = main[REGISTRY_KEY]
+    app[METRICS_LISTENER_KEY] = True
+    app.on_response_prepare.append(security_headers)
+    app.router.add_get("/metrics", metrics)
+    return app

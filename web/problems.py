@@ -167,6 +167,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if isinstance(exc, web.HTTPNotFound) and _wants_page(request):
             return _not_found_page(request)  # a mistyped address: a page, in German
         return _from_http_exception(request, exc)
+    except ConnectionError:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # The client went away (mid-body, say): not an error of ours, nobody to
+            # answer; aiohttp notes the premature disconnection.
+            raise
+        log.exception("unhandled error in %s %s", request.method, redact_path(request.path))
+        return problem_response(500)
     except Exception:
         # Log the details for operators (path redacted: it may carry a token), answer
         # the client with nothing but the status.

@@ -15,6 +15,23 @@ from aiohttp import web
 from web.keys import GATEWAY_KEY
 from web.links import ws_base
 
+# What every answer carries instead of aiohttp's "Python/3.x aiohttp/3.y" banner: no
+# version for a scanner to match against a list of vulnerabilities.
+SERVER_NAME = "videoberatung"
+
+# For answers made outside the application (aiohttp's own 400 for a request it cannot
+# parse: no route, nothing of the request to trust): the strictest values of the same
+# headers security_headers sets on every other response.
+ERROR_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-store",
+    "Server": SERVER_NAME,
+}
+
 # Host header values that may appear in a header we build (no ";", spaces or quotes).
 _SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 
@@ -47,6 +64,8 @@ def content_security_policy(request: web.Request) -> str:
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
+    # aiohttp adds its banner only when Server is missing
+    headers["Server"] = SERVER_NAME
     headers.setdefault("Content-Security-Policy", content_security_policy(request))
     headers.setdefault("Referrer-Policy", "no-referrer")  # tokens live in URLs
     headers.setdefault("X-Content-Type-Options", "nosniff")

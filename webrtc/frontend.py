@@ -84,11 +84,11 @@ class WebRtcFrontEnd:
         try:
             answer = await session.negotiate(offer)
         except OfferError:
-            await session.pc.close()
+            await session.abandon()
             raise
         except Exception as exc:
             # aiortc refused the description (no common transport, bad parameters...)
-            await session.pc.close()
+            await session.abandon()
             log.info("%s offer refused: %s", kind, exc)
             raise OfferError("The offer could not be negotiated.") from exc
         key = (kind, consultation.id, role)
@@ -101,7 +101,7 @@ class WebRtcFrontEnd:
         if consultation.ended:
             # ended while we negotiated: its connections were closed without this one
             self._forget(session)
-            await session.pc.close()
+            await session.abandon()
             raise OfferError("The consultation has ended.")
         session.start()
         if kind == WHIP and role is Role.CUSTOMER:

@@ -47,11 +47,45 @@ def check_offer(text: str, *, publish: bool) -> sdp.SessionDescription:
             raise OfferError("The offer lacks a DTLS fingerprint (a=fingerprint).")
     if not kinds:
         raise OfferError("The offer has no audio or video section.")
+    _check_mids_and_bundle(description)
     wanted = SENDING if publish else RECEIVING
     if not any((m.direction or "sendrecv") in wanted for m in description.media):
         verb = "sends" if publish else "receives"
         raise OfferError(f"No media section of the offer {verb} media.")
     return description
+
+
+def _check_mids_and_bundle(description: sdp.SessionDescription) -> None:
+    """Every media section names itself (``a=mid``, unique) and a BUNDLE group names only
+    those: aiortc takes the transport of a BUNDLE group from its first mid and fails deep
+    inside ``createAnswer`` (and again in ``close``) when that section is absent.
+
+    RFC 8829 §5.2.1 (JSEP offers carry ``a=mid`` in every m= section), RFC 5888 §5
+    (identification tags are unique), RFC 8843 §7.2 (a BUNDLE group names m= sections of
+    the offer, each once); aiortc handles one BUNDLE group."""
+    mids: list[str] = []
+    for media in description.media:
+        mid = media.rtp.muxId
+        if not mid:
+            raise OfferError("Every media section of the offer needs an a=mid (RFC 8829 §5.2.1).")
+        if mid in mids:
+            raise OfferError(f"The a=mid {mid!r} names two media sections (RFC 5888 §5).")
+        mids.append(mid)
+    bundles = [g for g in description.group if g.semantic == "BUNDLE"]
+    if len(bundles) > 1:
+        raise OfferError("The offer has more than one BUNDLE group; one is accepted.")
+    for group in bundles:
+        named = [str(item) for item in group.items]
+        if not named:
+            raise OfferError("The BUNDLE group names no media section (RFC 8843 §7.2).")
+        if len(set(named)) != len(named):
+            raise OfferError("The BUNDLE group names a media section twice (RFC 8843 §7.2).")
+        absent = [m for m in named if m not in mids]
+        if absent:
+            raise OfferError(
+                f"The BUNDLE group names a=mid {absent[0]!r}, which no media section has "
+                "(RFC 8843 §7.2)."
+            )
 
 
 def codec_name(codec: RTCRtpCodecParameters) -> str:

@@ -135,8 +135,44 @@ class PeerSession:
             self._on_closed(self)
             self._finished.set()
 
+    async def abandon(self) -> None:
+        """The offer was refused (or the consultation ended while it was negotiated):
+        close the peer that never joined the consultation.
+
+        Marked closed first, so the peer's own "closed" state change schedules no
+        :meth:`close` task (one left pending at shutdown: "Task was destroyed but it is
+        pending"). A half-negotiated aiortc peer can fail to close (a transceiver whose
+        transport was never made): then its transports are stopped one by one."""
+        self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        try:
+            await self.pc.close()
+        except Exception as exc:
+            log.info("%s: closing a refused peer: %s", self.label, type(exc).__name__)
+            await _stop_transports(self.pc)
+        finally:
+            self._finished.set()
+
     def before_close(self) -> None:
         """Hook: runs synchronously first, before the peer is closed."""
 
     async def after_close(self) -> None:
         """Hook: runs after the peer is closed."""
+
+
+async def _stop_transports(pc: RTCPeerConnection) -> None:
+    """Best effort for a peer whose ``close()`` failed: stop every DTLS and ICE transport
+    it made, so no socket or task outlives the refused offer."""
+    transports = {
+        id(t): t
+        for tr in pc.getTransceivers()
+        for t in (tr.sender.transport, tr.receiver.transport)
+        if t is not None
+    }
+    for dtls in transports.values():
+        for stop in (dtls.stop, dtls.transport.stop):
+            try:
+                await stop()
+            except Exception as exc:  # already stopped, or never started
+                log.debug("stopping a transport of a refused peer: %s", exc)
