@@ -172,6 +172,8 @@
       renderCustomerMedia();
       renderRemote();
       scheduleRefresh();
+    } else if (ev.type === "access" && VB.access) {
+      VB.access.onEvent(ev); // the customer's link locked or renewed (access.js)
     }
   }
 
