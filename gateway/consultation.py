@@ -317,7 +317,7 @@ class Consultation:
         return max(0, self.pin_max_wrong - self.wrong_pins)
 
     def owned_by(self, advisor: str | None) -> bool:
-        return advisor is not None and hmac.compare_digest(self.owner, advisor)
+        return advisor is not None and hmac.compare_digest(self.owner.encode(), advisor.encode())
 
     def customer_state(self, now: float | None = None) -> str:
         """What the advisor's overview shows: ``locked`` (too many wrong PINs),

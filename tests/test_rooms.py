@@ -555,6 +555,12 @@ async def test_one_time_link_expires_after_use_or_fifteen_minutes(aiohttp_client
     assert "expired or was used already" in await english.text()
 
 
+def test_ownership_of_an_advisor_named_with_umlauts() -> None:
+    # hmac.compare_digest refuses non-ASCII str: the owner check compares bytes
+    c = Directory().create("Müller")
+    assert c.owned_by("Müller") and not c.owned_by("Muller") and not c.owned_by(None)
+
+
 def test_advisor_names_with_unicode_letters(tmp_path: Path) -> None:
     accounts = AdvisorAccounts(tmp_path, hasher=FAST)
     assert accounts.add("Müller", PASSWORD).name == "Müller"

@@ -316,9 +316,9 @@ def _row(request: web.Request, v: View, consultation: Consultation, csrf: str, n
     state = customer_state(consultation)
     mark = " " + v.tr("overview.new", "span", 'class="badge new"') if new else ""
     label = (
-        f'<span class="label">{esc(consultation.label)}</span>'
+        f'<span class="room-label">{esc(consultation.label)}</span>'
         if consultation.label
-        else v.tr("overview.no_label", "span", 'class="label none"')
+        else v.tr("overview.no_label", "span", 'class="room-label none"')
     )
     when = (
         _time(consultation.appointment)
@@ -490,7 +490,14 @@ async def advisor_consultation(request: web.Request) -> web.Response:
         return message_page(request, "gone.title", "gone.text", status=404)
     if not consultation.owned_by(entry.principal):
         log.warning("an advisor asked for another advisor's consultation %s", consultation.id)
-        return message_page(request, "owner.title", "owner.text", status=403)
+        v = view(request)
+        main = (
+            v.tr("owner.text", "p")
+            + '<p><a class="button primary" href="/advisor">'
+            + v.tr("room.back")
+            + "</a></p>"
+        )
+        return html_response(request, v.document("owner.title", main), status=403)
     links = participant_links(gateway.config, consultation, Role.CUSTOMER)
     links["pin"] = group_pin(links["pin"])
     links["locked"] = consultation.pin_locked
