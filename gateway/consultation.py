@@ -96,6 +96,13 @@ def normalize_pin(typed: str) -> str | None:
 EventListener = Callable[[dict[str, Any]], None]
 
 
+def meant_for(event: dict[str, Any], role: str) -> bool:
+    """Whether a participant in ``role`` gets ``event``: events with a ``to`` go to that
+    role only (the customer's link locked or renewed is the advisor's business)."""
+    to = event.get("to")
+    return to is None or to == role
+
+
 @dataclass(eq=False)
 class Connection:
     """One front-end attachment of a participant (an RTMP socket, a WebRTC peer, a WS)."""
@@ -313,7 +320,7 @@ class Consultation:
         once (an ``access`` event: the advisor pages show the lock)."""
         self.wrong_pins += 1
         if self.wrong_pins == self.pin_max_wrong:
-            self.emit({"type": "access", "locked": True})
+            self.emit({"type": "access", "to": "advisor", "locked": True})
         return max(0, self.pin_max_wrong - self.wrong_pins)
 
     def owned_by(self, advisor: str | None) -> bool:
@@ -529,7 +536,7 @@ class Directory:
                 connection.close()
             except Exception:
                 log.exception("closing a connection failed")
-        consultation.emit({"type": "access", "locked": False, "renewed": True})
+        consultation.emit({"type": "access", "to": "advisor", "locked": False, "renewed": True})
 
     def authorize(self, token: str | None, now: float | None = None) -> Grant | None:
         """The grant for a participant token, or None (unknown, expired or ended)."""

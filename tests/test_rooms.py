@@ -411,6 +411,8 @@ async def test_lock_is_shown_at_once_and_a_new_pin_and_link_replace_the_old(
     wrong = "000000" if old["pin"] != "000000" else "111111"
     origin = f"http://{alice.host}:{alice.port}"
     ws = await alice.ws_connect(f"/api/sessions/{cid}/events", headers={"Origin": origin})
+    # the customer's socket (the one who is in already, say on another device)
+    theirs = await alice.ws_connect(f"/api/sessions/{cid}/events?token={old['token']}")
     customer = alice  # the customer's requests (its cookie is scoped to /k/{id})
     for _ in range(gw.config.limits.pin_max_wrong):
         resp = await enter(customer, old["page_url"], wrong)
@@ -421,9 +423,22 @@ async def test_lock_is_shown_at_once_and_a_new_pin_and_link_replace_the_old(
     while not any(e.get("type") == "access" for e in seen):
         msg = await ws.receive(timeout=5)
         seen.append(json.loads(msg.data))
-    assert {"type": "access", "locked": True} in seen
+    assert {"type": "access", "to": "advisor", "locked": True} in seen
+    # the customer's socket does not get it: the advisor's chat comes next, nothing before
+    await ws.send_json({"type": "chat", "text": "Ich schicke Ihnen einen neuen Link."})
+    while True:
+        event = json.loads((await theirs.receive(timeout=5)).data)
+        assert event.get("type") != "access", event
+        if event.get("type") == "chat" and event["from"] == "advisor":
+            break
+    # the overview's poll: a customer who is in (their socket) comes first; once
+    # nobody is there the row says "locked" (and offers the new PIN)
+    state = await (await alice.get("/advisor/state")).json()
+    assert state["consultations"][0]["customer"] == "together"
+    await theirs.close()
     state = await (await alice.get("/advisor/state")).json()
     assert state["consultations"][0]["customer"] == "locked"
+    theirs = await alice.ws_connect(f"/api/sessions/{cid}/events?token={old['token']}")
     room = await (await alice.get(f"/advisor/{cid}")).text()
     assert 'id="access-locked" class="error" role="alert" data-t' in room  # not hidden
     # the right PIN does not open a locked link either
@@ -440,9 +455,16 @@ async def test_lock_is_shown_at_once_and_a_new_pin_and_link_replace_the_old(
     assert new["locked"] is False and new["pin_display"] == group_pin(new["pin"])
     assert new["page_url"] != old["page_url"]
     assert new["flash_page_url"].endswith(new["page_url"].rsplit("/", 1)[1])
-    seen = [json.loads((await ws.receive(timeout=5)).data) for _ in range(1)]
-    assert seen[0]["type"] == "access" and seen[0]["locked"] is False
+    event = json.loads((await ws.receive(timeout=5)).data)
+    while event.get("type") != "access":  # chat and presence come in between
+        event = json.loads((await ws.receive(timeout=5)).data)
+    assert event == {"type": "access", "to": "advisor", "locked": False, "renewed": True}
     await ws.close()
+    # connections made with the old customer token were closed
+    msg = await theirs.receive(timeout=5)
+    while msg.type is WSMsgType.TEXT:
+        msg = await theirs.receive(timeout=5)
+    assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
 
     # the old link and the old token are dead; the new link takes the new PIN
     gone = await customer.get("/" + old["page_url"].split("/", 3)[3])

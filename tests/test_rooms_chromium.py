@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "ein-langes-Passwort-für-Tests"
 MUELLER = "Müller"
 TZ = "Europe/Berlin"
+LABELS = ("Herr Weber", "Frau Schmidt", "Sperrtest", "PIN-Test")
 
 
 def add_advisor(data_dir: Path, name: str) -> None:
@@ -54,8 +55,15 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     proc = GatewayProcess(root).start()
     yield proc
     code = proc.stop()
-    assert code == 0, proc.log()
-    assert "Traceback" not in proc.log(), proc.log()
+    log = proc.log()  # the application log and the access log
+    assert code == 0, log
+    assert "Traceback" not in log, log
+    # the labels typed on the start page never reach a log or a file on disk
+    for label in LABELS:
+        assert label not in log
+        for path in (root / "data").rglob("*"):
+            if path.is_file():
+                assert label.encode() not in path.read_bytes(), path
 
 
 def watched(context: BrowserContext, origin: str) -> Watched:

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from gateway.consultation import ChatRejected, Connection, Consultation, Role
+from gateway.consultation import ChatRejected, Connection, Consultation, Role, meant_for
 from gateway.service import Gateway
 from web.auth import CUSTOMER_COOKIE, gateway_of, identify, known_role, same_origin
 from web.problems import ProblemError, unauthorized
@@ -113,7 +113,7 @@ class EventsSocket:
 
     # -- called synchronously by the consultation ---------------------------------------
     def push(self, event: dict[str, Any]) -> None:
-        if self.closing:
+        if self.closing or not meant_for(event, str(self.role)):
             return
         if self.gateway is not None and event.get("type") in ("document", "form"):
             # a URL of its own

@@ -52,6 +52,14 @@
       });
   });
 
+  // A lock that happened while the events socket was down (a network drop, a sleeping
+  // laptop) would go unseen until the next event: ask now and then, cheaply.
+  window.setInterval(function () {
+    if (!document.hidden) {
+      load("GET").catch(function () {});
+    }
+  }, 15000);
+
   VB.access = {
     onEvent: function (ev) {
       if (ev.locked) {
