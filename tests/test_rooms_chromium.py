@@ -201,6 +201,19 @@ def test_locked_link_is_shown_live_and_a_new_pin_lets_the_customer_in(
     room.page.screenshot(path=str(artifacts / "rooms-advisor-locked.png"), full_page=True)
     overview.page.screenshot(path=str(artifacts / "rooms-overview-locked.png"), full_page=True)
 
+    # the same in English, for an advisor who reads it so
+    english = watched(new_context(browser, contexts, viewport=DESKTOP, locale="en-GB"), gw.base)
+    sign_in(english.page, gw.base, MUELLER)
+    english.page.goto(f"{gw.base}/advisor?lang=en")
+    expect(english.page.locator(f"#c-{cid} .customer-state")).to_have_text(
+        "locked (too many wrong PINs)"
+    )
+    english.page.goto(f"{gw.base}/advisor/{cid}")
+    expect(english.page.locator("#access-locked")).to_contain_text("Locked")
+    expect(english.page.locator("#new-pin")).to_have_text("New PIN and new link")
+    english.page.screenshot(path=str(artifacts / "rooms-advisor-locked-en.png"), full_page=True)
+    english.assert_clean()
+
     # one click: a new PIN and link, shown in place
     room.page.click("#new-pin")
     expect(room.page.locator("#access-locked")).to_be_hidden()
