@@ -8,6 +8,7 @@ The browser side of the same is in ``tests/test_rooms_chromium.py``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -36,6 +37,8 @@ from gateway.consultation import (
 )
 from gateway.main import build_parser
 from gateway.service import AdvisorAuth, Gateway
+from rtmp.client import RtmpClient
+from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 from web import whip
 from web.app import DEFAULT_SETUPS, create_app
 from web.webrtc_stub import setup as stub_setup
@@ -599,3 +602,66 @@ def test_advisor_names_with_unicode_letters(tmp_path: Path) -> None:
     for bad in ("_müller", "Mül ler", "Mül\u200bler", "-x", "x" * 65):
         with pytest.raises(ValueError):
             accounts.add(bad, PASSWORD)
+
+
+# -- RTMP: participant tokens only; the lock is the advisor's business ---------------------------
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    proc = GatewayProcess(tmp_path_factory.mktemp("rooms-rtmp")).start()
+    yield proc
+    assert proc.stop() == 0, proc.log()
+    assert "Traceback" not in proc.log(), proc.log()
+
+
+async def test_rtmp_takes_no_advisor_credentials_and_flash_gets_no_access_events(
+    gateway: GatewayProcess,
+) -> None:
+    body = await asyncio.to_thread(gateway.create_session)
+    # the static advisor token is no participant token: RTMP rejects it at connect
+    client = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
+    try:
+        result = await client.connect(
+            "consult", f"rtmp://127.0.0.1:{gateway.rtmp_port}/consult", ADVISOR_TOKEN
+        )
+        assert result.error and result.args[0]["code"] == "NetConnection.Connect.Rejected"
+    finally:
+        await client.close()
+
+    # the consultation's own tokens work; a Flash customer who is in does not hear of a
+    # lock (only the advisor's clients do)
+    advisor = await flash_client(gateway, body["advisor"]["token"])
+    customer = await flash_client(gateway, body["customer"]["token"])
+    try:
+        link = "/" + body["customer"]["page_url"].split("/", 3)[3]
+        wrong = "000000" if body["customer"]["pin"] != "000000" else "111111"
+        for _ in range(5):
+            await asyncio.to_thread(
+                gateway.request,
+                "POST",
+                link,
+                b"pin=" + wrong.encode(),
+                None,
+                {"Content-Type": "application/x-www-form-urlencoded"},
+            )
+
+        def access_event(c: RtmpClient) -> Any:
+            return next(
+                (
+                    call
+                    for call in c.calls
+                    if call.name == "onSessionEvent" and call.args[-1].get("type") == "access"
+                ),
+                None,
+            )
+
+        event = await advisor.wait_for(lambda: access_event(advisor))
+        assert event.args[-1]["locked"] is True
+        # the advisor's chat reaches the customer after the lock: nothing came before it
+        assert not (await advisor.call("chat", "Neuer Link kommt")).error
+        await customer.wait_for(lambda: any(c.name == "onChat" for c in customer.calls))
+        assert access_event(customer) is None
+    finally:
+        await customer.close()
+        await advisor.close()
