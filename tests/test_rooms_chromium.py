@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "ein-langes-Passwort-für-Tests"
 MUELLER = "Müller"
 TZ = "Europe/Berlin"
-LABELS = ("Herr Weber", "Frau Schmidt", "Sperrtest", "PIN-Test")
+LABELS = ("Herr Weber", "Frau Schmidt", "Sperrtest", "PIN-Test", "Übersichtstest")
 
 
 def add_advisor(data_dir: Path, name: str) -> None:
@@ -269,3 +269,40 @@ def test_pin_typed_with_a_space_or_a_hyphen_enters(
     expect(page.locator("#room")).to_be_visible()
     advisor.assert_clean()
     customer.assert_clean(allow=r"status of 400")
+
+
+def test_new_pin_from_the_overview(
+    gw: GatewayProcess, browser: Browser, contexts: list[BrowserContext], artifacts: Path
+) -> None:
+    overview = watched(new_context(browser, contexts, viewport=DESKTOP), gw.base)
+    sign_in(overview.page, gw.base, MUELLER)
+    cid = create_on_start_page(overview.page, "Übersichtstest")
+    row = overview.page.locator(f"#c-{cid}")
+    link = row.locator(f"#link-{cid}").inner_text()
+    pin = row.locator(f"#pin-{cid}").inner_text()
+    expect(row.locator("button.new-pin")).to_be_hidden()
+    customer = watched(new_context(browser, contexts, viewport=PHONE, is_mobile=True), gw.base)
+    page = customer.page
+    page.goto(link)
+    wrong = "999-999" if pin != "999 999" else "888-888"
+    for _ in range(5):
+        page.fill("#pin", wrong)
+        page.click("form.pin-form button[type=submit]")
+        page.wait_for_load_state()
+    expect(page.locator("main")).to_contain_text("gesperrt")
+    # the overview's poll shows the lock and offers the way out
+    expect(row).to_have_attribute("data-state", "locked", timeout=8000)
+    row.locator("button.new-pin").click()
+    expect(row).to_have_attribute("data-state", "absent")
+    expect(row.locator("button.new-pin")).to_be_hidden()
+    new_link = row.locator(f"#link-{cid}").inner_text()
+    new_pin = row.locator(f"#pin-{cid}").inner_text()
+    assert new_link != link and re.fullmatch(r"\d{3} \d{3}", new_pin)
+    overview.page.screenshot(path=str(artifacts / "rooms-overview-new-pin.png"), full_page=True)
+    page.goto(new_link)
+    page.fill("#pin", new_pin.replace(" ", "-"))  # typed with a hyphen this time
+    page.click("form.pin-form button[type=submit]")
+    expect(page.locator("#room")).to_be_visible()
+    expect(row).to_have_attribute("data-state", "waiting", timeout=8000)
+    overview.assert_clean()
+    customer.assert_clean(allow=r"status of 403")
