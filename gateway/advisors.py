@@ -24,6 +24,7 @@ import re
 import secrets
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 FILE_NAME = "advisors.sqlite"
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# Letters of any script (``Müller``, ``Łukasz``), digits and . _ @ -, starting with a
+# letter or digit; compared NFC-normalised (UAX #15), so "Müller" typed with a combining
+# diaeresis is the same account.
+NAME_PATTERN = re.compile(r"[^\W_][\w.@-]{0,63}")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 takes any length; a megabyte "password" is a DoS, not a secret
 
@@ -58,8 +62,13 @@ class Account:
     changed: str
 
 
+def normalize_name(name: str) -> str:
+    """The account name as stored and compared: NFC, without surrounding spaces."""
+    return unicodedata.normalize("NFC", name.strip())
+
+
 def check_name(name: str) -> str:
-    name = name.strip()
+    name = normalize_name(name)
     if not NAME_PATTERN.fullmatch(name):
         raise AccountError(
             "An advisor name is 1-64 characters: letters, digits and . _ @ - "
@@ -133,14 +142,14 @@ class AdvisorAccounts:
         with self._db(create=True) as db:
             cur = db.execute(
                 "UPDATE advisor SET hash = ?, generation = ?, changed = ? WHERE name = ?",
-                (digest, secrets.token_hex(8), _now(), name.strip()),
+                (digest, secrets.token_hex(8), _now(), normalize_name(name)),
             )
             if cur.rowcount == 0:
                 raise AccountError(f"No advisor named {name!r}.")
 
     def remove(self, name: str) -> None:
         with self._db(create=True) as db:
-            cur = db.execute("DELETE FROM advisor WHERE name = ?", (name.strip(),))
+            cur = db.execute("DELETE FROM advisor WHERE name = ?", (normalize_name(name),))
             if cur.rowcount == 0:
                 raise AccountError(f"No advisor named {name!r}.")
 
@@ -155,12 +164,13 @@ class AdvisorAccounts:
 
         Blocking (argon2 takes tens of milliseconds on purpose): call it in a thread.
         """
-        if len(password) > MAX_PASSWORD or not NAME_PATTERN.fullmatch(name.strip()):
+        name = normalize_name(name)
+        if len(password) > MAX_PASSWORD or not NAME_PATTERN.fullmatch(name):
             self._burn(password[:MAX_PASSWORD])
             return None
         with self._db() as db:
             row = db.execute(
-                "SELECT name, hash, generation FROM advisor WHERE name = ?", (name.strip(),)
+                "SELECT name, hash, generation FROM advisor WHERE name = ?", (name,)
             ).fetchone()
         if row is None:
             self._burn(password)

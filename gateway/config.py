@@ -127,6 +127,7 @@ class Config:
     forms_dir: Path | None = None
     session_ttl: float = 4 * 3600.0
     session_grace: float = 300.0
+    unjoined_ttl: float = 4 * 3600.0
     log_level: str = "INFO"
     log_format: str = "text"
     event_loop: str = "uvloop"
@@ -206,6 +207,11 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "session_grace": (
         "float",
         "seconds a consultation stays open after everyone left (default 300)",
+    ),
+    "unjoined_ttl": (
+        "float",
+        "seconds after its start (or appointment) a consultation the customer never "
+        "joined is removed (default 14400)",
     ),
     "log_level": ("str", "DEBUG, INFO, WARNING (default INFO)"),
     "log_format": ("str", "text or json (one object per line); no personal data either way"),

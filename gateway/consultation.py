@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +37,70 @@ class ChatRejected(ValueError):
     """A chat message that cannot be delivered (empty, too long, session over)."""
 
 
+# The advisor principal of the static ``--advisor-token`` and of the one-time login
+# printed at start (one operator, no account). Account names start with a letter or digit
+# (gateway.advisors), so this key can never be an account's.
+OPERATOR = ":operator"
+
+LABEL_MAX_CHARS = 60
+# an appointment may lie this far ahead at most (the consultation's links live until
+# its end, so a link for next month would be a long-lived secret)
+APPOINTMENT_MAX_AHEAD = 7 * 24 * 3600.0
+# "nobody came": the customer has not joined this long after the appointment
+NO_SHOW_AFTER = 15 * 60.0
+
+
+class RoomDetailsRejected(ValueError):
+    """A label or appointment that cannot be kept; the message is for the advisor."""
+
+
+def clean_label(label: object) -> str | None:
+    """The advisor's short label for a consultation (NFC, one line, at most
+    ``LABEL_MAX_CHARS``), None for none. Kept in memory only (docs/privacy.md)."""
+    if label is None:
+        return None
+    if not isinstance(label, str):
+        raise RoomDetailsRejected("The label must be a string.")
+    label = " ".join(unicodedata.normalize("NFC", label).split())
+    if any(unicodedata.category(ch).startswith("C") for ch in label):
+        raise RoomDetailsRejected("The label must not contain control characters.")
+    if len(label) > LABEL_MAX_CHARS:
+        raise RoomDetailsRejected(f"The label may have at most {LABEL_MAX_CHARS} characters.")
+    return label or None
+
+
+def group_pin(pin: str | None) -> str:
+    """The PIN as people read it: ``691 443`` (what the pages show and copy; the PIN
+    form accepts it typed that way)."""
+    if not pin:
+        return ""
+    return f"{pin[:3]} {pin[3:]}" if len(pin) == 6 else pin
+
+
+# What people type between the digit groups: spaces of every kind (NFKC turns the wide and
+# no-break ones into U+0020), hyphens and dashes, dots, slashes.
+_PIN_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212./_]+")
+_PIN_DIGITS = re.compile(r"[0-9]{6}", re.ASCII)
+
+
+def normalize_pin(typed: str) -> str | None:
+    """The six ASCII digits of a PIN as typed (``691 443``, ``691-443``, full-width
+    ``６９１４４３``: Unicode NFKC, UAX #15), or None when it is not a PIN at all (a typo,
+    not a guess: never counted as a wrong PIN)."""
+    if len(typed) > 64:
+        return None
+    pin = _PIN_SEPARATORS.sub("", unicodedata.normalize("NFKC", typed))
+    return pin if _PIN_DIGITS.fullmatch(pin) else None
+
+
 EventListener = Callable[[dict[str, Any]], None]
+
+
+def meant_for(event: dict[str, Any], role: str) -> bool:
+    """Whether a participant in ``role`` gets ``event``: events with a ``to`` go to that
+    role only (the customer's link locked or renewed is the advisor's business)."""
+    to = event.get("to")
+    return to is None or to == role
 
 
 @dataclass(eq=False)
@@ -107,10 +172,27 @@ class Consultation:
         chat_max_chars: int = 2000,
         chat_history: int = 500,
         now: float | None = None,
+        owner: str = OPERATOR,
+        label: str | None = None,
+        appointment: float | None = None,
+        pin_max_wrong: int = 5,
     ) -> None:
         self.id = consultation_id
         self.created_at = time.time() if now is None else now
-        self.expires_at = self.created_at + ttl
+        # An appointment later than now starts the consultation's lifetime there: links
+        # made in the morning for the afternoon must not expire before it.
+        self.expires_at = max(self.created_at, appointment or 0.0) + ttl
+        # The advisor principal it belongs to (an account name, or OPERATOR): only they
+        # act as its advisor with advisor credentials (participant tokens stay bound).
+        self.owner = owner
+        # Shown to the advisor only; memory only, forgotten at the end (docs/privacy.md).
+        self.label = label
+        self.appointment = appointment
+        # The customer's way in: the link id in /k/{link} and /flash/{link} (the
+        # consultation id until a new link is issued) and the PIN attempts on it.
+        self.customer_link = consultation_id
+        self.pin_max_wrong = pin_max_wrong
+        self.wrong_pins = 0
         self.ended = False
         self.chat_max_chars = chat_max_chars
         self.participants: dict[Role, Participant] = {
@@ -227,6 +309,41 @@ class Consultation:
             }
         )
 
+    # -- the customer's way in ----------------------------------------------------------------
+    @property
+    def pin_locked(self) -> bool:
+        """Too many wrong PINs: the link is dead until the advisor issues a new PIN."""
+        return self.wrong_pins >= self.pin_max_wrong
+
+    def pin_failed(self) -> int:
+        """Count a wrong PIN; the attempts left. Reaching the limit tells the advisor at
+        once (an ``access`` event: the advisor pages show the lock)."""
+        self.wrong_pins += 1
+        if self.wrong_pins == self.pin_max_wrong:
+            self.emit({"type": "access", "to": "advisor", "locked": True})
+        return max(0, self.pin_max_wrong - self.wrong_pins)
+
+    def owned_by(self, advisor: str | None) -> bool:
+        return advisor is not None and hmac.compare_digest(self.owner.encode(), advisor.encode())
+
+    def customer_state(self, now: float | None = None) -> str:
+        """What the advisor's overview shows: ``locked`` (too many wrong PINs),
+        ``together`` (both here), ``waiting`` (the customer waits for the advisor),
+        ``noshow`` (never came, ``NO_SHOW_AFTER`` past the appointment) or ``absent``."""
+        customer = self.participants[Role.CUSTOMER]
+        if customer.connections:
+            return "together" if self.participants[Role.ADVISOR].connections else "waiting"
+        if self.pin_locked:
+            return "locked"
+        now = time.time() if now is None else now
+        if (
+            customer.joined_at is None
+            and self.appointment is not None
+            and now >= self.appointment + NO_SHOW_AFTER
+        ):
+            return "noshow"
+        return "absent"
+
     # -- chat -----------------------------------------------------------------------------
     def chat(self, role: Role, text: Any) -> dict[str, Any]:
         if self.ended:
@@ -266,6 +383,9 @@ class Consultation:
             participant.connections.clear()
         self.chat_log.clear()
         self._listeners.clear()
+        # what the advisor wrote about the customer is gone with the consultation
+        self.label = None
+        self.appointment = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -320,8 +440,14 @@ class Directory:
         chat_max_chars: int = 2000,
         chat_history: int = 500,
         grace: float = 300.0,
+        unjoined_ttl: float = 4 * 3600.0,
+        pin_max_wrong: int = 5,
     ) -> None:
         self.ttl = ttl
+        # seconds after its start (creation, or a later appointment) a consultation the
+        # customer never joined is removed ("unjoined"); the advisor is told (notices)
+        self.unjoined_ttl = unjoined_ttl
+        self.pin_max_wrong = pin_max_wrong
         # seconds a consultation stays open after everyone left (a dropped connection
         # may come back); ended as "abandoned" after that
         self.grace = grace
@@ -330,23 +456,87 @@ class Directory:
         self.chat_history = chat_history
         self.consultations: dict[str, Consultation] = {}
         self._tokens: dict[str, Grant] = {}
+        # customer link id (/k/{link}) -> its consultation (the current link only)
+        self._links: dict[str, Consultation] = {}
         self.on_end: list[Callable[[Consultation], None]] = []
+        # advisor -> when their unjoined consultations were removed (created, removed):
+        # what the overview tells them; no label, no appointment (gone with the end)
+        self.removed_unjoined: dict[str, deque[tuple[float, float]]] = {}
 
-    def create(self) -> Consultation:
+    def create(
+        self,
+        owner: str = OPERATOR,
+        *,
+        label: object = None,
+        appointment: float | None = None,
+        now: float | None = None,
+    ) -> Consultation:
+        """A new consultation of ``owner``. Raises :class:`RoomDetailsRejected` for a
+        label or appointment it cannot keep."""
+        now = time.time() if now is None else now
+        label = clean_label(label)
+        if appointment is not None and not (
+            now - self.ttl < appointment <= now + APPOINTMENT_MAX_AHEAD
+        ):
+            raise RoomDetailsRejected(
+                "The appointment must lie within the next "
+                f"{APPOINTMENT_MAX_AHEAD / 86400:.0f} days."
+            )
         consultation = Consultation(
             secrets.token_urlsafe(9),
             ttl=self.ttl,
             gop_cache_bytes=self.gop_cache_bytes,
             chat_max_chars=self.chat_max_chars,
             chat_history=self.chat_history,
+            now=now,
+            owner=owner,
+            label=label,
+            appointment=appointment,
+            pin_max_wrong=self.pin_max_wrong,
         )
         self.consultations[consultation.id] = consultation
+        self._links[consultation.customer_link] = consultation
         for role, participant in consultation.participants.items():
             self._tokens[participant.token] = Grant(consultation, role)
         return consultation
 
     def get(self, consultation_id: str) -> Consultation | None:
         return self.consultations.get(consultation_id)
+
+    def by_link(self, link: str) -> Consultation | None:
+        """The consultation whose *current* customer link is ``link`` (a replaced link
+        finds nothing)."""
+        return self._links.get(link)
+
+    def owned_by(self, advisor: str) -> list[Consultation]:
+        """``advisor``'s running consultations by time (the appointment, else creation)."""
+        mine = [c for c in self.consultations.values() if not c.ended and c.owned_by(advisor)]
+        return sorted(mine, key=lambda c: (c.appointment or c.created_at, c.created_at))
+
+    def hand_over(self, consultation: Consultation, to: str) -> None:
+        """Give ``consultation`` to another advisor (the old owner loses access)."""
+        consultation.owner = to
+
+    def new_customer_access(self, consultation: Consultation) -> None:
+        """A new PIN, customer token and link for ``consultation`` (after a lock, or a
+        link that went astray): the old ones are dead at once, the customer's open
+        connections (made with the old token) are closed, the wrong-PIN count starts
+        afresh, and the advisor pages are told (an ``access`` event)."""
+        customer = consultation.participants[Role.CUSTOMER]
+        self._tokens.pop(customer.token, None)
+        self._links.pop(consultation.customer_link, None)
+        customer.token = _new_token()
+        customer.pin = _new_pin()
+        consultation.customer_link = secrets.token_urlsafe(9)
+        consultation.wrong_pins = 0
+        self._tokens[customer.token] = Grant(consultation, Role.CUSTOMER)
+        self._links[consultation.customer_link] = consultation
+        for connection in list(customer.connections):
+            try:
+                connection.close()
+            except Exception:
+                log.exception("closing a connection failed")
+        consultation.emit({"type": "access", "to": "advisor", "locked": False, "renewed": True})
 
     def authorize(self, token: str | None, now: float | None = None) -> Grant | None:
         """The grant for a participant token, or None (unknown, expired or ended)."""
@@ -370,6 +560,10 @@ class Directory:
             return False
         for participant in consultation.participants.values():
             self._tokens.pop(participant.token, None)
+        self._links.pop(consultation.customer_link, None)
+        if reason == "unjoined":
+            notes = self.removed_unjoined.setdefault(consultation.owner, deque(maxlen=20))
+            notes.append((consultation.created_at, time.time()))
         consultation.end(reason)
         for callback in self.on_end:
             try:
@@ -380,11 +574,18 @@ class Directory:
 
     def expire(self, now: float | None = None) -> list[str]:
         """End consultations past their TTL ("expired") or empty for longer than the
-        grace period after someone had joined ("abandoned"); their ids."""
+        grace period after someone had joined ("abandoned"), and those the customer
+        never joined ``unjoined_ttl`` after their start ("unjoined"); their ids."""
         now = time.time() if now is None else now
         ended = []
         for consultation in list(self.consultations.values()):
-            if now >= consultation.expires_at:
+            start = max(consultation.created_at, consultation.appointment or 0.0)
+            if (
+                consultation.participants[Role.CUSTOMER].joined_at is None
+                and now - start >= self.unjoined_ttl
+            ):
+                reason = "unjoined"
+            elif now >= consultation.expires_at:
                 reason = "expired"
             elif (
                 consultation.empty_since is not None
@@ -396,6 +597,17 @@ class Directory:
             self.end(consultation.id, reason)
             ended.append(consultation.id)
         return ended
+
+    def removal_notes(self, advisor: str, now: float | None = None) -> list[tuple[float, float]]:
+        """``(created, removed)`` of ``advisor``'s unjoined consultations removed in the
+        last 24 hours (the overview tells the advisor)."""
+        now = time.time() if now is None else now
+        notes = self.removed_unjoined.get(advisor)
+        if not notes:
+            return []
+        while notes and notes[0][1] < now - 86400:
+            notes.popleft()
+        return list(notes)
 
     def end_all(self, reason: str = "shutdown") -> None:
         for cid in list(self.consultations):

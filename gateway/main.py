@@ -292,7 +292,11 @@ class Service:
         ]
         login = self.gateway.advisor_auth.login_token
         if login:
-            lines.append(f"One-time advisor login: {base}/login?token={login}")
+            minutes = round(self.gateway.advisor_auth.LOGIN_LINK_TTL / 60)
+            lines.append(
+                f"One-time advisor login: {base}/login?token={login} "
+                f"(works once, for {minutes} minutes)"
+            )
         accounts = self.gateway.advisor_auth.accounts
         if accounts is not None and accounts.accounts():
             lines.append(f"Advisor sign-in:        {base}/login")

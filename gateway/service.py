@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from gateway.advisors import AdvisorAccounts
 from gateway.config import Config
-from gateway.consultation import Consultation, Directory, Grant
+from gateway.consultation import OPERATOR, Consultation, Directory, Grant
 from gateway.documents import DocumentStore
 from gateway.feedback import FeedbackDesk
 from gateway.forms import FormDesk, FormLibrary
@@ -36,13 +36,25 @@ class AdvisorSession:
     account: str | None = None
     generation: str | None = None
 
+    @property
+    def principal(self) -> str:
+        """Who owns what this session creates: the account, or the operator."""
+        return self.account if self.account is not None else OPERATOR
+
 
 class AdvisorAuth:
     """Advisor credentials: the static ``--advisor-token``, the one-time login printed
     at start, advisor accounts (``gateway.advisors``, name and password) and the cookie
-    sessions created by logging in."""
+    sessions created by logging in.
+
+    Each credential names an advisor *principal*, who owns the consultations it creates
+    (``Consultation.owner``): the account name, or ``OPERATOR`` for the static token and
+    the one-time login (the operator who started the service, no account)."""
 
     SESSION_TTL = 12 * 3600.0
+    # The one-time login link works once, and only this long after start: it is printed
+    # to a terminal or a journal that others may read later (issue 11, item 11).
+    LOGIN_LINK_TTL = 15 * 60.0
 
     def __init__(
         self,
@@ -54,18 +66,29 @@ class AdvisorAuth:
         self.login_token: str | None = secrets.token_urlsafe(24)
         self.accounts = accounts
         self.clock = clock
+        self.login_expires = clock() + self.LOGIN_LINK_TTL
         self._sessions: dict[str, AdvisorSession] = {}
 
     def check_bearer(self, token: str | None) -> bool:
+        return self.advisor_for(token) is not None
+
+    def advisor_for(self, token: str | None) -> str | None:
+        """The advisor principal of a bearer token (the static token or a cookie session
+        id), or None."""
         if not token:
-            return False
+            return None
         if self.static_token and hmac.compare_digest(self.static_token.encode(), token.encode()):
-            return True
-        return self.check_session(token)
+            return OPERATOR
+        entry = self.session(token)
+        return None if entry is None else entry.principal
 
     def redeem_login(self, token: str | None) -> str | None:
-        """Exchange the one-time login for a cookie session id (once)."""
+        """Exchange the one-time login for a cookie session id (once, and only within
+        ``LOGIN_LINK_TTL`` of the start)."""
         if not token or self.login_token is None:
+            return None
+        if self.clock() >= self.login_expires:
+            self.login_token = None
             return None
         if not hmac.compare_digest(self.login_token.encode(), token.encode()):
             return None
@@ -139,6 +162,8 @@ class Gateway:
             chat_max_chars=config.limits.chat_max_chars,
             chat_history=config.limits.chat_history,
             grace=config.session_grace,
+            unjoined_ttl=config.unjoined_ttl,
+            pin_max_wrong=config.limits.pin_max_wrong,
         )
         return cls(config, directory, AdvisorAuth(config.advisor_token))
 

@@ -61,7 +61,7 @@ CREATE TABLE consultations (
     documents       INTEGER NOT NULL,
     forms           INTEGER NOT NULL,
     transcoding     INTEGER NOT NULL,
-    end_reason      TEXT    NOT NULL   -- ended | expired | abandoned | shutdown
+    end_reason      TEXT    NOT NULL   -- ended | expired | abandoned | unjoined | shutdown
 );
 """
 

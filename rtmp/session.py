@@ -20,7 +20,7 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import parse_qs
 
-from gateway.consultation import ChatRejected, Connection, Grant
+from gateway.consultation import ChatRejected, Connection, Grant, meant_for
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 from gateway.monitor import refusal_notice
@@ -727,7 +727,7 @@ class RtmpSession:
             self.conn.send_error(cmd.transaction_id, "NetConnection.Call.Failed", description)
 
     def _on_session_event(self, event: dict[str, Any]) -> None:
-        if self.closed:
+        if self.closed or (self.grant is not None and not meant_for(event, str(self.grant.role))):
             return
         conn = self.conn
         if event.get("type") == "chat":

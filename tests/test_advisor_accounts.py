@@ -23,7 +23,7 @@ from argon2 import PasswordHasher
 from gateway import advisor_cli
 from gateway.advisors import AccountError, AdvisorAccounts
 from gateway.config import Config
-from gateway.consultation import Connection, Role
+from gateway.consultation import Connection, Role, group_pin
 from gateway.service import Gateway
 from web.advisor import LOGIN_GUARD_KEY
 from web.app import create_app
@@ -464,7 +464,8 @@ async def test_start_page_lists_own_consultations_with_link_pin_and_state(
     await sign_in(alice, "alice", PASSWORD)
 
     page = await (await alice.get(f"/advisor?created={mine['id']}")).text()
-    assert mine["customer"]["page_url"] in page and mine["customer"]["pin"] in page
+    # the PIN grouped as people read it (and as the PIN form accepts it typed)
+    assert mine["customer"]["page_url"] in page and group_pin(mine["customer"]["pin"]) in page
     assert f'href="/advisor/{mine["id"]}"' in page  # join
     assert f'action="/advisor/{mine["id"]}/end"' in page  # end
     assert 'class="new"' in page or "class=new" in page
@@ -472,7 +473,17 @@ async def test_start_page_lists_own_consultations_with_link_pin_and_state(
     assert 'data-copy="pin-' in page and 'data-copy="link-' in page
 
     state = await (await alice.get("/advisor/state")).json()
-    assert state == {"consultations": [{"id": mine["id"], "customer": "absent"}]}
+    # the poll also carries the current PIN and link (they change with "new PIN")
+    assert state == {
+        "consultations": [
+            {
+                "id": mine["id"],
+                "customer": "absent",
+                "pin": group_pin(mine["customer"]["pin"]),
+                "page_url": mine["customer"]["page_url"],
+            }
+        ]
+    }
     consultation = gw.directory.get(mine["id"])
     assert consultation is not None
     customer = Connection("events", close=lambda: None)

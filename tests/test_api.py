@@ -17,7 +17,7 @@ from aiohttp import WSMsgType, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from gateway.config import Config
-from gateway.consultation import Role
+from gateway.consultation import Role, group_pin
 from gateway.service import Gateway
 from web.accesslog import RedactingAccessLogger
 from web.app import GATEWAY_KEY, create_app
@@ -598,11 +598,11 @@ async def test_advisor_pages_and_cookie_websocket(client: Client, gw: Gateway) -
     body = await create(client)
     sid, pin = body["id"], body["customer"]["pin"]
     overview = await (await client.get("/advisor")).text()
-    assert f"/advisor/{sid}" in overview and pin in overview
+    assert f"/advisor/{sid}" in overview and group_pin(pin) in overview  # shown grouped: "691 443"
     assert "<script" in overview and "/static/advisor.js" in overview
     resp = await client.get(f"/advisor/{sid}")
     page = await resp.text()
-    assert resp.status == 200 and pin in page
+    assert resp.status == 200 and group_pin(pin) in page
     assert f'data-events="/api/sessions/{sid}/events"' in page
 
     # the cookie authenticates the advisor's WebSocket, from our own origin only

@@ -28,6 +28,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from gateway.consultation import group_pin
 from tests.gwproc import GatewayProcess
 from web import i18n
 from web.templates import View, advisor_room, customer_room
@@ -235,7 +236,8 @@ def test_pages_load_clean_and_customer_media_is_off_by_default(
     advisor = opener.advisor(body["id"])
     a = advisor.page
     expect(a.locator("#presence")).to_have_text("Kunde ist nicht verbunden")
-    expect(a.locator("#customer-pin")).to_have_text(body["customer"]["pin"])
+    # grouped as people read it ("691 443"), as the PIN form accepts it typed
+    expect(a.locator("#customer-pin")).to_have_text(group_pin(body["customer"]["pin"]))
     expect(a.locator("#customer-link")).to_have_text(body["customer"]["page_url"])
 
     customer = opener.customer(body)

@@ -159,8 +159,9 @@ def test_every_page_stays_on_our_origin_from_sign_in_to_the_end(
         assert cid
         link = advisor.locator(f"#link-{cid}").inner_text().strip()
         pin = advisor.locator(f"#pin-{cid}").inner_text().strip()
-        assert re.fullmatch(r"\d{6}", pin) and link.endswith(f"/k/{cid}")
-        expect(row.locator(".customer-state")).to_have_text("–")
+        # shown grouped as people read it ("691 443"); the PIN form takes it so typed
+        assert re.fullmatch(r"\d{3} \d{3}", pin) and link.endswith(f"/k/{cid}")
+        expect(row.locator(".customer-state")).to_have_text("noch nicht da")
         row.locator(f'button[data-copy="pin-{cid}"]').click()
         expect(row.locator(f'button[data-copy="pin-{cid}"]')).to_have_text("Kopiert")
         assert advisor.evaluate("navigator.clipboard.readText()") == pin

@@ -14,9 +14,10 @@ state-changing form carries the CSRF token (an HMAC of the cookie session, see
 short-lived pre-login cookie ``vb_login`` instead, so another site cannot sign a
 browser in to an account of its choosing (login CSRF).
 
-An advisor signed in with an account sees the consultations that account created, and
-those created without an account (API scripts, the one-time login); the one-time login
-and the static token see all.
+A consultation belongs to the advisor who created it (``Consultation.owner``: the
+account, or the operator for the static token and the one-time login, who are one
+principal). Only its owner sees it on the start page and opens its room; everyone else
+gets 403 there and in the API (``web.auth.known_role``).
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import AsyncIterator
+import time
 
 from aiohttp import web
 
-from gateway.consultation import Consultation, Role
+from gateway.consultation import Consultation, Role, group_pin
 from gateway.service import AdvisorAuth, AdvisorSession
 from web.auth import ADVISOR_COOKIE, check_csrf, csrf_token, gateway_of, identify, same_origin
 from web.documents import page_limits
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
-from web.links import participant_links
+from web.links import iso_utc, participant_links
 from web.pages import html_response, message_page, set_cookie, view
 from web.problems import problem_response
 from web.templates import View, advisor_room, esc
@@ -89,8 +90,6 @@ class LoginGuard:
 
 
 LOGIN_GUARD_KEY = web.AppKey("login_guard", LoginGuard)
-# consultation id -> the account that created it (memory only, forgotten at its end)
-OWNERS_KEY = web.AppKey("consultation_owners", dict[str, str])
 
 routes = web.RouteTableDef()
 
@@ -102,17 +101,6 @@ def advisor_session(request: web.Request) -> tuple[str, AdvisorSession] | None:
         return None
     entry = gateway_of(request).advisor_auth.session(sid)
     return None if entry is None else (sid, entry)
-
-
-def remember_owner(request: web.Request, consultation: Consultation) -> None:
-    """Called by ``POST /api/sessions``: a consultation belongs to the signed-in account."""
-    principal = identify(request)
-    if principal is None or principal.cookie_session is None:
-        return
-    entry = gateway_of(request).advisor_auth.session(principal.cookie_session)
-    owners = request.app.get(OWNERS_KEY)
-    if entry is not None and entry.account is not None and owners is not None:
-        owners[consultation.id] = entry.account
 
 
 def _see_other(location: str) -> web.Response:
@@ -195,7 +183,10 @@ async def login(request: web.Request) -> web.Response:
         return login_page(request, next_path=_safe_next(request.query.get("next")))
     sid = gateway_of(request).advisor_auth.redeem_login(request.query.get("token"))
     if sid is None:
-        return message_page(request, "login.failed.title", "login.failed.text", status=403)
+        # used, expired or mistyped: the sign-in form says so (no dead end)
+        return login_page(
+            request, status=403, message="login.link_invalid", title_key="login.failed.title"
+        )
     log.info("advisor signed in with the one-time link")
     response = _see_other("/advisor")
     set_cookie(
@@ -285,32 +276,23 @@ async def logout(request: web.Request) -> web.Response:
 
 
 def customer_state(consultation: Consultation) -> str:
-    """``absent``, ``waiting`` (the customer is there, the advisor not yet) or
-    ``together``."""
-    customer = bool(consultation.participants[Role.CUSTOMER].connections)
-    advisor = bool(consultation.participants[Role.ADVISOR].connections)
-    if not customer:
-        return "absent"
-    return "together" if advisor else "waiting"
+    """What the overview shows of the customer: ``absent``, ``waiting`` (the customer is
+    there, the advisor not yet), ``together``, ``locked`` or ``noshow``."""
+    return consultation.customer_state()
 
 
 _STATE_KEYS = {
     "absent": "overview.absent",
     "waiting": "overview.waiting",
     "together": "overview.together",
+    "locked": "overview.locked",
+    "noshow": "overview.noshow",
 }
 
 
 def visible_consultations(request: web.Request, entry: AdvisorSession) -> list[Consultation]:
-    owners = request.app[OWNERS_KEY]
-    found = []
-    for consultation in gateway_of(request).directory.consultations.values():
-        if consultation.ended:
-            continue
-        owner = owners.get(consultation.id)
-        if entry.account is None or owner is None or owner == entry.account:
-            found.append(consultation)
-    return sorted(found, key=lambda c: c.created_at, reverse=True)
+    """The signed-in advisor's own consultations, by time (the domain decides)."""
+    return gateway_of(request).directory.owned_by(entry.principal)
 
 
 def _copy_button(v: View, target: str) -> str:
@@ -321,28 +303,84 @@ def _copy_button(v: View, target: str) -> str:
     )
 
 
+def _time(ts: float | None) -> str:
+    """A ``<time>`` the page's script shows in the advisor's own time zone; UTC before."""
+    if ts is None:
+        return ""
+    iso = iso_utc(ts)
+    return f'<time datetime="{iso}">{time.strftime("%d.%m. %H:%M UTC", time.gmtime(ts))}</time>'
+
+
 def _row(request: web.Request, v: View, consultation: Consultation, csrf: str, new: bool) -> str:
     links = participant_links(gateway_of(request).config, consultation, Role.CUSTOMER)
     cid = esc(consultation.id)
     state = customer_state(consultation)
     mark = " " + v.tr("overview.new", "span", 'class="badge new"') if new else ""
+    label = (
+        f'<span class="room-label">{esc(consultation.label)}</span>'
+        if consultation.label
+        else v.tr("overview.no_label", "span", 'class="room-label none"')
+    )
+    when = (
+        _time(consultation.appointment)
+        if consultation.appointment is not None
+        else v.tr("overview.created_at", "span", 'class="created"')
+        + " "
+        + _time(consultation.created_at)
+    )
     return (
         f'<tr id="c-{cid}" data-id="{cid}" data-state="{state}"{" class=new" if new else ""}>'
-        f'<td><a href="/advisor/{cid}">{cid}</a>{mark}</td>'
+        f'<td class="when">{when}</td>'
+        f'<td><a href="/advisor/{cid}">{label}</a>{mark}</td>'
         f'<td><a class="link" id="link-{cid}" href="{esc(links["page_url"])}">'
         f"{esc(links['page_url'])}</a> {_copy_button(v, f'link-{cid}')}</td>"
-        f'<td><span class="pin" id="pin-{cid}">{esc(links["pin"])}</span> '
+        f'<td><span class="pin" id="pin-{cid}">{esc(group_pin(links["pin"]))}</span> '
         f"{_copy_button(v, f'pin-{cid}')}</td>"
         + v.tr(_STATE_KEYS[state], "td", 'class="customer-state"')
         + f'<td class="row-actions"><a class="button primary" href="/advisor/{cid}">'
         + v.tr("overview.join")
         + "</a>"
+        f'<button type="button" class="new-pin secondary" data-id="{cid}"'
+        f"{'' if state == 'locked' else ' hidden'}>" + v.tr("access.new_pin") + "</button>"
         f'<form method="post" action="/advisor/{cid}/end" class="end-form" '
         f'data-confirm="overview.end_confirm">'
         f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
         '<button type="submit" class="danger">'
         + v.tr("overview.end")
         + "</button></form></td></tr>"
+    )
+
+
+def _create_form(v: View) -> str:
+    """Label and appointment are optional; the script sends them with the creation."""
+    return (
+        '<form id="create-form" class="create-form">'
+        + v.tr("overview.label", "label", 'for="create-label"')
+        + '<input id="create-label" name="label" maxlength="60" autocomplete="off" '
+        'aria-describedby="create-label-hint">'
+        + v.tr("overview.label_hint", "p", 'id="create-label-hint" class="hint"')
+        + v.tr("overview.appointment", "label", 'for="create-appointment"')
+        + '<input id="create-appointment" name="appointment" type="datetime-local">'
+        '<p><button type="submit" id="create-session" class="primary">'
+        + v.tr("overview.create")
+        + "</button></p></form>"
+    )
+
+
+def _removal_notes(request: web.Request, v: View, entry: AdvisorSession) -> str:
+    directory = gateway_of(request).directory
+    notes = directory.removal_notes(entry.principal)
+    if not notes:
+        return ""
+    hours = max(1, round(directory.unjoined_ttl / 3600))
+    items = "".join(
+        "<li>" + v.tr("overview.removed.item", "span") + " " + _time(created) + "</li>"
+        for created, _ in notes
+    )
+    return (
+        '<section class="card notice" role="status" id="removed">'
+        + v.tr("overview.removed.text", "p", hours=hours)
+        + f"<ul>{items}</ul></section>"
     )
 
 
@@ -360,7 +398,7 @@ async def advisor_home(request: web.Request) -> web.Response:
     if rows:
         heads = "".join(
             v.tr(f"overview.col.{col}", "th")
-            for col in ("consultation", "link", "pin", "customer", "actions")
+            for col in ("when", "consultation", "link", "pin", "customer", "actions")
         )
         table = (
             f'<div class="table-wrap"><table id="consultations"><thead><tr>{heads}</tr></thead>'
@@ -379,10 +417,12 @@ async def advisor_home(request: web.Request) -> web.Response:
         else ""
     )
     main = (
-        who + notice + '<section class="card">'
-        '<p><button type="button" id="create-session" class="primary">'
-        + v.tr("overview.create")
-        + '</button></p><div id="created" hidden></div></section>'
+        who
+        + notice
+        + _removal_notes(request, v, entry)
+        + '<section class="card">'
+        + _create_form(v)
+        + '<div id="created" hidden></div></section>'
         '<section class="card">' + v.tr("overview.running", "h2") + table + "</section>"
         '<form method="post" action="/logout" class="logout">'
         f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
@@ -400,19 +440,25 @@ async def advisor_home(request: web.Request) -> web.Response:
 
 @routes.get("/advisor/state")
 async def advisor_state(request: web.Request) -> web.Response:
-    """What the start page polls: each visible consultation and its customer's state."""
+    """What the start page polls: each of the advisor's consultations, its customer's
+    state and the customer's current PIN and link (new after a lock)."""
     signed_in = advisor_session(request)
     if signed_in is None:
         return problem_response(403, "Not signed in (or the session has ended).")
     _, entry = signed_in
-    return web.json_response(
-        {
-            "consultations": [
-                {"id": c.id, "customer": customer_state(c)}
-                for c in visible_consultations(request, entry)
-            ]
-        }
-    )
+    config = gateway_of(request).config
+    found = []
+    for c in visible_consultations(request, entry):
+        links = participant_links(config, c, Role.CUSTOMER)
+        found.append(
+            {
+                "id": c.id,
+                "customer": customer_state(c),
+                "pin": group_pin(links["pin"]),
+                "page_url": links["page_url"],
+            }
+        )
+    return web.json_response({"consultations": found})
 
 
 @routes.post("/advisor/{id}/end")
@@ -426,7 +472,8 @@ async def advisor_end(request: web.Request) -> web.Response:
     signed_in = advisor_session(request)
     assert signed_in is not None
     cid = request.match_info["id"]
-    if any(c.id == cid for c in visible_consultations(request, signed_in[1])):
+    consultation = gateway_of(request).directory.get(cid)
+    if consultation is not None and consultation.owned_by(signed_in[1].principal):
         gateway_of(request).directory.end(cid, "ended")
         log.info("consultation %s ended by the advisor", cid)
     return _see_other("/advisor?ended")
@@ -437,12 +484,24 @@ async def advisor_consultation(request: web.Request) -> web.Response:
     signed_in = advisor_session(request)
     if signed_in is None:
         return _not_signed_in(request)
-    sid, _ = signed_in
+    sid, entry = signed_in
     gateway = gateway_of(request)
     consultation = gateway.directory.get(request.match_info["id"])
     if consultation is None or consultation.ended:
         return message_page(request, "gone.title", "gone.text", status=404)
+    if not consultation.owned_by(entry.principal):
+        log.warning("an advisor asked for another advisor's consultation %s", consultation.id)
+        v = view(request)
+        main = (
+            v.tr("owner.text", "p")
+            + '<p><a class="button primary" href="/advisor">'
+            + v.tr("room.back")
+            + "</a></p>"
+        )
+        return html_response(request, v.document("owner.title", main), status=403)
     links = participant_links(gateway.config, consultation, Role.CUSTOMER)
+    links["pin"] = group_pin(links["pin"])
+    links["locked"] = consultation.pin_locked
     page = advisor_room(
         view(request),
         consultation.id,
@@ -455,18 +514,6 @@ async def advisor_consultation(request: web.Request) -> web.Response:
     return html_response(request, page)
 
 
-async def _owners_ctx(app: web.Application) -> AsyncIterator[None]:
-    directory = app[GATEWAY_KEY].directory
-    owners = app[OWNERS_KEY]
-
-    def forget(consultation: Consultation) -> None:
-        owners.pop(consultation.id, None)
-
-    directory.on_end.append(forget)
-    yield
-    directory.on_end.remove(forget)
-
-
 def setup(app: web.Application) -> None:
     limits = app[GATEWAY_KEY].config.limits
     app[LOGIN_GUARD_KEY] = LoginGuard(
@@ -477,6 +524,4 @@ def setup(app: web.Application) -> None:
             limits.login_max_failures_per_account, limits.login_failure_window, limits.login_lockout
         ),
     )
-    app[OWNERS_KEY] = {}
-    app.cleanup_ctx.append(_owners_ctx)
     app.add_routes(routes)

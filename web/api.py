@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from aiohttp import web
 
-from gateway.consultation import Consultation
+from gateway.consultation import Consultation, Role, RoomDetailsRejected, group_pin
 from gateway.routing import CapacityRefused
-from web.advisor import remember_owner
-from web.auth import gateway_of, require, require_advisor
+from web.auth import gateway_of, known_role, require, require_advisor
 from web.jsonbody import read_json
-from web.links import session_document
+from web.links import participant_links, session_document
 from web.problems import ProblemError, problem_response
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,33 @@ def _consultation(request: web.Request) -> Consultation:
     return consultation
 
 
+def _appointment(value: object) -> float | None:
+    """An RFC 3339 date-time with its offset (``2026-12-02T14:30:00+01:00`` or ``…Z``)."""
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str) or len(value) > 40:
+            raise ValueError
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ProblemError(
+            400, "The appointment must be an RFC 3339 date and time with its offset."
+        ) from None
+    if when.tzinfo is None:
+        raise ProblemError(400, "The appointment needs its time zone offset (or Z).")
+    return when.timestamp()
+
+
 @routes.post("/api/sessions")
 async def create_session(request: web.Request) -> web.Response:
-    require_advisor(request)
+    principal = require_advisor(request)
     gateway = gateway_of(request)
-    # The body is optional (reserved for options).
+    # The body is optional: {"label": …, "appointment": …} (docs/web.md); read_json
+    # bounds its size and nesting before parsing.
     options = await read_json(request, empty={})
     if not isinstance(options, dict):
         raise ProblemError(400, "The body must be empty or a JSON object.")
+    appointment = _appointment(options.get("appointment"))
     if not gateway.accepting:
         raise ProblemError(503, "The gateway is shutting down and takes no new consultations.")
     if gateway.monitor is not None:
@@ -46,9 +65,15 @@ async def create_session(request: web.Request) -> web.Response:
                 "can start now without degrading the running ones. Try again shortly.",
                 headers={"Retry-After": "30"},
             ) from None
-    consultation = gateway.directory.create()
+    assert principal.advisor_id is not None
+    try:
+        consultation = gateway.directory.create(
+            principal.advisor_id, label=options.get("label"), appointment=appointment
+        )
+    except RoomDetailsRejected as exc:
+        raise ProblemError(400, str(exc)) from None
+    # never the label or the appointment: they are about the customer (docs/privacy.md)
     log.info("consultation %s created", consultation.id)
-    remember_owner(request, consultation)
     return web.json_response(
         session_document(gateway.config, consultation),
         status=201,
@@ -59,25 +84,52 @@ async def create_session(request: web.Request) -> web.Response:
 @routes.get("/api/sessions/{id}", allow_head=False)
 async def get_session(request: web.Request) -> web.Response:
     principal = require(request)
-    gateway = gateway_of(request)
-    consultation = gateway.directory.get(request.match_info["id"])
-    # A participant sees only its own consultation; another id is a 403 whether or not
-    # it exists, so a token cannot be used to probe for consultation ids.
-    if not principal.advisor and (consultation is None or principal.role_in(consultation) is None):
-        raise ProblemError(403, "This token belongs to another consultation.")
-    if consultation is None or consultation.ended:
-        raise ProblemError(404, "No such consultation (it may have ended).")
+    # A participant sees only its own consultation, an advisor only the ones they own.
+    known = gateway_of(request).directory.get(request.match_info["id"])
+    consultation, _ = known_role(principal, known)
     return web.json_response(consultation.describe())
 
 
 @routes.delete("/api/sessions/{id}")
 async def delete_session(request: web.Request) -> web.Response:
-    require_advisor(request)
-    consultation_id = request.match_info["id"]
-    if not gateway_of(request).directory.end(consultation_id, "ended"):
-        raise ProblemError(404, "No such consultation (it may have ended).")
-    log.info("consultation %s ended by the advisor", consultation_id)
+    principal = require_advisor(request)
+    directory = gateway_of(request).directory
+    consultation, _ = known_role(principal, directory.get(request.match_info["id"]))
+    directory.end(consultation.id, "ended")
+    log.info("consultation %s ended by the advisor", consultation.id)
     return web.Response(status=204)
+
+
+@routes.get("/api/sessions/{id}/access", allow_head=False)
+async def get_customer_access(request: web.Request) -> web.Response:
+    """The customer's PIN and link as the advisor hands them on, and the lock."""
+    principal = require_advisor(request)
+    directory = gateway_of(request).directory
+    consultation, _ = known_role(principal, directory.get(request.match_info["id"]))
+    return web.json_response(customer_access(request, consultation))
+
+
+@routes.post("/api/sessions/{id}/access")
+async def new_customer_access(request: web.Request) -> web.Response:
+    """A new PIN, customer token and link (after a lock): the old ones die at once."""
+    principal = require_advisor(request)
+    directory = gateway_of(request).directory
+    consultation, _ = known_role(principal, directory.get(request.match_info["id"]))
+    directory.new_customer_access(consultation)
+    log.info("consultation %s: new customer PIN and link issued", consultation.id)
+    return web.json_response(customer_access(request, consultation))
+
+
+def customer_access(request: web.Request, consultation: Consultation) -> dict[str, object]:
+    """What the advisor hands the customer, and whether the link is locked."""
+    links = participant_links(gateway_of(request).config, consultation, Role.CUSTOMER)
+    return {
+        "locked": consultation.pin_locked,
+        "pin": links["pin"],
+        "pin_display": group_pin(links["pin"]),
+        "page_url": links["page_url"],
+        "flash_page_url": links["flash_page_url"],
+    }
 
 
 @routes.get("/healthz")

@@ -42,15 +42,19 @@ class Principal:
     grant: Grant | None = None
     # the advisor cookie session id when authenticated by cookie (CSRF applies)
     cookie_session: str | None = None
+    # which advisor (an account name, or OPERATOR): they act as the advisor only in the
+    # consultations they own (Consultation.owner)
+    advisor_id: str | None = None
 
     @property
     def via_cookie(self) -> bool:
         return self.cookie_session is not None
 
     def role_in(self, consultation: Consultation) -> Role | None:
-        """The role this caller plays in ``consultation`` (advisors act as the advisor)."""
+        """The role this caller plays in ``consultation``: an advisor acts as the advisor
+        of the consultations they own; a participant token only in its own."""
         if self.advisor:
-            return Role.ADVISOR
+            return Role.ADVISOR if consultation.owned_by(self.advisor_id) else None
         if self.grant is not None and self.grant.consultation is consultation:
             return self.grant.role
         return None
@@ -73,8 +77,9 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 def _from_token(gateway: Gateway, token: str) -> Principal | None:
-    if gateway.advisor_auth.check_bearer(token):
-        return Principal(advisor=True)
+    advisor = gateway.advisor_auth.advisor_for(token)
+    if advisor is not None:
+        return Principal(advisor=True, advisor_id=advisor)
     grant = gateway.authorize(token)
     if grant is not None:
         return Principal(grant=grant)
@@ -93,8 +98,9 @@ def identify(request: web.Request, *, query_token: bool = False) -> Principal | 
             raise unauthorized("The token is unknown, expired or ended.", invalid_token=True)
         return principal
     sid = request.cookies.get(ADVISOR_COOKIE)
-    if sid and gateway.advisor_auth.check_session(sid):
-        return Principal(advisor=True, cookie_session=sid)
+    entry = gateway.advisor_auth.session(sid) if sid else None
+    if sid and entry is not None:
+        return Principal(advisor=True, cookie_session=sid, advisor_id=entry.principal)
     return None
 
 
@@ -116,16 +122,24 @@ def require_advisor(request: web.Request) -> Principal:
 
 def require_participant(request: web.Request) -> tuple[Consultation, Role]:
     """The consultation in the path (``{id}``) and the caller's role in it (bearer or
-    cookie; an advisor acts as the advisor). Another consultation's token is a 403
-    whether or not the id exists, so tokens cannot probe for ids."""
+    cookie; an advisor acts as the advisor of their own consultations)."""
     principal = require(request)
     known = gateway_of(request).directory.get(request.match_info["id"])
+    return known_role(principal, known)
+
+
+def known_role(principal: Principal, known: Consultation | None) -> tuple[Consultation, Role]:
+    """``principal``'s role in ``known`` (a consultation looked up by the id in a path),
+    or the problem: another consultation's token is a 403 whether or not the id exists,
+    so tokens cannot probe for ids; an advisor gets 404 for an unknown id and 403 for
+    another advisor's consultation (ownership: ``Consultation.owner``)."""
     if not principal.advisor and (known is None or principal.role_in(known) is None):
         raise ProblemError(403, "This token belongs to another consultation.")
     if known is None or known.ended:
         raise ProblemError(404, "No such consultation (it may have ended).")
     role = principal.role_in(known)
-    assert role is not None
+    if role is None:
+        raise ProblemError(403, "This consultation belongs to another advisor.")
     return known, role
 
 

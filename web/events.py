@@ -27,9 +27,9 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from gateway.consultation import ChatRejected, Connection, Consultation, Role
+from gateway.consultation import ChatRejected, Connection, Consultation, Role, meant_for
 from gateway.service import Gateway
-from web.auth import CUSTOMER_COOKIE, gateway_of, identify, same_origin
+from web.auth import CUSTOMER_COOKIE, gateway_of, identify, known_role, same_origin
 from web.jsonbody import JsonRejected, parse_json
 from web.problems import ProblemError, unauthorized
 
@@ -114,7 +114,7 @@ class EventsSocket:
 
     # -- called synchronously by the consultation ---------------------------------------
     def push(self, event: dict[str, Any]) -> None:
-        if self.closing:
+        if self.closing or not meant_for(event, str(self.role)):
             return
         if self.gateway is not None and event.get("type") in ("document", "form"):
             # a URL of its own
@@ -250,13 +250,6 @@ async def _serve(
     return ws
 
 
-def _consultation(request: web.Request) -> Consultation:
-    consultation = gateway_of(request).directory.get(request.match_info["id"])
-    if consultation is None or consultation.ended:
-        raise ProblemError(404, "No such consultation (it may have ended).")
-    return consultation
-
-
 @routes.get("/api/sessions/{id}/events", allow_head=False)
 async def api_events(request: web.Request) -> web.WebSocketResponse:
     principal = identify(request, query_token=True)
@@ -264,13 +257,10 @@ async def api_events(request: web.Request) -> web.WebSocketResponse:
         raise unauthorized("A participant token is required (Bearer or ?token=).")
     if principal.via_cookie and not same_origin(request, required=True):
         raise ProblemError(403, "Cross-origin WebSocket refused.")
+    # as GET /api/sessions/{id}: no probing for other consultations' ids, and an
+    # advisor only in their own consultations
     known = gateway_of(request).directory.get(request.match_info["id"])
-    if not principal.advisor and (known is None or principal.role_in(known) is None):
-        # as GET /api/sessions/{id}: no probing for other consultations' ids
-        raise ProblemError(403, "This token belongs to another consultation.")
-    consultation = _consultation(request)
-    role = principal.role_in(consultation)
-    assert role is not None
+    consultation, role = known_role(principal, known)
     return await _serve(request, consultation, role)
 
 

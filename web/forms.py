@@ -311,6 +311,8 @@ async def advisor_view(request: web.Request) -> web.Response:
     consultation = gateway.directory.get(request.match_info["id"])
     if consultation is None or consultation.ended or gateway.forms is None:
         return _message(request, "gone.title", "gone.text", 404)
+    if principal.role_in(consultation) is None:  # another advisor's consultation
+        return _message(request, "owner.title", "owner.text", 403)
     form = gateway.forms.get(consultation.id, request.match_info["form"])
     if form is None:
         return _message(request, "form.missing.title", "form.missing.text", 404)

@@ -77,9 +77,13 @@ def participant_links(config: Config, consultation: Consultation, role: Role) ->
     links: dict[str, Any] = {"token": participant.token}
     if role is Role.CUSTOMER:
         links["pin"] = participant.pin
-    links["page_url"] = base + page_path(consultation.id, role)
     if role is Role.CUSTOMER:
-        links["flash_page_url"] = f"{base}/flash/{cid}"
+        # the customer's way in: the current link id (a new one after "new PIN")
+        link = quote(consultation.customer_link, safe="")
+        links["page_url"] = f"{base}/k/{link}"
+        links["flash_page_url"] = f"{base}/flash/{link}"
+    else:
+        links["page_url"] = base + page_path(consultation.id, role)
     links["whip_url"] = f"{base}/whip/{cid}/{role}"
     # The role in the WHEP URL is the receiver's: it receives the other side's media.
     links["whep_url"] = f"{base}/whep/{cid}/{role}"

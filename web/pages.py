@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
-from collections.abc import AsyncIterator
 from http.cookies import Morsel
 from pathlib import Path
 
 from aiohttp import web
 
-from gateway.consultation import Consultation, Role
+from gateway.consultation import Consultation, Role, normalize_pin
 from web.auth import CUSTOMER_COOKIE, gateway_of, same_origin
 from web.documents import page_limits
 from web.i18n import negotiate, remember
@@ -47,8 +45,6 @@ STATIC_DIR = Path(__file__).parent / "static"
 PIN_GUARD_KEY = web.AppKey("pin_guard", PinGuard)
 
 routes = web.RouteTableDef()
-
-_PIN = re.compile(r"\d{6}")
 
 
 def view(request: web.Request) -> View:
@@ -108,14 +104,27 @@ async def favicon(request: web.Request) -> web.Response:
 # -- customer ------------------------------------------------------------------------------
 
 
-def open_consultation(request: web.Request) -> Consultation | None:
-    """The consultation named in the path, None once it ended or expired (the sweeper
-    may not have ended an expired one yet: its link is dead from the second it expires,
-    as its tokens are)."""
-    consultation = gateway_of(request).directory.get(request.match_info["id"])
+def _open(consultation: Consultation | None) -> Consultation | None:
+    # the sweeper may not have ended an expired one yet: its link is dead from the
+    # second it expires, as its tokens are
     if consultation is None or consultation.ended or time.time() >= consultation.expires_at:
         return None
     return consultation
+
+
+def open_consultation(request: web.Request) -> Consultation | None:
+    """The consultation named in the path, None once it ended or expired."""
+    return _open(gateway_of(request).directory.get(request.match_info["id"]))
+
+
+def linked_consultation(request: web.Request) -> Consultation | None:
+    """The consultation whose current customer link is the path's id (the PIN form):
+    after the advisor issued a new PIN and link, the old link finds nothing."""
+    return _open(gateway_of(request).directory.by_link(request.match_info["id"]))
+
+
+def _replaced(request: web.Request) -> web.Response:
+    return message_page(request, "link.replaced.title", "link.replaced.text", status=403)
 
 
 def _gone(request: web.Request) -> web.Response:
@@ -157,9 +166,12 @@ def _pin_form(
         + note
         + f'<form method="post" action="{esc(action)}" class="pin-form">'
         + v.tr("pin.label", "label", 'for="pin"')
-        + '<input id="pin" name="pin" inputmode="numeric" pattern="[0-9]{6}" maxlength="6" '
-        'autocomplete="one-time-code" required autofocus>'
-        '<button type="submit" class="primary">'
+        # Typed as shown ("691 443", "691-443"): no pattern and room for separators; the
+        # server normalises (NFKC, separators out) and says so when it is not a PIN.
+        + '<input id="pin" name="pin" inputmode="numeric" maxlength="20" '
+        'autocomplete="one-time-code" aria-describedby="pin-hint" required autofocus>'
+        + v.tr("pin.hint", "p", 'id="pin-hint" class="hint"')
+        + '<button type="submit" class="primary">'
         + v.tr("pin.submit")
         + "</button></form>"
         + v.tr("pin.privacy", "p", 'class="privacy"')
@@ -180,22 +192,25 @@ def _customer_grant_ok(request: web.Request, consultation: Consultation) -> bool
 @routes.get("/k/{id}")
 async def customer_page(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
-    consultation = open_consultation(request)
-    if consultation is None:
-        return _gone(request)
-    if _customer_grant_ok(request, consultation):
+    room = open_consultation(request)
+    if room is not None and _customer_grant_ok(request, room):
         page = customer_room(
             view(request),
-            consultation.id,
-            token=consultation.participants[Role.CUSTOMER].token,
+            room.id,
+            token=room.participants[Role.CUSTOMER].token,
             ice_urls=gateway.config.ice_urls(),
             documents=page_limits(gateway),
             bank=gateway.config.bank,
         )
         return html_response(request, page)
+    consultation = linked_consultation(request)
+    if consultation is None:
+        return _replaced(request) if room is not None else _gone(request)
+    if _customer_grant_ok(request, consultation):
+        return _see_other(f"/k/{consultation.id}")  # the link of a customer already in
     if request.app[PIN_GUARD_KEY].locked(consultation):
         return _locked(request)
-    return _pin_form(request, consultation)
+    return _pin_form(request, consultation, action=f"/k/{request.match_info['id']}")
 
 
 @routes.post("/k/{id}")
@@ -212,9 +227,11 @@ async def _redeem_pin(request: web.Request, page: str) -> web.Response:
     if not same_origin(request, required=False, null_ok=True):
         return message_page(request, "foreign.title", "foreign.text", status=403)
     gateway = gateway_of(request)
-    consultation = open_consultation(request)
+    consultation = linked_consultation(request)
     if consultation is None:
-        return _gone(request)
+        return _replaced(request) if open_consultation(request) is not None else _gone(request)
+    # the form posts to the link (/k/{link}); the room is at /k/{consultation id}
+    form_action = page.format(id=request.match_info["id"])
     action = page.format(id=consultation.id)
     flash = action.startswith("/flash/")
     guard = request.app[PIN_GUARD_KEY]
@@ -222,11 +239,11 @@ async def _redeem_pin(request: web.Request, page: str) -> web.Response:
         return _locked(request)
     form = await request.post()
     raw = form.get("pin")
-    pin = raw.replace(" ", "").strip() if isinstance(raw, str) else ""
-    if not _PIN.fullmatch(pin):
+    pin = normalize_pin(raw) if isinstance(raw, str) else None
+    if pin is None:
         # not counted: a malformed entry is a typo, not a guess
         return _pin_form(
-            request, consultation, "pin.malformed", status=400, action=action, flash=flash
+            request, consultation, "pin.malformed", status=400, action=form_action, flash=flash
         )
     result = guard.attempt(consultation, pin, request.remote)
     if result.outcome is PinOutcome.ADDRESS_LOCKED:
@@ -237,7 +254,13 @@ async def _redeem_pin(request: web.Request, page: str) -> web.Response:
     if result.outcome is PinOutcome.WRONG:
         key = "pin.wrong.one" if result.remaining == 1 else "pin.wrong.other"
         return _pin_form(
-            request, consultation, key, status=403, action=action, flash=flash, n=result.remaining
+            request,
+            consultation,
+            key,
+            status=403,
+            action=form_action,
+            flash=flash,
+            n=result.remaining,
         )
     response = _see_other(action)
     # HttpOnly and scoped to this consultation's pages (the events socket uses it); the
@@ -266,23 +289,23 @@ async def flash_page(request: web.Request) -> web.Response:
     with the customer token in its FlashVars. Served only after the PIN and with
     ``Cache-Control: no-store``, like the customer page that carries the same token."""
     gateway = gateway_of(request)
-    consultation = open_consultation(request)
-    if consultation is None:
-        return _gone(request)
-    if _customer_grant_ok(request, consultation):
+    room = open_consultation(request)
+    if room is not None and _customer_grant_ok(request, room):
         v = view(request)
-        config = gateway.config
         flashvars = flash_vars(
-            config,
-            token=consultation.participants[Role.CUSTOMER].token,
+            gateway.config,
+            token=room.participants[Role.CUSTOMER].token,
             lang=v.lang,
         )
         swf = f"{SWF_URL_PATH}?v={(shipped_hash() or 'dev')[:12]}"
-        page = flash_room(v, consultation.id, swf_url=swf, flashvars=flashvars)
+        page = flash_room(v, room.id, swf_url=swf, flashvars=flashvars)
         return html_response(request, page)
+    consultation = linked_consultation(request)
+    if consultation is None:
+        return _replaced(request) if room is not None else _gone(request)
     if request.app[PIN_GUARD_KEY].locked(consultation):
         return _locked(request)
-    return _pin_form(request, consultation, action=f"/flash/{consultation.id}", flash=True)
+    return _pin_form(request, consultation, action=f"/flash/{request.match_info['id']}", flash=True)
 
 
 @routes.post("/flash/{id}")
@@ -307,26 +330,14 @@ async def crossdomain(request: web.Request) -> web.Response:
     )
 
 
-async def _pin_guard_ctx(app: web.Application) -> AsyncIterator[None]:
-    # Forget PIN failures of ended consultations; unhook on cleanup since the gateway
-    # (and its directory) may outlive this application, as in tests.
-    directory = app[GATEWAY_KEY].directory
-    guard = app[PIN_GUARD_KEY]
-    directory.on_end.append(guard.forget)
-    yield
-    directory.on_end.remove(guard.forget)
-
-
 def setup(app: web.Application) -> None:
     limits = app[GATEWAY_KEY].config.limits
     app[PIN_GUARD_KEY] = PinGuard(
-        limits.pin_max_wrong,
         per_address=FailureLimiter(
             limits.pin_max_wrong_per_address,
             limits.pin_address_window,
             limits.pin_address_lockout,
         ),
     )
-    app.cleanup_ctx.append(_pin_guard_ctx)
     app.add_routes(routes)
     app.router.add_static("/static/", STATIC_DIR, name="static")

@@ -573,6 +573,18 @@ def _access(v: View, links: Mapping[str, Any]) -> str:
         (
             '<section class="card access" aria-labelledby="access-title">',
             v.tr("room.access.title", "h2", 'id="access-title"'),
+            # the lock after too many wrong PINs, and the way out (access.js)
+            v.tr(
+                "access.locked",
+                "p",
+                'id="access-locked" class="error" role="alert"'
+                + ("" if links.get("locked") else " hidden"),
+            ),
+            '<button type="button" id="new-pin" class="secondary"'
+            + ("" if links.get("locked") else " hidden")
+            + ">"
+            + v.tr("access.new_pin")
+            + "</button>",
             "<dl>",
             v.tr("room.access.link", "dt"),
             f'<dd><a id="customer-link" class="link" href="{page_url}" target="_blank" '
@@ -682,6 +694,7 @@ def advisor_room(
             "documents.js",
             "room.js",
             "advisor-room.js",
+            "access.js",
         ),
         meta={"csrf-token": csrf, "vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
         body_class="page-advisor",

@@ -73,6 +73,8 @@ def _authorize(request: web.Request) -> tuple[Consultation, Role]:
         consultation = gateway_of(request).directory.get(cid)
         if consultation is None or consultation.ended:
             raise ProblemError(404, "There is no such consultation.")
+        if principal.role_in(consultation) is None:
+            raise ProblemError(403, "This consultation belongs to another advisor.")
         return consultation, role
     grant = principal.grant
     if grant is None or grant.consultation.id != cid or grant.role is not role:

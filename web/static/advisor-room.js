@@ -224,6 +224,8 @@
       scheduleRefresh();
     } else if (ev.type === "quality" && ev.role === "customer") {
       renderUplink(ev);
+    } else if (ev.type === "access" && VB.access) {
+      VB.access.onEvent(ev); // the customer's link locked or renewed (access.js)
     }
   }
 

@@ -1,5 +1,6 @@
-// Advisor start page: create a consultation, copy link and PIN, see who is waiting, join,
-// end. Cookie-authenticated requests carry the CSRF token from <meta name="csrf-token">
+// Advisor start page: create a consultation (with an optional label and appointment),
+// copy link and PIN, see who is waiting and which link is locked (a new PIN in one
+// click), join, end. Cookie-authenticated requests carry the CSRF token from <meta name="csrf-token">
 // in the X-CSRF-Token header (the "end" forms carry it as a hidden field).
 "use strict";
 
@@ -17,7 +18,25 @@
 
   // -- create ---------------------------------------------------------------------------------
 
-  create.addEventListener("click", async function () {
+  // Label and appointment are optional (kept in memory only, shown to this advisor). The
+  // appointment field is local time; the API takes RFC 3339 with an offset (UTC here).
+  function options() {
+    const body = {};
+    const label = document.getElementById("create-label");
+    const when = document.getElementById("create-appointment");
+    if (label && label.value.trim()) {
+      body.label = label.value.trim();
+    }
+    if (when && when.value) {
+      const date = new Date(when.value);
+      if (!isNaN(date.getTime())) {
+        body.appointment = date.toISOString();
+      }
+    }
+    return body;
+  }
+
+  async function createConsultation() {
     const out = document.getElementById("created");
     out.textContent = "";
     create.disabled = true;
@@ -25,7 +44,8 @@
       const resp = await fetch("/api/sessions", {
         method: "POST",
         credentials: "same-origin",
-        headers: { "X-CSRF-Token": csrf },
+        headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json" },
+        body: JSON.stringify(options()),
       });
       const body = await resp.json();
       if (resp.status !== 201) {
@@ -40,6 +60,77 @@
       i18n.setText(out, "overview.create_failed");
     } finally {
       create.disabled = false;
+    }
+  }
+
+  const createForm = document.getElementById("create-form");
+  if (createForm) {
+    createForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      createConsultation();
+    });
+  } else {
+    create.addEventListener("click", createConsultation);
+  }
+
+  // -- times in the advisor's own time zone ----------------------------------------------------
+
+  function localTimes() {
+    const locale = i18n.lang() === "de" ? "de-DE" : "en-GB";
+    document.querySelectorAll("time[datetime]").forEach(function (el) {
+      const date = new Date(el.getAttribute("datetime"));
+      if (!isNaN(date.getTime())) {
+        el.textContent = date.toLocaleString(locale, {
+          day: "2-digit",
+          month: "2-digit",
+          hour: "2-digit",
+          minute: "2-digit",
+        });
+      }
+    });
+  }
+  localTimes();
+  i18n.onChange(localTimes);
+
+  // -- a locked link: a new PIN and link in one click -------------------------------------------
+
+  function showAccess(id, access) {
+    const row = document.getElementById("c-" + id);
+    if (!row) {
+      return;
+    }
+    const link = document.getElementById("link-" + id);
+    const pin = document.getElementById("pin-" + id);
+    if (link && link.textContent !== access.page_url) {
+      link.textContent = access.page_url;
+      link.href = access.page_url;
+    }
+    if (pin && pin.textContent !== access.pin) {
+      pin.textContent = access.pin;
+    }
+  }
+
+  document.addEventListener("click", async function (event) {
+    const button = event.target.closest && event.target.closest("button.new-pin");
+    if (!button) {
+      return;
+    }
+    button.disabled = true;
+    try {
+      const resp = await fetch("/api/sessions/" + encodeURIComponent(button.dataset.id) + "/access", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRF-Token": csrf },
+      });
+      if (resp.ok) {
+        const access = await resp.json();
+        showAccess(button.dataset.id, { pin: access.pin_display, page_url: access.page_url });
+        setState(button.dataset.id, access.locked ? "locked" : "absent");
+      }
+    } catch (err) {
+      // the next poll shows the state as it is
+    } finally {
+      button.disabled = false;
     }
   });
 
@@ -61,7 +152,24 @@
     absent: "overview.absent",
     waiting: "overview.waiting",
     together: "overview.together",
+    locked: "overview.locked",
+    noshow: "overview.noshow",
   };
+
+  function setState(id, state) {
+    const row = document.getElementById("c-" + id);
+    if (!row) {
+      return;
+    }
+    if (row.dataset.state !== state) {
+      row.dataset.state = state;
+      i18n.setText(row.querySelector(".customer-state"), STATE_KEYS[state]);
+    }
+    const button = row.querySelector("button.new-pin");
+    if (button) {
+      button.hidden = state !== "locked";
+    }
+  }
 
   function render(consultations) {
     const rows = document.querySelectorAll("#consultations tbody tr[data-id]");
@@ -82,9 +190,9 @@
       if (c.customer === "waiting") {
         waiting += 1;
       }
-      if (row && row.dataset.state !== c.customer) {
-        row.dataset.state = c.customer;
-        i18n.setText(row.querySelector(".customer-state"), STATE_KEYS[c.customer]);
+      if (row) {
+        setState(c.id, c.customer);
+        showAccess(c.id, c);
       }
     });
     document.title = waiting ? i18n.t("overview.waiting_title", { n: waiting }) : baseTitle;
