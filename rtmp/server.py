@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from typing import cast
 
+from gateway.addresses import address_key
 from gateway.service import Gateway
 from rtmp.session import RtmpSession
 
@@ -34,7 +35,11 @@ class AdmissionControl:
         self.total = 0
 
     def admit(self, address: str, now: float) -> str | None:
-        """None when admitted, else the reason for refusing."""
+        """None when admitted, else the reason for refusing.
+
+        Addresses are counted by :func:`~gateway.addresses.address_key` (IPv6 by its
+        /64, as the HTTP limits do): a host has a whole /64 to pick addresses from."""
+        address = address_key(address)
         limits = self.gateway.config.limits
         if self.total >= limits.max_connections:
             return "too many connections"
@@ -55,6 +60,7 @@ class AdmissionControl:
         return None
 
     def release(self, address: str) -> None:
+        address = address_key(address)
         self.total -= 1
         left = self.per_address[address] - 1
         if left <= 0:

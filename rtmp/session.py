@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -29,7 +30,8 @@ from gateway.routing import Route, flash_caps
 from gateway.service import Gateway
 from rtmp import messages as m
 from rtmp.amf import encode_command_payload
-from rtmp.connection import RtmpConnection
+from rtmp.chunk import BufferBudget
+from rtmp.connection import RtmpConnection, Stages
 from rtmp.events import (
     CommandReceived,
     DataReceived,
@@ -72,6 +74,19 @@ class _WriteBatch:
 
 
 _batch = _WriteBatch()
+
+# One partial-message budget per gateway, shared by all its RTMP connections (TCP, TLS
+# and RTMPT alike): the process-wide bound of issue 11, item 3.
+_budgets: dict[int, BufferBudget] = {}
+
+
+def buffer_budget(gateway: Gateway) -> BufferBudget:
+    key = id(gateway)  # a Gateway is not hashable; the finalizer forgets the id with it
+    budget = _budgets.get(key)
+    if budget is None:
+        budget = _budgets[key] = BufferBudget(gateway.config.limits.rtmp_buffer_budget)
+        weakref.finalize(gateway, _budgets.pop, key, None)
+    return budget
 
 
 class PlayerReceiver:
@@ -184,10 +199,20 @@ class RtmpSession:
             max_message_size=limits.max_message_size,
             max_chunk_size=limits.max_chunk_size,
             max_chunk_streams=limits.max_chunk_streams,
+            stages=Stages(
+                pre_connect_size=limits.pre_connect_message_size,
+                pre_connect_values=limits.pre_connect_amf_values,
+                command_size=limits.command_message_size,
+                max_values=limits.amf_max_values,
+                budget=buffer_budget(gateway),
+            ),
         )
         self.closed = False
         self.started = time.monotonic() if now is None else now
+        # the idle timer restarts with each complete message, not with each byte: one
+        # byte every so often must not hold a slot (issue 11, item 4)
         self.last_receive = self.started
+        self.handshake_at: float | None = None
         self._last_ping = self.started
         self.connected = False  # connect accepted
         self.grant: Grant | None = None
@@ -205,10 +230,15 @@ class RtmpSession:
     def receive_data(self, data: bytes, now: float | None = None) -> None:
         if self.closed:
             return
-        self.last_receive = time.monotonic() if now is None else now
+        now = time.monotonic() if now is None else now
         self._read_at = time.perf_counter()  # the messages this read completes arrived
         conn = self.conn
+        before = conn.messages_received
         conn.receive_data(data)
+        if conn.messages_received != before:
+            self.last_receive = now
+        if self.handshake_at is None and conn.handshake_done:
+            self.handshake_at = now
         # One read often completes several messages: players get one write per read
         # instead of one per message (the socket write is the relay's biggest cost).
         _batch.depth += 1
@@ -243,6 +273,15 @@ class RtmpSession:
         limits = self.gateway.config.limits
         if not self.conn.handshake_done and now - self.started > limits.handshake_timeout:
             self.abort("handshake timeout")
+            return
+        if (
+            self.grant is None
+            and self.handshake_at is not None
+            and now - self.handshake_at > limits.connect_timeout
+        ):
+            # connect with a valid token (at connect, publish or play) or go: a slot
+            # is not held by a client that never says who it is
+            self.abort("no authorised connect in time")
             return
         if now - self.last_receive > limits.idle_timeout:
             self.abort("idle timeout")
@@ -505,6 +544,7 @@ class RtmpSession:
             return
         stream = grant.consultation.streams[grant.role]
         self.publishing[sid] = stream
+        self.conn.allow_publish(sid)
         self.conn.stream_begin(sid)
         self.conn.send_status(
             sid, "NetStream.Publish.Start", f"{name} is now published.", details=name
@@ -517,6 +557,7 @@ class RtmpSession:
     def _preempted(self, sid: int) -> None:
         """Another connection of the same participant publishes now: this one is stale."""
         if self.publishing.pop(sid, None) is not None and not self.closed:
+            self.conn.end_publish(sid)
             self.conn.send_status(
                 sid,
                 "NetStream.Publish.BadName",
@@ -534,6 +575,7 @@ class RtmpSession:
     def _stop_publishing(self, sid: int) -> None:
         stream = self.publishing.pop(sid, None)
         if stream is not None:
+            self.conn.end_publish(sid)
             stream.stop(owner=self)
             self.conn.send_status(sid, "NetStream.Unpublish.Success", "Stream unpublished.")
 
