@@ -182,6 +182,7 @@ class ChunkReader:
         # reached keeps a large chunk trickling in small reads linear, not quadratic.
         self._pending: list[bytes] = []
         self._pending_len = 0
+        self._pending_counted = 0  # of _pending_len, what the shared budget holds
         self._need = 1
         self._failed = False
 
@@ -196,6 +197,8 @@ class ChunkReader:
         self._pending.append(bytes(data))
         self._pending_len += size
         if self._pending_len < self._need:
+            if self.budget is not None:
+                self._account_pending()
             return []
         pending = self._pending
         buf = pending[0] if len(pending) == 1 else b"".join(pending)
@@ -213,7 +216,25 @@ class ChunkReader:
         self._pending = [buf[pos:]] if rest else []
         self._pending_len = rest
         self._need = need - pos
+        if self.budget is not None and rest != self._pending_counted:
+            self._account_pending()
         return out
+
+    def _account_pending(self) -> None:
+        """Keep the unparsed input tail in the shared budget too: with a large chunk
+        size, a chunk waits there whole before it becomes part of a message."""
+        budget = self.budget
+        assert budget is not None
+        delta = self._pending_len - self._pending_counted
+        if delta > 0 and not budget.take(delta):
+            self._failed = True
+            self._pending = []
+            self._pending_len = 0
+            self.release()
+            raise ChunkError(f"partial messages of all connections exceed {budget.limit} bytes")
+        if delta < 0:
+            budget.give(-delta)
+        self._pending_counted = self._pending_len
 
     # The parser is one long function on purpose: attribute lookups and calls are the
     # dominant cost at thousands of chunks per second, so hot state lives in locals.
@@ -520,10 +541,11 @@ class ChunkReader:
         for st in self._streams.values():
             st.parts = []
             st.rem = 0
-        if self.budget is not None and self._partial_bytes:
-            self.budget.give(self._partial_bytes)
+        if self.budget is not None:
+            self.budget.give(self._partial_bytes + self._pending_counted)
         self._partial_bytes = 0
         self._n_partial = 0
+        self._pending_counted = 0
 
 
 class _OutStream:

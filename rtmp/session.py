@@ -286,7 +286,10 @@ class RtmpSession:
         if now - self.last_receive > limits.idle_timeout:
             self.abort("idle timeout")
             return
-        if self.conn.handshake_done and now - self._last_ping >= PING_INTERVAL:
+        # Pings are what an honest player (which sends nothing else) answers with a whole
+        # message; they come often enough that a short idle_timeout never cuts it.
+        interval = min(PING_INTERVAL, limits.idle_timeout / 4)
+        if self.conn.handshake_done and now - self._last_ping >= interval:
             self._last_ping = now
             self.conn.ping(int(now * 1000))
             self.flush()
