@@ -42,6 +42,9 @@ class Limits:
     connect_timeout: float = 10.0
     rtmp_buffer_budget: int = 256 * 1024 * 1024
     player_buffer_bytes: int = 2 * 1024 * 1024
+    # An RTMP player more than this many seconds behind live (bytes written to it but
+    # not received, by when they were written) loses frames until the next keyframe.
+    player_max_lag: float = 1.5
     # Kernel send buffer per RTMP socket: autotuning would grow it to 4 MB, i.e. seconds
     # of delay queued for a slow player before we notice and drop (live, not download).
     socket_send_buffer: int = 256 * 1024

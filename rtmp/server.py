@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import socket
 import ssl
+import struct
+import termios
 import time
 from collections import defaultdict
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from gateway.addresses import address_key
 from gateway.service import Gateway
@@ -69,6 +73,26 @@ class AdmissionControl:
             self.per_address[address] = left
 
 
+def _backlog_of(transport: asyncio.Transport, sock: Any) -> Callable[[], int]:
+    """Bytes written but not yet at the player: the transport's buffer plus the kernel's
+    send queue (TIOCOUTQ: unsent and unacknowledged bytes, Linux tcp(7)). The kernel's
+    share matters: 256 KiB there are seconds of video for a player that stopped reading."""
+    fileno = sock.fileno() if sock is not None else -1
+    user = transport.get_write_buffer_size
+    if fileno < 0:
+        return user
+    arg = b"\0\0\0\0"
+
+    def backlog() -> int:
+        try:
+            kernel: int = struct.unpack("i", fcntl.ioctl(fileno, termios.TIOCOUTQ, arg))[0]
+        except OSError:
+            kernel = 0
+        return user() + kernel
+
+    return backlog
+
+
 class _RtmpProtocol(asyncio.Protocol):
     def __init__(self, server: RtmpServer) -> None:
         self.server = server
@@ -99,7 +123,7 @@ class _RtmpProtocol(asyncio.Protocol):
             peer=self.address,
             write=transport.write,
             close=transport.close,
-            buffer_size=transport.get_write_buffer_size,
+            buffer_size=_backlog_of(transport, sock),
         )
         self.server.sessions.add(self.session)
 

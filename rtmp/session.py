@@ -16,6 +16,7 @@ import logging
 import math
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -118,8 +119,10 @@ class PlayerReceiver:
             return False
         if self.paused:
             return False
-        if session.buffer_size() > session.player_buffer_limit:
-            return False  # slow player: the stream drops until the next keyframe
+        if session.buffer_size() > session.player_buffer_limit or session.lag() > session.max_lag:
+            # slow or stalled player: video drops until the next keyframe, audio with it
+            # (gateway/media.py counts the drops); the publisher never waits
+            return False
         conn = session.conn
         kind = unit.kind
         if kind not in self._codecs_seen and kind != "data":
@@ -195,6 +198,12 @@ class RtmpSession:
         self._close_transport = close
         self.buffer_size = buffer_size
         self.player_buffer_limit = limits.player_buffer_bytes
+        # Time behind live (issue 11, item 5): what was written but is not at the peer
+        # yet, by when it was written. buffer_size() is the backlog in bytes; _marks maps
+        # byte offsets of the output to the time they were written.
+        self.max_lag = limits.player_max_lag
+        self._written = 0
+        self._marks: deque[tuple[int, float]] = deque()
         self.conn = RtmpConnection(
             max_message_size=limits.max_message_size,
             max_chunk_size=limits.max_chunk_size,
@@ -264,7 +273,26 @@ class RtmpSession:
     def flush(self) -> None:
         data = self.conn.data_to_send()
         if data and not self.closed:
+            self._written += len(data)
+            marks = self._marks
+            now = time.monotonic()
+            if marks and now - marks[-1][1] < 0.01:
+                marks[-1] = (self._written, marks[-1][1])  # one mark per 10 ms is enough
+            else:
+                marks.append((self._written, now))
             self._write(data)
+
+    def lag(self, now: float | None = None) -> float:
+        """Seconds since the oldest byte the peer has not received yet was written."""
+        marks = self._marks
+        if not marks:
+            return 0.0
+        delivered = self._written - self.buffer_size()
+        while marks and marks[0][0] <= delivered:
+            marks.popleft()
+        if not marks:
+            return 0.0
+        return (time.monotonic() if now is None else now) - marks[0][1]
 
     def tick(self, now: float) -> None:
         """Timers: handshake timeout, idle timeout, keep-alive pings (time passed in)."""

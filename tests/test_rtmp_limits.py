@@ -54,6 +54,7 @@ class Bystander:
     async def start(self) -> Bystander:
         require_tool("ffmpeg")
         session = self.gw.create_session()
+        self.advisor_token: str = session["advisor"]["token"]
         src = make_flv(self.media_dir / "bystander.flv", "h264_aac", seconds=4)
         self.publisher = proc = ffmpeg_publish(
             src, session["customer"]["rtmp"]["publish_url"], loop=True
