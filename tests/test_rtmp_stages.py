@@ -19,7 +19,7 @@ from rtmp.connection import RtmpConnection, Stages
 from rtmp.events import CommandReceived, DataReceived, MediaReceived, ProtocolViolation
 from rtmp.messages import Message
 from rtmp.server import AdmissionControl
-from tests.test_connection import pump, seeded
+from tests.test_connection import _amf_values, _hostile_input, _plain_opening, pump, seeded
 
 
 def staged_pair(stages: Stages | None = None) -> tuple[RtmpConnection, RtmpConnection]:
@@ -59,7 +59,51 @@ def test_amf_value_bound_counts_object_properties() -> None:
         decode_amf0(encode_amf0("connect", 1.0, obj), max_values=256)
 
 
+def _count(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(_count(v) for v in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_count(v) for v in value)
+    return 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(_amf_values, min_size=1, max_size=4), cap=st.integers(1, 40))
+def test_amf_value_bound_is_exact(values: list[object], cap: int) -> None:
+    """Up to the cap a message decodes as without one; above it, an AmfError and nothing
+    else. Every value counts, nested ones included."""
+    data = encode_amf0(*values)
+    if sum(_count(v) for v in values) <= cap:
+        assert encode_amf0(*decode_amf0(data, max_values=cap)) == data
+    else:
+        with pytest.raises(AmfError, match="values in one message"):
+            decode_amf0(data, max_values=cap)
+
+
 # -- stages ----------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pieces=_hostile_input(), connected=st.booleans(), publishing=st.booleans())
+def test_a_staged_server_never_raises_on_hostile_input(
+    pieces: list[bytes], connected: bool, publishing: bool
+) -> None:
+    budget = BufferBudget(1 << 22)
+    server = RtmpConnection(rng=seeded(42 + 1000), stages=Stages(budget=budget))
+    server.receive_data(_plain_opening())
+    server.events()
+    server.data_to_send()
+    if connected:
+        server.accept_connect(1.0, 0)
+        server.data_to_send()
+    if publishing:
+        server.allow_publish(1)
+    for piece in pieces:
+        server.receive_data(piece)  # must never raise
+        server.events()
+        server.data_to_send()
+    server.close()
+    assert budget.used == 0
 
 
 def test_before_connect_a_message_above_the_small_limit_is_a_violation() -> None:
