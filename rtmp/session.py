@@ -119,7 +119,8 @@ class PlayerReceiver:
             return False
         if self.paused:
             return False
-        if session.buffer_size() > session.player_buffer_limit or session.lag() > session.max_lag:
+        backlog = session.buffer_size()  # one system call per unit and player
+        if backlog > session.player_buffer_limit or session.lag(backlog) > session.max_lag:
             # slow or stalled player: video drops until the next keyframe, audio with it
             # (gateway/media.py counts the drops); the publisher never waits
             return False
@@ -282,12 +283,13 @@ class RtmpSession:
                 marks.append((self._written, now))
             self._write(data)
 
-    def lag(self, now: float | None = None) -> float:
-        """Seconds since the oldest byte the peer has not received yet was written."""
+    def lag(self, backlog: int | None = None, now: float | None = None) -> float:
+        """Seconds since the oldest byte the peer has not received yet was written
+        (``backlog``: those bytes, when the caller has just asked ``buffer_size``)."""
         marks = self._marks
         if not marks:
             return 0.0
-        delivered = self._written - self.buffer_size()
+        delivered = self._written - (self.buffer_size() if backlog is None else backlog)
         while marks and marks[0][0] <= delivered:
             marks.popleft()
         if not marks:
