@@ -29,7 +29,22 @@ class Limits:
     max_message_size: int = 8 * 1024 * 1024  # far above any real frame; a claim above closes
     max_chunk_size: int = 16 * 1024 * 1024
     max_chunk_streams: int = 64
+    # RTMP before authentication (docs/rtmp.md "Limits"): before connect only messages
+    # of pre_connect_message_size bytes with pre_connect_amf_values AMF values (this caps
+    # the connect object's properties too); connected, commands up to
+    # command_message_size and amf_max_values values; media and data only on a stream
+    # whose publish was authorised. connect_timeout: seconds after the handshake to
+    # present a valid token. rtmp_buffer_budget: partial messages of all connections.
+    pre_connect_message_size: int = 4096
+    pre_connect_amf_values: int = 256
+    command_message_size: int = 64 * 1024
+    amf_max_values: int = 10_000
+    connect_timeout: float = 10.0
+    rtmp_buffer_budget: int = 256 * 1024 * 1024
     player_buffer_bytes: int = 2 * 1024 * 1024
+    # An RTMP player more than this many seconds behind live (bytes written to it but
+    # not received, by when they were written) loses frames until the next keyframe.
+    player_max_lag: float = 1.5
     # Kernel send buffer per RTMP socket: autotuning would grow it to 4 MB, i.e. seconds
     # of delay queued for a slow player before we notice and drop (live, not download).
     socket_send_buffer: int = 256 * 1024

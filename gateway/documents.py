@@ -21,6 +21,7 @@ expires after ``ticket_ttl`` seconds (default 2 minutes).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -30,6 +31,7 @@ import shutil
 import time
 import unicodedata
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -307,6 +309,10 @@ class Upload:
         self.limit = store.max_bytes
 
     def write(self, data: bytes, *, sniff: bool = True) -> None:
+        with _disk_full_is_507():
+            self._write(data, sniff=sniff)
+
+    def _write(self, data: bytes, *, sniff: bool) -> None:
         if self._fh is None:
             raise SessionGone("The upload was cancelled.")
         self.size += len(data)
@@ -329,8 +335,9 @@ class Upload:
         """Close the file; its SHA-256 (hex)."""
         if self._fh is None:
             raise SessionGone("The upload was cancelled.")
-        self._fh.close()
-        self._fh = None
+        fh, self._fh = self._fh, None
+        with _disk_full_is_507():
+            fh.close()  # the last buffered bytes go to disk here
         return self._hash.hexdigest()
 
     def finish(self, raw_name: str | None) -> tuple[str, FileType, str]:
@@ -351,6 +358,21 @@ class Upload:
             self._fh = None
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+_NO_SPACE = "The server has too little disk space left for documents."
+
+
+@contextlib.contextmanager
+def _disk_full_is_507() -> Iterator[None]:
+    """The reservation should make this unreachable; if another writer filled the disk
+    anyway, the upload is refused as any that does not fit (507), never a 500."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise QuotaExceeded(_NO_SPACE) from None
+        raise
 
 
 _UNSUPPORTED = (
@@ -380,6 +402,11 @@ class DocumentStore:
         self.max_documents = max_documents
         self.min_free_bytes = min_free_bytes
         self._sessions: dict[str, _SessionFiles] = {}
+        # Uploads in progress, each holding a reservation of disk space up to its limit
+        # (what it may still write: limit - size). begin_upload runs on the event loop,
+        # so checking and reserving are one step: parallel uploads cannot all see the
+        # same free space (issue 11, item 7).
+        self._writing: set[Upload] = set()
         # Bounded per consultation (one participant minting in a loop only pushes out its
         # own consultation's oldest tickets) and overall.
         self.tickets = TicketBook(
@@ -428,18 +455,29 @@ class DocumentStore:
             raise QuotaExceeded(
                 f"The consultation's document space is used up ({remaining} bytes left)."
             )
+        limit = min(self.max_bytes, max(0, remaining))
+        # Reserve the most this upload may write (the declared size when known), on
+        # top of what running uploads may still write and the floor.
+        need = limit if declared_size is None else min(limit, declared_size)
         try:
             free = shutil.disk_usage(files.directory).free
         except OSError:
-            free = self.min_free_bytes + self.max_bytes
-        if free - self.max_bytes < self.min_free_bytes:
-            raise QuotaExceeded("The server has too little disk space left for documents.")
+            free = 0  # cannot tell: refuse rather than risk filling the disk
+        if free - self.disk_reserved - need < self.min_free_bytes:
+            raise QuotaExceeded(_NO_SPACE)
         path = files.directory / secrets.token_hex(16)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with _disk_full_is_507():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         upload = Upload(self, consultation_id, path, os.fdopen(fd, "wb"))
-        upload.limit = min(self.max_bytes, max(0, remaining))
+        upload.limit = need
         files.reserved += upload.limit
+        self._writing.add(upload)
         return upload
+
+    @property
+    def disk_reserved(self) -> int:
+        """Bytes the uploads in progress may still write (their reservations)."""
+        return sum(max(0, u.limit - u.size) for u in self._writing)
 
     def register(
         self,
@@ -451,6 +489,7 @@ class DocumentStore:
         kind: str = "upload",
     ) -> Document:
         """Make a finished upload a document (cheap; on the loop)."""
+        self._writing.discard(upload)
         files = self._sessions.get(upload.consultation_id)
         if files is None:
             upload.abort()  # the consultation ended while the file was arriving
@@ -472,6 +511,7 @@ class DocumentStore:
 
     def release(self, upload: Upload) -> None:
         """Give back an aborted upload's reservation (cheap; on the loop)."""
+        self._writing.discard(upload)
         files = self._sessions.get(upload.consultation_id)
         if files is not None:
             files.reserved = max(0, files.reserved - upload.limit)

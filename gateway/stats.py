@@ -215,6 +215,10 @@ class Statistics:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats")
         self._db: sqlite3.Connection | None = None
+        self._unwritten: list[StatsRow] = []  # rows a full disk refused, oldest first
+        # Open (create, reserve room) now, not at the first row: the disk may be full by
+        # the time a consultation ends.
+        self._executor.submit(self._connect).add_done_callback(_log_open_failure)
 
     # -- worker-thread side --------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -241,17 +245,37 @@ class Statistics:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        # A full disk must not cost the row of a consultation that just ended (issue 11,
+        # item 7): the journal file stays allocated between writes (PERSIST), and free
+        # pages are kept in reserve inside the file, so an insert needs no new blocks.
+        db.execute("PRAGMA journal_mode=PERSIST")
         self._db = db
+        _top_up_reserve(db)
         return db
 
     def _insert(self, row: StatsRow) -> int | None:
         db = self._connect()
-        values = [int(v) if isinstance(v, bool) else v for v in (getattr(row, c) for c in COLUMNS)]
+        self._unwritten.append(row)
         placeholders = ", ".join("?" for _ in COLUMNS)
-        cursor = db.execute(
-            f"INSERT INTO consultations ({', '.join(COLUMNS)}) VALUES ({placeholders})", values
-        )
-        return cursor.lastrowid
+        rowid: int | None = None
+        while self._unwritten:
+            values = [
+                int(v) if isinstance(v, bool) else v
+                for v in (getattr(self._unwritten[0], c) for c in COLUMNS)
+            ]
+            try:
+                cursor = db.execute(
+                    f"INSERT INTO consultations ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+                    values,
+                )
+            except sqlite3.OperationalError:
+                # kept for the next write (bounded); a few rows outlive a full disk
+                del self._unwritten[:-_MAX_UNWRITTEN]
+                raise
+            rowid = cursor.lastrowid  # the last one is this call's row
+            self._unwritten.pop(0)
+        _top_up_reserve(db)
+        return rowid
 
     def _rate(self, row: Future[int | None], rating: int) -> bool:
         # Runs after the row's insert (one worker thread, first in first out).
@@ -286,6 +310,9 @@ class Statistics:
         return rows
 
     def _close(self) -> None:
+        if self._unwritten and self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._insert(self._unwritten.pop())
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -313,6 +340,33 @@ class Statistics:
         with contextlib.suppress(RuntimeError):  # already shut down
             self._executor.submit(self._close).result()
         self._executor.shutdown(wait=True)
+
+
+# Free pages kept inside the database file: 64 pages of 4 KiB hold thousands of rows.
+_RESERVE_PAGES = 64
+_MAX_UNWRITTEN = 1000
+
+
+def _top_up_reserve(db: sqlite3.Connection) -> None:
+    """Keep ``_RESERVE_PAGES`` free pages in the file (a table filled and dropped: its
+    pages stay in the free list, auto_vacuum being off). Does nothing on a full disk."""
+    if db.execute("PRAGMA freelist_count").fetchone()[0] >= _RESERVE_PAGES // 4:
+        return
+    page = db.execute("PRAGMA page_size").fetchone()[0]
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS _reserve (b BLOB)")
+        db.execute("INSERT INTO _reserve VALUES (zeroblob(?))", (page * _RESERVE_PAGES,))
+        db.execute("DROP TABLE _reserve")
+    except sqlite3.OperationalError as exc:
+        log.warning("statistics: no room for the reserve of free pages (%s)", exc)
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("DROP TABLE IF EXISTS _reserve")
+
+
+def _log_open_failure(future: Future[sqlite3.Connection]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("could not open the statistics database: %s", exc)
 
 
 def _log_failure(future: Future[int | None]) -> None:

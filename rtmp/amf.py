@@ -239,6 +239,7 @@ class _Decoder:
         "deepest",
         "end",
         "max_depth",
+        "max_values",
         "node_limit",
         "nodes",
         "objs0",
@@ -248,7 +249,13 @@ class _Decoder:
         "traits3",
     )
 
-    def __init__(self, data: bytes | bytearray | memoryview, pos: int, max_depth: int) -> None:
+    def __init__(
+        self,
+        data: bytes | bytearray | memoryview,
+        pos: int,
+        max_depth: int,
+        max_values: int | None = None,
+    ) -> None:
         try:
             # A flat byte view avoids copying the (possibly large) message for every call;
             # slices of it are zero-copy too.
@@ -263,6 +270,11 @@ class _Decoder:
         self.max_depth: int = max_depth
         self.nodes: int = 0
         self.node_limit: int = _EXPANSION_SLACK + _EXPANSION_FACTOR * self.end
+        # The work bound: without it an 8 MiB message of AMF nulls is 8 million values
+        # (seconds of event loop); a caller that knows what it expects caps the count.
+        self.max_values: int | None = max_values
+        if max_values is not None and max_values < self.node_limit:
+            self.node_limit = max_values
         self.deepest: int = 0
         self.objs0: list[list[Any]] = []
         self.objs3: list[list[Any]] = []
@@ -339,6 +351,8 @@ class _Decoder:
     def _count_nodes(self, n: int) -> None:
         self.nodes += n
         if self.nodes > self.node_limit:
+            if self.max_values is not None and self.node_limit == self.max_values:
+                raise AmfError(f"more than {self.max_values} values in one message")
             raise AmfError("references expand to too many values (reference bomb?)")
 
     def _open(self, depth: int) -> tuple[int, int]:
@@ -633,10 +647,10 @@ class _Decoder:
         if item_struct is not None:
             # Vector.<int> S32, Vector.<uint> U32, Vector.<Number> DOUBLE, all big-endian.
             self._check_count(count, item_struct.size)
+            self._count_nodes(count)  # before the list is built
             size = count * item_struct.size
             pos = self._take(size)
             items = [v for (v,) in item_struct.iter_unpack(self.buf[pos : pos + size])]
-            self._count_nodes(count)
         else:
             self._check_count(count)
             self._amf3_string()  # object-type-name, e.g. "String" or "*": informational only
@@ -672,9 +686,15 @@ class _Decoder:
         return result
 
 
-def decode_amf0(data: bytes | bytearray | memoryview, *, max_depth: int = 32) -> list[Any]:
-    """Decode every AMF0 value in ``data``; references (§2.9) span the whole buffer."""
-    decoder = _Decoder(data, 0, max_depth)
+def decode_amf0(
+    data: bytes | bytearray | memoryview, *, max_depth: int = 32, max_values: int | None = None
+) -> list[Any]:
+    """Decode every AMF0 value in ``data``; references (§2.9) span the whole buffer.
+
+    ``max_values`` bounds the values decoded in all (every nested value and every
+    value a reference expands to counts), so the work is bounded too, not only the size.
+    """
+    decoder = _Decoder(data, 0, max_depth, max_values)
     values: list[Any] = []
     try:
         while decoder.pos < decoder.end:
@@ -708,7 +728,9 @@ def decode_amf3(
     return value, decoder.pos
 
 
-def decode_command_payload(payload: bytes, amf3: bool) -> list[Any]:
+def decode_command_payload(
+    payload: bytes, amf3: bool, *, max_values: int | None = None
+) -> list[Any]:
     """Decode the body of an RTMP command/data message.
 
     ``amf3=True`` is for message types 17/15: their body starts with a single format-selector
@@ -717,8 +739,8 @@ def decode_command_payload(payload: bytes, amf3: bool) -> list[Any]:
     since commands begin with their name string (marker 0x02).
     """
     if amf3 and payload[:1] == b"\x00":
-        return decode_amf0(memoryview(payload)[1:])
-    return decode_amf0(payload)
+        return decode_amf0(memoryview(payload)[1:], max_values=max_values)
+    return decode_amf0(payload, max_values=max_values)
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from rtmp.messages import ABORT, SET_CHUNK_SIZE, Message, ProtocolError
 from rtmp.messages import set_chunk_size as _set_chunk_size_message
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "ChunkError", "ChunkReader", "ChunkWriter"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "BufferBudget", "ChunkError", "ChunkReader", "ChunkWriter"]
 
 #: Initial chunk size in both directions (spec 5.4.1: "The maximum chunk size defaults
 #: to 128 bytes").
@@ -54,6 +54,31 @@ _LE_I = struct.Struct("<I")
 
 class ChunkError(ProtocolError):
     """The chunk stream violates the RTMP chunking rules or our resource limits."""
+
+
+class BufferBudget:
+    """Bytes of partial messages that many readers together may hold (process-wide).
+
+    Each reader's own ``max_buffered`` bounds one connection; this bounds their sum, so
+    thousands of connections cannot each fill their own budget at once. Plain
+    accounting, no I/O: the server shares one instance between its connections.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes; False (nothing reserved) when they do not fit."""
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
 
 
 def _basic_header(fmt: int, csid: int) -> bytes:
@@ -122,7 +147,14 @@ class ChunkReader:
       at 16 times that (legitimate peers use a handful).
     * ``max_buffered``: total payload bytes held for all partial messages (default
       2 x ``max_message_size``).  The unparsed input tail is at most one chunk plus
-      its header, because a chunk is consumed as soon as it is complete.
+      its header, because a chunk is consumed as soon as it is complete (and a chunk
+      is never longer than its message, so ``max_message_size`` bounds it too).
+    * ``budget``: an optional :class:`BufferBudget` shared with other readers; the
+      partial bytes are reserved there too and given back when a message completes, is
+      dropped, or the reader is released (:meth:`release`).
+
+    ``max_message_size`` and ``max_buffered`` may be changed between calls to
+    :meth:`feed` (a connection allows more once its peer has authenticated).
     """
 
     def __init__(
@@ -132,8 +164,10 @@ class ChunkReader:
         max_chunk_size: int = 16 * 1024 * 1024,
         max_chunk_streams: int = 64,
         max_buffered: int | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         self.max_message_size = max_message_size
+        self.budget = budget
         self.max_chunk_size = max_chunk_size
         self.max_chunk_streams = max_chunk_streams
         self.max_buffered = 2 * max_message_size if max_buffered is None else max_buffered
@@ -148,6 +182,7 @@ class ChunkReader:
         # reached keeps a large chunk trickling in small reads linear, not quadratic.
         self._pending: list[bytes] = []
         self._pending_len = 0
+        self._pending_counted = 0  # of _pending_len, what the shared budget holds
         self._need = 1
         self._failed = False
 
@@ -162,6 +197,8 @@ class ChunkReader:
         self._pending.append(bytes(data))
         self._pending_len += size
         if self._pending_len < self._need:
+            if self.budget is not None:
+                self._account_pending()
             return []
         pending = self._pending
         buf = pending[0] if len(pending) == 1 else b"".join(pending)
@@ -171,6 +208,7 @@ class ChunkReader:
             self._failed = True
             self._pending = []
             self._pending_len = 0
+            self.release()
             if isinstance(exc, ChunkError):
                 raise
             raise ChunkError(str(exc)) from exc
@@ -178,7 +216,25 @@ class ChunkReader:
         self._pending = [buf[pos:]] if rest else []
         self._pending_len = rest
         self._need = need - pos
+        if self.budget is not None and rest != self._pending_counted:
+            self._account_pending()
         return out
+
+    def _account_pending(self) -> None:
+        """Keep the unparsed input tail in the shared budget too: with a large chunk
+        size, a chunk waits there whole before it becomes part of a message."""
+        budget = self.budget
+        assert budget is not None
+        delta = self._pending_len - self._pending_counted
+        if delta > 0 and not budget.take(delta):
+            self._failed = True
+            self._pending = []
+            self._pending_len = 0
+            self.release()
+            raise ChunkError(f"partial messages of all connections exceed {budget.limit} bytes")
+        if delta < 0:
+            budget.give(-delta)
+        self._pending_counted = self._pending_len
 
     # The parser is one long function on purpose: attribute lookups and calls are the
     # dominant cost at thousands of chunks per second, so hot state lives in locals.
@@ -350,6 +406,8 @@ class ChunkReader:
                     st.parts = []
                     self._n_partial -= 1
                     self._partial_bytes -= st.length - rem
+                    if self.budget is not None:
+                        self.budget.give(st.length - rem)
                 else:
                     payload = buf[p:end]
                 st.rem = 0
@@ -409,6 +467,8 @@ class ChunkReader:
                     st.parts = []
                     self._n_partial -= 1
                     self._partial_bytes -= st.length - rem
+                    if self.budget is not None:
+                        self.budget.give(st.length - rem)
                 else:
                     payload = bytes(seg)
                 st.rem = 0
@@ -424,11 +484,15 @@ class ChunkReader:
                         f"more than {self.max_chunk_streams} chunk streams with partial messages"
                     )
                 self._n_partial += 1
-            self._partial_bytes += taken
-            if self._partial_bytes > self.max_buffered:
+            if self._partial_bytes + taken > self.max_buffered:
                 raise ChunkError(
                     f"partial messages exceed the buffer budget of {self.max_buffered} bytes"
                 )
+            if self.budget is not None and not self.budget.take(taken):
+                raise ChunkError(
+                    f"partial messages of all connections exceed {self.budget.limit} bytes"
+                )
+            self._partial_bytes += taken
             parts.append(seg)
             st.rem = rem - taken
         return out, pos, need
@@ -458,10 +522,30 @@ class ChunkReader:
     def _drop(self, st: _InStream) -> None:
         """Discard the message in progress on ``st``."""
         if st.parts:
+            held = st.length - st.rem
             self._n_partial -= 1
-            self._partial_bytes -= st.length - st.rem
+            self._partial_bytes -= held
+            if self.budget is not None:
+                self.budget.give(held)
             st.parts = []
         st.rem = 0
+
+    @property
+    def partial_bytes(self) -> int:
+        """Payload bytes held in partial messages now."""
+        return self._partial_bytes
+
+    def release(self) -> None:
+        """Forget every partial message and give their bytes back to the shared budget
+        (the connection is closing; idempotent)."""
+        for st in self._streams.values():
+            st.parts = []
+            st.rem = 0
+        if self.budget is not None:
+            self.budget.give(self._partial_bytes + self._pending_counted)
+        self._partial_bytes = 0
+        self._n_partial = 0
+        self._pending_counted = 0
 
 
 class _OutStream:

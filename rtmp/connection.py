@@ -15,11 +15,12 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rtmp import messages as m
 from rtmp.amf import AmfError, ECMAArray, decode_command_payload, encode_command_payload
-from rtmp.chunk import ChunkReader, ChunkWriter
+from rtmp.chunk import BufferBudget, ChunkReader, ChunkWriter
 from rtmp.events import (
     CommandReceived,
     DataReceived,
@@ -48,6 +49,30 @@ DEFAULT_OUT_CHUNK_SIZE = 4096
 MAX_STREAMS = 16
 
 
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """What a server-side peer may send before it has earned more (issue: an
+    unauthenticated client must not cost more than a few KiB and a few values).
+
+    * before ``connect`` is accepted: messages of at most ``pre_connect_size`` bytes
+      (Flash's ``connect`` is under 2 KiB) with at most ``pre_connect_values`` AMF values
+      each (which also caps the properties of the ``connect`` object);
+    * connected: commands up to ``command_size`` bytes and ``max_values`` values;
+    * on a stream whose publish was authorised (:meth:`RtmpConnection.allow_publish`):
+      media and data up to the connection's ``max_message_size``.
+
+    Media and data messages on any other stream are dropped undecoded (counted in
+    :attr:`RtmpConnection.dropped`); partial messages may hold twice the current message
+    size, and all connections together ``budget`` bytes (when given).
+    """
+
+    pre_connect_size: int = 4096
+    pre_connect_values: int = 256
+    command_size: int = 64 * 1024
+    max_values: int = 10_000
+    budget: BufferBudget | None = None
+
+
 class RtmpConnection:
     """One RTMP connection's protocol state."""
 
@@ -63,6 +88,7 @@ class RtmpConnection:
         client_digest: bool = True,
         client_validate: bool = True,
         rng: Callable[[int], bytes] = os.urandom,
+        stages: Stages | None = None,
     ) -> None:
         self.is_client = is_client
         self._handshake: ServerHandshake | ClientHandshake
@@ -74,11 +100,21 @@ class RtmpConnection:
             self._handshake = ServerHandshake(rng=rng)
         self.handshake_done = False
         self.digest = False
+        self.max_message_size = max_message_size
+        # Server side with stages: limits grow as the peer connects and is authorised.
+        self.stages = None if is_client else stages
+        self.connected = False  # accept_connect was called
+        self.publish_streams: set[int] = set()  # streams whose publish was authorised
+        self.dropped = 0  # media/data messages dropped undecoded (not allowed yet)
+        self.messages_received = 0  # complete messages (an idle timer counts these)
         self._reader = ChunkReader(
             max_message_size=max_message_size,
             max_chunk_size=max_chunk_size,
             max_chunk_streams=max_chunk_streams,
+            budget=None if self.stages is None else self.stages.budget,
         )
+        self._max_values: int | None = None
+        self._apply_stage()
         self._writer = ChunkWriter()
         self._out: list[bytes] = []
         self._events: deque[RtmpEvent] = deque()
@@ -129,6 +165,7 @@ class RtmpConnection:
                 if not data:
                     return
             for msg in self._reader.feed(data):
+                self.messages_received += 1
                 self._handle(msg)
             self._maybe_ack()
         except (HandshakeError, ProtocolError, AmfError) as exc:
@@ -154,10 +191,44 @@ class RtmpConnection:
         if not self.closed:
             self.closed = True
             self.close_reason = reason
+            self._reader.release()  # partial messages go, and their shared budget
 
     @property
     def bytes_received(self) -> int:
         return self._handshake_bytes + self._reader.bytes_received
+
+    # -- stages (server side) -------------------------------------------------------------
+    def allow_publish(self, stream_id: int) -> None:
+        """The application authorised a publish on ``stream_id``: take its media."""
+        self.publish_streams.add(stream_id)
+        self._apply_stage()
+
+    def end_publish(self, stream_id: int) -> None:
+        self.publish_streams.discard(stream_id)
+        self._apply_stage()
+
+    def _apply_stage(self) -> None:
+        stages = self.stages
+        reader = self._reader
+        if stages is None:
+            size = self.max_message_size
+            self._max_values = None
+        elif not self.connected:
+            size = min(stages.pre_connect_size, self.max_message_size)
+            self._max_values = stages.pre_connect_values
+        elif not self.publish_streams:
+            size = min(stages.command_size, self.max_message_size)
+            self._max_values = stages.max_values
+        else:
+            size = self.max_message_size
+            self._max_values = stages.max_values
+        # Only ever grows while a message may be in progress (a stage is never left
+        # for a smaller one but by ending a publish, which only matters from then on).
+        reader.max_message_size = size
+        reader.max_buffered = 2 * size
+
+    def _accepts_media(self, stream_id: int) -> bool:
+        return self.stages is None or stream_id in self.publish_streams
 
     # -- internals ------------------------------------------------------------------------
     def _queue(self, data: bytes) -> None:
@@ -177,11 +248,19 @@ class RtmpConnection:
     def _handle(self, msg: Message) -> None:
         t = msg.type_id
         if t == m.VIDEO or t == m.AUDIO:
+            if not self._accepts_media(msg.stream_id):
+                self.dropped += 1
+                return
             self._events.append(MediaReceived(msg.stream_id, t, msg.timestamp, msg.payload))
         elif t == m.COMMAND_AMF0 or t == m.COMMAND_AMF3:
             self._handle_command(msg, t == m.COMMAND_AMF3)
         elif t == m.DATA_AMF0 or t == m.DATA_AMF3:
-            values = decode_command_payload(msg.payload, t == m.DATA_AMF3)
+            if not self._accepts_media(msg.stream_id):
+                self.dropped += 1  # not decoded at all: decoding is the costly part
+                return
+            values = decode_command_payload(
+                msg.payload, t == m.DATA_AMF3, max_values=self._max_values
+            )
             self._events.append(DataReceived(msg.stream_id, msg.timestamp, values, msg.payload))
         elif t == m.USER_CONTROL:
             event, uc_values = m.parse_user_control(msg.payload)
@@ -215,7 +294,12 @@ class RtmpConnection:
             raise ProtocolError(f"unknown message type {t}")
 
     def _handle_command(self, msg: Message, amf3: bool) -> None:
-        values = decode_command_payload(msg.payload, amf3)
+        if self.stages is not None and len(msg.payload) > self.stages.command_size:
+            # a publisher's messages may be large (video); its commands may not
+            raise ProtocolError(
+                f"command message of {len(msg.payload)} bytes exceeds {self.stages.command_size}"
+            )
+        values = decode_command_payload(msg.payload, amf3, max_values=self._max_values)
         if len(values) < 2 or not isinstance(values[0], str):
             raise ProtocolError("command without a name and transaction id")
         name = values[0]
@@ -307,6 +391,8 @@ class RtmpConnection:
     # -- server side helpers ----------------------------------------------------------------
     def accept_connect(self, transaction_id: float, object_encoding: int) -> None:
         """Answer ``connect`` as FMS does: window, peer bandwidth, chunk size, ``_result``."""
+        self.connected = True
+        self._apply_stage()
         self.object_encoding = 3 if object_encoding == 3 else 0
         self.send(m.window_ack_size(self.window_ack_size))
         self.send(m.set_peer_bandwidth(self.window_ack_size, 2))

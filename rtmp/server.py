@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import socket
 import ssl
+import struct
+import termios
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
+from gateway.addresses import address_key
 from gateway.service import Gateway
 from rtmp.session import RtmpSession
 
@@ -60,7 +65,11 @@ class AdmissionControl:
         self.total = 0
 
     def admit(self, address: str, now: float) -> str | None:
-        """None when admitted, else the reason for refusing."""
+        """None when admitted, else the reason for refusing.
+
+        Addresses are counted by :func:`~gateway.addresses.address_key` (IPv6 by its
+        /64, as the HTTP limits do): a host has a whole /64 to pick addresses from."""
+        address = address_key(address)
         limits = self.gateway.config.limits
         if self.total >= limits.max_connections:
             return "too many connections"
@@ -81,12 +90,33 @@ class AdmissionControl:
         return None
 
     def release(self, address: str) -> None:
+        address = address_key(address)
         self.total -= 1
         left = self.per_address[address] - 1
         if left <= 0:
             self.per_address.pop(address, None)
         else:
             self.per_address[address] = left
+
+
+def _backlog_of(transport: asyncio.Transport, sock: Any) -> Callable[[], int]:
+    """Bytes written but not yet at the player: the transport's buffer plus the kernel's
+    send queue (TIOCOUTQ: unsent and unacknowledged bytes, Linux tcp(7)). The kernel's
+    share matters: 256 KiB there are seconds of video for a player that stopped reading."""
+    fileno = sock.fileno() if sock is not None else -1
+    user = transport.get_write_buffer_size
+    if fileno < 0:
+        return user
+    arg = b"\0\0\0\0"
+
+    def backlog() -> int:
+        try:
+            kernel: int = struct.unpack("i", fcntl.ioctl(fileno, termios.TIOCOUTQ, arg))[0]
+        except OSError:
+            kernel = 0
+        return user() + kernel
+
+    return backlog
 
 
 class _RtmpProtocol(asyncio.Protocol):
@@ -119,7 +149,7 @@ class _RtmpProtocol(asyncio.Protocol):
             peer=self.address,
             write=transport.write,
             close=transport.close,
-            buffer_size=transport.get_write_buffer_size,
+            buffer_size=_backlog_of(transport, sock),
         )
         self.server.sessions.add(self.session)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -29,7 +31,8 @@ from gateway.routing import Route, flash_caps
 from gateway.service import Gateway
 from rtmp import messages as m
 from rtmp.amf import encode_command_payload
-from rtmp.connection import RtmpConnection
+from rtmp.chunk import BufferBudget
+from rtmp.connection import RtmpConnection, Stages
 from rtmp.events import (
     CommandReceived,
     DataReceived,
@@ -73,6 +76,19 @@ class _WriteBatch:
 
 _batch = _WriteBatch()
 
+# One partial-message budget per gateway, shared by all its RTMP connections (TCP, TLS
+# and RTMPT alike): the process-wide bound of issue 11, item 3.
+_budgets: dict[int, BufferBudget] = {}
+
+
+def buffer_budget(gateway: Gateway) -> BufferBudget:
+    key = id(gateway)  # a Gateway is not hashable; the finalizer forgets the id with it
+    budget = _budgets.get(key)
+    if budget is None:
+        budget = _budgets[key] = BufferBudget(gateway.config.limits.rtmp_buffer_budget)
+        weakref.finalize(gateway, _budgets.pop, key, None)
+    return budget
+
 
 class PlayerReceiver:
     """Delivers a published stream to one RTMP NetStream, bounded by the socket buffer."""
@@ -103,8 +119,11 @@ class PlayerReceiver:
             return False
         if self.paused:
             return False
-        if session.buffer_size() > session.player_buffer_limit:
-            return False  # slow player: the stream drops until the next keyframe
+        backlog = session.buffer_size()  # one system call per unit and player
+        if backlog > session.player_buffer_limit or session.lag(backlog) > session.max_lag:
+            # slow or stalled player: video drops until the next keyframe, audio with it
+            # (gateway/media.py counts the drops); the publisher never waits
+            return False
         conn = session.conn
         kind = unit.kind
         if kind not in self._codecs_seen and kind != "data":
@@ -185,14 +204,30 @@ class RtmpSession:
         self._close_transport = close
         self.buffer_size = buffer_size
         self.player_buffer_limit = limits.player_buffer_bytes
+        # Time behind live (issue 11, item 5): what was written but is not at the peer
+        # yet, by when it was written. buffer_size() is the backlog in bytes; _marks maps
+        # byte offsets of the output to the time they were written.
+        self.max_lag = limits.player_max_lag
+        self._written = 0
+        self._marks: deque[tuple[int, float]] = deque()
         self.conn = RtmpConnection(
             max_message_size=limits.max_message_size,
             max_chunk_size=limits.max_chunk_size,
             max_chunk_streams=limits.max_chunk_streams,
+            stages=Stages(
+                pre_connect_size=limits.pre_connect_message_size,
+                pre_connect_values=limits.pre_connect_amf_values,
+                command_size=limits.command_message_size,
+                max_values=limits.amf_max_values,
+                budget=buffer_budget(gateway),
+            ),
         )
         self.closed = False
         self.started = time.monotonic() if now is None else now
+        # the idle timer restarts with each complete message, not with each byte: one
+        # byte every so often must not hold a slot (issue 11, item 4)
         self.last_receive = self.started
+        self.handshake_at: float | None = None
         self._last_ping = self.started
         self.connected = False  # connect accepted
         self.grant: Grant | None = None
@@ -210,10 +245,15 @@ class RtmpSession:
     def receive_data(self, data: bytes, now: float | None = None) -> None:
         if self.closed:
             return
-        self.last_receive = time.monotonic() if now is None else now
+        now = time.monotonic() if now is None else now
         self._read_at = time.perf_counter()  # the messages this read completes arrived
         conn = self.conn
+        before = conn.messages_received
         conn.receive_data(data)
+        if conn.messages_received != before:
+            self.last_receive = now
+        if self.handshake_at is None and conn.handshake_done:
+            self.handshake_at = now
         # One read often completes several messages: players get one write per read
         # instead of one per message (the socket write is the relay's biggest cost).
         _batch.depth += 1
@@ -239,7 +279,27 @@ class RtmpSession:
     def flush(self) -> None:
         data = self.conn.data_to_send()
         if data and not self.closed:
+            self._written += len(data)
+            marks = self._marks
+            now = time.monotonic()
+            if marks and now - marks[-1][1] < 0.01:
+                marks[-1] = (self._written, marks[-1][1])  # one mark per 10 ms is enough
+            else:
+                marks.append((self._written, now))
             self._write(data)
+
+    def lag(self, backlog: int | None = None, now: float | None = None) -> float:
+        """Seconds since the oldest byte the peer has not received yet was written
+        (``backlog``: those bytes, when the caller has just asked ``buffer_size``)."""
+        marks = self._marks
+        if not marks:
+            return 0.0
+        delivered = self._written - (self.buffer_size() if backlog is None else backlog)
+        while marks and marks[0][0] <= delivered:
+            marks.popleft()
+        if not marks:
+            return 0.0
+        return (time.monotonic() if now is None else now) - marks[0][1]
 
     def tick(self, now: float) -> None:
         """Timers: handshake timeout, idle timeout, keep-alive pings (time passed in)."""
@@ -249,10 +309,22 @@ class RtmpSession:
         if not self.conn.handshake_done and now - self.started > limits.handshake_timeout:
             self.abort("handshake timeout")
             return
+        if (
+            self.grant is None
+            and self.handshake_at is not None
+            and now - self.handshake_at > limits.connect_timeout
+        ):
+            # connect with a valid token (at connect, publish or play) or go: a slot
+            # is not held by a client that never says who it is
+            self.abort("no authorised connect in time")
+            return
         if now - self.last_receive > limits.idle_timeout:
             self.abort("idle timeout")
             return
-        if self.conn.handshake_done and now - self._last_ping >= PING_INTERVAL:
+        # Pings are what an honest player (which sends nothing else) answers with a whole
+        # message; they come often enough that a short idle_timeout never cuts it.
+        interval = min(PING_INTERVAL, limits.idle_timeout / 4)
+        if self.conn.handshake_done and now - self._last_ping >= interval:
             self._last_ping = now
             self.conn.ping(int(now * 1000))
             self.flush()
@@ -510,6 +582,7 @@ class RtmpSession:
             return
         stream = grant.consultation.streams[grant.role]
         self.publishing[sid] = stream
+        self.conn.allow_publish(sid)
         self.conn.stream_begin(sid)
         self.conn.send_status(
             sid, "NetStream.Publish.Start", f"{name} is now published.", details=name
@@ -527,6 +600,7 @@ class RtmpSession:
         and taking the stream back (two tabs would preempt each other for ever); the SWF
         offers a button, as the browser page does."""
         if self.publishing.pop(sid, None) is not None and not self.closed:
+            self.conn.end_publish(sid)
             self.conn.send_status(
                 sid,
                 "NetStream.Publish.BadName",
@@ -545,6 +619,7 @@ class RtmpSession:
     def _stop_publishing(self, sid: int) -> None:
         stream = self.publishing.pop(sid, None)
         if stream is not None:
+            self.conn.end_publish(sid)
             stream.stop(owner=self)
             self.conn.send_status(sid, "NetStream.Unpublish.Success", "Stream unpublished.")
 
