@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -16,9 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.logs import serious_records
 from rtmp.client import RtmpClient
 
 ADVISOR_TOKEN = "test-advisor-token-0123456789"
+
+
+# Every gateway started in this test process, until its log has been checked to the end
+# (tests/conftest.py checks the new lines of each after every test), and the patterns the
+# running test allows (its ``gateway_log_allows`` marker).
+STARTED: list[GatewayProcess] = []
+ALLOWED: list[re.Pattern[str]] = []
+
+
+class GatewayLogError(AssertionError):
+    """The gateway logged a traceback, an "internal error" or an ERROR nobody expected."""
 
 
 def free_port() -> int:
@@ -36,6 +49,9 @@ class GatewayProcess:
     rtmps_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
+    # regexes for errors this process is expected to log (narrow: name the very error)
+    log_allows: list[str] = field(default_factory=list)
+    _log_checked: int = 0  # bytes of the output already checked
 
     @property
     def base(self) -> str:
@@ -77,7 +93,9 @@ class GatewayProcess:
             *self.extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("VB_")}
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.log_path.write_bytes(b"")
+        # O_APPEND: every writer (the server, a test simulating one) adds at the end
+        self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             cmd,
             stdout=self._log,
@@ -86,6 +104,8 @@ class GatewayProcess:
             env=env,
             cwd=Path(__file__).resolve().parent.parent,
         )
+        self._log_checked = 0
+        STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -112,6 +132,8 @@ class GatewayProcess:
         return "".join(p.read_text() for p in sorted(logs.glob("access-*.log")))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Stop the process; raises :class:`GatewayLogError` when its output (since the
+        last check) shows a traceback, an internal error or an unexpected ERROR."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -121,7 +143,31 @@ class GatewayProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        self.check_log()
         return int(self.proc.returncode)
+
+    def check_log(self) -> None:
+        """Check the output written since the last check (whole lines only)."""
+        if self.log_path is None or not self.log_path.exists():
+            return
+        with open(self.log_path, "rb") as fh:
+            fh.seek(self._log_checked)
+            new = fh.read()
+        exited = self.proc is not None and self.proc.poll() is not None
+        if not exited:
+            new = new[: new.rfind(b"\n") + 1]  # a line being written is checked next time
+        self._log_checked += len(new)
+        if exited and self in STARTED:
+            STARTED.remove(self)
+        allowed = [*ALLOWED, *(re.compile(p) for p in self.log_allows)]
+        bad = serious_records(new.decode(errors="replace"), allowed)
+        if bad:
+            shown = "\n".join(r.text for r in bad[:5])
+            raise GatewayLogError(
+                f"the gateway on port {self.http_port} logged {len(bad)} unexpected "
+                f"error(s) (allow a deliberate one with @pytest.mark.gateway_log_allows):\n"
+                f"{shown}"
+            )
 
     # -- tiny HTTP helpers (urllib: no extra event loop in sync tests) --------------------
     def request(
