@@ -206,6 +206,20 @@ class GatewayProcess:
             raise OSError(f"GET {path}: {status}")
         return body.decode()
 
+    def wait_live(self, session_id: str, role: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Wait until ``role``'s stream is live with a known video codec (its first video
+        frame reached the gateway); returns the consultation's state. A condition to wait
+        on instead of a sleep before a player joins."""
+        deadline = time.monotonic() + timeout
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            state = self.get(f"/api/sessions/{session_id}")
+            stream = state["streams"][role]
+            if stream["live"] and stream["video_codec"]:
+                return state
+            time.sleep(0.05)
+        raise AssertionError(f"{role}'s stream never went live: {state}")
+
     def create_session(self) -> dict[str, Any]:
         status, _, body = self.request("POST", "/api/sessions")
         assert status == 201, body

@@ -410,7 +410,7 @@ def test_rtmpdump_verifies_the_served_swf_and_plays(
     home = tmp_path / "home"  # librtmp caches SWF hashes in ~/.swfinfo
     home.mkdir()
     try:
-        time.sleep(1.0)
+        gateway.wait_live(session["id"], "advisor")
         done = subprocess.run(
             [
                 "rtmpdump",

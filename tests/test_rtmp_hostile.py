@@ -3,7 +3,6 @@ line, and everyone else keeps working."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 import time
@@ -166,7 +165,16 @@ async def test_connection_flood_from_one_address_is_capped(tmp_path: Path) -> No
                 s.recv(1)  # still open, just waiting for a handshake
         for s in socks + extra:
             s.close()
-        await asyncio.sleep(0.2)
+        # the server frees the address's slots when it reads their EOF: wait for a new
+        # connection to be held (not refused) instead of sleeping
+        deadline = time.monotonic() + 5
+        while True:
+            probe = socket.create_connection(("127.0.0.1", gw.rtmp_port), timeout=5)
+            refused = _closed_by_server(probe, timeout=0.3)
+            probe.close()
+            if not refused:
+                break
+            assert time.monotonic() < deadline, "the closed connections were never released"
         await _still_serving(gw)
     finally:
         assert gw.stop() == 0
