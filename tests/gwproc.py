@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import os
 import re
@@ -10,15 +13,19 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.logs import serious_records
+from rtmp import messages as m
 from rtmp.client import RtmpClient
+from rtmp.events import MediaReceived
 
 ADVISOR_TOKEN = "test-advisor-token-0123456789"
 
@@ -123,6 +130,17 @@ class GatewayProcess:
         """Everything the gateway wrote: its output, then its access log files."""
         output = self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
         return output + self.access_log()
+
+    def log_mark(self) -> int:
+        """A position in the output; :meth:`log_since` returns what came after it."""
+        return self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0
+
+    def log_since(self, mark: int) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as fh:
+            fh.seek(mark)
+            return fh.read().decode(errors="replace")
 
     def access_log(self) -> str:
         """The access log (``<data-dir>/logs/access-*.log``, oldest file first)."""
@@ -237,3 +255,89 @@ async def flash_client(gw: GatewayProcess, token: str | None = None, **caps: flo
     )
     assert not result.error, result
     return client
+
+
+@functools.cache
+def _bystander_tags() -> tuple[tuple[int, int, bytes], ...]:
+    """Two seconds of Spark + Speex as Flash's camera sends them: (type, ms, body)."""
+    from tests.media import make_flv, read_flv_tags  # ffmpeg, only when a test needs it
+
+    path = make_flv(Path(tempfile.mkdtemp(prefix="bystander-")) / "b.flv", "spark_speex", seconds=2)
+    return tuple((t.type_id, t.timestamp, t.body) for t in read_flv_tags(path) if t.type_id != 18)
+
+
+@dataclass
+class Bystander:
+    """An honest consultation beside a hostile-input test: a Flash-like publisher sends a
+    real Spark + Speex stream in real time (looping) and the other participant plays it;
+    ``frames`` counts the video frames the player received. It connects from 127.0.0.2,
+    so per-address limits that meet the attacker on 127.0.0.1 do not meet it."""
+
+    frames: int = 0
+    clients: list[RtmpClient] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    def _on_media(self, event: MediaReceived) -> None:
+        if event.type_id == m.VIDEO:
+            self.frames += 1
+
+    async def continues(self, frames: int = 10, timeout: float = 10.0) -> None:
+        """The stream goes on: ``frames`` more video frames arrive within ``timeout``."""
+        target = self.frames + frames
+        deadline = time.monotonic() + timeout
+        while self.frames < target:
+            assert time.monotonic() < deadline, (
+                f"the bystander's video stopped ({self.frames - target + frames} of {frames} "
+                f"frames in {timeout:.0f} s)"
+            )
+            assert self.task is not None and not self.task.done(), "the bystander's publisher died"
+            await asyncio.sleep(0.05)
+
+    async def _publish(self, client: RtmpClient, stream_id: int) -> None:
+        tags = await asyncio.to_thread(_bystander_tags)
+        length = tags[-1][1] + 67  # one frame's worth after the last tag
+        start = time.monotonic()
+        for loop in range(10_000):  # bounded: hours of media
+            for type_id, ts, body in tags:
+                due = start + (loop * length + ts) / 1000
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                client.send_media(stream_id, type_id, loop * length + ts, body)
+
+
+async def _bystander_client(gw: GatewayProcess, token: str, bystander: Bystander) -> RtmpClient:
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(
+        lambda: RtmpClient(on_media=bystander._on_media),
+        "127.0.0.1",
+        gw.rtmp_port,
+        local_addr=("127.0.0.2", 0),
+    )
+    bystander.clients.append(client)
+    result = await client.connect("consult", f"rtmp://127.0.0.1:{gw.rtmp_port}/consult", token)
+    assert not result.error, result
+    return client
+
+
+@contextlib.asynccontextmanager
+async def bystander_stream(gw: GatewayProcess) -> AsyncIterator[Bystander]:
+    """Run a :class:`Bystander` consultation on ``gw`` for the body of the ``async with``;
+    its video is flowing on entry."""
+    session = await asyncio.to_thread(gw.create_session)
+    bystander = Bystander()
+    try:
+        publisher = await _bystander_client(gw, session["customer"]["token"], bystander)
+        sid = await publisher.create_stream()
+        publisher.publish(sid, "customer")
+        await publisher.wait_status("NetStream.Publish.Start")
+        player = await _bystander_client(gw, session["advisor"]["token"], bystander)
+        player.play(await player.create_stream(), "customer")
+        bystander.task = asyncio.get_running_loop().create_task(bystander._publish(publisher, sid))
+        await bystander.continues(5, timeout=15)
+        yield bystander
+    finally:
+        if bystander.task is not None:
+            bystander.task.cancel()
+        for client in bystander.clients:
+            await client.close()
