@@ -60,12 +60,12 @@ from rtmp.handshake import ClientHandshake
 
 BYSTANDER_SHARE = 0.95  # issue 11, "Must reach"
 FPS = 15
-# The bystander's rate is measured over at least this long (a frame is 1/150 of it) and
-# the next attack starts only after SETTLE more seconds, so that a burst of late frames
-# after one attack is not counted for the next.
+# The bystander's rate is measured over at least this long (a frame is 1/150 of it); the
+# first baseline waits SETTLE seconds past the start-up burst from the keyframe cache.
 MIN_WINDOW = 10.0
 SETTLE = 3.0
 V6_PREFIX = os.environ.get("ATTACK_V6_PREFIX", "fd00:11::")
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # linux/in.h
 
 
 async def _play_and_count(url: str) -> None:
@@ -163,6 +163,16 @@ class Bystander:
     def rate(self, t0: float, t1: float) -> float:
         return (self.frames_at(t1) - self.frames_at(t0)) / max(t1 - t0, 1e-6)
 
+    async def steady(self, baseline: float, timeout: float = 20.0) -> None:
+        """Wait (bounded) until the last 2 s ran at the baseline rate again: late frames
+        after one attack must not count for the next."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            if 0.9 * baseline <= self.rate(now - 2.0, now) <= 1.1 * baseline:
+                return
+
     async def wait_flowing(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -185,12 +195,26 @@ class Bystander:
 
 
 # -- building blocks for attackers ----------------------------------------------------------
+def _source_socket(source: str) -> socket.socket:
+    """A socket bound to ``source``. IP_FREEBIND lets it use any address of a prefix
+    routed to ``lo`` (``ip -6 route add local PREFIX dev lo``) without assigning each."""
+    sock = socket.socket(socket.AF_INET6 if ":" in source else socket.AF_INET)
+    sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    return sock
+
+
 async def connect_from(
     host: str, port: int, source: str, timeout: float = 5.0
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.wait_for(
-        asyncio.open_connection(host, port, local_addr=(source, 0)), timeout
-    )
+    sock = _source_socket(source)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
 
 
 async def is_closed(reader: asyncio.StreamReader, wait: float = 0.05) -> bool:
@@ -369,7 +393,7 @@ async def service_works(gw: Gateway) -> bool:
 # -- item 1: HTTP connection floods ---------------------------------------------------------
 @attack("http-floods", "1")
 async def http_floods(ctx: Context, out: Outcome) -> None:
-    """Phase 1, from single addresses: nobody else may notice. Phase 2, 1000 silent
+    """Phase 1, from single addresses: nobody else may notice. Phase 2, 1200 silent
     connections from 40 addresses (what a total cap is for): RTMP keeps working (its own
     port: no descriptor exhaustion), and the HTTP port is back within the deadline."""
     gw, port = ctx.gw, ctx.gw.http_port
@@ -422,7 +446,9 @@ async def http_floods(ctx: Context, out: Outcome) -> None:
             close_all(conns)
     # phase 2: spread over 40 addresses
     spread_sources = [f"127.0.1.{i}" for i in range(1, 41)]
-    spread, spread_refused = await open_many(gw.host, port, spread_sources, 25)
+    # 1200: past the soft descriptor limit of 1024 the gateway starts with, unless it
+    # raised it (and past any total cap, which must then refuse the rest)
+    spread, spread_refused = await open_many(gw.host, port, spread_sources, 30)
     t0 = time.monotonic()
     rtmp_ok = False
     with contextlib.suppress(OSError, RuntimeError, TimeoutError):
@@ -437,7 +463,7 @@ async def http_floods(ctx: Context, out: Outcome) -> None:
             client = await asyncio.wait_for(RtmpEndpoint.parse(ctx.bystander.play_url).open(), 10)
             rtmp_ok = True
             await client.close()
-    out.check("RTMP connects during 1000 HTTP connections from 40 addresses", rtmp_ok)
+    out.check("RTMP connects during 1200 HTTP connections from 40 addresses", rtmp_ok)
     recovered = None
     while time.monotonic() - t0 < watch:
         if await service_works(gw):
@@ -446,7 +472,7 @@ async def http_floods(ctx: Context, out: Outcome) -> None:
         await asyncio.sleep(1.0)
     held = await count_open(spread)
     out.note(
-        f"40 addresses x 25: {spread_refused} refused at once, {held} still open after "
+        f"40 addresses x 30: {spread_refused} refused at once, {held} still open after "
         f"{time.monotonic() - t0:.0f} s; the HTTP port served newcomers again after "
         + (f"{recovered:.1f} s" if recovered is not None else f"more than {watch:.0f} s")
     )
@@ -545,8 +571,12 @@ def _v6_sources(count: int) -> list[str] | None:
     sources = [f"{V6_PREFIX}{i + 2:x}" for i in range(count)]
     for addr in sources:
         try:
-            with socket.socket(socket.AF_INET6) as s:
-                s.bind((addr, 0))
+            with _source_socket(addr) as s, socket.socket(socket.AF_INET6) as listener:
+                listener.bind(("::1", 0))
+                listener.listen()
+                s.setblocking(True)
+                s.settimeout(1.0)
+                s.connect(listener.getsockname()[:2])  # routed back to us over lo
         except OSError:
             return None
     return sources
@@ -571,7 +601,6 @@ async def ipv6_spread(ctx: Context, out: Outcome) -> None:
         out.note(f"5 addresses of one /64 x {cap}: {refused} refused at once, {held} held")
         out.check(f"one /64 holds at most {cap} connections (held {held})", held <= cap)
         close_all(conns)
-        out.note(f"log: {serious_records(gw6.new_log())[:1]}")
     finally:
         gw6.stop()
 
@@ -605,6 +634,8 @@ async def stalled_player(ctx: Context, out: Outcome) -> None:
     stale = [f for f in after if (f[0] - wall_a) * 1000 - (f[1] - ts_a) > 2000]
     stale_bytes = sum(size for _, _, size in stale)
     limit = Limits().socket_send_buffer + 64 * 1024  # what kernel buffers may hold
+    if client.closed.is_set():
+        out.note("the gateway closed the stalled player's connection")
     out.note(
         f"player stopped reading for {stall:.0f} s: afterwards {len(after)} frames, "
         f"{len(stale)} of them > 2 s behind live ({stale_bytes / 1024:.0f} KiB)"
@@ -1036,7 +1067,7 @@ async def run(names: list[str]) -> int:
             for what, ok in out.checks:
                 print(f"    {'ok ' if ok else 'BAD'} {what}")
             print(flush=True)
-            await asyncio.sleep(SETTLE)
+            await bystander.steady(baseline)
     finally:
         if bystander is not None:
             bystander.stop()

@@ -45,6 +45,7 @@ class Gateway:
     host: str = "127.0.0.1"
     extra: list[str] = field(default_factory=list)
     data_dir: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to the process's environment
     proc: subprocess.Popen[bytes] | None = None
     http_port: int = 0
     rtmp_port: int = 0
@@ -59,7 +60,7 @@ class Gateway:
         h = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{h}:{self.http_port}"
 
-    def start(self, timeout: float = 30.0) -> Gateway:
+    def start(self, timeout: float = 60.0) -> Gateway:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.http_port, self.rtmp_port = free_port(self.host), free_port(self.host)
         data = self.data_dir or self.workdir / "data"
@@ -84,7 +85,7 @@ class Gateway:
             self.host,
             *self.extra,
         ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VB_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VB_")} | self.env
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd,

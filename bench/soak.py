@@ -207,10 +207,12 @@ async def settled(gw: Gateway) -> dict[str, int]:
     return gw.usage()
 
 
-async def soak(seconds: float, warmup: float, lanes: int) -> int:
+async def soak(seconds: float, warmup: float, lanes: int, env: dict[str, str]) -> int:
     work = Path(tempfile.mkdtemp(prefix="vb-soak-"))
     tags = read_flv(make_flv(work / "camera.flv"))
-    gw = Gateway(work / "gw").start()
+    gw = Gateway(work / "gw", env=env).start()
+    if env:
+        print(f"gateway environment: {env}", flush=True)
     totals = Totals()
     warm: dict[str, int] | None = None
     t0 = time.monotonic()
@@ -288,9 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup", type=float, default=None)
     parser.add_argument("--lanes", type=int, default=2)
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the gateway's environment, e.g. MALLOC_ARENA_MAX=2 (repeatable)",
+    )
     args = parser.parse_args(argv)
     warmup = args.warmup if args.warmup is not None else max(60.0, args.seconds / 5)
-    return asyncio.run(soak(args.seconds, warmup, args.lanes))
+    env = dict(item.split("=", 1) for item in args.gateway_env)
+    return asyncio.run(soak(args.seconds, warmup, args.lanes, env))
 
 
 if __name__ == "__main__":
