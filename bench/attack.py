@@ -603,6 +603,7 @@ async def ipv6_spread(ctx: Context, out: Outcome) -> None:
         close_all(conns)
     finally:
         gw6.stop()
+    out.check("nothing serious in that gateway's log", not serious_records(gw6.new_log()))
 
 
 # -- item 5: a stalled player -------------------------------------------------------------------
