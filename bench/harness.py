@@ -107,7 +107,8 @@ class Gateway:
             except OSError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError("gateway did not start")
+        self.stop()  # not left behind when the caller gives up on it
+        raise RuntimeError(f"gateway did not start within {timeout:.0f} s")
 
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.proc is None:
