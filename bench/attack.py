@@ -55,6 +55,7 @@ from gateway.config import Limits
 from gateway.logs import serious_records
 from rtmp import messages as m
 from rtmp.amf import encode_amf0
+from rtmp.client import RtmpClientError
 from rtmp.events import MediaReceived
 from rtmp.handshake import ClientHandshake
 
@@ -386,7 +387,7 @@ async def service_works(gw: Gateway) -> bool:
         await client.close()
         await gw.api("DELETE", f"/api/sessions/{session['id']}")
         return True
-    except (OSError, RuntimeError, TimeoutError, aiohttp.ClientError):
+    except (OSError, RuntimeError, TimeoutError, aiohttp.ClientError, RtmpClientError):
         return False
 
 
@@ -454,7 +455,9 @@ async def http_floods(ctx: Context, out: Outcome) -> None:
     try:
         t0 = time.monotonic()
         rtmp_ok = False
-        with contextlib.suppress(OSError, RuntimeError, TimeoutError, aiohttp.ClientError):
+        with contextlib.suppress(
+            OSError, RuntimeError, TimeoutError, aiohttp.ClientError, RtmpClientError
+        ):
             client = await asyncio.wait_for(RtmpEndpoint.parse(ctx.bystander.play_url).open(), 10)
             rtmp_ok = True
             await client.close()
