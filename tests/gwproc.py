@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import os
+import re
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.logs import serious_records
+from rtmp import messages as m
 from rtmp.client import RtmpClient
+from rtmp.events import MediaReceived
 
 ADVISOR_TOKEN = "test-advisor-token-0123456789"
+
+
+# Every gateway started in this test process, until its log has been checked to the end
+# (tests/conftest.py checks the new lines of each after every test), and the patterns the
+# running test allows (its ``gateway_log_allows`` marker).
+STARTED: list[GatewayProcess] = []
+ALLOWED: list[re.Pattern[str]] = []
+
+
+class GatewayLogError(AssertionError):
+    """The gateway logged a traceback, an "internal error" or an ERROR nobody expected."""
 
 
 def free_port() -> int:
@@ -36,6 +56,9 @@ class GatewayProcess:
     rtmps_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
+    # regexes for errors this process is expected to log (narrow: name the very error)
+    log_allows: list[str] = field(default_factory=list)
+    _log_checked: int = 0  # bytes of the output already checked
 
     @property
     def base(self) -> str:
@@ -77,7 +100,9 @@ class GatewayProcess:
             *self.extra,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("VB_")}
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.log_path.write_bytes(b"")
+        # O_APPEND: every writer (the server, a test simulating one) adds at the end
+        self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             cmd,
             stdout=self._log,
@@ -86,6 +111,8 @@ class GatewayProcess:
             env=env,
             cwd=Path(__file__).resolve().parent.parent,
         )
+        self._log_checked = 0
+        STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -104,6 +131,17 @@ class GatewayProcess:
         output = self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
         return output + self.access_log()
 
+    def log_mark(self) -> int:
+        """A position in the output; :meth:`log_since` returns what came after it."""
+        return self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0
+
+    def log_since(self, mark: int) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as fh:
+            fh.seek(mark)
+            return fh.read().decode(errors="replace")
+
     def access_log(self) -> str:
         """The access log (``<data-dir>/logs/access-*.log``, oldest file first)."""
         logs = self.data_dir / "data" / "logs"
@@ -112,6 +150,8 @@ class GatewayProcess:
         return "".join(p.read_text() for p in sorted(logs.glob("access-*.log")))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Stop the process; raises :class:`GatewayLogError` when its output (since the
+        last check) shows a traceback, an internal error or an unexpected ERROR."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -121,7 +161,31 @@ class GatewayProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        self.check_log()
         return int(self.proc.returncode)
+
+    def check_log(self) -> None:
+        """Check the output written since the last check (whole lines only)."""
+        if self.log_path is None or not self.log_path.exists():
+            return
+        with open(self.log_path, "rb") as fh:
+            fh.seek(self._log_checked)
+            new = fh.read()
+        exited = self.proc is not None and self.proc.poll() is not None
+        if not exited:
+            new = new[: new.rfind(b"\n") + 1]  # a line being written is checked next time
+        self._log_checked += len(new)
+        if exited and self in STARTED:
+            STARTED.remove(self)
+        allowed = [*ALLOWED, *(re.compile(p) for p in self.log_allows)]
+        bad = serious_records(new.decode(errors="replace"), allowed)
+        if bad:
+            shown = "\n".join(r.text for r in bad[:5])
+            raise GatewayLogError(
+                f"the gateway on port {self.http_port} logged {len(bad)} unexpected "
+                f"error(s) (allow a deliberate one with @pytest.mark.gateway_log_allows):\n"
+                f"{shown}"
+            )
 
     # -- tiny HTTP helpers (urllib: no extra event loop in sync tests) --------------------
     def request(
@@ -160,6 +224,20 @@ class GatewayProcess:
             raise OSError(f"GET {path}: {status}")
         return body.decode()
 
+    def wait_live(self, session_id: str, role: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Wait until ``role``'s stream is live with a known video codec (its first video
+        frame reached the gateway); returns the consultation's state. A condition to wait
+        on instead of a sleep before a player joins."""
+        deadline = time.monotonic() + timeout
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            state = self.get(f"/api/sessions/{session_id}")
+            stream = state["streams"][role]
+            if stream["live"] and stream["video_codec"]:
+                return state
+            time.sleep(0.05)
+        raise AssertionError(f"{role}'s stream never went live: {state}")
+
     def create_session(self) -> dict[str, Any]:
         status, _, body = self.request("POST", "/api/sessions")
         assert status == 201, body
@@ -177,3 +255,89 @@ async def flash_client(gw: GatewayProcess, token: str | None = None, **caps: flo
     )
     assert not result.error, result
     return client
+
+
+@functools.cache
+def _bystander_tags() -> tuple[tuple[int, int, bytes], ...]:
+    """Two seconds of Spark + Speex as Flash's camera sends them: (type, ms, body)."""
+    from tests.media import make_flv, read_flv_tags  # ffmpeg, only when a test needs it
+
+    path = make_flv(Path(tempfile.mkdtemp(prefix="bystander-")) / "b.flv", "spark_speex", seconds=2)
+    return tuple((t.type_id, t.timestamp, t.body) for t in read_flv_tags(path) if t.type_id != 18)
+
+
+@dataclass
+class Bystander:
+    """An honest consultation beside a hostile-input test: a Flash-like publisher sends a
+    real Spark + Speex stream in real time (looping) and the other participant plays it;
+    ``frames`` counts the video frames the player received. It connects from 127.0.0.2,
+    so per-address limits that meet the attacker on 127.0.0.1 do not meet it."""
+
+    frames: int = 0
+    clients: list[RtmpClient] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    def _on_media(self, event: MediaReceived) -> None:
+        if event.type_id == m.VIDEO:
+            self.frames += 1
+
+    async def continues(self, frames: int = 10, timeout: float = 10.0) -> None:
+        """The stream goes on: ``frames`` more video frames arrive within ``timeout``."""
+        target = self.frames + frames
+        deadline = time.monotonic() + timeout
+        while self.frames < target:
+            assert time.monotonic() < deadline, (
+                f"the bystander's video stopped ({self.frames - target + frames} of {frames} "
+                f"frames in {timeout:.0f} s)"
+            )
+            assert self.task is not None and not self.task.done(), "the bystander's publisher died"
+            await asyncio.sleep(0.05)
+
+    async def _publish(self, client: RtmpClient, stream_id: int) -> None:
+        tags = await asyncio.to_thread(_bystander_tags)
+        length = tags[-1][1] + 67  # one frame's worth after the last tag
+        start = time.monotonic()
+        for loop in range(10_000):  # bounded: hours of media
+            for type_id, ts, body in tags:
+                due = start + (loop * length + ts) / 1000
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                client.send_media(stream_id, type_id, loop * length + ts, body)
+
+
+async def _bystander_client(gw: GatewayProcess, token: str, bystander: Bystander) -> RtmpClient:
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(
+        lambda: RtmpClient(on_media=bystander._on_media),
+        "127.0.0.1",
+        gw.rtmp_port,
+        local_addr=("127.0.0.2", 0),
+    )
+    bystander.clients.append(client)
+    result = await client.connect("consult", f"rtmp://127.0.0.1:{gw.rtmp_port}/consult", token)
+    assert not result.error, result
+    return client
+
+
+@contextlib.asynccontextmanager
+async def bystander_stream(gw: GatewayProcess) -> AsyncIterator[Bystander]:
+    """Run a :class:`Bystander` consultation on ``gw`` for the body of the ``async with``;
+    its video is flowing on entry."""
+    session = await asyncio.to_thread(gw.create_session)
+    bystander = Bystander()
+    try:
+        publisher = await _bystander_client(gw, session["customer"]["token"], bystander)
+        sid = await publisher.create_stream()
+        publisher.publish(sid, "customer")
+        await publisher.wait_status("NetStream.Publish.Start")
+        player = await _bystander_client(gw, session["advisor"]["token"], bystander)
+        player.play(await player.create_stream(), "customer")
+        bystander.task = asyncio.get_running_loop().create_task(bystander._publish(publisher, sid))
+        await bystander.continues(5, timeout=15)
+        yield bystander
+    finally:
+        if bystander.task is not None:
+            bystander.task.cancel()
+        for client in bystander.clients:
+            await client.close()

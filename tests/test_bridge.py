@@ -108,7 +108,7 @@ async def test_webrtc_advisor_reaches_flash_customer_as_h264_and_aac(
         pc, status, _, body = await wc.publisher(post, "vp8")
         assert status == 201, body
         try:
-            await asyncio.sleep(1.5)
+            await asyncio.to_thread(gateway.wait_live, session["id"], "advisor")
             out = media_dir / "advisor-as-flash-sees.flv"
             cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
                    "-i", session["customer"]["rtmp"]["play_url"], "-t", "4",

@@ -727,35 +727,56 @@ def test_large_chunk_trickling_in_is_linear() -> None:
     assert got == [Message(m.VIDEO, 1, 0, body, 6)]
 
 
+def outcome(data: bytes, piece: int, **limits: int) -> tuple[list[Message], bool]:
+    """The messages a fresh reader returns for ``data`` fed in ``piece``-byte pieces
+    (0: all at once) and whether it failed. On failure the messages are those returned
+    before it (a whole-buffer feed that fails returns none)."""
+    reader = ChunkReader(**limits)
+    out: list[Message] = []
+    try:
+        for i in range(0, len(data), piece or max(len(data), 1)):
+            out.extend(reader.feed(data[i : i + (piece or len(data))]))
+    except ProtocolError:
+        return out, True
+    return out, False
+
+
+def assert_split_invariant(data: bytes, piece: int, **limits: int) -> None:
+    """Parsing in pieces is parsing the whole buffer: the same messages when that
+    succeeds, a failure when it fails (with the messages before it a prefix)."""
+    whole, whole_failed = outcome(data, 0, **limits)
+    pieces, pieces_failed = outcome(data, piece, **limits)
+    assert pieces_failed == whole_failed
+    if not whole_failed:
+        assert pieces == whole
+    for msg in pieces:
+        assert len(msg.payload) <= limits.get("max_message_size", 1 << 24)
+        assert 0 <= msg.timestamp <= M32
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=600), st.integers(1, 64))
 def test_fuzz_arbitrary_bytes(data: bytes, piece: int) -> None:
-    reader = ChunkReader(max_message_size=4096, max_chunk_size=4096, max_chunk_streams=4)
-    try:
-        for i in range(0, len(data), piece):
-            for msg in reader.feed(data[i : i + piece]):
-                assert len(msg.payload) <= 4096
-                assert 0 <= msg.timestamp <= M32
-    except ChunkError:
-        pass
+    assert_split_invariant(
+        data, piece, max_message_size=4096, max_chunk_size=4096, max_chunk_streams=4
+    )
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     ops=st.lists(op_strategy, min_size=1, max_size=8),
     flips=st.lists(st.tuples(st.integers(0), st.integers(0, 255)), max_size=6),
+    piece=st.integers(1, 64),
 )
-def test_fuzz_mutated_valid_streams(ops: list[tuple], flips: list[tuple[int, int]]) -> None:
+def test_fuzz_mutated_valid_streams(
+    ops: list[tuple], flips: list[tuple[int, int]], piece: int
+) -> None:
     wire, _ = build_ops(ops)
     buf = bytearray(wire)
     for where, value in flips:
         if buf:
             buf[where % len(buf)] = value
-    try:
-        parse(bytes(buf), ChunkReader(max_message_size=1 << 20))
-        parse(bytes(buf), ChunkReader(max_message_size=1 << 20), piece=3)
-    except ProtocolError:
-        pass
+    assert_split_invariant(bytes(buf), piece, max_message_size=1 << 20)
 
 
 # --- performance sanity ----------------------------------------------------------------

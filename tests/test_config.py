@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 from pathlib import Path
 
@@ -141,3 +142,12 @@ async def test_serves_rtmp_on_either_event_loop(tmp_path: Path, loop: str) -> No
         assert gw.stop() == 0, gw.log()
     with pytest.raises(ValueError, match="event-loop"):
         _load(["--event-loop", "tokio"])
+
+
+def test_every_limit_is_documented() -> None:
+    """docs/operations.md lists every protection limit with its default (issue 11):
+    a new field of ``Limits`` needs its row there."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    rows = {line.split("`")[1] for line in doc.splitlines() if line.startswith("| `")}
+    fields = {f.name for f in dataclasses.fields(config_mod.Limits)}
+    assert fields - rows == set(), "limits missing from docs/operations.md"

@@ -76,7 +76,7 @@ async def test_flash_publishes_h264_without_metadata_and_flash_plays_it(
         rest = [t for t in h264_tags if t.timestamp >= 1000]
         for tag in start:
             customer.send_media(sid, tag.type_id, tag.timestamp, tag.body)
-        await asyncio.sleep(0.3)
+        await asyncio.to_thread(gateway.wait_live, session["id"], "customer")
         await _playing(advisor)
         for tag in rest:
             customer.send_media(sid, tag.type_id, tag.timestamp, tag.body)
@@ -112,9 +112,14 @@ async def test_chat_between_flash_clients_keeps_utf8(gateway: GatewayProcess) ->
         assert call.args[0] == "customer"
         assert call.args[1] == UMLAUT_TEXT
         assert isinstance(call.args[2], float) and call.args[2] > 1.7e9
-        # the sender does not get its own message echoed as a call
-        await asyncio.sleep(0.2)
-        assert not [c for c in customer.calls if c.name == "onChat"]
+        # the sender does not get its own message echoed as a call: a later message of
+        # the advisor is the barrier (the server handled the customer's chat first, so an
+        # echo would have reached the customer before it)
+        assert not (await advisor.call("chat", "Barriere")).error
+        first = await customer.wait_for(
+            lambda: next((c for c in customer.calls if c.name == "onChat"), None)
+        )
+        assert first.args[:2] == ["advisor", "Barriere"]
         too_long = await customer.call("chat", "x" * 5000)
         assert too_long.error
     finally:

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import hmac
 import random
-import shutil
 import struct
 from collections.abc import Callable, Iterator
 
@@ -32,6 +31,7 @@ from rtmp.handshake import (
     find_digest,
     make_digest_block,
 )
+from tests.conftest import require_tool
 
 # --- independent reference --------------------------------------------------------------------
 
@@ -597,15 +597,10 @@ async def _handshake_with_peer(argv: Callable[[int], list[str]]) -> tuple[Server
         await listener.wait_closed()
 
 
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
-needs_rtmpdump = pytest.mark.skipif(
-    shutil.which("rtmpdump") is None, reason="rtmpdump not installed"
-)
-
-
+# ffmpeg and rtmpdump are declared dependencies (`make deps`): a missing one fails.
 @pytest.mark.e2e
-@needs_ffmpeg
 async def test_real_ffmpeg_player_accepts_server() -> None:
+    require_tool("ffmpeg")
     server, after = await _handshake_with_peer(
         lambda port: [
             "ffmpeg", "-nostdin", "-loglevel", "debug",
@@ -618,9 +613,9 @@ async def test_real_ffmpeg_player_accepts_server() -> None:
 
 
 @pytest.mark.e2e
-@needs_rtmpdump
 @pytest.mark.parametrize("swfverify", [True, False])
 async def test_real_rtmpdump_accepts_server(swfverify: bool) -> None:
+    require_tool("rtmpdump")
     extra = ["-w", "ab" * 32, "-x", "1234"] if swfverify else []
     server, after = await _handshake_with_peer(
         lambda port: (

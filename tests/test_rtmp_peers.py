@@ -126,7 +126,7 @@ def test_rtmpdump_plays(gateway: GatewayProcess, media_dir: Path, digest: bool) 
     publisher = ffmpeg_publish(src, session["advisor"]["rtmp"]["publish_url"])
     out = media_dir / f"rtmpdump-{digest}.flv"
     try:
-        time.sleep(1.0)
+        gateway.wait_live(session["id"], "advisor")
         token = session["customer"]["token"]
         cmd = [
             "rtmpdump",
@@ -167,7 +167,8 @@ def test_two_participants_relay_both_ways(gateway: GatewayProcess, media_dir: Pa
     out_a = media_dir / "advisor-sees.flv"
     out_c = media_dir / "customer-sees.flv"
     try:
-        time.sleep(1.0)
+        gateway.wait_live(session["id"], "customer")
+        gateway.wait_live(session["id"], "advisor")
         players = [
             subprocess.Popen(
                 [
@@ -333,7 +334,7 @@ async def test_ffmpeg_metadata_reaches_a_late_flash_player_first(
     publisher = ffmpeg_publish(src, session["customer"]["rtmp"]["publish_url"])
     player = await RtmpClient.open("127.0.0.1", gateway.rtmp_port)
     try:
-        await asyncio.sleep(1.0)
+        await asyncio.to_thread(gateway.wait_live, session["id"], "customer")
         await player.connect(
             "consult", session["advisor"]["rtmp"]["connect_url"], session["advisor"]["token"]
         )

@@ -210,7 +210,7 @@ def test_rtmpdump_plays_over_rtmpt(gw: GatewayProcess, media_dir: Path) -> None:
     publisher = ffmpeg_publish(src, tunnel_url(gw, "rtmpt", "advisor", session["advisor"]["token"]))
     out = media_dir / "rtmpdump-rtmpt.flv"
     try:
-        time.sleep(1.5)
+        gw.wait_live(session["id"], "advisor")
         cmd = ["rtmpdump", "-q", "--live", "-r", f"rtmpt://127.0.0.1:{gw.http_port}/consult",
                "-y", f"advisor?token={session['customer']['token']}", "-o", str(out),
                "-B", "3"]  # fmt: skip
