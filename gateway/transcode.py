@@ -53,7 +53,7 @@ from av.video.frame import PictureType, VideoFrame
 
 from gateway import h264
 from gateway.latency import METER, direction
-from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
+from gateway.media import AUDIO, VIDEO, AudioParams, MediaUnit, PublishedStream, VideoParams
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +111,6 @@ AUDIO_RESYNC_MS = 200
 # a new output timeline.
 TIMELINE_JUMP_MS = 10_000
 
-# FLV rate index (E.4.2.1 SoundRate) -> Hz; SoundFormats with fixed rates.
-_FLV_RATES = (5512, 11025, 22050, 44100)
-_FLV_FIXED = {
-    4: (16000, 1),  # Nellymoser 16 kHz mono
-    5: (8000, 1),  # Nellymoser 8 kHz mono
-    7: (8000, 1),  # G.711 A-law (FFmpeg's FLV demuxer also fixes 8 kHz)
-    8: (8000, 1),  # G.711 mu-law
-    11: (16000, 1),  # Speex: always 16 kHz mono in FLV
-    14: (8000, 1),  # MP3 8 kHz
-}
 _AUDIO_DEFAULTS = {
     "opus": (48000, 2),
     "speex": (16000, 1),
@@ -153,24 +143,6 @@ def audio_specific_config(sample_rate: int, channels: int, object_type: int = 2)
         raise ValueError(f"no AudioSpecificConfig for {sample_rate} Hz x {channels}")
     bits = (object_type << 11) | (index << 7) | (channels << 3)
     return bits.to_bytes(2, "big")
-
-
-def flv_audio_head(codec: str, sample_rate: int, channels: int) -> int:
-    """The FLV AUDIODATA head byte (FLV spec E.4.2.1) for what the encoder produces."""
-    stereo = 1 if channels == 2 else 0
-    if codec == "aac":
-        return 0xAF  # AAC is always declared 44 kHz, 16-bit, stereo
-    if codec == "nellymoser":
-        if sample_rate == 16000:
-            return 0x42  # SoundFormat 4: Nellymoser 16 kHz mono
-        if sample_rate == 8000:
-            return 0x52  # SoundFormat 5: Nellymoser 8 kHz mono
-        return 0x60 | (_FLV_RATES.index(sample_rate) << 2) | 0x02
-    if codec == "mp3":
-        if sample_rate == 8000:
-            return 0xE2 | stereo  # SoundFormat 14: MP3 8 kHz
-        return 0x20 | (_FLV_RATES.index(sample_rate) << 2) | 0x02 | stereo
-    raise ValueError(f"{codec} cannot be carried in FLV")
 
 
 @dataclass(frozen=True)
@@ -586,6 +558,7 @@ class _VideoPipe:
     def _close_encoder(self) -> None:
         self.enc: VideoCodecContext | None = None
         self.enc_size = (0, 0)
+        self.enc_params: VideoParams | None = None
         self.enc_bitrate = 0
         self.enc_maxrate = 0
         self.enc_fps = 0
@@ -809,6 +782,7 @@ class _VideoPipe:
         ctx.open()
         self.enc = ctx
         self.enc_size = (width, height)
+        self.enc_params = VideoParams(width, height)
         self.enc_bitrate = self.enc_maxrate = bitrate
         self.enc_fps = fps_int
         self.stats.encoder_opens += 1
@@ -816,7 +790,7 @@ class _VideoPipe:
     def _units(self, packets: list[av.Packet]) -> list[MediaUnit]:
         out: list[MediaUnit] = []
         stats = self.stats
-        width, height = self.enc_size
+        params = self.enc_params
         for packet in packets:
             pts = packet.pts
             ms = self.pts_map.pop(pts, None) if pts is not None else None
@@ -826,7 +800,6 @@ class _VideoPipe:
                 self.pts_map.clear()
             data = bytes(packet)
             keyframe = bool(packet.is_keyframe)
-            info = {"width": width, "height": height}
             if self.target == "h264":
                 nals = h264.split_annexb(data)
                 sps, pps = h264.parameter_sets(nals)
@@ -845,7 +818,7 @@ class _VideoPipe:
                 stats.keyframes_out += 1
             stats.video_out += 1
             stats.bytes_out += len(data)
-            out.append(MediaUnit(VIDEO, self.target, ms & TS_MASK, data, keyframe, info=info))
+            out.append(MediaUnit(VIDEO, self.target, ms & TS_MASK, data, keyframe, video=params))
         return out
 
 
@@ -881,7 +854,7 @@ class _AudioPipe:
         self.enc: AudioCodecContext | None = None
         self.rate = AUDIO_RATES[self.target]
         self.channels = 1
-        self.head: int | None = None
+        self.out_params: AudioParams | None = None
         self.anchor_ms: float | None = None  # session ms of encoder sample 0
         self.fed = 0  # samples given to the encoder
         self.last_out_ms = -1
@@ -902,18 +875,15 @@ class _AudioPipe:
 
     def _spec(self, unit: MediaUnit) -> tuple[str, int, int, bytes | None] | None:
         codec = unit.codec
-        info = unit.info or {}
+        params = unit.audio
         rate, channels = _AUDIO_DEFAULTS.get(codec, (44100, 1))
-        fmt = info.get("sound_format")
-        if "sample_rate" in info:
-            rate = int(info["sample_rate"])
-            channels = int(info.get("channels", channels))
-        elif fmt is not None:
-            rate, channels = _FLV_FIXED.get(fmt, (_FLV_RATES[info.get("rate_index", 3) & 3], 0))
-            channels = channels or int(info.get("channels", 1))
+        if params is not None and params.sample_rate is not None:
+            rate = params.sample_rate
+            channels = params.channels or channels
         if codec in ("pcm", "pcm_le"):
             # FLV SoundFormat 0 is "platform endian": little endian in practice.
-            name = "pcm_u8" if info.get("sample_bits", 16) == 8 else "pcm_s16le"
+            bits = params.sample_bits if params is not None else None
+            name = "pcm_u8" if bits == 8 else "pcm_s16le"
         else:
             found = AUDIO_DECODERS.get(codec)
             if found is None:
@@ -981,7 +951,8 @@ class _AudioPipe:
         ctx.open()
         self.enc = ctx
         self.stats.encoder_opens += 1
-        self.head = None if target == "opus" else flv_audio_head(target, self.rate, self.channels)
+        # Opus is 48 kHz on the wire (RFC 7587) whatever rate the encoder was fed
+        self.out_params = AudioParams(48000 if target == "opus" else self.rate, self.channels)
         # PyAV's encode() wraps every frame in an AudioResampler of its own that cuts the
         # encoder's frame_size; ours only converts rate/format/layout, so the pair never
         # converts twice.
@@ -1038,11 +1009,7 @@ class _AudioPipe:
             stats.encode_max_seconds = max(stats.encode_max_seconds, spent)
             METER.observe_codec("encode", self.owner.direction, self.target, spent)
         out: list[MediaUnit] = []
-        # Opus is 48 kHz on the wire (RFC 7587) whatever rate the encoder was fed
-        rate = 48000 if self.target == "opus" else self.rate
-        info: dict[str, Any] = {"sample_rate": rate, "channels": self.channels}
-        if self.head is not None:
-            info["flv_head"] = self.head
+        params = self.out_params
         for packet in packets:
             pts = max(0, packet.pts or 0)
             ms = max(self.last_out_ms, math.floor(self.anchor_ms + pts * 1000 / self.rate))
@@ -1052,13 +1019,13 @@ class _AudioPipe:
                 if self.target == "aac":
                     asc = enc.extradata or audio_specific_config(self.rate, self.channels)
                     out.append(
-                        MediaUnit(AUDIO, "aac", ms & TS_MASK, bytes(asc), config=True, info=info)
+                        MediaUnit(AUDIO, "aac", ms & TS_MASK, bytes(asc), config=True, audio=params)
                     )
                     stats.config_out += 1
             stats.audio_out += 1
             data = bytes(packet)
             stats.bytes_out += len(data)
-            out.append(MediaUnit(AUDIO, self.target, ms & TS_MASK, data, info=info))
+            out.append(MediaUnit(AUDIO, self.target, ms & TS_MASK, data, audio=params))
         return out
 
 

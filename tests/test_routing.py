@@ -161,7 +161,7 @@ def test_publisher_restart_with_other_codecs_redecides() -> None:
 def test_keyframe_request_goes_to_the_encoder_or_the_publisher() -> None:
     source, _, pool, route = _route()
     asked: list[int] = []
-    source.keyframe_requester = lambda: asked.append(1)
+    source.start("webrtc", on_keyframe_request=lambda: asked.append(1))
     source.push(_video("vp8", True))
     route.request_keyframe()
     assert asked == [1]
