@@ -30,7 +30,9 @@ from time import perf_counter
 from typing import Any, Protocol
 
 from gateway.latency import METER
+from gateway.media import PublishedStream
 from gateway.routing import CapacityRefused
+from gateway.transcode.formats import TargetFormat, TranscoderStats
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,9 @@ class TranscoderView(Protocol):
     """What the monitor reads of gateway.transcode.Transcoder."""
 
     number: int
-    stats: Any
-    source: Any
-    target: Any
+    stats: TranscoderStats
+    source: PublishedStream
+    target: TargetFormat
 
     def labels(self) -> dict[str, str]: ...
 
