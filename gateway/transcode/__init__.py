@@ -6,7 +6,8 @@ The package along its seams (docs/media-pipeline.md):
   arbitration; PyAV-free, so routing, the monitor and ``/ops`` import the real types.
 - ``worker``: :class:`Transcoder`, the receiver with its bounded queue, worker thread
   and outbox back to the event loop.
-- ``video`` and ``audio``: the pipes (decoder -> encoder) on the worker thread.
+- ``pipe``, ``video`` and ``audio``: the pipes (decoder -> encoder) on the worker
+  thread, which see the transcoder only through its :class:`PipeControl`.
 - ``pool``: :class:`TranscoderPool`, shared transcoders and their bitrate.
 
 ``from gateway.transcode import X`` works for all of them; the PyAV modules load on

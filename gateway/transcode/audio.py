@@ -8,7 +8,6 @@ AudioSpecificConfig first.
 from __future__ import annotations
 
 import math
-import time
 from fractions import Fraction
 from typing import Any
 
@@ -19,7 +18,6 @@ from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 from av.codec.context import CodecContext
 
-from gateway.latency import METER
 from gateway.media import AUDIO, AudioParams, MediaUnit
 from gateway.transcode.formats import (
     AUDIO_DECODERS,
@@ -31,22 +29,13 @@ from gateway.transcode.formats import (
     NATIVE_RATES,
     TIMELINE_JUMP_MS,
     TS_MASK,
-    PipeControl,
     audio_specific_config,
-    record_error,
 )
+from gateway.transcode.pipe import Pipe
 
 
-class AudioPipe:
+class AudioPipe(Pipe):
     """Decoder -> resampler -> encoder, with sample-counted timestamps. Worker only."""
-
-    def __init__(self, control: PipeControl) -> None:
-        self.control = control
-        self.stats = control.stats
-        target = control.target.audio
-        assert target is not None
-        self.target: str = target
-        self.reset()
 
     def reset(self) -> None:
         self.dec: AudioCodecContext | None = None
@@ -112,18 +101,9 @@ class AudioPipe:
         packet = av.Packet(unit.payload)
         packet.pts = ts
         packet.time_base = MS
-        began = time.perf_counter()
-        try:
-            frames = self.dec.decode(packet)
-        except (av.error.FFmpegError, ValueError) as exc:
-            stats.decode_errors += 1
-            record_error(stats, f"{name} decode", exc)
+        frames = self.decode(self.dec.decode, packet, name, unit.codec)
+        if frames is None:
             return [], 1
-        finally:
-            spent = time.perf_counter() - began
-            stats.decode_seconds += spent
-            stats.decode_count += 1
-            METER.observe_codec("decode", self.control.direction(), unit.codec, spent)
         stats.audio_frames_decoded += len(frames)
         out_rate = frames[0].sample_rate if frames else rate
         stats.audio_media_seconds += sum(f.samples for f in frames) / (out_rate or 1)
@@ -198,19 +178,9 @@ class AudioPipe:
         frame.pts = self.fed
         frame.time_base = enc.time_base
         self.fed += frame.samples
-        began = time.perf_counter()
-        try:
-            packets = enc.encode(frame)
-        except (av.error.FFmpegError, ValueError) as exc:
-            stats.encode_errors += 1
-            record_error(stats, f"{enc.name} encode", exc)
+        packets = self.encode(enc.encode, frame, enc.name)
+        if packets is None:
             return []
-        finally:
-            spent = time.perf_counter() - began
-            stats.encode_seconds += spent
-            stats.encode_count += 1
-            stats.encode_max_seconds = max(stats.encode_max_seconds, spent)
-            METER.observe_codec("encode", self.control.direction(), self.target, spent)
         out: list[MediaUnit] = []
         params = self.out_params
         for packet in packets:

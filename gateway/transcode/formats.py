@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
+from gateway.latency import METER
+
 TS_MASK = 0xFFFFFFFF  # RTMP/FLV timestamps are 32-bit milliseconds
 MS = Fraction(1, 1000)
 
@@ -191,6 +193,21 @@ class PipeControl:
     # ``flash_to_webrtc`` and the like, for the latency meter's labels
     direction: Callable[[], str]
     key_requests: int = 0  # bumped per request; a pipe keys when its count differs
+
+    def decoded(self, codec: str, spent: float) -> None:
+        """Count one decode call that took ``spent`` seconds (worker thread)."""
+        stats = self.stats
+        stats.decode_seconds += spent
+        stats.decode_count += 1
+        METER.observe_codec("decode", self.direction(), codec, spent)
+
+    def encoded(self, codec: str, spent: float) -> None:
+        """Count one encode call that took ``spent`` seconds (worker thread)."""
+        stats = self.stats
+        stats.encode_seconds += spent
+        stats.encode_count += 1
+        stats.encode_max_seconds = max(stats.encode_max_seconds, spent)
+        METER.observe_codec("encode", self.direction(), codec, spent)
 
 
 class BitrateFollower(Protocol):

@@ -8,7 +8,6 @@ config unit first and whenever SPS/PPS change. Key frames are forced on request
 
 from __future__ import annotations
 
-import time
 from fractions import Fraction
 
 import av
@@ -18,7 +17,6 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType, VideoFrame
 
 from gateway import h264
-from gateway.latency import METER
 from gateway.media import VIDEO, MediaUnit, VideoParams
 from gateway.transcode.formats import (
     BITRATE_HYSTERESIS,
@@ -30,21 +28,13 @@ from gateway.transcode.formats import (
     URGENT_BITRATE_DROP,
     VIDEO_DECODERS,
     VIDEO_ENCODERS,
-    PipeControl,
     record_error,
 )
+from gateway.transcode.pipe import Pipe
 
 
-class VideoPipe:
+class VideoPipe(Pipe):
     """Decoder -> yuv420p -> encoder for one output codec. Worker thread only."""
-
-    def __init__(self, control: PipeControl) -> None:
-        self.control = control
-        self.stats = control.stats
-        target = control.target.video
-        assert target is not None
-        self.target: str = target
-        self.reset()
 
     def reset(self) -> None:
         self.dec: VideoCodecContext | None = None  # dropping these frees the codecs
@@ -128,25 +118,15 @@ class VideoPipe:
         packet.pts = ts + unit.cts
         packet.dts = ts
         packet.time_base = MS
-        began = time.perf_counter()
-        try:
-            frames = self.dec.decode(packet)
-        except (av.error.FFmpegError, ValueError) as exc:
-            stats.decode_errors += 1
-            record_error(stats, f"{name} decode", exc)
+        frames = self.decode(self.dec.decode, packet, name, unit.codec)
+        if frames is None:
             self.need_key = True
             return []
-        finally:
-            spent = time.perf_counter() - began
-            stats.decode_seconds += spent
-            stats.decode_count += 1
-            METER.observe_codec("decode", self.control.direction(), unit.codec, spent)
         stats.video_frames_decoded += len(frames)
         return frames
 
     # -- encoding -------------------------------------------------------------------------
     def _encode(self, frame: VideoFrame) -> list[MediaUnit]:
-        stats = self.stats
         ms = frame.pts if frame.pts is not None else self.last_in_ms
         if ms is None:
             return []
@@ -189,20 +169,10 @@ class VideoPipe:
         frame.pts = enc_pts
         frame.time_base = enc.time_base
         frame.pict_type = PictureType.I if force else PictureType.NONE
-        began = time.perf_counter()
-        try:
-            packets = enc.encode(frame)
-        except (av.error.FFmpegError, ValueError) as exc:
-            stats.encode_errors += 1
-            record_error(stats, f"{enc.name} encode", exc)
+        packets = self.encode(enc.encode, frame, enc.name)
+        if packets is None:
             self._close_encoder()
             return []
-        finally:
-            spent = time.perf_counter() - began
-            stats.encode_seconds += spent
-            stats.encode_count += 1
-            stats.encode_max_seconds = max(stats.encode_max_seconds, spent)
-            METER.observe_codec("encode", control.direction(), self.target, spent)
         return self._units(packets)
 
     def _track_rate(self, ms: int) -> None:

@@ -268,8 +268,9 @@ class Transcoder:
 
     # -- worker thread --------------------------------------------------------------------
     def _run(self) -> None:
-        video = VideoPipe(self.control) if self.target.video else None
-        audio = AudioPipe(self.control) if self.target.audio else None
+        target = self.target
+        video = VideoPipe(self.control, target.video) if target.video else None
+        audio = AudioPipe(self.control, target.audio) if target.audio else None
         clock = Unwrapper()
         generation = 0
         stats = self.stats
