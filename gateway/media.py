@@ -50,14 +50,14 @@ class MediaUnit:
 
     ``timestamp`` is the decode time in milliseconds on the session clock (32-bit
     wrapping, as RTMP carries it); ``cts`` is the composition offset (pts - dts) in ms.
-    ``payload`` is in the codec's native framing (H.264: AVCC length-prefixed NAL units;
-    AAC: raw access unit). ``wire`` optionally keeps the front-end's own encoding of the
-    unit (the FLV tag body for RTMP) so a receiver of the same kind relays it without
-    re-serialising. ``audio`` / ``video`` are the typed codec parameters, where known
-    (sample rate, channels, sample format; picture size). ``arrived``
-    (``time.perf_counter()``) and ``origin`` (``rtmp`` or ``webrtc``) say when and where
-    the complete source frame reached the gateway; a transcoder copies them and sets
-    ``transcoded`` (``gateway/latency.py``).
+    ``payload`` is in the codec's native framing (H.264: AVCC length-prefixed NAL units,
+    optionally also ``annexb``; AAC: raw access unit). ``wire`` optionally keeps the
+    front-end's own encoding of the unit (the FLV tag body for RTMP) so a receiver of
+    the same kind relays it without re-serialising. ``audio`` / ``video`` are the typed
+    codec parameters, where known (sample rate, channels, sample format; picture size).
+    ``arrived`` (``time.perf_counter()``) and ``origin`` (``rtmp`` or ``webrtc``) say
+    when and where the complete source frame reached the gateway; a transcoder copies
+    them and sets ``transcoded`` (``gateway/latency.py``).
     """
 
     kind: str
@@ -70,6 +70,10 @@ class MediaUnit:
     wire: bytes | None = None
     audio: AudioParams | None = None
     video: VideoParams | None = None
+    # H.264 only: the same access unit as an Annex-B byte stream with SPS/PPS in band
+    # before an IDR, where the producer had it (a browser's frame, x264's output); a
+    # WebRTC sender takes it as is instead of converting the AVCC payload back.
+    annexb: bytes | None = None
     arrived: float = 0.0
     origin: str = ""
     transcoded: bool = False

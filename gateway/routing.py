@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway import h264
+from gateway.codecs import h264
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream, Receiver
 from gateway.transcode.formats import TargetFormat
 
@@ -95,7 +95,7 @@ class TranscoderSource(Protocol):
 
 def is_baseline_avcc_config(record: bytes) -> bool:
     """Whether an AVCDecoderConfigurationRecord's stream can pass to a browser: no
-    B-frames (Baseline, Constrained High, or a VUI saying no reordering; gateway/h264.py
+    B-frames (Baseline, Constrained High, or a VUI saying no reordering; gateway/codecs/h264.py
     has the rule)."""
     try:
         config = h264.parse_avc_config(record)

@@ -137,7 +137,7 @@ def test_last_receiver_leaving_closes_the_transcoder() -> None:
 
 
 def test_h264_passes_to_webrtc_only_without_b_frames() -> None:
-    from gateway import h264
+    from gateway.codecs import h264
     from tests.test_h264 import x264_frames
 
     def record(profile: str, bframes: int) -> bytes:

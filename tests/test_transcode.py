@@ -25,7 +25,7 @@ import pytest
 from av.audio.codeccontext import AudioCodecContext
 from av.video.codeccontext import VideoCodecContext
 
-from gateway import h264
+from gateway.codecs import h264
 from gateway.media import AUDIO, VIDEO, AudioParams, MediaUnit, PublishedStream
 from gateway.transcode import (
     AUDIO_DECODERS,
@@ -454,6 +454,24 @@ async def test_corrupt_frames_are_counted_and_decoding_resumes_at_a_keyframe(
     assert len(frames) >= good - 16  # at worst the rest of one 15-frame GOP is skipped
     rms, _ = audio_rms(out.units)
     assert rms > 1000
+    tr.close()
+
+
+async def test_h264_for_a_browser_is_x264s_annexb_not_a_round_trip() -> None:
+    """The H.264 units carry x264's own Annex-B (SPS/PPS before every IDR) beside the AVCC
+    payload, the same slices in both: a WebRTC sender takes it without converting back."""
+    units = [u for u in webrtc_units(seconds=1.0) if u.kind == VIDEO]
+    source, tr, out = start(TargetFormat("h264", None))
+    await feed(source, tr, units)
+    video = [u for u in out.kind(VIDEO) if not u.config]
+    assert video and all(u.annexb is not None for u in video)
+    for u in video:
+        assert u.annexb is not None
+        nals = h264.split_annexb(u.annexb)
+        slices = [n for n in nals if h264.nal_type(n) not in (h264.NAL_SPS, h264.NAL_PPS)]
+        assert slices == h264.split_avcc(u.payload)
+        sps, pps = h264.parameter_sets(nals)
+        assert bool(sps and pps) == u.keyframe
     tr.close()
 
 

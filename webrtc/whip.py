@@ -20,7 +20,7 @@ from aiortc import RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import AnyRtcpPacket, RtcpSrPacket, RtpPacket
 
-from gateway import h264
+from gateway.codecs import h264, vp8
 from gateway.consultation import Consultation, Role
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, AudioParams, MediaUnit, VideoParams
@@ -37,15 +37,6 @@ log = logging.getLogger(__name__)
 PLI_INTERVAL = 0.5
 OPUS_PARAMS = AudioParams(sample_rate=48000, channels=2)
 ARRIVALS_KEPT = 256  # RTP timestamps remembered per track (seconds of video frames)
-
-
-def vp8_dimensions(frame: bytes) -> tuple[int, int] | None:
-    """Width and height from a VP8 key frame header (RFC 6386 §9.1)."""
-    if len(frame) < 10 or frame[0] & 1 or frame[3:6] != b"\x9d\x01\x2a":
-        return None
-    width = int.from_bytes(frame[6:8], "little") & 0x3FFF
-    height = int.from_bytes(frame[8:10], "little") & 0x3FFF
-    return width, height
 
 
 class _Ingest:
@@ -252,7 +243,7 @@ class WhipSession(PeerSession):
         else:
             params: VideoParams | None = None
             if packet.is_keyframe:
-                dims = vp8_dimensions(data)
+                dims = vp8.dimensions(data)
                 if dims is not None:
                     params = VideoParams(*dims)
             self.stream.push(
@@ -277,8 +268,7 @@ class WhipSession(PeerSession):
         except ValueError:
             self.request_keyframe()  # a malformed frame: drop it, recover at a keyframe
             return
-        sps = [n for n in nals if h264.nal_type(n) == h264.NAL_SPS]
-        pps = [n for n in nals if h264.nal_type(n) == h264.NAL_PPS]
+        sps, pps = h264.parameter_sets(nals)
         if sps and pps:
             sets = (b"".join(sps), b"".join(pps))
             if sets != self._h264_sets:
@@ -299,6 +289,9 @@ class WhipSession(PeerSession):
                 timestamp,
                 h264.join_avcc(frame),
                 keyframe,
+                # A WHEP viewer gets the browser's own Annex-B (no AVCC round trip) when
+                # an IDR brought its parameter sets, as browsers send them
+                annexb=data if not keyframe or (sps and pps) else None,
                 arrived=arrived,
                 origin="webrtc",
             )

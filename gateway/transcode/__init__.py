@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from gateway.codecs.aac import audio_specific_config
 from gateway.transcode.formats import (
     AUDIO_DECODERS,
     AUDIO_ENCODERS,
@@ -36,7 +37,6 @@ from gateway.transcode.formats import (
     PipeControl,
     TargetFormat,
     TranscoderStats,
-    audio_specific_config,
 )
 
 if TYPE_CHECKING:

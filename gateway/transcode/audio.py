@@ -18,6 +18,7 @@ from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 from av.codec.context import CodecContext
 
+from gateway.codecs.aac import audio_specific_config
 from gateway.media import AUDIO, AudioParams, MediaUnit
 from gateway.transcode.formats import (
     AUDIO_DECODERS,
@@ -29,7 +30,6 @@ from gateway.transcode.formats import (
     NATIVE_RATES,
     TIMELINE_JUMP_MS,
     TS_MASK,
-    audio_specific_config,
 )
 from gateway.transcode.pipe import Pipe
 

@@ -16,7 +16,7 @@ from av.codec.context import CodecContext
 from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType, VideoFrame
 
-from gateway import h264
+from gateway.codecs import h264
 from gateway.media import VIDEO, MediaUnit, VideoParams
 from gateway.transcode.formats import (
     BITRATE_HYSTERESIS,
@@ -272,6 +272,7 @@ class VideoPipe(Pipe):
                 self.pts_map.clear()
             data = bytes(packet)
             keyframe = bool(packet.is_keyframe)
+            annexb: bytes | None = None
             if self.target == "h264":
                 nals = h264.split_annexb(data)
                 sps, pps = h264.parameter_sets(nals)
@@ -282,6 +283,7 @@ class VideoPipe(Pipe):
                     stats.config_out += 1
                 if self.params is None:
                     continue  # nothing decodable before the first SPS/PPS
+                annexb = data  # x264 repeats SPS/PPS before every IDR (repeat-headers=1)
                 data = h264.join_avcc(
                     n for n in nals if n[0] & 0x1F not in (h264.NAL_SPS, h264.NAL_PPS, h264.NAL_AUD)
                 )
@@ -290,7 +292,11 @@ class VideoPipe(Pipe):
                 stats.keyframes_out += 1
             stats.video_out += 1
             stats.bytes_out += len(data)
-            out.append(MediaUnit(VIDEO, self.target, ms & TS_MASK, data, keyframe, video=params))
+            out.append(
+                MediaUnit(
+                    VIDEO, self.target, ms & TS_MASK, data, keyframe, video=params, annexb=annexb
+                )
+            )
         return out
 
 
