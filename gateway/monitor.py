@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Protocol
 
+from gateway.consultation import Consultation, Role
 from gateway.latency import METER
 from gateway.media import PublishedStream
 from gateway.routing import CapacityRefused
@@ -302,7 +303,7 @@ class Monitor:
         return self._last
 
 
-def refusal_notice(consultation: Any, role: Any) -> Callable[[str], None]:
+def refusal_notice(consultation: Consultation, role: Role) -> Callable[[str], None]:
     """A Route's ``on_refused``: tell the receiving participant (events WebSocket,
     RTMP ``onSessionEvent``) that a kind cannot be delivered for want of capacity."""
 

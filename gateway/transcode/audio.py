@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Any
 
 import av
 import av.error
@@ -39,7 +38,7 @@ class AudioPipe(Pipe):
 
     def reset(self) -> None:
         self.dec: AudioCodecContext | None = None
-        self.dec_key: tuple[Any, ...] | None = None
+        self.dec_key: tuple[str, int, int, bytes | None] | None = None
         self.asc: bytes | None = None  # source AudioSpecificConfig (AAC extradata)
         self.resampler: AudioResampler | None = None
         self.rs_key: tuple[str, str, int] | None = None
