@@ -705,3 +705,21 @@ async def test_routes_attach_and_release_real_transcoders_during_fan_out(flv_dir
     assert "customer>vp8+-" not in [t.output.name for t in pool.transcoders]
     pool.close()
     assert not _worker_threads()
+
+
+async def test_the_pool_gives_a_shared_encoder_the_lowest_receiver_estimate() -> None:
+    """Bitrate arbitration lives in the pool (issue 13): each route files its receiver's
+    REMB; the shared encoder follows the lowest, and a withdrawn one stops counting."""
+    pool = TranscoderPool()
+    source = PublishedStream("c/customer")
+    transcoder = pool.acquire(source, TargetFormat("vp8", None))
+    fast, slow = object(), object()
+    pool.offer_video_bitrate(transcoder, fast, 900_000)
+    assert transcoder.video_bitrate == 900_000
+    pool.offer_video_bitrate(transcoder, slow, 300_000)
+    pool.offer_video_bitrate(transcoder, fast, 800_000)
+    assert transcoder.video_bitrate == 300_000
+    pool.offer_video_bitrate(transcoder, slow, None)
+    assert transcoder.video_bitrate == 800_000
+    pool.release(transcoder)
+    assert transcoder.closed and len(pool) == 0
