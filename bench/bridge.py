@@ -18,7 +18,7 @@ Directions (one consultation each, the gateway in its own process, tests/gwproc.
 Every video frame carries its number in 12 black/white 40x40 blocks at the top, so the
 receiving side can tell which source frame it got (latency needs no clock mapping).
 The yardsticks are ``ffmpeg -re -i <the same file> <the gateway's encoder settings>
--f null -`` (bench/transcode_micro.py's settings, which mirror gateway/transcode.py).
+-f null -`` (bench/transcode_micro.py's settings, which mirror gateway/transcode/).
 
 Clients run in worker subprocesses (``worker`` mode, one per consultation) so they can
 use the other core; only the gateway's process tree is measured, but the workers' CPU

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import av
 
-from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
+from gateway.media import AUDIO, VIDEO, AudioParams, MediaUnit, PublishedStream
 from gateway.transcode import TargetFormat, Transcoder
 from rtmp.flv import audio_unit, video_unit
 
@@ -144,8 +144,8 @@ def load_units(path: Path) -> list[MediaUnit]:
             if packet.stream.type == "video":
                 units.append(MediaUnit(VIDEO, "vp8", ms, bytes(packet), bool(packet.is_keyframe)))
             else:
-                info = {"sample_rate": 48000, "channels": 2}
-                units.append(MediaUnit(AUDIO, "opus", max(0, ms), bytes(packet), info=info))
+                params = AudioParams(sample_rate=48000, channels=2)
+                units.append(MediaUnit(AUDIO, "opus", max(0, ms), bytes(packet), audio=params))
     units.sort(key=lambda u: (u.timestamp, u.kind != VIDEO))
     return units
 

@@ -13,12 +13,35 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 AUDIO = "audio"
 VIDEO = "video"
+
+
+@dataclass(frozen=True, slots=True)
+class AudioParams:
+    """What a decoder needs to know of an audio unit beyond its codec name.
+
+    ``None`` means not known from the unit: the decoder uses the codec's defaults.
+    ``sample_bits`` is the sample size of uncompressed PCM (8 or 16); compressed codecs
+    carry their own sample format. Front-ends translate their wire headers into these
+    (the FLV AUDIODATA head byte in ``rtmp/flv.py``) and back.
+    """
+
+    sample_rate: int | None = None
+    channels: int | None = None
+    sample_bits: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VideoParams:
+    """The picture size of a video unit, where the front-end or the encoder knows it."""
+
+    width: int
+    height: int
 
 
 @dataclass(slots=True)
@@ -27,12 +50,14 @@ class MediaUnit:
 
     ``timestamp`` is the decode time in milliseconds on the session clock (32-bit
     wrapping, as RTMP carries it); ``cts`` is the composition offset (pts - dts) in ms.
-    ``payload`` is in the codec's native framing (H.264: AVCC length-prefixed NAL units;
-    AAC: raw access unit). ``wire`` optionally keeps the front-end's own encoding of the
-    unit (the FLV tag body for RTMP) so a receiver of the same kind relays it without
-    re-serialising. ``arrived`` (``time.perf_counter()``) and ``origin`` (``rtmp`` or
-    ``webrtc``) say when and where the complete source frame reached the gateway; a
-    transcoder copies them and sets ``transcoded`` (``gateway/latency.py``).
+    ``payload`` is in the codec's native framing (H.264: AVCC length-prefixed NAL units,
+    optionally also ``annexb``; AAC: raw access unit). ``wire`` optionally keeps the
+    front-end's own encoding of the unit (the FLV tag body for RTMP) so a receiver of
+    the same kind relays it without re-serialising. ``audio`` / ``video`` are the typed
+    codec parameters, where known (sample rate, channels, sample format; picture size).
+    ``arrived`` (``time.perf_counter()``) and ``origin`` (``rtmp`` or ``webrtc``) say
+    when and where the complete source frame reached the gateway; a transcoder copies
+    them and sets ``transcoded`` (``gateway/latency.py``).
     """
 
     kind: str
@@ -43,7 +68,12 @@ class MediaUnit:
     config: bool = False
     cts: int = 0
     wire: bytes | None = None
-    info: dict[str, Any] | None = None
+    audio: AudioParams | None = None
+    video: VideoParams | None = None
+    # H.264 only: the same access unit as an Annex-B byte stream with SPS/PPS in band
+    # before an IDR, where the producer had it (a browser's frame, x264's output); a
+    # WebRTC sender takes it as is instead of converting the AVCC payload back.
+    annexb: bytes | None = None
     arrived: float = 0.0
     origin: str = ""
     transcoded: bool = False
@@ -107,6 +137,7 @@ class PublishedStream:
         self.on_change: Callable[[PublishedStream], None] | None = None
         self.owner: object | None = None
         self._on_preempt: Callable[[], None] | None = None
+        self._on_keyframe_request: Callable[[], None] | None = None
 
     # -- publisher side -------------------------------------------------------------
     def start(
@@ -114,16 +145,19 @@ class PublishedStream:
         kind: str,
         owner: object | None = None,
         on_preempt: Callable[[], None] | None = None,
+        on_keyframe_request: Callable[[], None] | None = None,
     ) -> None:
         """A publisher starts. One publisher owns the stream at a time: a new one (the
         participant reconnected, or switched from Flash to the browser) takes over, and
-        the previous owner is told through its ``on_preempt`` so it stops pushing."""
+        the previous owner is told through its ``on_preempt`` so it stops pushing.
+        ``on_keyframe_request`` asks the publisher for a key frame (a PLI to a browser);
+        RTMP has no way to ask, so an RTMP publisher passes none."""
         previous = self._on_preempt if self.live and self.owner is not owner else None
         if self.live:
             self.stop()
         self.owner = owner
         self._on_preempt = on_preempt
-        self.keyframe_requester = None
+        self._on_keyframe_request = on_keyframe_request
         self.live = True
         self.kind = kind
         self._reset_caches()
@@ -140,7 +174,7 @@ class PublishedStream:
         if not self.live or (owner is not None and owner is not self.owner):
             return
         self.live = False
-        self.keyframe_requester = None
+        self._on_keyframe_request = None
         self._on_preempt = None
         self._reset_caches()
         for state in list(self._receivers.values()):
@@ -274,8 +308,6 @@ class PublishedStream:
         return list(self._receivers.values())
 
     def request_keyframe(self) -> None:
-        """Nobody can be asked on RTMP; WebRTC publishers override this via a hook."""
-        if self.keyframe_requester is not None:
-            self.keyframe_requester()
-
-    keyframe_requester: Callable[[], None] | None = None
+        """Ask the publisher for a key frame, where its front-end can (see :meth:`start`)."""
+        if self._on_keyframe_request is not None:
+            self._on_keyframe_request()

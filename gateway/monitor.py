@@ -29,8 +29,11 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Protocol
 
+from gateway.consultation import Consultation, Role
 from gateway.latency import METER
+from gateway.media import PublishedStream
 from gateway.routing import CapacityRefused
+from gateway.transcode.formats import TargetFormat, TranscoderStats
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +47,9 @@ class TranscoderView(Protocol):
     """What the monitor reads of gateway.transcode.Transcoder."""
 
     number: int
-    stats: Any
-    source: Any
-    target: Any
+    stats: TranscoderStats
+    source: PublishedStream
+    target: TargetFormat
 
     def labels(self) -> dict[str, str]: ...
 
@@ -300,7 +303,7 @@ class Monitor:
         return self._last
 
 
-def refusal_notice(consultation: Any, role: Any) -> Callable[[str], None]:
+def refusal_notice(consultation: Consultation, role: Role) -> Callable[[str], None]:
     """A Route's ``on_refused``: tell the receiving participant (events WebSocket,
     RTMP ``onSessionEvent``) that a kind cannot be delivered for want of capacity."""
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from gateway import h264
+from gateway.codecs import h264
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream, Receiver
+from gateway.transcode.formats import TargetFormat
 
 log = logging.getLogger(__name__)
 
@@ -79,32 +79,23 @@ class TranscoderLike(Protocol):
     def set_video_bitrate(self, bps: int) -> None: ...
 
 
-# transcoder -> {route: its receiver's latest REMB}; weak, so closed transcoders vanish
-_BITRATE_OFFERS: weakref.WeakKeyDictionary[Any, dict[int, int]] = weakref.WeakKeyDictionary()
-
-
-def _offer_bitrate(transcoder: TranscoderLike, route: object, bps: int | None) -> None:
-    offers = _BITRATE_OFFERS.setdefault(transcoder, {})
-    if bps is None:
-        if offers.pop(id(route), None) is None:
-            return
-    else:
-        offers[id(route)] = bps
-    if offers:
-        transcoder.set_video_bitrate(min(offers.values()))
-
-
 class TranscoderSource(Protocol):
     """What routing needs of gateway.transcode.TranscoderPool."""
 
-    def acquire(self, source: PublishedStream, target: object) -> TranscoderLike: ...
+    def acquire(self, source: PublishedStream, target: TargetFormat) -> TranscoderLike: ...
 
     def release(self, transcoder: TranscoderLike) -> None: ...
+
+    def offer_video_bitrate(
+        self, transcoder: TranscoderLike, offerer: object, bps: int | None
+    ) -> None:
+        """A route's receiver estimate for a shared encoder (None: withdrawn); the pool
+        applies the lowest (gateway.transcode.formats.BitrateArbiter)."""
 
 
 def is_baseline_avcc_config(record: bytes) -> bool:
     """Whether an AVCDecoderConfigurationRecord's stream can pass to a browser: no
-    B-frames (Baseline, Constrained High, or a VUI saying no reordering; gateway/h264.py
+    B-frames (Baseline, Constrained High, or a VUI saying no reordering; gateway/codecs/h264.py
     has the rule)."""
     try:
         config = h264.parse_avc_config(record)
@@ -156,7 +147,7 @@ class Route:
         sink: Receiver,
         caps: SinkCaps,
         pool: TranscoderSource | None,
-        target_factory: type | None = None,
+        target_factory: Callable[..., TargetFormat] = TargetFormat,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.source = source
@@ -170,6 +161,8 @@ class Route:
         # Told when a kind cannot be delivered for want of transcoding capacity (the
         # owner tells the participant); called with the kind.
         self.on_refused = on_refused
+        # the receiver's latest estimate (REMB), filed with the pool for a transcoder
+        self.video_bitrate: int | None = None
         source.add_receiver(self)
 
     # -- Receiver protocol (on the source) ------------------------------------------------
@@ -252,19 +245,14 @@ class Route:
             path = _Path(unit.codec, transcoder, attachment)
             transcoder.output.add_receiver(attachment)
             if kind == VIDEO and self.video_bitrate is not None:
-                _offer_bitrate(transcoder, self, self.video_bitrate)
+                self.pool.offer_video_bitrate(transcoder, self, self.video_bitrate)
             self.stats.transcoded[kind] = f"{unit.codec}>{target_codec}"
             self.source.stats.transcodes += 1
         self._paths[kind] = path
         return path
 
-    def _target(self, kind: str, codec: str) -> object:
-        if self.target_factory is None:
-            from gateway.transcode import TargetFormat
-
-            factory: type = TargetFormat
-        else:
-            factory = self.target_factory
+    def _target(self, kind: str, codec: str) -> TargetFormat:
+        factory = self.target_factory
         if kind == VIDEO:
             return factory(video=codec, audio=None)
         return factory(video=None, audio=codec)
@@ -272,9 +260,8 @@ class Route:
     def _drop_path(self, path: _Path) -> None:
         if path.refused_at is not None:
             return
-        if path.transcoder is not None:
-            _offer_bitrate(path.transcoder, self, None)
         if path.transcoder is not None and self.pool is not None:
+            self.pool.offer_video_bitrate(path.transcoder, self, None)
             if path.attachment is not None:
                 path.transcoder.output.remove_receiver(path.attachment)
             self.pool.release(path.transcoder)
@@ -299,10 +286,8 @@ class Route:
         its receivers (DESIGN.md), so each route files its own and the minimum applies."""
         self.video_bitrate = bps
         path = self._paths.get(VIDEO)
-        if path is not None and path.transcoder is not None:
-            _offer_bitrate(path.transcoder, self, bps)
-
-    video_bitrate: int | None = None
+        if path is not None and path.transcoder is not None and self.pool is not None:
+            self.pool.offer_video_bitrate(path.transcoder, self, bps)
 
     def describe(self) -> dict[str, str]:
         out = {}

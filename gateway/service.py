@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from gateway.advisors import AdvisorAccounts
@@ -18,8 +18,10 @@ from gateway.documents import DocumentStore
 from gateway.feedback import FeedbackDesk
 from gateway.forms import FormDesk, FormLibrary
 from gateway.monitor import Monitor
-from gateway.routing import TranscoderSource
 from gateway.stats import Statistics, row_for
+
+if TYPE_CHECKING:  # PyAV loads with the transcoders only
+    from gateway.transcode.pool import TranscoderPool
 
 # Upload tickets share the document store's ticket book; their item is "upload:<role>"
 # (document ids are hex, so the two never meet).
@@ -138,8 +140,8 @@ class Gateway:
     advisor_auth: AdvisorAuth
     started_at: float = field(default_factory=time.time)
     accepting: bool = True
-    # gateway.transcode.TranscoderPool, set by the composition root; None = passthrough only
-    transcoders: TranscoderSource | None = None
+    # set by the composition root; None = passthrough only
+    transcoders: TranscoderPool | None = None
     # Documents and statistics live under --data-dir; the composition root turns them on
     # (open_storage), so a Gateway built in a unit test writes nothing to disk.
     documents: DocumentStore | None = None

@@ -7,7 +7,9 @@ codecs are read from these first bytes.
 
 from __future__ import annotations
 
-from gateway.media import AUDIO, VIDEO, MediaUnit
+import functools
+
+from gateway.media import AUDIO, VIDEO, AudioParams, MediaUnit
 
 # E.4.3.1 VIDEODATA CodecID
 VIDEO_CODECS = {
@@ -36,6 +38,18 @@ AUDIO_CODECS = {
     14: "mp3",  # 8 kHz
 }
 
+# E.4.2.1 SoundRate (2 bits) -> Hz, and the SoundFormats whose rate and channels are
+# fixed whatever the head's rate and type bits say.
+SOUND_RATES = (5512, 11025, 22050, 44100)
+FIXED_FORMATS = {
+    4: (16000, 1),  # Nellymoser 16 kHz mono
+    5: (8000, 1),  # Nellymoser 8 kHz mono
+    7: (8000, 1),  # G.711 A-law (FFmpeg's FLV demuxer also fixes 8 kHz)
+    8: (8000, 1),  # G.711 mu-law
+    11: (16000, 1),  # Speex: always 16 kHz mono in FLV
+    14: (8000, 1),  # MP3 8 kHz
+}
+
 FRAME_KEY = 1
 FRAME_INTER = 2
 FRAME_DISPOSABLE = 3
@@ -57,7 +71,7 @@ def video_unit(payload: bytes, timestamp: int) -> MediaUnit:
     codec = VIDEO_CODECS.get(codec_id, f"video-{codec_id}")
     if frame_type == FRAME_INFO:
         # Video info/command frame (e.g. seek start/end): no picture, relay as is.
-        return MediaUnit(VIDEO, codec, timestamp, b"", False, True, 0, payload, {"info": True})
+        return MediaUnit(VIDEO, codec, timestamp, b"", False, True, 0, payload)
     keyframe = frame_type in (FRAME_KEY, FRAME_GENERATED_KEY)
     if codec_id == 7:
         if len(payload) < 5:
@@ -67,7 +81,7 @@ def video_unit(payload: bytes, timestamp: int) -> MediaUnit:
         if packet_type == 0:  # AVCDecoderConfigurationRecord
             return MediaUnit(VIDEO, codec, timestamp, payload[5:], False, True, 0, payload)
         if packet_type == 2:  # end of sequence
-            return MediaUnit(VIDEO, codec, timestamp, b"", False, True, 0, payload, {"eos": True})
+            return MediaUnit(VIDEO, codec, timestamp, b"", False, True, 0, payload)
         return MediaUnit(VIDEO, codec, timestamp, payload[5:], keyframe, False, cts, payload)
     # Spark/VP6: the whole remainder is the frame (VP6 carries a 1-byte adjustment first;
     # decoders take it, so it stays in the payload).
@@ -81,12 +95,7 @@ def audio_unit(payload: bytes, timestamp: int) -> MediaUnit:
     head = payload[0]
     fmt = head >> 4
     codec = AUDIO_CODECS.get(fmt, f"audio-{fmt}")
-    info = {
-        "rate_index": (head >> 2) & 0x03,
-        "sample_bits": 16 if head & 0x02 else 8,
-        "channels": 2 if head & 0x01 else 1,
-        "sound_format": fmt,
-    }
+    info = audio_params(head)
     if fmt == 10:
         if len(payload) < 2:
             raise FlvError("AAC audio message shorter than its 2-byte header")
@@ -94,6 +103,39 @@ def audio_unit(payload: bytes, timestamp: int) -> MediaUnit:
             return MediaUnit(AUDIO, codec, timestamp, payload[2:], False, True, 0, payload, info)
         return MediaUnit(AUDIO, codec, timestamp, payload[2:], False, False, 0, payload, info)
     return MediaUnit(AUDIO, codec, timestamp, payload[1:], False, False, 0, payload, info)
+
+
+@functools.cache
+def audio_params(head: int) -> AudioParams:
+    """What an AUDIODATA head byte (E.4.2.1) says: SoundFormat<<4 | SoundRate<<2 |
+    SoundSize<<1 | SoundType, with the fixed rates of Nellymoser, G.711, Speex and MP3
+    8 kHz. (AAC declares 44 kHz stereo here whatever it carries; its
+    AudioSpecificConfig is authoritative and goes to the decoder.) 256 heads: cached,
+    so units share one immutable value."""
+    rate, channels = FIXED_FORMATS.get(head >> 4, (SOUND_RATES[(head >> 2) & 3], 0))
+    return AudioParams(
+        sample_rate=rate,
+        channels=channels or (2 if head & 0x01 else 1),
+        sample_bits=16 if head & 0x02 else 8,
+    )
+
+
+def audio_head(codec: str, sample_rate: int, channels: int) -> int:
+    """The AUDIODATA head byte (FLV spec E.4.2.1) for audio an encoder produced."""
+    stereo = 1 if channels == 2 else 0
+    if codec == "aac":
+        return 0xAF  # AAC is always declared 44 kHz, 16-bit, stereo
+    if codec == "nellymoser":
+        if sample_rate == 16000:
+            return 0x42  # SoundFormat 4: Nellymoser 16 kHz mono
+        if sample_rate == 8000:
+            return 0x52  # SoundFormat 5: Nellymoser 8 kHz mono
+        return 0x60 | (SOUND_RATES.index(sample_rate) << 2) | 0x02
+    if codec == "mp3":
+        if sample_rate == 8000:
+            return 0xE2 | stereo  # SoundFormat 14: MP3 8 kHz
+        return 0x20 | (SOUND_RATES.index(sample_rate) << 2) | 0x02 | stereo
+    raise FlvError(f"{codec} cannot be carried in FLV")
 
 
 def video_tag(unit: MediaUnit) -> bytes:
@@ -120,12 +162,27 @@ _AUDIO_HEAD = {
 }
 
 
+_FROM_PARAMS = frozenset({"aac", "nellymoser", "mp3"})
+
+
+@functools.cache
+def _head_from_params(codec: str, sample_rate: int | None, channels: int | None) -> int | None:
+    if sample_rate is None or channels is None:
+        return None
+    try:
+        return audio_head(codec, sample_rate, channels)
+    except ValueError:  # a rate FLV has no code for: the codec's default head
+        return None
+
+
 def audio_tag(unit: MediaUnit, head: int | None = None) -> bytes:
     """The AUDIODATA body for a unit (the original when it came from RTMP)."""
     if unit.wire is not None:
         return unit.wire
-    if head is None and unit.info is not None:
-        head = unit.info.get("flv_head")  # the encoder knows its rate and channels
+    params = unit.audio
+    if head is None and params is not None and unit.codec in _FROM_PARAMS:
+        # the encoder said its rate and channels
+        head = _head_from_params(unit.codec, params.sample_rate, params.channels)
     byte0 = head if head is not None else _AUDIO_HEAD.get(unit.codec)
     if byte0 is None:
         raise FlvError(f"{unit.codec} cannot be carried in FLV")

@@ -1,4 +1,5 @@
-"""gateway.h264: Annex-B/AVCC framing, avcC records and SPS facts, against real x264 output."""
+"""gateway.codecs.h264: Annex-B/AVCC framing, avcC records and SPS facts, against real x264
+output."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import h264
+from gateway.codecs import h264
 
 
 def x264_frames(
@@ -254,3 +255,21 @@ def test_fuzz_round_trips(nals: list[bytes], length_size: int) -> None:
     assert h264.avcc_to_annexb(avcc, length_size) == annexb
     unescaped = [h264.unescape_rbsp(n) for n in nals]
     assert all(len(u) <= len(n) for u, n in zip(unescaped, nals, strict=True))
+
+
+def test_annexb_idr_detection_on_real_x264_frames() -> None:
+    """What a WHIP receiver marks as key frame (webrtc/seams.py) agrees with the NAL types."""
+    frames = x264_frames(frames=7)
+    for frame in frames:
+        types = [h264.nal_type(n) for n in h264.split_annexb(frame)]
+        assert h264.annexb_has_idr(frame) == (h264.NAL_IDR in types)
+    assert h264.annexb_has_idr(frames[0]) and not h264.annexb_has_idr(frames[1])
+    assert not h264.annexb_has_idr(b"") and not h264.annexb_has_idr(b"\x00\x00\x01")
+
+
+def test_insert_parameter_sets_says_when_an_idr_cannot_be_completed() -> None:
+    sps, pps, idr = b"\x67\x42", b"\x68\xce", b"\x65\x88"
+    assert h264.insert_parameter_sets([idr], [sps], [pps]) == [sps, pps, idr]
+    assert h264.insert_parameter_sets([idr], [], []) is None
+    p_frame = [b"\x41\x9a"]
+    assert h264.insert_parameter_sets(p_frame, [], []) is p_frame

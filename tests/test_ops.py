@@ -147,6 +147,9 @@ class RefusingPool:
     def release(self, transcoder: Any) -> None:
         pass
 
+    def offer_video_bitrate(self, transcoder: Any, offerer: object, bps: int | None) -> None:
+        pass
+
 
 class FakeOutput:
     def __init__(self) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 from gateway.routing import Route, flash_caps, webrtc_caps
+from gateway.transcode.formats import BitrateArbiter
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class FakePool:
     def __init__(self) -> None:
         self.live: dict[tuple[int, Target], FakeTranscoder] = {}
         self.closed: list[Target] = []
+        self.bitrates = BitrateArbiter()  # what gateway.transcode.TranscoderPool uses
+
+    def offer_video_bitrate(
+        self, transcoder: FakeTranscoder, offerer: object, bps: int | None
+    ) -> None:
+        self.bitrates.offer(transcoder, offerer, bps)
 
     def acquire(self, source: PublishedStream, target: object) -> FakeTranscoder:
         assert isinstance(target, Target)
@@ -130,7 +137,7 @@ def test_last_receiver_leaving_closes_the_transcoder() -> None:
 
 
 def test_h264_passes_to_webrtc_only_without_b_frames() -> None:
-    from gateway import h264
+    from gateway.codecs import h264
     from tests.test_h264 import x264_frames
 
     def record(profile: str, bframes: int) -> bytes:
@@ -161,7 +168,7 @@ def test_publisher_restart_with_other_codecs_redecides() -> None:
 def test_keyframe_request_goes_to_the_encoder_or_the_publisher() -> None:
     source, _, pool, route = _route()
     asked: list[int] = []
-    source.keyframe_requester = lambda: asked.append(1)
+    source.start("webrtc", on_keyframe_request=lambda: asked.append(1))
     source.push(_video("vp8", True))
     route.request_keyframe()
     assert asked == [1]
@@ -187,3 +194,18 @@ def test_shared_encoder_follows_the_lowest_receiver_estimate() -> None:
     assert transcoder.bitrates == [900_000, 300_000, 300_000]
     slow.close()  # the slow receiver leaves: the encoder may speed up again
     assert transcoder.bitrates[-1] == 800_000
+
+
+def test_routing_the_monitor_and_the_transcode_types_load_without_pyav() -> None:
+    """gateway.transcode.formats is PyAV-free (issue 13): routing and the monitor import
+    real types from it, and the PyAV modules load only with the transcoders."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gateway.routing, gateway.monitor, gateway.transcode;"
+        "assert 'av' not in sys.modules, 'PyAV loaded';"
+        "from gateway.transcode import TranscoderPool;"
+        "assert 'av' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -25,8 +25,8 @@ import pytest
 from av.audio.codeccontext import AudioCodecContext
 from av.video.codeccontext import VideoCodecContext
 
-from gateway import h264
-from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
+from gateway.codecs import h264
+from gateway.media import AUDIO, VIDEO, AudioParams, MediaUnit, PublishedStream
 from gateway.transcode import (
     AUDIO_DECODERS,
     VIDEO_DECODERS,
@@ -109,12 +109,12 @@ def _make_webrtc_units(
     aenc = av.CodecContext.create("libopus", "w")
     aenc.sample_rate, aenc.layout, aenc.format = 48000, "stereo", "s16"
     aenc.bit_rate = 64000
-    info = {"sample_rate": 48000, "channels": 2}
+    params = AudioParams(sample_rate=48000, channels=2)
     with av.open(f"sine=frequency=440:sample_rate=48000:duration={seconds}", format="lavfi") as src:
         for chunk in src.decode(audio=0):
             for p in aenc.encode(chunk):
                 ts = start_ms + max(0, p.pts or 0) * 1000 // 48000
-                units.append(MediaUnit(AUDIO, "opus", ts, bytes(p), info=dict(info)))
+                units.append(MediaUnit(AUDIO, "opus", ts, bytes(p), audio=params))
     units.sort(key=lambda u: (u.timestamp, u.kind != VIDEO))
     return units
 
@@ -195,10 +195,10 @@ def audio_rms(units: list[MediaUnit], skip_seconds: float = 0.1) -> tuple[float,
     """(RMS as s16, seconds) of the decoded output audio, after the codec's ramp-up."""
     audio = [u for u in units if u.kind == AUDIO]
     first = audio[0]
-    info = first.info or {}
+    params = first.audio or AudioParams()
     dec = cast(AudioCodecContext, av.CodecContext.create(AUDIO_DECODERS[first.codec], "r"))
-    dec.sample_rate = info.get("sample_rate", 48000)
-    dec.layout = "stereo" if info.get("channels") == 2 else "mono"
+    dec.sample_rate = params.sample_rate or 48000
+    dec.layout = "stereo" if params.channels == 2 else "mono"
     resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
     squares = 0.0
     count = 0
@@ -225,7 +225,7 @@ def write_flv(path: Path, units: list[MediaUnit]) -> Path:
         if unit.kind == VIDEO:
             type_id, body = 9, video_tag(unit)
         else:
-            type_id, body = 8, audio_tag(unit, (unit.info or {}).get("flv_head"))
+            type_id, body = 8, audio_tag(unit)
         ts = unit.timestamp
         head = bytes([type_id]) + len(body).to_bytes(3, "big") + (ts & 0xFFFFFF).to_bytes(3, "big")
         out += head + bytes([(ts >> 24) & 0xFF, 0, 0, 0]) + body
@@ -255,7 +255,7 @@ async def test_flash_to_webrtc_vp8_opus(flv_dir: Path, profile: str) -> None:
     assert [u.timestamp for u in video] == source_ts[: len(video)]
 
     audio = out.kind(AUDIO)
-    assert all(u.codec == "opus" and (u.info or {}).get("sample_rate") == 48000 for u in audio)
+    assert all(u.codec == "opus" and u.audio and u.audio.sample_rate == 48000 for u in audio)
     rms, seconds = audio_rms(out.units)
     assert rms > 1000, "the 440 Hz sine came out silent"
     assert seconds == pytest.approx(SECONDS, rel=0.1)
@@ -294,7 +294,7 @@ async def test_webrtc_vp8_opus_to_flash_h264_aac(tmp_path: Path) -> None:
     audio = out.kind(AUDIO)
     # the browser's 48 kHz stays 48 kHz (no resampling into AAC)
     assert audio[0].config and audio[0].payload[:2] == audio_specific_config(48000, 2)
-    assert all(u.info and u.info["flv_head"] == 0xAF for u in audio)
+    assert all(audio_tag(u)[0] == 0xAF for u in audio)
 
     result = analyse(write_flv(tmp_path / "out.flv", out.units))
     assert (result.video_codec, result.audio_codec) == ("h264", "aac")
@@ -457,11 +457,29 @@ async def test_corrupt_frames_are_counted_and_decoding_resumes_at_a_keyframe(
     tr.close()
 
 
+async def test_h264_for_a_browser_is_x264s_annexb_not_a_round_trip() -> None:
+    """The H.264 units carry x264's own Annex-B (SPS/PPS before every IDR) beside the AVCC
+    payload, the same slices in both: a WebRTC sender takes it without converting back."""
+    units = [u for u in webrtc_units(seconds=1.0) if u.kind == VIDEO]
+    source, tr, out = start(TargetFormat("h264", None))
+    await feed(source, tr, units)
+    video = [u for u in out.kind(VIDEO) if not u.config]
+    assert video and all(u.annexb is not None for u in video)
+    for u in video:
+        assert u.annexb is not None
+        nals = h264.split_annexb(u.annexb)
+        slices = [n for n in nals if h264.nal_type(n) not in (h264.NAL_SPS, h264.NAL_PPS)]
+        assert slices == h264.split_avcc(u.payload)
+        sps, pps = h264.parameter_sets(nals)
+        assert bool(sps and pps) == u.keyframe
+    tr.close()
+
+
 async def test_timestamps_wrap_at_32_bits(flv_dir: Path) -> None:
     offset = 2**32 - 1500
     units = [
         MediaUnit(u.kind, u.codec, (u.timestamp + offset) & 0xFFFFFFFF, u.payload, u.keyframe,
-                  u.config, u.cts, u.wire, u.info)
+                  u.config, u.cts, u.wire, u.audio, u.video)
         for u in flash_units(flv_dir, "spark_speex")
     ]  # fmt: skip
     source, tr, out = start(TargetFormat("vp8", "opus"))
@@ -532,7 +550,7 @@ def nellymoser_units(rate: int, head: int, seconds: float, start_ms: int) -> lis
 
 async def test_source_sample_rate_change_keeps_audio_continuous() -> None:
     units = nellymoser_units(16000, 0x42, 1.5, 0) + nellymoser_units(44100, 0x6E, 1.5, 1500)
-    assert {u.info["rate_index"] for u in units if u.info} == {0, 3}
+    assert {u.audio.sample_rate for u in units if u.audio} == {16000, 44100}
     source, tr, out = start(TargetFormat(None, "opus"))
     await feed(source, tr, units)
 
@@ -561,7 +579,7 @@ async def test_source_sample_rate_change_keeps_audio_continuous() -> None:
 def test_flv_head_byte_matches_ffmpegs_flv_muxer(
     tmp_path: Path, codec: str, encoder: str, rate: int, channels: int
 ) -> None:
-    from gateway.transcode import flv_audio_head
+    from rtmp.flv import audio_head
 
     path = tmp_path / "a.flv"
     subprocess.run(
@@ -571,7 +589,7 @@ def test_flv_head_byte_matches_ffmpegs_flv_muxer(
         check=True, timeout=60,
     )  # fmt: skip
     first = next(t for t in read_flv_tags(path) if t.type_id == 8)
-    assert flv_audio_head(codec, rate, channels) == first.body[0]
+    assert audio_head(codec, rate, channels) == first.body[0]
 
 
 async def test_audio_follows_a_gap_in_the_source_clock() -> None:
@@ -687,3 +705,21 @@ async def test_routes_attach_and_release_real_transcoders_during_fan_out(flv_dir
     assert "customer>vp8+-" not in [t.output.name for t in pool.transcoders]
     pool.close()
     assert not _worker_threads()
+
+
+async def test_the_pool_gives_a_shared_encoder_the_lowest_receiver_estimate() -> None:
+    """Bitrate arbitration lives in the pool (issue 13): each route files its receiver's
+    REMB; the shared encoder follows the lowest, and a withdrawn one stops counting."""
+    pool = TranscoderPool()
+    source = PublishedStream("c/customer")
+    transcoder = pool.acquire(source, TargetFormat("vp8", None))
+    fast, slow = object(), object()
+    pool.offer_video_bitrate(transcoder, fast, 900_000)
+    assert transcoder.video_bitrate == 900_000
+    pool.offer_video_bitrate(transcoder, slow, 300_000)
+    pool.offer_video_bitrate(transcoder, fast, 800_000)
+    assert transcoder.video_bitrate == 300_000
+    pool.offer_video_bitrate(transcoder, slow, None)
+    assert transcoder.video_bitrate == 800_000
+    pool.release(transcoder)
+    assert transcoder.closed and len(pool) == 0

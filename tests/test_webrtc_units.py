@@ -9,13 +9,13 @@ import json
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from gateway import h264
+from gateway.codecs import h264
+from gateway.codecs.vp8 import dimensions as vp8_dimensions
 from gateway.config import Config
 from gateway.media import MediaUnit, PublishedStream
 from webrtc.clock import SessionClock
 from webrtc.peers import PeerFactory, parse_ice_server
 from webrtc.sink import QUEUE_SIZE, WebRtcSink
-from webrtc.whip import vp8_dimensions
 
 # -- session clock -------------------------------------------------------------------------
 
@@ -128,6 +128,19 @@ async def test_sink_h264_avcc_to_annexb_with_parameter_sets() -> None:
     assert key == b"".join(h264.START_CODE + n for n in (SPS, PPS, IDR))
     inter = await sink.tracks["video"].recv()
     assert bytes(inter) == h264.START_CODE + SLICE and inter.pts == 33 * 90
+
+
+async def test_sink_h264_takes_the_producers_annexb_as_is() -> None:
+    """A browser's or x264's Annex-B goes out unconverted (no Annex-B -> AVCC -> Annex-B),
+    even before any configuration record: the IDR carries its parameter sets."""
+    sink = WebRtcSink({"video": "h264"})
+    key = h264.join_annexb([SPS, PPS, IDR])
+    inter = h264.join_annexb([SLICE])
+    avcc = h264.join_avcc([IDR])
+    assert sink.deliver(unit("video", "h264", 0, avcc, keyframe=True, annexb=key))
+    assert sink.deliver(unit("video", "h264", 33, h264.join_avcc([SLICE]), annexb=inter))
+    assert bytes(await sink.tracks["video"].recv()) == key
+    assert bytes(await sink.tracks["video"].recv()) == inter
 
 
 def test_sink_h264_idr_without_configuration_waits() -> None:

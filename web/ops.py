@@ -23,7 +23,7 @@ import hmac
 import json
 import math
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -41,6 +41,9 @@ from web.problems import ProblemError, problem_middleware, unauthorized
 from web.security import security_headers
 from web.templates import View
 
+if TYPE_CHECKING:  # PyAV loads with the transcoders only
+    from gateway.transcode.worker import Transcoder
+
 routes = web.RouteTableDef()
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 HTTP_COUNTS_KEY = web.AppKey("http_counts", dict)
@@ -50,12 +53,12 @@ LIVE_INTERVAL = 1.0
 TRANSCODER_LABELS = ["transcoder", "direction", "kind", "codec"]
 
 
-def transcoders_of(gateway: Gateway) -> list[Any]:
+def transcoders_of(gateway: Gateway) -> list[Transcoder]:
     pool = gateway.transcoders
-    return list(getattr(pool, "transcoders", ()))
+    return pool.transcoders if pool is not None else []
 
 
-def transcoder_view(transcoder: Any) -> dict[str, Any]:
+def transcoder_view(transcoder: Transcoder) -> dict[str, Any]:
     stats = transcoder.stats
     view = {
         "number": transcoder.number,

@@ -42,29 +42,13 @@ from aiortc.codecs.base import Decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
+from gateway.codecs import h264, vp8
+
 log = logging.getLogger(__name__)
 
 # The name-mangled attributes of RTCRtpReceiver read here (contract-tested).
 DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 TIMESTAMP_MAPPER_ATTR = "_RTCRtpReceiver__timestamp_mapper"
-
-H264_NAL_IDR = 5
-
-
-def vp8_is_keyframe(data: bytes) -> bool:
-    """RFC 6386 §9.1: bit 0 of the frame tag is 0 for a key frame."""
-    return bool(data) and (data[0] & 1) == 0
-
-
-def h264_has_idr(data: bytes) -> bool:
-    """Whether an Annex-B access unit holds an IDR slice (NAL type 5, H.264 §7.4.1.2)."""
-    i = data.find(b"\x00\x00\x01")
-    while i >= 0:
-        j = i + 3
-        if j < len(data) and data[j] & 0x1F == H264_NAL_IDR:
-            return True
-        i = data.find(b"\x00\x00\x01", j)
-    return False
 
 
 class FrameInfo(NamedTuple):
@@ -97,9 +81,9 @@ class PacketDecoder(Decoder):
         packet.dts = encoded_frame.timestamp
         packet.time_base = self.time_base
         if self.codec_name == "vp8":
-            packet.is_keyframe = vp8_is_keyframe(data)
+            packet.is_keyframe = vp8.is_keyframe(data)
         elif self.codec_name == "h264":
-            packet.is_keyframe = h264_has_idr(data)
+            packet.is_keyframe = h264.annexb_has_idr(data)
         else:
             packet.is_keyframe = True
         packet.opaque = FrameInfo(self.codec_name, perf_counter())

@@ -19,7 +19,7 @@ from time import perf_counter
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from gateway import h264
+from gateway.codecs import h264
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 
@@ -182,7 +182,7 @@ class WebRtcSink:
     def _packet(self, unit: MediaUnit) -> av.Packet | None:
         payload = unit.payload
         if unit.codec == "h264":
-            payload = self._annexb(unit)
+            payload = unit.annexb if unit.annexb is not None else self._annexb(unit)
             if not payload:
                 return None
         packet = av.Packet(payload)
@@ -206,14 +206,12 @@ class WebRtcSink:
             return b""  # a malformed frame is dropped; the next keyframe recovers
         if not nals:
             return b""
-        types = {h264.nal_type(n) for n in nals}
-        if h264.NAL_IDR in types and h264.NAL_SPS not in types:
-            if not self._sps or not self._pps:
-                log.debug("H.264 IDR before any configuration record; waiting")
-                self._waiting_for_keyframe = True
-                return b""
-            nals = [*self._sps, *self._pps, *nals]
-        return h264.join_annexb(nals)
+        framed = h264.insert_parameter_sets(nals, self._sps, self._pps)
+        if framed is None:
+            log.debug("H.264 IDR before any configuration record; waiting")
+            self._waiting_for_keyframe = True
+            return b""
+        return h264.join_annexb(framed)
 
     # -- control --------------------------------------------------------------------------
     def request_keyframe(self) -> None:

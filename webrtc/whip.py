@@ -14,17 +14,16 @@ import logging
 import time
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any
 
 import av
 from aiortc import RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import AnyRtcpPacket, RtcpSrPacket, RtpPacket
 
-from gateway import h264
+from gateway.codecs import h264, vp8
 from gateway.consultation import Consultation, Role
 from gateway.latency import METER
-from gateway.media import AUDIO, VIDEO, MediaUnit
+from gateway.media import AUDIO, VIDEO, AudioParams, MediaUnit, VideoParams
 from webrtc import seams
 from webrtc.clock import LagMonitor, SessionClock, TrackClock
 from webrtc.offer import OfferError, check_offer, media_ssrc, restrict_codecs
@@ -36,17 +35,8 @@ log = logging.getLogger(__name__)
 # RFC 4585 §6.3.1 leaves PLI pacing to the receiver; one per half second is what a
 # recovering stream needs, and several WHEP viewers asking at once become one request.
 PLI_INTERVAL = 0.5
-OPUS_INFO: dict[str, Any] = {"sample_rate": 48000, "channels": 2}
+OPUS_PARAMS = AudioParams(sample_rate=48000, channels=2)
 ARRIVALS_KEPT = 256  # RTP timestamps remembered per track (seconds of video frames)
-
-
-def vp8_dimensions(frame: bytes) -> tuple[int, int] | None:
-    """Width and height from a VP8 key frame header (RFC 6386 §9.1)."""
-    if len(frame) < 10 or frame[0] & 1 or frame[3:6] != b"\x9d\x01\x2a":
-        return None
-    width = int.from_bytes(frame[6:8], "little") & 0x3FFF
-    height = int.from_bytes(frame[8:10], "little") & 0x3FFF
-    return width, height
 
 
 class _Ingest:
@@ -153,7 +143,7 @@ class WhipSession(PeerSession):
         ingest.receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
 
     def request_keyframe(self) -> None:
-        """``PublishedStream.keyframe_requester``: a PLI to the browser (RFC 4585 §6.3.1),
+        """The stream's ``on_keyframe_request``: a PLI to the browser (RFC 4585 §6.3.1),
         paced, sent through the video receiver (``_send_rtcp_pli``, private)."""
         ingest = self.ingests.get(VIDEO)
         if self.closed or ingest is None:
@@ -188,8 +178,12 @@ class WhipSession(PeerSession):
     def _start_publishing(self) -> None:
         self.publishing = True
         self._h264_sets = None
-        self.stream.start("webrtc", owner=self, on_preempt=self.close_soon)
-        self.stream.keyframe_requester = self.request_keyframe
+        self.stream.start(
+            "webrtc",
+            owner=self,
+            on_preempt=self.close_soon,
+            on_keyframe_request=self.request_keyframe,
+        )
         log.info("%s: publishing %s", self.label, self.negotiated)
 
     def _owns_stream(self) -> bool:
@@ -231,7 +225,7 @@ class WhipSession(PeerSession):
             ingest.skipping = False
         data = bytes(packet)
         if kind == AUDIO:
-            first = dict(OPUS_INFO) if ingest.frames == 1 else None
+            first = OPUS_PARAMS if ingest.frames == 1 else None
             self.stream.push(
                 MediaUnit(
                     AUDIO,
@@ -239,7 +233,7 @@ class WhipSession(PeerSession):
                     timestamp,
                     data,
                     keyframe=True,
-                    info=first,
+                    audio=first,
                     arrived=arrived,
                     origin="webrtc",
                 )
@@ -247,11 +241,11 @@ class WhipSession(PeerSession):
         elif codec == "h264":
             self._push_h264(timestamp, data, arrived)
         else:
-            info: dict[str, Any] | None = None
+            params: VideoParams | None = None
             if packet.is_keyframe:
-                dims = vp8_dimensions(data)
+                dims = vp8.dimensions(data)
                 if dims is not None:
-                    info = {"width": dims[0], "height": dims[1]}
+                    params = VideoParams(*dims)
             self.stream.push(
                 MediaUnit(
                     VIDEO,
@@ -259,7 +253,7 @@ class WhipSession(PeerSession):
                     timestamp,
                     data,
                     keyframe=packet.is_keyframe,
-                    info=info,
+                    video=params,
                     arrived=arrived,
                     origin="webrtc",
                 )
@@ -274,8 +268,7 @@ class WhipSession(PeerSession):
         except ValueError:
             self.request_keyframe()  # a malformed frame: drop it, recover at a keyframe
             return
-        sps = [n for n in nals if h264.nal_type(n) == h264.NAL_SPS]
-        pps = [n for n in nals if h264.nal_type(n) == h264.NAL_PPS]
+        sps, pps = h264.parameter_sets(nals)
         if sps and pps:
             sets = (b"".join(sps), b"".join(pps))
             if sets != self._h264_sets:
@@ -296,6 +289,9 @@ class WhipSession(PeerSession):
                 timestamp,
                 h264.join_avcc(frame),
                 keyframe,
+                # A WHEP viewer gets the browser's own Annex-B (no AVCC round trip) when
+                # an IDR brought its parameter sets, as browsers send them
+                annexb=data if not keyframe or (sps and pps) else None,
                 arrived=arrived,
                 origin="webrtc",
             )

@@ -141,27 +141,52 @@ def is_idr(avcc_payload: bytes, length_size: int = 4) -> bool:
     return NAL_IDR in avcc_nal_types(avcc_payload, length_size)
 
 
-def prepend_parameter_sets(
-    annexb_frame: bytes, sps: bytes | Sequence[bytes], pps: bytes | Sequence[bytes]
-) -> bytes:
-    """Put SPS/PPS in front of an IDR access unit (Annex-B), as WebRTC receivers need.
+def insert_parameter_sets(
+    nals: list[bytes], sps: Sequence[bytes], pps: Sequence[bytes]
+) -> list[bytes] | None:
+    """``nals`` with SPS/PPS in front of an IDR access unit that lacks them.
 
     An RTP receiver joining mid-stream has no out-of-band parameter sets (RFC 6184 allows
     ``sprop-parameter-sets`` but browsers rely on in-band ones), so every IDR must carry
-    them. Non-IDR frames, and IDR frames that already carry both SPS and PPS, are
-    returned unchanged. A leading access unit delimiter stays first (H.264 7.4.1.2.3).
+    them. Non-IDR access units, and IDRs that already carry both SPS and PPS, come back
+    unchanged; a leading access unit delimiter stays first (H.264 7.4.1.2.3). None when
+    the IDR needs parameter sets and none are given.
     """
-    nals = split_annexb(annexb_frame)
     types = [nal[0] & 0x1F for nal in nals]
     if NAL_IDR not in types or (NAL_SPS in types and NAL_PPS in types):
-        return annexb_frame
+        return nals
+    if not sps or not pps:
+        return None
+    at = 1 if types[0] == NAL_AUD else 0
+    return [*nals[:at], *sps, *pps, *nals[at:]]
+
+
+def prepend_parameter_sets(
+    annexb_frame: bytes, sps: bytes | Sequence[bytes], pps: bytes | Sequence[bytes]
+) -> bytes:
+    """Put SPS/PPS in front of an IDR access unit (Annex-B), as WebRTC receivers need
+    (:func:`insert_parameter_sets`); other frames are returned unchanged."""
+    nals = split_annexb(annexb_frame)
     sps_list = [sps] if isinstance(sps, bytes | bytearray) else list(sps)
     pps_list = [pps] if isinstance(pps, bytes | bytearray) else list(pps)
-    if not sps_list or not pps_list:
+    framed = insert_parameter_sets(nals, [bytes(n) for n in sps_list], [bytes(n) for n in pps_list])
+    if framed is None:
         raise H264Error("an IDR needs at least one SPS and one PPS")
-    params = [bytes(n) for n in (*sps_list, *pps_list)]
-    at = 1 if types[0] == NAL_AUD else 0
-    return join_annexb([*nals[:at], *params, *nals[at:]])
+    if framed is nals:
+        return annexb_frame
+    return join_annexb(framed)
+
+
+def annexb_has_idr(data: bytes) -> bool:
+    """Whether an Annex-B access unit holds an IDR slice (nal_unit_type 5, H.264
+    §7.4.1.2), scanning start codes without splitting: run on every received frame."""
+    i = data.find(_START3)
+    while i >= 0:
+        j = i + 3
+        if j < len(data) and data[j] & 0x1F == NAL_IDR:
+            return True
+        i = data.find(_START3, j)
+    return False
 
 
 # -- AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3.1) --------------------------
