@@ -20,7 +20,8 @@ Some attacks need their own gateway: the IPv6 /64 spreading (on ``::1``; a whole
 on loopback needs ``ip -6 route add local fd00:11::/64 dev lo`` as root, else the
 attack is reported NOT RUN; ``make attack`` as root runs the suite in a network namespace
 of its own, ``unshare --net``, where it adds that route: only loopback exists there),
-the small-disk uploads (a 150 MiB tmpfs: root only) and SIGTERM with an unfinished body. Every loop is bounded; everything stays on loopback.
+the small-disk uploads (a 150 MiB tmpfs: root only) and SIGTERM with an unfinished
+body. Every loop is bounded; everything stays on loopback.
 
 ``--only NAME`` (repeatable) runs a subset; ``--list`` names them. Exit status 0 only
 when every attack that ran passed and none was NOT RUN.
