@@ -154,7 +154,7 @@ def test_documents_go_both_ways_with_limits_and_plain_errors(
     picture = png(tmp_path / "Grundriss.png", 50_000)
     upload(a, picture)
     expect(c.locator("#documents-list li", has_text="Grundriss.png")).to_contain_text(
-        "von: Berater"
+        "von: Ansprechperson"
     )
     assert sha256(download(c, "Grundriss.png")) == sha256(picture)
 
@@ -205,7 +205,7 @@ def test_documents_go_both_ways_with_limits_and_plain_errors(
     expect(a.locator(".drop-hint")).to_have_text("Zum Hochladen loslassen")
     a.dispatch_event("#documents", "drop", {"dataTransfer": dropped})
     expect(a.locator("#documents")).not_to_have_class(re.compile(r"\bdragging\b"))
-    expect(c.locator("#documents-list li", has_text="Skizze.pdf")).to_contain_text("von: Berater")
+    expect(c.locator("#documents-list li", has_text="Skizze.pdf")).to_contain_text("von: Ansprechperson")
     a.screenshot(path=artifacts / "documents-advisor-desktop-de.png", full_page=True)
 
     # English, switched in place
