@@ -4,6 +4,7 @@ the per-test log check; bench code does not import ``tests``.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -181,8 +182,21 @@ class RtmpEndpoint:
         token = parse_qs(parts.query).get("token", [None])[0]
         return cls(parts.hostname or "127.0.0.1", parts.port or 1935, app, name, token)
 
-    async def open(self, **kwargs: Any) -> RtmpClient:
-        client = await RtmpClient.open(self.host, self.port, **kwargs)
+    async def open(self, *, rcvbuf: int | None = None, **kwargs: Any) -> RtmpClient:
+        """Connect and send ``connect``; ``rcvbuf`` sets the receive buffer before the
+        TCP handshake. Shrinking it later leaves a window below loopback's 64 KiB MSS and
+        under half the largest window seen: the sender's silly-window avoidance then waits
+        for its persist timer (backing off up to 2 min), so a player that paused reading
+        would seem never to be served again, whatever the server does."""
+        if rcvbuf is None:
+            client = await RtmpClient.open(self.host, self.port, **kwargs)
+        else:
+            loop = asyncio.get_running_loop()
+            raw = socket.socket()
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            raw.setblocking(False)
+            await loop.sock_connect(raw, (self.host, self.port))
+            _, client = await loop.create_connection(lambda: RtmpClient(**kwargs), sock=raw)
         await client.wait_for(lambda: client.handshake)
         extra = (self.token,) if self.token else ()
         tc_url = f"rtmp://{self.host}:{self.port}/{self.app}"
