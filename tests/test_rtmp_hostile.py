@@ -121,8 +121,10 @@ HOSTILE_AFTER_HANDSHAKE = {
     ),
     # one chunk (raised chunk size): at 128 the bytes past the first chunk would be read as
     # chunk headers and the connection closed for that, never reaching the AMF decoder
+    # 200 levels (1 KiB, 200 values) stay inside the pre-connect limits (4 KiB, 256
+    # values: issue 11), so it is the nesting bound (32) that must close the connection
     "deeply-nested-amf": _chunk0(2, 1, struct.pack(">I", 65536))
-    + _chunk0(3, 20, encode_amf0("connect", 1.0) + b"\x0a\x00\x00\x00\x01" * 3000),
+    + _chunk0(3, 20, encode_amf0("connect", 1.0) + b"\x0a\x00\x00\x00\x01" * 200),
     "huge-count-amf-array": _chunk0(3, 20, encode_amf0("connect", 1.0) + b"\x0a\x7f\xff\xff\xff"),
     "garbage-after-handshake": bytes(range(256)) * 4,
 }
