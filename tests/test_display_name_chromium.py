@@ -5,16 +5,26 @@ room's status lines, in German and English. Only what people click and type."""
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, expect
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, expect
 
 from tests.gwproc import GatewayProcess
+from tests.test_flash_page import (
+    RUFFLE_CONFIG,
+    RUFFLE_DIR,
+    _allow_ruffle,
+    _ocr,
+    _serve_ruffle,
+    _wait_for_trace,
+)
 from tests.test_pages import DESKTOP, PHONE, browser, playwright
 from tests.test_rooms_chromium import (
     PASSWORD,
@@ -107,3 +117,53 @@ def test_customer_reads_the_advisors_display_name(
     page.screenshot(path=str(artifacts / "display-name-room-en.png"))
     advisor.assert_clean()
     customer.assert_clean()
+
+
+@pytest.mark.timeout(300)
+def test_flash_client_shows_the_advisors_display_name(
+    gw: GatewayProcess, browser: Browser, contexts: list[BrowserContext], artifacts: Path
+) -> None:
+    """The SWF (in Ruffle, as in test_flash_page) labels the advisor's picture with the
+    display name it got in its FlashVars; read back by OCR from what is drawn."""
+    if not (RUFFLE_DIR / "ruffle.js").is_file():
+        pytest.fail("Ruffle is not installed (make test runs npm ci in tests/node)")
+    from PIL import Image, ImageOps  # Pillow comes with fpdf2 (forms)
+
+    advisor = watched(new_context(browser, contexts, viewport=DESKTOP), gw.base)
+    sign_in(advisor.page, gw.base, "schmidt")
+    cid = create_on_start_page(advisor.page, "Flash-Anzeigename")
+    link = advisor.page.locator(f"#link-{cid}").inner_text().replace("/k/", "/flash/")
+    pin = advisor.page.locator(f"#pin-{cid}").inner_text()
+
+    context = new_context(browser, contexts, viewport={"width": 1000, "height": 900})
+    traces: list[str] = []
+
+    def on_console(msg: ConsoleMessage) -> None:
+        found = re.search(r"(vb-[a-z]+: .*?)(?: color: whitesmoke|$)", msg.text)
+        if found:
+            traces.append(found.group(1).strip())
+
+    context.route(f"{gw.base}/static/ruffle/*", _serve_ruffle)
+    context.route(re.compile(re.escape(f"{gw.base}/flash/") + r"[^/?]+$"), _allow_ruffle)
+    context.add_init_script(RUFFLE_CONFIG)
+    context.add_init_script(path=str(RUFFLE_DIR / "ruffle.js"))
+    page = context.new_page()
+    page.on("console", on_console)
+    page.goto(link)
+    page.fill("#pin", pin)
+    page.click("button[type=submit]")
+    expect(page.locator("#flash-room")).to_have_count(1)
+    _wait_for_trace(page, traces, "vb-ui: ")
+    page.wait_for_timeout(500)
+    shot = page.locator("ruffle-object").screenshot()
+    (artifacts / "display-name-flash-ruffle.png").write_bytes(shot)
+    # the label in the corner of the advisor's picture (SWF coordinates 20-300 × 384-410
+    # of 800×560, inside the dark stage): white on dark, made black on white for OCR
+    stage = Image.open(io.BytesIO(shot)).convert("L")
+    sx, sy = stage.width / 800, stage.height / 560
+    label = stage.crop((int(20 * sx), int(384 * sy), int(300 * sx), int(410 * sy)))
+    label = label.point(lambda v: 0 if v > 128 else 255)
+    label = label.resize((label.width * 3, label.height * 3))
+    assert SHOWN in _ocr(ImageOps.expand(label, 20, fill=255), line=True)
+    # the name went nowhere but into the FlashVars (never a trace line, never a URL)
+    assert not [t for t in traces if SHOWN in t]
