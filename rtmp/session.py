@@ -177,6 +177,9 @@ class _Uplink:
     def __init__(self, consultation: Consultation, now: float) -> None:
         self.consultation = consultation
         self.meter = UplinkMeter(str(Role.CUSTOMER))
+        # counted from the publish on, so the first event already has a rate and can
+        # tell a stall (a WHIP peer's first sample has no predecessor to compare with)
+        self.meter.previous = UplinkSample(now, 0, 0, 0)
         self.bytes = 0
         self.frames = 0
         self.rtt_ms: int | None = None
@@ -284,7 +287,9 @@ class RtmpSession:
         if uplink is not None and now >= uplink.next_at:
             uplink.next_at = now + QUALITY_INTERVAL
             uplink.consultation.emit(uplink.event(now))
-            # the round trip for the next event
+            # the round trip for the next event: only a ping answered within the
+            # interval counts (a frozen client answers none, and shows no stale one)
+            uplink.rtt_ms = None
             self._last_ping = now
             self.conn.ping(int(time.monotonic() * 1000))
             self.flush()

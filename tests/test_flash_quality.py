@@ -86,6 +86,9 @@ async def test_flash_customer_uplink_is_measured_and_a_stall_is_reported(
             sending = asyncio.create_task(_send_in_real_time(flash, sid, h264_tags, 7.0, 0))
             # what arrives: the file's rate (about 400 kbit/s of video and speex), the
             # round trip from the gateway's RTMP ping, nothing lost on TCP
+            # the first event already carries a rate (counted from the publish on)
+            first = await events.next_quality(lambda e: True, timeout=6)
+            assert first["sending"] and first["kbps"] > 50, first
             flowing = await events.next_quality(
                 lambda e: e["sending"] and e["kbps"] > 50 and e["rtt_ms"] is not None,
                 timeout=12,
