@@ -1,5 +1,10 @@
-"""``python -m gateway advisor add|list|remove|passwd``: advisor accounts on the command
-line (stored by :mod:`gateway.advisors` in ``<data-dir>/advisors.sqlite``).
+"""``python -m gateway advisor add|list|remove|passwd|display-name``: advisor accounts on
+the command line (stored by :mod:`gateway.advisors` in ``<data-dir>/advisors.sqlite``).
+
+``add NAME --display-name "Frau Schmidt"`` and ``display-name NAME "Frau Schmidt"`` set
+the name the customer sees (PIN page, room, Flash client); ``display-name NAME ""``
+removes it, and the pages say "Ihre Ansprechperson" again. New consultations carry the
+name; running ones keep the one they were created with.
 
 The data dir comes from ``--data-dir``, ``--config FILE`` or ``VB_DATA_DIR`` exactly as
 for ``serve``. A password is asked twice on a terminal (``getpass``, not echoed); with
@@ -28,10 +33,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         ("list", "list the advisor accounts"),
         ("remove", "remove an advisor account (its sessions end at once)"),
         ("passwd", "set a new password (the account's sessions end at once)"),
+        ("display-name", 'set the name the customer sees ("" removes it)'),
     ):
         action = actions.add_parser(name, help=help_text)
         if name != "list":
             action.add_argument("name", help="the advisor's login name")
+        if name == "add":
+            action.add_argument(
+                "--display-name",
+                default=None,
+                help='the name the customer sees, e.g. "Frau Schmidt" (default: none)',
+            )
+        if name == "display-name":
+            action.add_argument("display_name", help='e.g. "Frau Schmidt"; "" removes it')
         if name in ("add", "passwd"):
             action.add_argument(
                 "--password-stdin",
@@ -66,7 +80,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             for account in accounts.accounts():
-                print(f"{account.name}\tcreated {account.created}\tpassword set {account.changed}")
+                extra = f"\tshown as {account.display_name!r}" if account.display_name else ""
+                print(
+                    f"{account.name}\tcreated {account.created}\tpassword set {account.changed}"
+                    + extra
+                )
+            return 0
+        if args.action == "display-name":
+            shown = accounts.set_display_name(args.name, args.display_name)
+            if shown is None:
+                print(f"advisor {args.name!r} has no display name now")
+            else:
+                print(f"advisor {args.name!r} is shown to customers as {shown!r}")
             return 0
         if args.action == "remove":
             accounts.remove(args.name)
@@ -74,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         password = read_password(args.password_stdin)
         if args.action == "add":
-            account = accounts.add(args.name, password)
+            account = accounts.add(args.name, password, args.display_name)
             print(f"advisor {account.name!r} added ({accounts.path})")
         else:
             accounts.set_password(args.name, password)

@@ -1,6 +1,8 @@
-"""Advisor accounts: names and argon2id password hashes in ``<data-dir>/advisors.sqlite``.
+"""Advisor accounts: names, argon2id password hashes and optional display names in
+``<data-dir>/advisors.sqlite``.
 
-Managed from the command line (``python -m gateway advisor add|list|remove|passwd``,
+Managed from the command line (``python -m gateway advisor
+add|list|remove|passwd|display-name``,
 see ``gateway/main.py``) and read by the running gateway at login. The two may be
 different processes at the same time, so nothing is cached: a login reads the row, and
 every request of a logged-in advisor checks that the account still exists with the
@@ -39,6 +41,9 @@ FILE_NAME = "advisors.sqlite"
 NAME_PATTERN = re.compile(r"[^\W_][\w.@-]{0,63}")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 takes any length; a megabyte "password" is a DoS, not a secret
+# The name the customer sees ("Frau Schmidt"): one line of printable text, as short as a
+# name on a door sign; the PIN page and the room's status lines put it in a sentence.
+MAX_DISPLAY_NAME = 60
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS advisor (
@@ -46,9 +51,13 @@ CREATE TABLE IF NOT EXISTS advisor (
     hash TEXT NOT NULL,
     generation TEXT NOT NULL,
     created TEXT NOT NULL,
-    changed TEXT NOT NULL
+    changed TEXT NOT NULL,
+    display_name TEXT
 )
 """
+# Files made before display names existed (issue 10, item 11) get the column on first
+# open; SQLite's ADD COLUMN keeps every row (NULL: no display name).
+_MIGRATIONS = (("display_name", "ALTER TABLE advisor ADD COLUMN display_name TEXT"),)
 
 
 class AccountError(ValueError):
@@ -60,6 +69,8 @@ class Account:
     name: str
     created: str
     changed: str
+    # shown to the customer; None: the pages use the neutral "Ihre Ansprechperson"
+    display_name: str | None = None
 
 
 def normalize_name(name: str) -> str:
@@ -83,6 +94,33 @@ def check_password(password: str) -> str:
     if len(password) > MAX_PASSWORD:
         raise AccountError(f"The password must have at most {MAX_PASSWORD} characters.")
     return password
+
+
+def check_display_name(display_name: str | None) -> str | None:
+    """The display name as stored (NFC, spaces collapsed), None for none (empty)."""
+    if display_name is None:
+        return None
+    text = unicodedata.normalize("NFC", display_name)
+    # line breaks, tabs and other controls (also the invisible bidi ones, category Cf)
+    # are refused before the spaces are tidied, so "Frau\nSchmidt" is an error
+    control = any(unicodedata.category(ch).startswith("C") for ch in text)
+    cleaned = " ".join(text.split())
+    if not cleaned and not control:
+        return None
+    if control or len(cleaned) > MAX_DISPLAY_NAME:
+        raise AccountError(
+            f"A display name is one line of at most {MAX_DISPLAY_NAME} characters "
+            "without control characters."
+        )
+    return cleaned
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    columns = {row[1] for row in db.execute("PRAGMA table_info(advisor)")}
+    for column, statement in _MIGRATIONS:
+        if column not in columns:
+            with db:
+                db.execute(statement)
 
 
 def _now() -> str:
@@ -117,25 +155,46 @@ class AdvisorAccounts:
         db = sqlite3.connect(self.path, timeout=5.0)
         try:
             db.execute(_SCHEMA)
+            _migrate(db)
             with db:
                 yield db
         finally:
             db.close()
 
     # -- command line -----------------------------------------------------------------------
-    def add(self, name: str, password: str) -> Account:
+    def add(self, name: str, password: str, display_name: str | None = None) -> Account:
         name = check_name(name)
+        shown = check_display_name(display_name)
         digest = self.hasher.hash(check_password(password))
         now = _now()
         with self._db(create=True) as db:
             try:
                 db.execute(
-                    "INSERT INTO advisor VALUES (?, ?, ?, ?, ?)",
-                    (name, digest, secrets.token_hex(8), now, now),
+                    "INSERT INTO advisor (name, hash, generation, created, changed, display_name)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, digest, secrets.token_hex(8), now, now, shown),
                 )
             except sqlite3.IntegrityError:
                 raise AccountError(f"An advisor named {name!r} exists already.") from None
-        return Account(name, now, now)
+        return Account(name, now, now, shown)
+
+    def set_display_name(self, name: str, display_name: str | None) -> str | None:
+        """Set (or with None/empty, remove) the name the customer sees. Consultations
+        created afterwards carry it; running ones keep the one they were created with."""
+        shown = check_display_name(display_name)
+        with self._db(create=True) as db:
+            cur = db.execute(
+                "UPDATE advisor SET display_name = ? WHERE name = ?", (shown, normalize_name(name))
+            )
+            if cur.rowcount == 0:
+                raise AccountError(f"No advisor named {name!r}.")
+        return shown
+
+    def display_name(self, name: str) -> str | None:
+        """The account's display name, None without one (or without the account)."""
+        with self._db() as db:
+            row = db.execute("SELECT display_name FROM advisor WHERE name = ?", (name,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def set_password(self, name: str, password: str) -> None:
         digest = self.hasher.hash(check_password(password))
@@ -155,7 +214,9 @@ class AdvisorAccounts:
 
     def accounts(self) -> list[Account]:
         with self._db() as db:
-            rows = db.execute("SELECT name, created, changed FROM advisor ORDER BY name").fetchall()
+            rows = db.execute(
+                "SELECT name, created, changed, display_name FROM advisor ORDER BY name"
+            ).fetchall()
         return [Account(*row) for row in rows]
 
     # -- login --------------------------------------------------------------------------------

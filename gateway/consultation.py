@@ -173,6 +173,7 @@ class Consultation:
         chat_history: int = 500,
         now: float | None = None,
         owner: str = OPERATOR,
+        owner_display_name: str | None = None,
         label: str | None = None,
         appointment: float | None = None,
         pin_max_wrong: int = 5,
@@ -185,6 +186,10 @@ class Consultation:
         # The advisor principal it belongs to (an account name, or OPERATOR): only they
         # act as its advisor with advisor credentials (participant tokens stay bound).
         self.owner = owner
+        # The owner's display name ("Frau Schmidt", gateway.advisors) as the customer
+        # sees it on the PIN page, in the room and in the Flash client; None: the neutral
+        # wording. Memory only, never in the statistics or the logs (docs/privacy.md).
+        self.owner_display_name = owner_display_name
         # Shown to the advisor only; memory only, forgotten at the end (docs/privacy.md).
         self.label = label
         self.appointment = appointment
@@ -467,6 +472,7 @@ class Directory:
         self,
         owner: str = OPERATOR,
         *,
+        owner_display_name: str | None = None,
         label: object = None,
         appointment: float | None = None,
         now: float | None = None,
@@ -490,6 +496,7 @@ class Directory:
             chat_history=self.chat_history,
             now=now,
             owner=owner,
+            owner_display_name=owner_display_name,
             label=label,
             appointment=appointment,
             pin_max_wrong=self.pin_max_wrong,
@@ -516,6 +523,7 @@ class Directory:
     def hand_over(self, consultation: Consultation, to: str) -> None:
         """Give ``consultation`` to another advisor (the old owner loses access)."""
         consultation.owner = to
+        consultation.owner_display_name = None  # the old owner's name no longer fits
 
     def new_customer_access(self, consultation: Consultation) -> None:
         """A new PIN, customer token and link for ``consultation`` (after a lock, or a

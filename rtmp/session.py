@@ -22,7 +22,7 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import parse_qs
 
-from gateway.consultation import ChatRejected, Connection, Grant, meant_for
+from gateway.consultation import ChatRejected, Connection, Consultation, Grant, Role, meant_for
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 from gateway.monitor import refusal_notice
@@ -45,6 +45,8 @@ from rtmp.events import (
 )
 from rtmp.flv import FlvError, audio_tag, audio_unit, video_tag, video_unit
 from rtmp.messages import ProtocolError
+from webrtc.quality import INTERVAL as QUALITY_INTERVAL
+from webrtc.quality import UplinkMeter, UplinkSample
 
 log = logging.getLogger("rtmp")
 # One line per connect in the access log (gateway/accesslog.py): address, time, the
@@ -182,6 +184,34 @@ class PlayerReceiver:
         self.waiting = True
 
 
+class _Uplink:
+    """A Flash/RTMP customer's uplink as the gateway sees it, for the advisor's page: the
+    same ``quality`` events as for a WHIP customer (``webrtc/quality.py``,
+    docs/webrtc.md). ``_on_media`` only adds to two counters; the session's 1 s timer
+    turns them into an event every ``QUALITY_INTERVAL``. TCP loses nothing (a bad link
+    shows as a lower rate or a stall), so ``loss_pct`` stays 0; the round trip is the
+    last RTMP ping answered (User Control PingRequest/PingResponse, Adobe RTMP spec
+    7.1.7), sent with each event."""
+
+    def __init__(self, consultation: Consultation, now: float) -> None:
+        self.consultation = consultation
+        self.meter = UplinkMeter(str(Role.CUSTOMER))
+        # counted from the publish on, so the first event already has a rate and can
+        # tell a stall (a WHIP peer's first sample has no predecessor to compare with)
+        self.meter.previous = UplinkSample(now, 0, 0, 0)
+        self.bytes = 0
+        self.frames = 0
+        self.rtt_ms: int | None = None
+        self.next_at = now + QUALITY_INTERVAL
+
+    def event(self, now: float) -> dict[str, Any]:
+        customer = self.consultation.participants[Role.CUSTOMER]
+        sample = UplinkSample(now, self.bytes, self.frames, 0)
+        return self.meter.event(
+            sample, expecting=customer.camera or customer.microphone, rtt_ms=self.rtt_ms
+        )
+
+
 class RtmpSession:
     """Application logic for one RTMP connection (any transport)."""
 
@@ -240,6 +270,7 @@ class RtmpSession:
         self._in_chat = False
         self.media_errors = 0
         self._read_at = 0.0
+        self._uplink: _Uplink | None = None  # while publishing as the customer
 
     # -- transport boundary -------------------------------------------------------------
     def receive_data(self, data: bytes, now: float | None = None) -> None:
@@ -321,6 +352,16 @@ class RtmpSession:
         if now - self.last_receive > limits.idle_timeout:
             self.abort("idle timeout")
             return
+        uplink = self._uplink
+        if uplink is not None and now >= uplink.next_at:
+            uplink.next_at = now + QUALITY_INTERVAL
+            uplink.consultation.emit(uplink.event(now))
+            # the round trip for the next event: only a ping answered within the
+            # interval counts (a frozen client answers none, and shows no stale one)
+            uplink.rtt_ms = None
+            self._last_ping = now
+            self.conn.ping(int(time.monotonic() * 1000))
+            self.flush()
         # Pings are what an honest player (which sends nothing else) answers with a whole
         # message; they come often enough that a short idle_timeout never cuts it.
         interval = min(PING_INTERVAL, limits.idle_timeout / 4)
@@ -355,6 +396,7 @@ class RtmpSession:
         for stream in self.publishing.values():
             stream.stop(owner=self)
         self.publishing.clear()
+        self._uplink_ended()
         for receiver in self.playing.values():
             receiver.detach()
         self.playing.clear()
@@ -380,6 +422,10 @@ class RtmpSession:
             return
         unit.arrived = self._read_at
         unit.origin = "rtmp"
+        uplink = self._uplink
+        if uplink is not None:
+            uplink.bytes += len(event.payload)
+            uplink.frames += 1
         stream.push(unit)
         pc = self._participant_conn
         if pc is not None and unit.kind not in pc.codecs_in:
@@ -399,8 +445,12 @@ class RtmpSession:
         elif isinstance(event, SharedObjectReceived):
             # Remote shared objects are not part of the consultation: ignore cleanly.
             log.debug("rtmp %s: shared object %r ignored", self.peer, event.name[:40])
-        elif isinstance(event, PingResponse):
-            pass
+        elif isinstance(event, PingResponse) and self._uplink is not None:
+            # our PingRequest carried time.monotonic() in ms, echoed back: the round
+            # trip, modulo the field's 32 bits (a keep-alive ping's too)
+            rtt = (int(time.monotonic() * 1000) - event.timestamp) & 0xFFFFFFFF
+            if rtt < 60_000:
+                self._uplink.rtt_ms = rtt
 
     def _on_data(self, event: DataReceived) -> None:
         stream = self.publishing.get(event.stream_id)
@@ -591,6 +641,8 @@ class RtmpSession:
         # A participant who reconnects (dropped Wi-Fi) takes over from its stale
         # connection instead of being locked out until that one times out.
         stream.start(self.transport, owner=self, on_preempt=lambda: self._preempted(sid))
+        if grant.role is Role.CUSTOMER and self._uplink is None:
+            self._uplink = _Uplink(grant.consultation, time.monotonic())
 
     def _preempted(self, sid: int) -> None:
         """Another connection of the same participant publishes now: this one is stale.
@@ -601,6 +653,7 @@ class RtmpSession:
         offers a button, as the browser page does."""
         if self.publishing.pop(sid, None) is not None and not self.closed:
             self.conn.end_publish(sid)
+            self._uplink_ended()
             self.conn.send_status(
                 sid,
                 "NetStream.Publish.BadName",
@@ -610,6 +663,14 @@ class RtmpSession:
             )
             self.flush()
             self.abort("publisher replaced by a newer connection")
+
+    def _uplink_ended(self) -> None:
+        """The customer's publish from this connection ended: one last ``quality`` event
+        says so, as when a WHIP session ends (the advisor's page keeps "Kunde verbindet
+        neu …" while a device is still announced on)."""
+        uplink, self._uplink = self._uplink, None
+        if uplink is not None and not uplink.consultation.ended:
+            uplink.consultation.emit(uplink.meter.event(None, expecting=False, rtt_ms=None))
 
     def _publish_bad(self, sid: int, name: str, description: str) -> None:
         self.conn.send_status(sid, "NetStream.Publish.BadName", description, level="error")
@@ -621,6 +682,8 @@ class RtmpSession:
         if stream is not None:
             self.conn.end_publish(sid)
             stream.stop(owner=self)
+            if not self.publishing:
+                self._uplink_ended()
             self.conn.send_status(sid, "NetStream.Unpublish.Success", "Stream unpublished.")
 
     def _cmd_play(self, cmd: CommandReceived) -> None:

@@ -205,7 +205,9 @@ def test_documents_go_both_ways_with_limits_and_plain_errors(
     expect(a.locator(".drop-hint")).to_have_text("Zum Hochladen loslassen")
     a.dispatch_event("#documents", "drop", {"dataTransfer": dropped})
     expect(a.locator("#documents")).not_to_have_class(re.compile(r"\bdragging\b"))
-    expect(c.locator("#documents-list li", has_text="Skizze.pdf")).to_contain_text("von: Ansprechperson")
+    expect(c.locator("#documents-list li", has_text="Skizze.pdf")).to_contain_text(
+        "von: Ansprechperson"
+    )
     a.screenshot(path=artifacts / "documents-advisor-desktop-de.png", full_page=True)
 
     # English, switched in place

@@ -195,6 +195,11 @@ def test_advisor_reload_keeps_camera_and_microphone_on(
     expect(a.locator("#microphone")).to_have_attribute("data-on", "true")
     wait_until(c, lambda: remote_video_playing(c), timeout=20)
     expect(c.locator("#presence")).to_have_text("Ihre Ansprechperson ist da.")
+    # Both of the advisor's rows settle on "verbunden" (ICE and DTLS take about a second
+    # after the reload; the customer's picture meanwhile may still be the last frame of
+    # the old session, so "the customer sees video" alone is no sign they are up).
+    expect(a.locator("#send-state")).to_have_text("verbunden", timeout=15_000)
+    expect(a.locator("#receive-state")).to_have_text("verbunden", timeout=15_000)
     seen = texts(c)
     # the customer was never told the camera is off, or not switched on yet
     assert seen, "no text was logged"

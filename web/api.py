@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 
 from aiohttp import web
 
-from gateway.consultation import Consultation, Role, RoomDetailsRejected, group_pin
+from gateway.consultation import OPERATOR, Consultation, Role, RoomDetailsRejected, group_pin
 from gateway.routing import CapacityRefused
 from web.auth import gateway_of, known_role, require, require_advisor
 from web.jsonbody import read_json
@@ -66,9 +67,19 @@ async def create_session(request: web.Request) -> web.Response:
                 headers={"Retry-After": "30"},
             ) from None
     assert principal.advisor_id is not None
+    # the account's display name for the customer's pages (the operator has none)
+    accounts = gateway.advisor_auth.accounts
+    shown = (
+        await asyncio.to_thread(accounts.display_name, principal.advisor_id)
+        if accounts is not None and principal.advisor_id != OPERATOR
+        else None
+    )
     try:
         consultation = gateway.directory.create(
-            principal.advisor_id, label=options.get("label"), appointment=appointment
+            principal.advisor_id,
+            owner_display_name=shown,
+            label=options.get("label"),
+            appointment=appointment,
         )
     except RoomDetailsRejected as exc:
         raise ProblemError(400, str(exc)) from None

@@ -158,10 +158,17 @@ def _pin_form(
     v = view(request)
     action = action or f"/k/{consultation.id}"
     note = v.tr(message, "p", 'class="error" role="alert"', **params) if message else ""
+    # whom the customer is about to meet, when the advisor's account has a display name
+    # (gateway.advisors); the operator's consultations have none
+    shown = consultation.owner_display_name
+    with_advisor = (
+        v.tr("pin.with_advisor", "p", 'class="with-advisor"', name=shown) if shown else ""
+    )
     main = (
         # the Flash page says first whether this browser can show Flash at all (issue 10)
         (flash_missing_notice(v, consultation.id) if flash else "")
         + '<section class="card pin-card">'
+        + with_advisor
         + v.tr("pin.intro", "p")
         + note
         + f'<form method="post" action="{esc(action)}" class="pin-form">'
@@ -201,6 +208,7 @@ async def customer_page(request: web.Request) -> web.Response:
             ice_urls=gateway.config.ice_urls(),
             documents=page_limits(gateway),
             bank=gateway.config.bank,
+            advisor_name=room.owner_display_name,
         )
         return html_response(request, page)
     consultation = linked_consultation(request)
@@ -296,6 +304,7 @@ async def flash_page(request: web.Request) -> web.Response:
             gateway.config,
             token=room.participants[Role.CUSTOMER].token,
             lang=v.lang,
+            advisor_name=room.owner_display_name,
         )
         swf = f"{SWF_URL_PATH}?v={(shipped_hash() or 'dev')[:12]}"
         page = flash_room(v, room.id, swf_url=swf, flashvars=flashvars)

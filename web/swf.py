@@ -91,7 +91,7 @@ def build(out: Path = SWF_PATH, *, haxe: str | None = None) -> Path:
     return out
 
 
-def flash_vars(config: Config, *, token: str, lang: str) -> str:
+def flash_vars(config: Config, *, token: str, lang: str, advisor_name: str | None = None) -> str:
     """The SWF's FlashVars (``application/x-www-form-urlencoded``, as Flash parses them).
 
     Connection order as FMS clients do (DESIGN.md, "Flash facts"): ``rtmp`` first, then
@@ -101,7 +101,9 @@ def flash_vars(config: Config, *, token: str, lang: str) -> str:
     ``--rtmps-port`` when the gateway holds the certificate, else left out, and the
     tunnel is ``rtmps://`` (which Flash speaks as RTMPT over HTTPS). Over plain HTTP,
     ``rtmp`` is left out when plain RTMP is switched off (``--rtmp-port 0``). ``base`` is
-    our own origin: the SWF opens only document and form URLs below it.
+    our own origin: the SWF opens only document and form URLs below it. ``advisor``: the
+    advisor's display name (``Consultation.owner_display_name``), only when there is one;
+    the SWF then names the advisor where it would say "Ihre Ansprechperson".
     """
     origin = urlsplit(config.base_url())
     host = urlsplit(config.rtmp_base()).netloc.rsplit(":", 1)[0]
@@ -119,6 +121,7 @@ def flash_vars(config: Config, *, token: str, lang: str) -> str:
         "play": "advisor",
         "base": f"{origin.scheme}://{origin.netloc}",
         "lang": lang,
+        **({"advisor": advisor_name} if advisor_name else {}),
     }
     return "&".join(f"{k}={quote(v, safe='')}" for k, v in values.items())
 

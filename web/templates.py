@@ -187,7 +187,13 @@ def _chat(v: View) -> str:
     )
 
 
-def _stage(v: View, remote_label: str, self_label: str, placeholder: str) -> str:
+def _stage(
+    v: View,
+    remote_label: str,
+    self_label: str,
+    placeholder: str,
+    label_params: Mapping[str, Any] | None = None,
+) -> str:
     return "".join(
         (
             '<section class="stage" aria-label="Video">',
@@ -198,7 +204,7 @@ def _stage(v: View, remote_label: str, self_label: str, placeholder: str) -> str
             '<button type="button" id="remote-retry" class="secondary" hidden>',
             v.tr("media.show_here"),
             "</button></div>",
-            v.tr(remote_label, "span", 'class="label remote-label"'),
+            v.tr(remote_label, "span", 'class="label remote-label"', **(label_params or {})),
             '<figure id="self-view" class="self-view" hidden>',
             '<video id="self-video" autoplay muted playsinline></video>',
             v.tr(self_label, "figcaption"),
@@ -221,7 +227,7 @@ def _toggle(v: View, ident: str, name: str, key: str, pressed: bool) -> str:
     )
 
 
-def _status_bar(v: View, presence_key: str) -> str:
+def _status_bar(v: View, presence_key: str, **presence_params: Any) -> str:
     return "".join(
         (
             '<div class="status-bar">',
@@ -231,7 +237,12 @@ def _status_bar(v: View, presence_key: str) -> str:
                 'id="status" class="status" role="status" data-state="connecting"',
             ),
             # what the other side does: announced politely when it changes
-            v.tr(presence_key, "p", 'id="presence" class="presence" aria-live="polite"'),
+            v.tr(
+                presence_key,
+                "p",
+                'id="presence" class="presence" aria-live="polite"',
+                **presence_params,
+            ),
             "</div>",
             '<p id="notice" class="notice" role="alert" hidden></p>',
             f'<noscript><p class="notice">{esc(v.t("app.noscript"))}</p></noscript>',
@@ -452,19 +463,30 @@ def customer_room(
     *,
     documents: Mapping[str, Any] | None = None,
     bank: Any = None,
+    advisor_name: str | None = None,
 ) -> str:
     """The customer's consultation page (after the PIN); ``documents``: the store's
     limits (``web.documents.page_limits``), no panel without; ``bank``: the contact for
-    the end screen (``gateway.config.Bank``)."""
+    the end screen (``gateway.config.Bank``); ``advisor_name``: the advisor's display
+    name (``Consultation.owner_display_name``), else the neutral wording."""
     cid = esc(consultation_id)
+    named = {"name": advisor_name} if advisor_name else {}
     main = "".join(
         (
             f'<div id="room" class="room room-customer" data-role="customer" '
             f'data-events="/k/{cid}/events" data-whip="/whip/{cid}/customer" '
-            f'data-whep="/whep/{cid}/customer" data-page="/k/{cid}">',
-            _status_bar(v, "cust.advisor.absent"),
+            f'data-whep="/whep/{cid}/customer" data-page="/k/{cid}"'
+            + (f' data-advisor-name="{esc(advisor_name)}"' if advisor_name else "")
+            + ">",
+            _status_bar(v, "cust.named.absent" if named else "cust.advisor.absent", **named),
             '<div class="room-grid"><div class="media-column">',
-            _stage(v, "cust.remote.label", "cust.self_label", "cust.remote.connecting"),
+            _stage(
+                v,
+                "cust.named.remote_label" if named else "cust.remote.label",
+                "cust.self_label",
+                "cust.remote.connecting",
+                named,
+            ),
             '<div class="controls" id="media-controls">',
             _toggle(v, "camera", "camera", "media.camera.turn_on", False),
             _toggle(v, "microphone", "mic", "media.mic.turn_on", False),

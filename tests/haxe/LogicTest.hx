@@ -121,5 +121,10 @@ class LogicTest {
 		eq(Logic.uploadErrorKey(507), "upload.full", "507");
 		eq(Logic.uploadErrorKey(500), "upload.failed", "other");
 		eq(Logic.megabytes(20 * 1024 * 1024), 20, "MB");
+		var table = ["advisor.present" => "x", "advisor.present_named" => "{name} ist da."];
+		eq(Logic.namedKey("advisor.present", "Frau Schmidt", table.exists), "advisor.present_named", "named");
+		eq(Logic.namedKey("advisor.present", "", table.exists), "advisor.present", "no display name");
+		eq(Logic.namedKey("advisor.present", "  ", table.exists), "advisor.present", "blank name");
+		eq(Logic.namedKey("leave", "Frau Schmidt", table.exists), "leave", "no named twin");
 	}
 }

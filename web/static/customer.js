@@ -77,6 +77,27 @@
     ended: {},
     elsewhere: {},
   };
+  // The advisor's display name ("Frau Schmidt", from the account: data-advisor-name)
+  // replaces the neutral "Ihre Ansprechperson" in the lines about the advisor; without
+  // one the neutral keys stay.
+  const advisorName = page.room.dataset.advisorName || "";
+  const NAMED = {
+    "cust.advisor.absent": "cust.named.absent",
+    "cust.advisor.present": "cust.named.present",
+    "cust.advisor.away": "cust.named.away",
+    "cust.remote.waiting": "cust.named.remote_waiting",
+    "cust.remote.camera_off": "cust.named.remote_camera_off",
+    "cust.remote.absent": "cust.named.remote_absent",
+    "cust.remote.away": "cust.named.remote_away",
+  };
+  // [key, params] for a line about the advisor
+  function named(key) {
+    if (advisorName && key && NAMED[key]) {
+      return [NAMED[key], { name: advisorName }];
+    }
+    return [key, undefined];
+  }
+
   const machine = new VB.room.Machine(TRANSITIONS, "connecting", function () {
     renderState();
   });
@@ -99,7 +120,8 @@
   function renderState() {
     const view = VIEWS[machine.state];
     setStatus(view[0], view[1]);
-    VB.room.setLine(presenceEl, view[2]);
+    const line = named(view[2]);
+    VB.room.setLine(presenceEl, line[0], line[1]);
     renderRemote();
   }
 
@@ -123,21 +145,24 @@
       return state.advisor;
     },
     function () {
-      const receive = remote.receive;
-      if (receive === "displaced") {
-        return "media.remote.displaced";
-      } else if (receive === "unavailable" || receive === "rejected") {
-        return "cust.remote.unavailable";
-      } else if (receive === "retrying" || receive === "disconnected") {
-        return "cust.remote.reconnecting";
-      } else if (machine.is("live") && !state.advisor.camera) {
-        return "cust.remote.camera_off";
-      } else if (machine.is("present") && state.advisor.camera) {
-        return "cust.remote.connecting"; // switched on, the picture is on its way
-      }
-      return VIEWS[machine.state][3] || "cust.remote.connecting";
+      return named(placeholderKey());
     }
   );
+  function placeholderKey() {
+    const receive = remote.receive;
+    if (receive === "displaced") {
+      return "media.remote.displaced";
+    } else if (receive === "unavailable" || receive === "rejected") {
+      return "cust.remote.unavailable";
+    } else if (receive === "retrying" || receive === "disconnected") {
+      return "cust.remote.reconnecting";
+    } else if (machine.is("live") && !state.advisor.camera) {
+      return "cust.remote.camera_off";
+    } else if (machine.is("present") && state.advisor.camera) {
+      return "cust.remote.connecting"; // switched on, the picture is on its way
+    }
+    return VIEWS[machine.state][3] || "cust.remote.connecting";
+  }
   const renderRemote = remote.render;
 
   // -- events socket and chat -----------------------------------------------------------

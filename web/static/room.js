@@ -192,7 +192,9 @@
         return;
       }
       this.retryButton.hidden = this.receive !== "displaced";
-      i18n.setText(this.placeholderText, this.placeholderKey());
+      // a key, or [key, params] (the customer's page names the advisor)
+      const text = [].concat(this.placeholderKey());
+      i18n.setText(this.placeholderText, text[0], text[1]);
     }
 
     unmute() {

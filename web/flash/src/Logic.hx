@@ -23,6 +23,13 @@ class Logic {
 		return scheme == "rtmpt" || scheme == "rtmpte" || scheme == "rtmps";
 	}
 
+	/** A line about the advisor: its "_named" twin (with `{name}`) when the advisor has a
+		display name (FlashVar `advisor`) and the table has one, else the neutral key. **/
+	public static function namedKey(key:String, name:String, has:String->Bool):String {
+		var twin = key + "_named";
+		return name != null && StringTools.trim(name) != "" && has(twin) ? twin : key;
+	}
+
 	/** The connect attempts in order, each with its timeout; empty URLs are left out. **/
 	public static function attempts(urls:Array<String>):Array<Attempt> {
 		var out:Array<Attempt> = [];

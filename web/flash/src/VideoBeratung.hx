@@ -115,6 +115,8 @@ class VideoBeratung extends Sprite {
 	var links = new Map<String, DocLink>();
 	var order:Array<DocLink> = [];
 	var lang:String;
+	// the advisor's display name (FlashVar "advisor", from the account); "" = neutral wording
+	var advisorName:String;
 
 	public static function main():Void {
 		var stage = Lib.current.stage;
@@ -127,6 +129,7 @@ class VideoBeratung extends Sprite {
 		super();
 		var params:Dynamic = Lib.current.loaderInfo.parameters;
 		lang = param(params, "lang", "de");
+		advisorName = StringTools.trim(param(params, "advisor", ""));
 		strings = TABLES.exists(lang) ? TABLES.get(lang) : TABLES.get("de");
 		token = param(params, "token", "");
 		publishName = param(params, "publish", "customer");
@@ -159,6 +162,11 @@ class VideoBeratung extends Sprite {
 			for (f in Reflect.fields(params))
 				s = StringTools.replace(s, "{" + f + "}", Std.string(Reflect.field(params, f)));
 		return s;
+	}
+
+	/** A line about the advisor: its "_named" twin with the display name when there is one. **/
+	function who(key:String):String {
+		return t(Logic.namedKey(key, advisorName, strings.exists), {name: advisorName});
 	}
 
 	/** One line for the debug player's log (and the tests); never chat text or tokens. **/
@@ -196,7 +204,7 @@ class VideoBeratung extends Sprite {
 		remoteVideo = new Video(VIDEO_W, VIDEO_H);
 		remoteVideo.smoothing = true;
 		stageBox.addChild(remoteVideo);
-		placeholder = Ui.label(t("remote.waiting"), 15, 0xFFFFFF, false, 400, TextFormatAlign.CENTER);
+		placeholder = Ui.label(who("remote.waiting"), 15, 0xFFFFFF, false, 400, TextFormatAlign.CENTER);
 		placeholder.x = 40;
 		placeholder.y = 160;
 		stageBox.addChild(placeholder);
@@ -208,7 +216,7 @@ class VideoBeratung extends Sprite {
 		banner.addChild(notice);
 		banner.visible = false;
 		stageBox.addChild(banner);
-		var remoteLabel = Ui.label(t("remote.label"), 12, 0xFFFFFF, true);
+		var remoteLabel = Ui.label(who("remote.label"), 12, 0xFFFFFF, true);
 		remoteLabel.x = 8;
 		remoteLabel.y = 336;
 		stageBox.addChild(remoteLabel);
@@ -505,7 +513,7 @@ class VideoBeratung extends Sprite {
 		placeholder.visible = !showing;
 		var key = if (connected) (advisorCamera ? "remote.waiting" : "remote.camera_off") else if (banner.visible
 			|| left || ended) "remote.offline" else "remote.connecting";
-		var text = t(key);
+		var text = who(key);
 		if (placeholder.text != text)
 			placeholder.text = text;
 	}
@@ -778,12 +786,12 @@ class VideoBeratung extends Sprite {
 		switch (type) {
 			case "participant":
 				if (Std.string(event.role) == playName)
-					presence.text = t(event.present == true ? "advisor.present" : "advisor.absent");
+					presence.text = who(event.present == true ? "advisor.present" : "advisor.absent");
 			case "media":
 				if (Std.string(event.role) == playName) {
 					advisorCamera = event.camera == true;
 					var key = event.camera == true ? (event.microphone == true ? "advisor.media.both" : "advisor.media.camera") : (event.microphone == true ? "advisor.media.mic" : "advisor.media.none");
-					presence.text = t(key);
+					presence.text = who(key);
 					updateRemote();
 				}
 			case "document":
