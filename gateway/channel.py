@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from gateway.documents import DocumentStore
     from gateway.forms.desk import FormDesk
 
+
 class Links(Protocol):
     """Absolute, per-recipient URLs into the web layer (web/links.py ``WebLinks``)."""
 
