@@ -49,7 +49,7 @@ Deliver = Callable[[ConsultationEvent], None]
 class ParticipantChannel:
     """``role``'s view of ``consultation``: :meth:`open` returns the snapshot and
     subscribes ``deliver`` to the live events, with nothing missed in between (both
-    happen synchronously)."""
+    happen synchronously); :meth:`subscribe` the live events alone."""
 
     def __init__(
         self,
@@ -72,6 +72,12 @@ class ParticipantChannel:
         """Subscribe ``deliver`` and return the snapshot (chat history, shared documents
         and forms, both participants' presence and media)."""
         snapshot = self.snapshot()
+        self.subscribe(deliver)
+        return snapshot
+
+    def subscribe(self, deliver: Deliver) -> None:
+        """The live events only (a client that asks for listings itself, as the Flash
+        client does: no one-time URLs minted for a snapshot nobody reads)."""
         self.close()
 
         def filtered(event: ConsultationEvent) -> None:
@@ -79,7 +85,6 @@ class ParticipantChannel:
                 deliver(self.address(event))
 
         self._unsubscribe = self.consultation.listen(filtered)
-        return snapshot
 
     def close(self) -> None:
         if self._unsubscribe is not None:

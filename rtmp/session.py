@@ -510,7 +510,7 @@ class RtmpSession:
         grant.consultation.attach(grant.role, self._participant_conn)
         self._channel = self.gateway.channel(grant.consultation, grant.role)
         # no snapshot for Flash: the SWF asks for documents() and forms() itself
-        self._channel.open(self._on_session_event)
+        self._channel.subscribe(self._on_session_event)
         return True
 
     def _authorize_stream(self, params: dict[str, str]) -> Grant | None:
