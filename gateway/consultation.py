@@ -16,21 +16,23 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from gateway.events import (
+    AccessChanged,
+    ChatMessage,
+    ConsultationEvent,
+    MediaState,
+    Presence,
+    SessionEnded,
+    WireEvent,
+)
 from gateway.media import PublishedStream
+from gateway.roles import Role
+
+__all__ = ["Role"]  # re-exported: the roles' home was here
 
 log = logging.getLogger(__name__)
-
-
-class Role(StrEnum):
-    ADVISOR = "advisor"
-    CUSTOMER = "customer"
-
-    @property
-    def other(self) -> Role:
-        return Role.CUSTOMER if self is Role.ADVISOR else Role.ADVISOR
 
 
 class ChatRejected(ValueError):
@@ -93,14 +95,7 @@ def normalize_pin(typed: str) -> str | None:
     return pin if _PIN_DIGITS.fullmatch(pin) else None
 
 
-EventListener = Callable[[dict[str, Any]], None]
-
-
-def meant_for(event: dict[str, Any], role: str) -> bool:
-    """Whether a participant in ``role`` gets ``event``: events with a ``to`` go to that
-    role only (the customer's link locked or renewed is the advisor's business)."""
-    to = event.get("to")
-    return to is None or to == role
+EventListener = Callable[[ConsultationEvent], None]
 
 
 @dataclass(eq=False)
@@ -211,7 +206,7 @@ class Consultation:
         for role, stream in self.streams.items():
             stream.on_change = self._stream_changed_callback(role)
         # Chat lives in memory for the session only, bounded.
-        self.chat_log: deque[dict[str, Any]] = deque(maxlen=chat_history)
+        self.chat_log: deque[ChatMessage] = deque(maxlen=chat_history)
         self._listeners: dict[int, EventListener] = {}
         self.features: set[str] = set()
         self.client_kinds: set[str] = set()
@@ -224,7 +219,9 @@ class Consultation:
         self.together_seconds = 0.0
 
     # -- events -----------------------------------------------------------------------
-    def subscribe(self, listener: EventListener) -> Callable[[], None]:
+    def listen(self, listener: EventListener) -> Callable[[], None]:
+        """Every typed event, unfiltered (front-ends use gateway.channel, which filters
+        and addresses them for one participant)."""
         key = id(listener)
         self._listeners[key] = listener
 
@@ -233,7 +230,14 @@ class Consultation:
 
         return unsubscribe
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Every event in its wire form, unfiltered and without per-recipient URLs
+        (diagnostics and tests)."""
+        return self.listen(lambda event: listener(event.wire()))
+
+    def emit(self, event: ConsultationEvent | dict[str, Any]) -> None:
+        if isinstance(event, dict):
+            event = WireEvent.of(event)
         for listener in list(self._listeners.values()):
             try:
                 listener(event)
@@ -247,18 +251,21 @@ class Consultation:
                 # A client that never announces its devices (an encoder such as ffmpeg)
                 # switched them on by publishing; its state follows the stream.
                 participant.camera = participant.microphone = stream.live
-            self.emit(
-                {
-                    "type": "media",
-                    "role": str(role),
-                    "publishing": stream.live,
-                    "via": stream.kind if stream.live else None,
-                    "camera": self.participants[role].camera,
-                    "microphone": self.participants[role].microphone,
-                }
-            )
+            self.emit(self.media_state(role))
 
         return changed
+
+    def media_state(self, role: Role) -> MediaState:
+        """``role``'s devices and publishing now (the ``media`` event)."""
+        participant, stream = self.participants[role], self.streams[role]
+        return MediaState(
+            sender=role,
+            role=role,
+            publishing=stream.live,
+            via=stream.kind if stream.live else None,
+            camera=participant.camera,
+            microphone=participant.microphone,
+        )
 
     # -- participants -------------------------------------------------------------------
     def attach(self, role: Role, connection: Connection) -> None:
@@ -272,7 +279,7 @@ class Consultation:
             self.client_kinds.add(connection.kind)
         self._presence_changed()
         if first:
-            self.emit({"type": "participant", "role": str(role), "present": True})
+            self.emit(Presence(sender=role, role=role, present=True))
 
     def detach(self, role: Role, connection: Connection) -> None:
         participant = self.participants[role]
@@ -280,7 +287,7 @@ class Consultation:
             participant.connections.remove(connection)
             self._presence_changed()
             if not participant.connections:
-                self.emit({"type": "participant", "role": str(role), "present": False})
+                self.emit(Presence(sender=role, role=role, present=False))
 
     def _presence_changed(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -303,16 +310,7 @@ class Consultation:
         participant.microphone = bool(microphone)
         stream = self.streams[role]
         stream.set_gates(participant.camera, participant.microphone)
-        self.emit(
-            {
-                "type": "media",
-                "role": str(role),
-                "publishing": stream.live,
-                "via": stream.kind if stream.live else None,
-                "camera": participant.camera,
-                "microphone": participant.microphone,
-            }
-        )
+        self.emit(self.media_state(role))
 
     # -- the customer's way in ----------------------------------------------------------------
     @property
@@ -325,7 +323,7 @@ class Consultation:
         once (an ``access`` event: the advisor pages show the lock)."""
         self.wrong_pins += 1
         if self.wrong_pins == self.pin_max_wrong:
-            self.emit({"type": "access", "to": "advisor", "locked": True})
+            self.emit(AccessChanged(locked=True))
         return max(0, self.pin_max_wrong - self.wrong_pins)
 
     def owned_by(self, advisor: str | None) -> bool:
@@ -350,7 +348,9 @@ class Consultation:
         return "absent"
 
     # -- chat -----------------------------------------------------------------------------
-    def chat(self, role: Role, text: Any) -> dict[str, Any]:
+    def chat(self, role: Role, text: Any, origin: object | None = None) -> ChatMessage:
+        """Send ``text`` as ``role`` (``origin``: the participant connection it came
+        through, whose Flash client shows it already)."""
         if self.ended:
             raise ChatRejected("the consultation has ended")
         if not isinstance(text, str):
@@ -360,7 +360,7 @@ class Consultation:
             raise ChatRejected("empty message")
         if len(text) > self.chat_max_chars:
             raise ChatRejected(f"message longer than {self.chat_max_chars} characters")
-        event = {"type": "chat", "from": str(role), "text": text, "ts": time.time()}
+        event = ChatMessage(sender=role, text=text, ts=time.time(), origin=origin)
         self.chat_log.append(event)
         self.features.add("chat")
         self.emit(event)
@@ -376,7 +376,7 @@ class Consultation:
         if self.together_since is not None:
             self.together_seconds += self.ended_at - self.together_since
             self.together_since = None
-        self.emit({"type": "session_ended", "reason": reason})
+        self.emit(SessionEnded(reason=reason))
         for stream in self.streams.values():
             stream.stop()
         for participant in self.participants.values():
@@ -544,7 +544,7 @@ class Directory:
                 connection.close()
             except Exception:
                 log.exception("closing a connection failed")
-        consultation.emit({"type": "access", "to": "advisor", "locked": False, "renewed": True})
+        consultation.emit(AccessChanged(locked=False, renewed=True))
 
     def authorize(self, token: str | None, now: float | None = None) -> Grant | None:
         """The grant for a participant token, or None (unknown, expired or ended)."""

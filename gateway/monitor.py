@@ -30,6 +30,7 @@ from time import perf_counter
 from typing import Any, Protocol
 
 from gateway.consultation import Consultation, Role
+from gateway.events import Notice
 from gateway.latency import METER
 from gateway.media import PublishedStream
 from gateway.routing import CapacityRefused
@@ -308,7 +309,7 @@ def refusal_notice(consultation: Consultation, role: Role) -> Callable[[str], No
     RTMP ``onSessionEvent``) that a kind cannot be delivered for want of capacity."""
 
     def notify(kind: str) -> None:
-        consultation.emit({"type": "notice", "code": "capacity", "role": str(role), "kind": kind})
+        consultation.emit(Notice(code="capacity", role=role, kind=kind))
 
     return notify
 

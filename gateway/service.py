@@ -8,12 +8,12 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING
 
 from gateway.advisors import AdvisorAccounts
+from gateway.channel import Links, ParticipantChannel
 from gateway.config import Config
-from gateway.consultation import OPERATOR, Consultation, Directory, Grant
+from gateway.consultation import OPERATOR, Consultation, Directory, Grant, Role
 from gateway.documents import DocumentStore
 from gateway.feedback import FeedbackDesk
 from gateway.forms import FormDesk, FormLibrary
@@ -22,10 +22,6 @@ from gateway.stats import Statistics, row_for
 
 if TYPE_CHECKING:  # PyAV loads with the transcoders only
     from gateway.transcode.pool import TranscoderPool
-
-# Upload tickets share the document store's ticket book; their item is "upload:<role>"
-# (document ids are hex, so the two never meet).
-UPLOAD_TICKET_PREFIX = "upload:"
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +151,9 @@ class Gateway:
     # Open connections per front-end kind ("rtmp", "rtmps", "rtmpt", "webrtc"), counted
     # by the front-ends themselves (/metrics): kind -> a function returning the count.
     connection_counters: dict[str, Callable[[], int]] = field(default_factory=dict)
+    # The web layer's URL builder (web/links.py WebLinks), set when its routes are
+    # mounted: documents and forms are reached there (None: events carry no URLs).
+    links: Links | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Gateway:
@@ -208,47 +207,9 @@ class Gateway:
             if self.feedback is not None:
                 self.feedback.row_written(consultation, row, rated=rating is not None)
 
-    def document_url(self, consultation_id: str, document_id: str) -> str | None:
-        """An absolute one-time download URL (no token needed; Flash's navigateToURL)."""
-        if self.documents is None:
-            return None
-        ticket = self.documents.mint_ticket(consultation_id, document_id)
-        cid, did = quote(consultation_id, safe=""), quote(document_id, safe="")
-        return f"{self.config.base_url()}/api/sessions/{cid}/documents/{did}?ticket={ticket}"
-
-    def upload_url(self, consultation_id: str, role: str) -> str | None:
-        """A one-time upload URL for Flash's ``FileReference.upload()``, which can set no
-        header (so no bearer token): the ticket in the URL authorises one upload as
-        ``role`` (web/documents.py ``flash_upload``; docs/flash.md)."""
-        if self.documents is None:
-            return None
-        ticket = self.documents.mint_ticket(consultation_id, UPLOAD_TICKET_PREFIX + role)
-        cid = quote(consultation_id, safe="")
-        return f"{self.config.base_url()}/api/sessions/{cid}/documents/flash-upload?ticket={ticket}"
-
-    def form_url(self, consultation_id: str, form_id: str, role: str | None) -> str | None:
-        """Where a participant opens a form: the customer gets the fill page with a
-        one-time ticket (usable without a header or cookie: Flash's navigateToURL), the
-        advisor the read-only view of the advisor pages."""
-        cid, fid = quote(consultation_id, safe=""), quote(form_id, safe="")
-        base = self.config.base_url()
-        if role == "advisor":
-            return f"{base}/advisor/{cid}/forms/{fid}"
-        if role != "customer" or self.forms is None:
-            return None
-        ticket = self.forms.mint_ticket(consultation_id, form_id)
-        return f"{base}/k/{cid}/forms/{fid}?ticket={ticket}"
-
-    def addressed(
-        self, consultation: Consultation, event: dict[str, Any], role: str | None = None
-    ) -> dict[str, Any]:
-        """``event`` as one recipient gets it: a ``document`` event gets a ``url`` of its
-        own (one-time tickets cannot be shared between recipients), and so does a
-        ``form`` event for the participant in ``role``."""
-        kind = event.get("type")
-        if kind not in ("document", "form") or not isinstance(event.get("id"), str):
-            return event
-        if kind == "form":
-            return {**event, "url": self.form_url(consultation.id, event["id"], role)}
-        url = self.document_url(consultation.id, event["id"])
-        return event if url is None else {**event, "url": url}
+    def channel(self, consultation: Consultation, role: Role) -> ParticipantChannel:
+        """``role``'s channel into ``consultation`` (gateway/channel.py): the one port
+        the front-ends subscribe through."""
+        return ParticipantChannel(
+            consultation, role, documents=self.documents, forms=self.forms, links=self.links
+        )

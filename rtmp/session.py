@@ -22,7 +22,9 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import parse_qs
 
-from gateway.consultation import ChatRejected, Connection, Consultation, Grant, Role, meant_for
+from gateway.channel import ParticipantChannel
+from gateway.consultation import ChatRejected, Connection, Consultation, Grant, Role
+from gateway.events import ChatMessage, ConsultationEvent, SessionEnded
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 from gateway.monitor import refusal_notice
@@ -266,8 +268,8 @@ class RtmpSession:
         self.publishing: dict[int, PublishedStream] = {}
         self.playing: dict[int, PlayerReceiver] = {}
         self._participant_conn: Connection | None = None
-        self._unsubscribe: Callable[[], None] | None = None
-        self._in_chat = False
+        # the participant's channel (gateway/channel.py): its events, listings and URLs
+        self._channel: ParticipantChannel | None = None
         self.media_errors = 0
         self._read_at = 0.0
         self._uplink: _Uplink | None = None  # while publishing as the customer
@@ -400,9 +402,9 @@ class RtmpSession:
         for receiver in self.playing.values():
             receiver.detach()
         self.playing.clear()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
         if self.grant is not None and self._participant_conn is not None:
             self.grant.consultation.detach(self.grant.role, self._participant_conn)
             self._participant_conn = None
@@ -556,7 +558,9 @@ class RtmpSession:
         self.grant = grant
         self._participant_conn = Connection(kind=self.transport, close=self.close)
         grant.consultation.attach(grant.role, self._participant_conn)
-        self._unsubscribe = grant.consultation.subscribe(self._on_session_event)
+        self._channel = self.gateway.channel(grant.consultation, grant.role)
+        # no snapshot for Flash: the SWF asks for documents() and forms() itself
+        self._channel.subscribe(self._on_session_event)
         return True
 
     def _authorize_stream(self, params: dict[str, str]) -> Grant | None:
@@ -766,13 +770,10 @@ class RtmpSession:
             self._call_failed(cmd, "Not part of a consultation.")
             return
         try:
-            self._in_chat = True
-            self.grant.consultation.chat(self.grant.role, text)
+            self.grant.consultation.chat(self.grant.role, text, origin=self._participant_conn)
         except ChatRejected as exc:
             self._call_failed(cmd, str(exc))
             return
-        finally:
-            self._in_chat = False
         if cmd.transaction_id > 0:
             self.conn.send_result(cmd.transaction_id, None, True)
 
@@ -789,99 +790,86 @@ class RtmpSession:
     def _cmd_documents(self, cmd: CommandReceived) -> None:
         """``documents()`` → the consultation's documents, each with a fresh one-time
         ``url`` (2 minutes) that the SWF hands to ``navigateToURL``."""
-        store = self.gateway.documents
-        if self.grant is None or store is None:
+        channel = self._channel
+        if channel is None or self.gateway.documents is None:
             self._call_failed(cmd, "Not part of a consultation.")
             return
-        consultation = self.grant.consultation
-        listing = [
-            self.gateway.addressed(consultation, {"type": "document", **doc.describe()})
-            for doc in store.list(consultation.id)
-        ]
         if cmd.transaction_id > 0:
+            listing = [event.wire() for event in channel.documents()]
             self.conn.send_result(cmd.transaction_id, None, listing)
 
     def _cmd_document_url(self, cmd: CommandReceived) -> None:
         """``documentUrl(id)`` → a fresh one-time URL for one document (the one in a
         ``document`` event expires after 2 minutes)."""
-        store = self.gateway.documents
+        channel = self._channel
         doc_id = cmd.args[0] if cmd.args else None
-        if self.grant is None or store is None:
+        if channel is None or self.gateway.documents is None:
             self._call_failed(cmd, "Not part of a consultation.")
             return
-        consultation = self.grant.consultation
-        if not isinstance(doc_id, str) or store.get(consultation.id, doc_id) is None:
+        if not isinstance(doc_id, str) or not channel.has_document(doc_id):
             self._call_failed(cmd, "No such document in this consultation.")
             return
         if cmd.transaction_id > 0:
-            url = self.gateway.document_url(consultation.id, doc_id)
-            self.conn.send_result(cmd.transaction_id, None, url)
+            self.conn.send_result(cmd.transaction_id, None, channel.document_url(doc_id))
 
     def _cmd_upload_url(self, cmd: CommandReceived) -> None:
         """``uploadUrl()`` → ``{url, max_bytes, expires_in}``: a one-time URL for the SWF's
         ``FileReference.upload()``, which cannot send a token (web/documents.py)."""
         store = self.gateway.documents
-        if self.grant is None or store is None:
+        if self._channel is None or store is None:
             self._call_failed(cmd, "Not part of a consultation.")
             return
         if cmd.transaction_id > 0:
-            url = self.gateway.upload_url(self.grant.consultation.id, str(self.grant.role))
+            url = self._channel.upload_url()
             answer = {"url": url, "max_bytes": store.max_bytes, "expires_in": store.ticket_ttl}
             self.conn.send_result(cmd.transaction_id, None, answer)
 
     def _cmd_forms(self, cmd: CommandReceived) -> None:
         """``forms()`` → the consultation's forms as ``form`` events, each with a fresh
         ``url`` (the customer's opens the fill page once, without a cookie)."""
-        desk = self.gateway.forms
-        if self.grant is None or desk is None:
+        channel = self._channel
+        if channel is None or self.gateway.forms is None:
             self._call_failed(cmd, "Not part of a consultation.")
             return
-        consultation, role = self.grant.consultation, str(self.grant.role)
-        listing = [
-            self.gateway.addressed(consultation, form.event(), role)
-            for form in desk.forms_of(consultation.id)
-        ]
         if cmd.transaction_id > 0:
+            listing = [event.wire() for event in channel.forms()]
             self.conn.send_result(cmd.transaction_id, None, listing)
 
     def _cmd_form_url(self, cmd: CommandReceived) -> None:
         """``formUrl(id)`` → a fresh one-time URL of one form (the one in a ``form``
         event is good for one use within 30 minutes)."""
-        desk = self.gateway.forms
+        channel = self._channel
         form_id = cmd.args[0] if cmd.args else None
-        if self.grant is None or desk is None:
+        if channel is None or self.gateway.forms is None:
             self._call_failed(cmd, "Not part of a consultation.")
             return
-        consultation = self.grant.consultation
-        if not isinstance(form_id, str) or desk.get(consultation.id, form_id) is None:
+        if not isinstance(form_id, str) or not channel.has_form(form_id):
             self._call_failed(cmd, "No such form in this consultation.")
             return
         if cmd.transaction_id > 0:
-            url = self.gateway.form_url(consultation.id, form_id, str(self.grant.role))
-            self.conn.send_result(cmd.transaction_id, None, url)
+            self.conn.send_result(cmd.transaction_id, None, channel.form_url(form_id))
 
     def _call_failed(self, cmd: CommandReceived, description: str) -> None:
         if cmd.transaction_id > 0:
             self.conn.send_error(cmd.transaction_id, "NetConnection.Call.Failed", description)
 
-    def _on_session_event(self, event: dict[str, Any]) -> None:
-        if self.closed or (self.grant is not None and not meant_for(event, str(self.grant.role))):
+    def _on_session_event(self, event: ConsultationEvent) -> None:
+        """One event of the participant's channel (already meant for it, documents and
+        forms with URLs of its own for navigateToURL), as an AMF call: ``onChat`` for
+        chat, ``onSessionEvent`` with the event's wire object for the rest."""
+        if self.closed:
             return
         conn = self.conn
-        if event.get("type") == "chat":
-            if self._in_chat:
+        if isinstance(event, ChatMessage):
+            if event.origin is not None and event.origin is self._participant_conn:
                 return  # the sender's own message: its client shows it already
             conn.send_command(
-                0, "onChat", 0.0, None, event["from"], event["text"], float(event["ts"])
+                0, "onChat", 0.0, None, str(event.sender), event.text, float(event.ts)
             )
         else:
-            if event.get("type") in ("document", "form") and self.grant is not None:
-                # a one-time URL of this client's own (download, or the form to fill),
-                # for navigateToURL
-                event = self.gateway.addressed(self.grant.consultation, event, str(self.grant.role))
-            conn.send_command(0, "onSessionEvent", 0.0, None, event)
+            conn.send_command(0, "onSessionEvent", 0.0, None, event.wire())
         self.flush()
-        if event.get("type") == "session_ended":
+        if isinstance(event, SessionEnded):
             self.close()
 
 

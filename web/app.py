@@ -20,6 +20,7 @@ from web import advisor, api, documents, events, forms, ops, pages, rtmpt, stats
 from web.accesslog import RedactingAccessLogger
 from web.feedback import setup as feedback_setup
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
+from web.links import WebLinks
 from web.problems import problem_middleware
 from web.security import security_headers
 
@@ -57,6 +58,10 @@ def create_app(
     """
     app = web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
     app[GATEWAY_KEY] = gateway
+    if gateway.links is None:
+        # the documents' and forms' URLs point here: the channel addresses events with
+        # them (gateway/channel.py), for the RTMP front-end as well
+        gateway.links = WebLinks(gateway)
     app[CSRF_SECRET_KEY] = secrets.token_bytes(32)
     app.on_response_prepare.append(security_headers)
     for setup in setups:

@@ -40,8 +40,10 @@ from gateway.documents import (
     DocumentStore,
     Upload,
 )
-from gateway.service import UPLOAD_TICKET_PREFIX, Gateway
+from gateway.events import DocumentShared
+from gateway.service import Gateway
 from web.auth import CUSTOMER_COOKIE, gateway_of, require_participant, same_origin
+from web.links import UPLOAD_TICKET_PREFIX
 from web.problems import ProblemError
 
 log = logging.getLogger(__name__)
@@ -185,9 +187,8 @@ async def _upload(request: web.Request, consultation: Consultation, role: Role) 
         raise ProblemError(404, "The consultation has ended.")
     consultation.features.add("documents")
     log.info("consultation %s: document of %d bytes from the %s", consultation.id, doc.size, role)
-    event = {"type": "document", **_public(doc)}
-    consultation.emit(event)
-    body = {**_public(doc), "url": gateway.document_url(consultation.id, doc.id)}
+    consultation.emit(DocumentShared(sender=role, document=doc))
+    body = {**_public(doc), "url": gateway.channel(consultation, role).document_url(doc.id)}
     return web.json_response(
         body,
         status=201,
@@ -279,10 +280,9 @@ async def download_document(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/api/sessions/{id}/documents/{doc}/ticket")
 async def mint_ticket(request: web.Request) -> web.Response:
-    consultation, _ = require_participant(request)
+    consultation, role = require_participant(request)
     doc = _document(request, consultation)
-    gateway = gateway_of(request)
-    url = gateway.document_url(consultation.id, doc.id)
+    url = gateway_of(request).channel(consultation, role).document_url(doc.id)
     store = _store(request)
     return web.json_response({"url": url, "expires_in": store.ticket_ttl}, status=201)
 

@@ -2,7 +2,9 @@
 
 On connect the socket is attached to the participant (it counts as present), gets the
 chat history and a snapshot of both participants, then every consultation event as one
-JSON text message. Clients send ``chat`` and ``media`` messages.
+JSON text message: both from the participant's channel (gateway/channel.py), which
+filters and addresses them; this module only encodes them. Clients send ``chat`` and
+``media`` messages.
 
 Two entry points share the handler:
 
@@ -27,8 +29,9 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from gateway.consultation import ChatRejected, Connection, Consultation, Role, meant_for
-from gateway.service import Gateway
+from gateway.channel import ParticipantChannel
+from gateway.consultation import ChatRejected, Connection, Consultation, Role
+from gateway.events import ConsultationEvent
 from web.auth import CUSTOMER_COOKIE, gateway_of, identify, known_role, same_origin
 from web.jsonbody import JsonRejected, parse_json
 from web.problems import ProblemError, unauthorized
@@ -51,39 +54,6 @@ def _dumps(event: dict[str, Any]) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
-def _snapshot(
-    consultation: Consultation, gateway: Gateway | None = None, role: Role | None = None
-) -> list[dict[str, Any]]:
-    """History and state a fresh client needs, taken synchronously with subscribing."""
-    events: list[dict[str, Any]] = [dict(e) for e in consultation.chat_log]
-    if gateway is not None and gateway.documents is not None:
-        # documents shared before this client came, each with a download URL of its own
-        for doc in gateway.documents.list(consultation.id):
-            event = {"type": "document", **doc.describe()}
-            events.append(gateway.addressed(consultation, event))
-    if gateway is not None and gateway.forms is not None:
-        # forms sent before this client came, in their current state
-        for form in gateway.forms.forms_of(consultation.id):
-            events.append(gateway.addressed(consultation, form.event(), role))
-    for role, participant in consultation.participants.items():
-        events.append(
-            {"type": "participant", "role": str(role), "present": bool(participant.connections)}
-        )
-    for role, participant in consultation.participants.items():
-        stream = consultation.streams[role]
-        events.append(
-            {
-                "type": "media",
-                "role": str(role),
-                "publishing": stream.live,
-                "via": stream.kind if stream.live else None,
-                "camera": participant.camera,
-                "microphone": participant.microphone,
-            }
-        )
-    return events
-
-
 class EventsSocket:
     """One events WebSocket: a bounded outgoing queue drained by a writer task.
 
@@ -96,14 +66,12 @@ class EventsSocket:
     def __init__(
         self,
         ws: web.WebSocketResponse,
-        consultation: Consultation,
-        role: Role,
-        gateway: Gateway | None = None,
+        channel: ParticipantChannel,
     ) -> None:
         self.ws = ws
-        self.consultation = consultation
-        self.role = role
-        self.gateway = gateway
+        self.channel = channel
+        self.consultation = channel.consultation
+        self.role = channel.role
         self.queue: asyncio.Queue[object] = asyncio.Queue(OUTGOING_QUEUE)
         self.closing = False
         self.writer: asyncio.Task[None] | None = None
@@ -113,14 +81,16 @@ class EventsSocket:
         self._writer_closing = False
 
     # -- called synchronously by the consultation ---------------------------------------
-    def push(self, event: dict[str, Any]) -> None:
-        if self.closing or not meant_for(event, str(self.role)):
+    def push(self, event: ConsultationEvent) -> None:
+        """``event``, already meant for this participant and addressed to it (the
+        channel), encoded now: a document's or form's state is the one it was sent in."""
+        self._queue(event.wire())
+
+    def _queue(self, message: dict[str, Any]) -> None:
+        if self.closing:
             return
-        if self.gateway is not None and event.get("type") in ("document", "form"):
-            # a URL of its own
-            event = self.gateway.addressed(self.consultation, event, self.role)
         try:
-            self.queue.put_nowait(event)
+            self.queue.put_nowait(message)
         except asyncio.QueueFull:
             log.info("events socket of %s/%s too slow, closing", self.consultation.id, self.role)
             self.abort(WSCloseCode.POLICY_VIOLATION, b"too slow")
@@ -171,7 +141,7 @@ class EventsSocket:
             await self._close(WSCloseCode.OK, b"session ended")
 
     def send_error(self, detail: str) -> None:
-        self.push({"type": "error", "detail": detail})
+        self._queue({"type": "error", "detail": detail})
 
     # -- client messages -----------------------------------------------------------------
     def handle_text(self, data: str) -> None:
@@ -208,8 +178,7 @@ class EventsSocket:
         # attach → snapshot → subscribe without an await in between: nothing emitted in
         # the meantime can be missed, and the snapshot already shows this client present.
         consultation.attach(self.role, connection)
-        initial = _snapshot(consultation, self.gateway, self.role)
-        unsubscribe = consultation.subscribe(self.push)
+        initial = [event.wire() for event in self.channel.open(self.push)]
         self.writer = asyncio.get_running_loop().create_task(self.write(initial))
         try:
             async for msg in ws:
@@ -220,7 +189,7 @@ class EventsSocket:
                 # ERROR (e.g. a frame over max_msg_size, closed with 1009) ends the loop.
         finally:
             self.closing = True
-            unsubscribe()
+            self.channel.close()
             consultation.detach(self.role, connection)
             if self.writer is not None and not self._writer_closing:
                 self.writer.cancel()
@@ -244,7 +213,8 @@ async def _serve(
             await ws.send_str(_dumps({"type": "session_ended", "reason": "ended"}))
             await ws.close()
             return ws
-        await EventsSocket(ws, consultation, role, gateway_of(request)).run(request)
+        channel = gateway_of(request).channel(consultation, role)
+        await EventsSocket(ws, channel).run(request)
     finally:
         sockets.discard(ws)
     return ws

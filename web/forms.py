@@ -36,6 +36,7 @@ from aiohttp import web
 
 from gateway.consultation import Consultation, Role
 from gateway.documents import Document
+from gateway.events import DocumentShared, FormChanged
 from gateway.forms import Checked, FormDesk, FormError, FormInstance, Problem, check_form
 from gateway.forms.template import Field, Template
 from web.auth import (
@@ -76,7 +77,8 @@ def _form(request: web.Request, consultation: Consultation) -> FormInstance:
 def _public(
     request: web.Request, consultation: Consultation, form: FormInstance, role: Role
 ) -> dict[str, Any]:
-    return gateway_of(request).addressed(consultation, form.event(), str(role))
+    channel = gateway_of(request).channel(consultation, role)
+    return channel.address(FormChanged(sender=Role.ADVISOR, form=form)).wire()
 
 
 def _form_path(consultation_id: str, form_id: str) -> str:
@@ -113,7 +115,7 @@ async def send_form(request: web.Request) -> web.Response:
         raise ProblemError(exc.status, exc.detail) from None
     consultation.features.add("forms")
     log.info("consultation %s: form %s (%s) sent", consultation.id, form.id, form.template.id)
-    consultation.emit(form.event())
+    consultation.emit(FormChanged(sender=role, form=form))
     return web.json_response(
         _public(request, consultation, form, role),
         status=201,
@@ -141,7 +143,7 @@ async def get_form(request: web.Request) -> web.Response:
 async def form_ticket(request: web.Request) -> web.Response:
     consultation, role = require_participant(request)
     form = _form(request, consultation)
-    url = gateway_of(request).form_url(consultation.id, form.id, str(role))
+    url = gateway_of(request).channel(consultation, role).form_url(form.id)
     return web.json_response(
         {"url": url, "expires_in": _desk(request).ticket_ttl if role is Role.CUSTOMER else None},
         status=201,
@@ -282,8 +284,8 @@ async def submit_form(request: web.Request) -> web.Response:
     desk.finish_submit(form, documents)
     log.info("consultation %s: form %s (%s) submitted", consultation.id, form.id, form.template.id)
     for doc in documents:
-        consultation.emit({"type": "document", **doc.describe()})
-    consultation.emit(form.event())
+        consultation.emit(DocumentShared(sender=Role(doc.sender), document=doc))
+    consultation.emit(FormChanged(sender=Role.CUSTOMER, form=form))
     return web.Response(status=303, headers={"Location": _form_path(consultation.id, form.id)})
 
 

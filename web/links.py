@@ -9,11 +9,18 @@ end up in a customer's link).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from gateway.config import Config
 from gateway.consultation import Consultation, Role
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
+
+# Upload tickets share the document store's ticket book; their item is "upload:<role>"
+# (document ids are hex, so the two never meet).
+UPLOAD_TICKET_PREFIX = "upload:"
 
 RTMP_APP = "consult"
 
@@ -105,3 +112,47 @@ def session_document(config: Config, consultation: Consultation) -> dict[str, An
         "advisor": participant_links(config, consultation, Role.ADVISOR),
         "customer": participant_links(config, consultation, Role.CUSTOMER),
     }
+
+
+class WebLinks:
+    """The per-recipient URLs of documents and forms (gateway/channel.py ``Links``):
+    absolute, from the configuration, each with a one-time ticket where it must work
+    without a header or cookie (Flash's navigateToURL and FileReference.upload())."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def document_url(self, consultation_id: str, document_id: str) -> str | None:
+        """An absolute one-time download URL (no token needed; Flash's navigateToURL)."""
+        gateway = self._gateway
+        if gateway.documents is None:
+            return None
+        ticket = gateway.documents.mint_ticket(consultation_id, document_id)
+        cid, did = quote(consultation_id, safe=""), quote(document_id, safe="")
+        return f"{gateway.config.base_url()}/api/sessions/{cid}/documents/{did}?ticket={ticket}"
+
+    def upload_url(self, consultation_id: str, role: Role) -> str | None:
+        """A one-time upload URL for Flash's ``FileReference.upload()``, which can set no
+        header (so no bearer token): the ticket in the URL authorises one upload as
+        ``role`` (web/documents.py ``flash_upload``; docs/flash.md)."""
+        gateway = self._gateway
+        if gateway.documents is None:
+            return None
+        ticket = gateway.documents.mint_ticket(consultation_id, UPLOAD_TICKET_PREFIX + str(role))
+        cid = quote(consultation_id, safe="")
+        base = gateway.config.base_url()
+        return f"{base}/api/sessions/{cid}/documents/flash-upload?ticket={ticket}"
+
+    def form_url(self, consultation_id: str, form_id: str, role: Role) -> str | None:
+        """Where a participant opens a form: the customer gets the fill page with a
+        one-time ticket (usable without a header or cookie: Flash's navigateToURL), the
+        advisor the read-only view of the advisor pages."""
+        gateway = self._gateway
+        cid, fid = quote(consultation_id, safe=""), quote(form_id, safe="")
+        base = gateway.config.base_url()
+        if role is Role.ADVISOR:
+            return f"{base}/advisor/{cid}/forms/{fid}"
+        if gateway.forms is None:
+            return None
+        ticket = gateway.forms.mint_ticket(consultation_id, form_id)
+        return f"{base}/k/{cid}/forms/{fid}?ticket={ticket}"

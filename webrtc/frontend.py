@@ -133,7 +133,7 @@ class WebRtcFrontEnd:
                     log.debug("quality of %s not measured", whip.label if whip else cid)
                     continue
                 customer = consultation.participants[Role.CUSTOMER]
-                event = meter.event(
+                event = meter.measure(
                     now, expecting=customer.camera or customer.microphone, rtt_ms=rtt
                 )
                 consultation.emit(event)

@@ -24,6 +24,9 @@ from aiortc.stats import (
     RTCTransportStats,
 )
 
+from gateway.events import Quality
+from gateway.roles import Role
+
 # how often the advisor hears of the customer's connection
 INTERVAL = 2.0
 # the same thresholds as the pages' own rating (static/rtc.js, rate())
@@ -88,9 +91,14 @@ class UplinkMeter:
     def event(
         self, now: UplinkSample | None, *, expecting: bool, rtt_ms: int | None
     ) -> dict[str, Any]:
+        """:meth:`measure` in its wire form (what the events WebSocket sends)."""
+        return self.measure(now, expecting=expecting, rtt_ms=rtt_ms).wire()
+
+    def measure(self, now: UplinkSample | None, *, expecting: bool, rtt_ms: int | None) -> Quality:
         previous, self.previous = self.previous, now
+        role = Role(self.role)
         if now is None:  # no WHIP peer (or not connected yet)
-            return {"type": "quality", "role": self.role, "sending": False}
+            return Quality(role=role, sending=False)
         if previous is None or now.at <= previous.at:
             packets = lost = octets = 0
             span = 0.0
@@ -102,13 +110,12 @@ class UplinkMeter:
         loss_pct = 100.0 * lost / (packets + lost) if packets + lost else 0.0
         kbps = round(octets * 8 / 1000 / span) if span else 0
         stalled = expecting and span > 0 and packets == 0
-        return {
-            "type": "quality",
-            "role": self.role,
-            "sending": True,
-            "stalled": stalled,
-            "kbps": kbps,
-            "loss_pct": round(loss_pct, 1),
-            "rtt_ms": rtt_ms,
-            "quality": "poor" if stalled else rate(loss_pct, rtt_ms),
-        }
+        return Quality(
+            role=role,
+            sending=True,
+            stalled=stalled,
+            kbps=kbps,
+            loss_pct=round(loss_pct, 1),
+            rtt_ms=rtt_ms,
+            quality="poor" if stalled else rate(loss_pct, rtt_ms),
+        )
