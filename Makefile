@@ -63,7 +63,7 @@ test: deps $(STAMP) $(RUFFLE) lint
 	$(VENV)/bin/pytest -q
 
 bench: deps $(STAMP)
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 	@echo "Not part of this run: make attack (issue 11's attack suite, a few minutes;"
 	@echo "root for the small-disk attack), make soak (churn soak, SOAK_SECONDS=1800)."
 

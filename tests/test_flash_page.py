@@ -141,6 +141,7 @@ def assert_flash_player_11_client(header: SwfHeader) -> None:
         assert text.encode() in body, text
 
 
+@pytest.mark.e2e  # haxe runs inside web/swf.build (production code, not seen by the scan)
 def test_swf_builds_from_its_haxe_source(tmp_path: Path) -> None:
     require_tool("haxe")
     out = swf.build(tmp_path / "videoberatung.swf")
