@@ -18,6 +18,9 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # also in pyproject.toml; registered here for a test file run from elsewhere
+    # (tests/test_gateway_log_check.py runs one with ``-p tests.conftest``)
+    config.addinivalue_line("markers", "e2e: starts a process or a browser (make unit skips it)")
     config.addinivalue_line(
         "markers",
         "gateway_log_allows(*patterns): regexes of errors the test deliberately makes a "
@@ -44,9 +47,11 @@ _SUBPROCESS_CALLS = {"Popen", "run", "call", "check_call", "check_output"}
 _OWN_MODULES = ("tests", "testkit")
 
 
-def _own(obj: object) -> bool:
+def _own(obj: object, home: str) -> bool:
+    """Ours: from tests/ or testkit/, or from the test's own module (``home``; a test
+    file run from elsewhere, as tests/test_gateway_log_check.py does)."""
     module = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
-    return isinstance(module, str) and module.split(".")[0] in _OWN_MODULES
+    return isinstance(module, str) and (module.split(".")[0] in _OWN_MODULES or module == home)
 
 
 def _code_names(code: types.CodeType) -> set[str]:
@@ -57,15 +62,15 @@ def _code_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def _spawns(obj: Any, seen: set[int]) -> bool:
+def _spawns(obj: Any, seen: set[int], home: str) -> bool:
     """Does this function or class of ours (or anything of ours it names) start a process?"""
     obj = inspect.unwrap(obj)
-    if id(obj) in seen or not _own(obj):
+    if id(obj) in seen or not _own(obj, home):
         return False
     seen.add(id(obj))
     if isinstance(obj, type):
         members = [v for v in vars(obj).values() if inspect.isfunction(v)]
-        return any(_spawns(v, seen) for v in members)
+        return any(_spawns(v, seen, home) for v in members)
     code = getattr(obj, "__code__", None)
     if code is None:
         return False
@@ -75,9 +80,9 @@ def _spawns(obj: Any, seen: set[int]) -> bool:
     space: dict[str, Any] = getattr(obj, "__globals__", {})
     found = [space[n] for n in names if n in space]
     # ``gwproc.flash_client(...)``: a module of ours named, then an attribute of it
-    for module in [v for v in found if isinstance(v, types.ModuleType) and _own(v)]:
+    for module in [v for v in found if isinstance(v, types.ModuleType) and _own(v, home)]:
         found += [getattr(module, n) for n in names if hasattr(module, n)]
-    return any(_spawns(v, seen) for v in found if inspect.isfunction(v) or inspect.isclass(v))
+    return any(_spawns(v, seen, home) for v in found if inspect.isfunction(v) or inspect.isclass(v))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -88,7 +93,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         candidates: list[Any] = [item.function]
         for defs in item._fixtureinfo.name2fixturedefs.values():
             candidates += [d.func for d in defs]
-        if any(_spawns(c, seen) for c in candidates):
+        home = item.module.__name__ if item.module is not None else ""
+        if any(_spawns(c, seen, home) for c in candidates):
             item.add_marker(pytest.mark.e2e)
 
 
