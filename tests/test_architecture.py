@@ -12,6 +12,7 @@ import is still a dependency a reader has to know about.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ def _imported_packages(path: Path) -> set[str]:
     return found
 
 
-def _violations() -> set[tuple[str, str]]:
+@functools.cache  # the tree does not change during a run; two tests read it
+def _violations() -> frozenset[tuple[str, str]]:
     out: set[tuple[str, str]] = set()
     for package, forbidden in FORBIDDEN.items():
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -52,7 +54,7 @@ def _violations() -> set[tuple[str, str]]:
             if rel in COMPOSITION_ROOT:
                 continue
             out |= {(rel, dep) for dep in _imported_packages(path) & forbidden}
-    return out
+    return frozenset(out)
 
 
 def test_dependency_rule() -> None:
