@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 # the test from this folder on the gateway's own origin (never from a CDN).
 RUFFLE := tests/node/node_modules/@ruffle-rs/ruffle/ruffle.js
 
-.PHONY: venv run test lint bench attack soak deps clean swf
+.PHONY: venv run test unit lint bench attack soak deps clean swf
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,8 +62,13 @@ $(RUFFLE): tests/node/package.json tests/node/package-lock.json
 test: deps $(STAMP) $(RUFFLE) lint
 	$(VENV)/bin/pytest -q
 
+# The unit run: every test that stays in this process (no gateway, browser, ffmpeg or other
+# process; tests/conftest.py marks those e2e and fails an unmarked test that starts one).
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not e2e"
+
 bench: deps $(STAMP)
-	$(PY) bench/run.py
+	$(PY) -m bench.run
 	@echo "Not part of this run: make attack (issue 11's attack suite, a few minutes;"
 	@echo "root for the small-disk attack), make soak (churn soak, SOAK_SECONDS=1800)."
 

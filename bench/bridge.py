@@ -3,8 +3,8 @@ WebRTC advisor, against the ffmpeg command line doing the same transcodes.
 
 Run through bench/run.py (``--only bridge``, ``--only bridge-capacity``) or alone:
 
-    .venv/bin/python bench/bridge.py bridge [--seconds 20]
-    .venv/bin/python bench/bridge.py capacity [--seconds 15] [--steps 1,2,4,6,8]
+    .venv/bin/python -m bench.bridge bridge [--seconds 20]
+    .venv/bin/python -m bench.bridge capacity [--seconds 15] [--steps 1,2,4,6,8]
 
 Directions (one consultation each, the gateway in its own process, tests/gwproc.py):
 
@@ -42,11 +42,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.procstat import cpu_delta, cpu_sample
+from bench.transcode_micro import TO_H264_AAC, TO_VP8_OPUS
 
-from bench.procstat import cpu_delta, cpu_sample  # noqa: E402
-from bench.transcode_micro import TO_H264_AAC, TO_VP8_OPUS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT_DIR = ROOT / "bench" / "out"
 FFMPEG = "/usr/bin/ffmpeg"
@@ -162,8 +161,8 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
     from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
     from rtmp.client import RtmpClient
-    from tests import webrtc_client as wc
-    from tests.media import read_flv_tags
+    from testkit import webrtc_client as wc
+    from testkit.media import read_flv_tags
     from webrtc import seams
 
     session = json.loads(args.session)
@@ -460,7 +459,7 @@ def start_workers(
     procs = []
     for i, s in enumerate(sessions):
         probe = decode is True or (decode is None and i == 0)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "worker",
+        cmd = [sys.executable, "-m", "bench.bridge", "worker",
                "--session", json.dumps(s), "--rtmp-port", str(gw.rtmp_port),
                "--direction", direction, "--seconds", str(seconds), "--flv", str(flv),
                "--webm", str(webm), "--warmup", str(warmup),
@@ -588,7 +587,7 @@ def gateway_log_counts(gw: Any) -> dict[str, int]:
 
 
 def with_gateway(fn: Any) -> Any:
-    from tests.gwproc import GatewayProcess
+    from testkit.gwproc import GatewayProcess
 
     data = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     gw = GatewayProcess(data)

@@ -11,17 +11,13 @@ Variants:
                      the video message being sent (what Flash/FMS may do).
 
 The stream is fed to ChunkReader in 64 KiB pieces; the script reports microseconds
-per 128-byte chunk and MB/s.  Run: ``.venv/bin/python bench/chunk_micro.py``.
+per 128-byte chunk and MB/s.  Run: ``.venv/bin/python -m bench.chunk_micro``.
 """
 
 from __future__ import annotations
 
 import random
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rtmp.chunk import ChunkReader, ChunkWriter
 from rtmp.messages import AUDIO, VIDEO, Message

@@ -1,5 +1,5 @@
 """The real gateway as a subprocess for the attack suite and the soak (``bench/``), and a
-small RTMP endpoint helper. (The tests have their own launcher, ``tests/gwproc.py``, with
+small RTMP endpoint helper. (The tests have their own launcher, ``testkit/gwproc.py``, with
 the per-test log check; bench code does not import ``tests``.)"""
 
 from __future__ import annotations

@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench.procstat import cpu_delta, cpu_sample, rss_bytes
 from rtmp import messages as m
 from rtmp.chunk import ChunkWriter
@@ -41,7 +39,7 @@ from rtmp.client import RtmpClient
 from rtmp.connection import CSID_AUDIO, CSID_VIDEO
 from rtmp.events import MediaReceived
 from rtmp.messages import Message
-from tests.media import read_flv_tags
+from testkit.media import read_flv_tags
 
 TICK = 0.005
 CHUNK = 128

@@ -149,7 +149,7 @@ class NginxRtmp:
 
 
 if __name__ == "__main__":
-    # Manual check: python bench/nginx_rtmp.py -> prints the URL and serves until ^C.
+    # Manual check: python -m bench.nginx_rtmp -> prints the URL and serves until ^C.
     with NginxRtmp() as server:
         print(server.url("stream"), "pid", server.pid, file=sys.stderr)
         with contextlib.suppress(KeyboardInterrupt):

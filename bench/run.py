@@ -1,4 +1,4 @@
-"""The benchmark suite: ``make bench`` (or ``.venv/bin/python bench/run.py``).
+"""The benchmark suite: ``make bench`` (or ``.venv/bin/python -m bench.run``).
 
 Every scenario measures the gateway and its yardstick, nginx-rtmp (Debian nginx +
 libnginx-mod-rtmp), in the same run, one after the other on the same input, and prints
@@ -42,13 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.media import PAIR_360P, RELAY_720P, FlvCounter, flv_totals, make_flv
+from bench.nginx_rtmp import NginxRtmp, free_port
+from bench.procstat import cpu_delta, cpu_sample, rss_bytes
+from testkit.gwproc import GatewayProcess
 
-from bench.media import PAIR_360P, RELAY_720P, FlvCounter, flv_totals, make_flv  # noqa: E402
-from bench.nginx_rtmp import NginxRtmp, free_port  # noqa: E402
-from bench.procstat import cpu_delta, cpu_sample, rss_bytes  # noqa: E402
-from tests.gwproc import GatewayProcess  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 OUT_DIR = ROOT / "bench" / "out"
 GW_ASYNCIO = "gateway/asyncio-loop"
@@ -156,7 +155,7 @@ def forward_floor(uvloop: bool = False) -> Iterator[Server]:
     """
     with NginxRtmp() as ng:
         port = free_port()
-        cmd = [PY, str(ROOT / "bench" / "tcp_forward.py"), str(port), str(ng.port)]
+        cmd = [PY, "-m", "bench.tcp_forward", str(port), str(ng.port)]
         proc = subprocess.Popen(
             [*cmd, "--uvloop"] if uvloop else cmd, stdout=subprocess.PIPE, text=True
         )
@@ -460,7 +459,7 @@ def scenario_session(d: Durations) -> dict[str, Any]:
     seconds = min(d.relay, 8.0)
     log(f"session: bench/session_micro.py, {seconds:g} s of relay720p in memory")
     proc = subprocess.run(
-        [PY, str(ROOT / "bench" / "session_micro.py"), "--seconds", f"{seconds:g}"],
+        [PY, "-m", "bench.session_micro", "--seconds", f"{seconds:g}"],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -473,7 +472,7 @@ def scenario_session(d: Durations) -> dict[str, Any]:
 def scenario_chunk(d: Durations) -> dict[str, Any]:
     log("chunk: bench/chunk_micro.py")
     proc = subprocess.run(
-        [PY, str(ROOT / "bench" / "chunk_micro.py")],
+        [PY, "-m", "bench.chunk_micro"],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -603,7 +602,7 @@ def scenario_bridge(
 ) -> dict[str, Any]:
     """bench/bridge.py in its own process (it starts gateways and client workers itself)."""
     quick = d == QUICK
-    cmd = [PY, str(ROOT / "bench" / "bridge.py")]
+    cmd = [PY, "-m", "bench.bridge"]
     if capacity and passthrough:
         cmd += ["capacity", "--passthrough", "--seconds", "8" if quick else "15"]
         cmd += ["--steps", "2,4" if quick else "4,8,10,12,14,16,20"]

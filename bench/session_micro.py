@@ -14,20 +14,16 @@ Two timings of the same work:
   in between: the same code run the way a server runs it, waking for each read with
   cold caches. The difference between the two is what a wake-up costs, not the code.
 
-Run: ``.venv/bin/python bench/session_micro.py [--seconds 8]``; prints one JSON line.
+Run: ``.venv/bin/python -m bench.session_micro [--seconds 8]``; prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.media import RELAY_720P, make_flv
 from gateway.config import Config
@@ -36,7 +32,7 @@ from gateway.service import Gateway
 from rtmp import messages as m
 from rtmp.connection import RtmpConnection
 from rtmp.session import RtmpSession
-from tests.media import read_flv_tags
+from testkit.media import read_flv_tags
 
 READ_SIZE = 8600  # mean recv() size the gateway sees from ffmpeg -re at 4 Mbit/s (strace)
 

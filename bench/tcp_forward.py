@@ -1,6 +1,6 @@
 """The asyncio floor: a TCP forwarder that moves bytes and does nothing else.
 
-``python bench/tcp_forward.py LISTEN_PORT TARGET_PORT [--uvloop]`` accepts connections
+``python -m bench.tcp_forward LISTEN_PORT TARGET_PORT [--uvloop]`` accepts connections
 and pipes each to 127.0.0.1:TARGET_PORT in both directions. Put in front of nginx-rtmp
 on the publisher's leg, it receives exactly what the gateway receives from ffmpeg, in
 the same reads at the same moments, and sends the same bytes on: what it costs is what

@@ -20,7 +20,7 @@ Caveats: Debian's ffmpeg links its own libvpx/x264/opus builds (possibly other v
 than PyAV's bundled ones), and the ffmpeg side also demuxes its input file. Another
 benchmark running on the machine skews both sides; the script says so when it sees one.
 
-Run: ``.venv/bin/python bench/transcode_micro.py [--runs 3]``.
+Run: ``.venv/bin/python -m bench.transcode_micro [--runs 3]``.
 """
 
 from __future__ import annotations
@@ -30,12 +30,9 @@ import asyncio
 import resource
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import av
 
@@ -127,8 +124,7 @@ def load_units(path: Path) -> list[MediaUnit]:
     """The source as the front-ends would deliver it: FLV tags or WebRTC packets."""
     units: list[MediaUnit] = []
     if path.suffix == ".flv":
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from tests.media import read_flv_tags
+        from testkit.media import read_flv_tags
 
         for tag in read_flv_tags(path):
             if tag.type_id == 9:

@@ -1,7 +1,7 @@
 """Composition root: ``python -m gateway serve`` wires the core to its front-ends.
 
 This is the only module of ``gateway/`` that imports ``rtmp``, ``webrtc`` and ``web``
-(DESIGN.md, dependency rule).
+(docs/architecture.md, "The dependency rule").
 """
 
 from __future__ import annotations

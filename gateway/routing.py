@@ -1,4 +1,4 @@
-"""Routes: which path a receiver's media takes (DESIGN.md, "Media routing").
+"""Routes: which path a receiver's media takes (docs/architecture.md, "Media routing").
 
 A :class:`Route` joins one *sink* (an RTMP player, a WebRTC sender) to a participant's
 :class:`~gateway.media.PublishedStream`. Per kind (video, audio) it passes the source's
@@ -35,7 +35,7 @@ class SinkCaps:
     audio_pass: frozenset[str]
     video_target: str | None
     audio_target: str | None
-    # H.264 passes to WebRTC only as (constrained) baseline: no B-frames (DESIGN.md).
+    # H.264 passes to WebRTC only as (constrained) baseline: no B-frames (docs/architecture.md).
     h264_needs_baseline: bool = False
 
 
@@ -283,7 +283,8 @@ class Route:
 
     def set_video_bitrate(self, bps: int) -> None:
         """REMB from a WebRTC receiver. A shared encoder follows the lowest estimate among
-        its receivers (DESIGN.md), so each route files its own and the minimum applies."""
+        its receivers (docs/architecture.md, "Media routing"), so each route files its own
+        and the minimum applies."""
         self.video_bitrate = bps
         path = self._paths.get(VIDEO)
         if path is not None and path.transcoder is not None and self.pool is not None:

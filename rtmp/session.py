@@ -720,7 +720,7 @@ class RtmpSession:
         # Waiting for a publisher that has not started: its start is announced with
         # NetStream.Play.PublishNotify, as FMS does for live streams.
         receiver.waiting = not source.live
-        # Flash gets H.264/AAC only when its connect capabilities say so (DESIGN.md);
+        # Flash gets H.264/AAC only when its connect capabilities say so (docs/architecture.md);
         # what it cannot take goes through the shared transcoder for its format.
         receiver.route = Route(
             source,

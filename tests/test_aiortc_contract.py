@@ -1,6 +1,6 @@
-"""Contract tests: the private aiortc/aioice seams webrtc/ relies on (DESIGN.md, "WebRTC
-facts"; docs/media-pipeline.md). Each failure here means an upgrade moved a seam: read
-the named aiortc code again before touching the pin (``aiortc>=1.16,<1.17``)."""
+"""Contract tests: the private aiortc/aioice seams webrtc/ relies on (docs/architecture.md,
+"Facts the code relies on"; docs/webrtc.md). Each failure here means an upgrade moved a
+seam: read the named aiortc code again before touching the pin (``aiortc>=1.16,<1.17``)."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ CHROMIUM_ARGS = [
 ]
 RUFFLE_DIR = Path(__file__).resolve().parent / "node" / "node_modules" / "@ruffle-rs" / "ruffle"
 # The key librtmp (and Flash Player) use for the SWF verification hash: the first 30
-# bytes of the player key (DESIGN.md, "Flash facts").
+# bytes of the player key (docs/architecture.md, "Facts the code relies on").
 PLAYER_KEY = b"Genuine Adobe Flash Player 001"
 
 Client = TestClient[web.Request, web.Application]
@@ -141,6 +141,7 @@ def assert_flash_player_11_client(header: SwfHeader) -> None:
         assert text.encode() in body, text
 
 
+@pytest.mark.e2e  # haxe runs inside web/swf.build (production code, not seen by the scan)
 def test_swf_builds_from_its_haxe_source(tmp_path: Path) -> None:
     require_tool("haxe")
     out = swf.build(tmp_path / "videoberatung.swf")

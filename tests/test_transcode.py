@@ -1,6 +1,6 @@
 """gateway.transcode: real media through real codecs, checked by decoding the output.
 
-Sources are FLV files made by Debian's ffmpeg the way Flash publishes (tests/media.py),
+Sources are FLV files made by Debian's ffmpeg the way Flash publishes (testkit/media.py),
 split into units by rtmp/flv.py, or VP8/Opus packets made here with PyAV's encoders the
 way a WebRTC publisher delivers them. Outputs are decoded again with PyAV (or written
 to an FLV file and read back by FFmpeg's FLV demuxer) and checked for frame counts,

@@ -94,8 +94,9 @@ def build(out: Path = SWF_PATH, *, haxe: str | None = None) -> Path:
 def flash_vars(config: Config, *, token: str, lang: str, advisor_name: str | None = None) -> str:
     """The SWF's FlashVars (``application/x-www-form-urlencoded``, as Flash parses them).
 
-    Connection order as FMS clients do (DESIGN.md, "Flash facts"): ``rtmp`` first, then
-    ``rtmpt`` on the web port. The token goes only where the page went: when the page is
+    Connection order as FMS clients do (docs/architecture.md, "Facts the code relies on"):
+    ``rtmp`` first, then ``rtmpt`` on the web port. The token goes only where the page
+    went: when the page is
     HTTPS (``--tls-cert``, or ``--public-url https://…`` behind a TLS proxy) no plain
     ``rtmp://`` is offered at all (issues 12 and 18) -- ``rtmp`` is native RTMPS on
     ``--rtmps-port`` when the gateway holds the certificate, else left out, and the

@@ -2,8 +2,8 @@
 
 Each RTP stream has its own random timestamp origin and clock rate (RFC 3550 §5.1), so
 audio and video of one browser only line up through the RTCP sender reports, which pair
-an RTP timestamp with the sender's NTP wall clock (RFC 3550 §6.4.1). DESIGN.md asks for
-one session clock per source so both directions stay in sync.
+an RTP timestamp with the sender's NTP wall clock (RFC 3550 §6.4.1). docs/architecture.md
+asks for one session clock per source so both directions stay in sync.
 
 * Before any sender report: a track's time is the *arrival* time of its first frame on
   the peer's clock (milliseconds since the peer's first frame of any track) plus its

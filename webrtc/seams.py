@@ -2,7 +2,7 @@
 
 aiortc (pinned ``>=1.16,<1.17``) has no public API for three things the gateway needs,
 so it hooks into private names; ``tests/test_aiortc_contract.py`` fails loudly when an
-upgrade moves one of them (DESIGN.md, "WebRTC facts"):
+upgrade moves one of them (docs/architecture.md, "Facts the code relies on"; docs/webrtc.md):
 
 * ``aiortc.rtcrtpreceiver.get_decoder`` – imported into that module and called by its
   ``decoder_worker`` thread. Our replacement hands the depayloaded ``JitterFrame`` on as

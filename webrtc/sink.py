@@ -4,7 +4,7 @@
 participant's units (passed through, or from a transcoder) and queues them as
 ``av.Packet``s for two :class:`PacketTrack`s. aiortc's ``RTCRtpSender`` calls
 ``encoder.pack(packet)`` for packets (``_next_encoded_frame``): no re-encoding in aiortc,
-the gateway does all encoding once per target format (DESIGN.md, "Media routing").
+the gateway does all encoding once per target format (docs/architecture.md, "Media routing").
 """
 
 from __future__ import annotations

@@ -194,8 +194,8 @@ class BitrateFollower(Protocol):
 
 
 class BitrateArbiter:
-    """A shared encoder follows the lowest REMB among its receivers (DESIGN.md): each
-    receiver files its own estimate, and the minimum applies."""
+    """A shared encoder follows the lowest REMB among its receivers (docs/architecture.md):
+    each receiver files its own estimate, and the minimum applies."""
 
     def __init__(self) -> None:
         # transcoder -> {offerer id: its receiver's latest estimate}; weak, so closed

@@ -7,7 +7,7 @@ loop keeps serving) and hands the resulting units back to the loop with
 ``call_soon_threadsafe``, where they are pushed into :attr:`Transcoder.output`, a
 :class:`PublishedStream` that RTMP players and WebRTC tracks attach to like any other.
 
-Rules this module keeps (docs/media-pipeline.md, DESIGN.md "Media routing"):
+Rules this module keeps (docs/media-pipeline.md, docs/architecture.md "Media routing"):
 
 - Bounded queue (about 2 s of media). When it is full, video is dropped until the next
   source keyframe and audio unit by unit; every dropped unit is counted.

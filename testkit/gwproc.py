@@ -1,0 +1,343 @@
+"""Start the real gateway (``python -m gateway serve``) as a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.logs import serious_records
+from rtmp import messages as m
+from rtmp.client import RtmpClient
+from rtmp.events import MediaReceived
+
+ADVISOR_TOKEN = "test-advisor-token-0123456789"
+
+
+# Every gateway started in this test process, until its log has been checked to the end
+# (tests/conftest.py checks the new lines of each after every test), and the patterns the
+# running test allows (its ``gateway_log_allows`` marker).
+STARTED: list[GatewayProcess] = []
+ALLOWED: list[re.Pattern[str]] = []
+
+
+class GatewayLogError(AssertionError):
+    """The gateway logged a traceback, an "internal error" or an ERROR nobody expected."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class GatewayProcess:
+    data_dir: Path
+    extra: list[str] = field(default_factory=list)
+    http_port: int = field(default_factory=free_port)
+    rtmp_port: int = field(default_factory=free_port)
+    rtmps_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[str] | None = None
+    log_path: Path | None = None
+    # regexes for errors this process is expected to log (narrow: name the very error)
+    log_allows: list[str] = field(default_factory=list)
+    _log_checked: int = 0  # bytes of the output already checked
+
+    @property
+    def base(self) -> str:
+        scheme = "https" if "--tls-cert" in self.extra else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 20.0) -> GatewayProcess:
+        self.log_path = self.data_dir / "gateway.log"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(self.http_port),
+            "--rtmp-port",
+            str(self.rtmp_port),
+            "--rtmps-port",
+            str(self.rtmps_port),
+            "--data-dir",
+            str(self.data_dir / "data"),
+            "--advisor-token",
+            ADVISOR_TOKEN,
+            "--ice-host",
+            "127.0.0.1",
+            # loopback tests open many connections from one address
+            "--limit",
+            "max_connections_per_address=1000",
+            "--limit",
+            "connection_rate_per_address=1000",
+            # every test client is 127.0.0.1: guessing limits per address would add up
+            "--limit",
+            "pin_max_wrong_per_address=1000",
+            "--limit",
+            "login_max_failures_per_address=1000",
+            *self.extra,
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VB_")}
+        self.log_path.write_bytes(b"")
+        # O_APPEND: every writer (the server, a test simulating one) adds at the end
+        self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        self._log_checked = 0
+        STARTED.append(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.rtmp_port), 0.2):
+                    pass
+                self.get("/healthz")
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"gateway did not start: {self.log()}")
+
+    def log(self) -> str:
+        """Everything the gateway wrote: its output, then its access log files."""
+        output = self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+        return output + self.access_log()
+
+    def log_mark(self) -> int:
+        """A position in the output; :meth:`log_since` returns what came after it."""
+        return self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0
+
+    def log_since(self, mark: int) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as fh:
+            fh.seek(mark)
+            return fh.read().decode(errors="replace")
+
+    def access_log(self) -> str:
+        """The access log (``<data-dir>/logs/access-*.log``, oldest file first)."""
+        logs = self.data_dir / "data" / "logs"
+        if not logs.is_dir():
+            return ""
+        return "".join(p.read_text() for p in sorted(logs.glob("access-*.log")))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Stop the process; raises :class:`GatewayLogError` when its output (since the
+        last check) shows a traceback, an internal error or an unexpected ERROR."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        self.check_log()
+        return int(self.proc.returncode)
+
+    def check_log(self) -> None:
+        """Check the output written since the last check (whole lines only)."""
+        if self.log_path is None or not self.log_path.exists():
+            return
+        with open(self.log_path, "rb") as fh:
+            fh.seek(self._log_checked)
+            new = fh.read()
+        exited = self.proc is not None and self.proc.poll() is not None
+        if not exited:
+            new = new[: new.rfind(b"\n") + 1]  # a line being written is checked next time
+        self._log_checked += len(new)
+        if exited and self in STARTED:
+            STARTED.remove(self)
+        allowed = [*ALLOWED, *(re.compile(p) for p in self.log_allows)]
+        bad = serious_records(new.decode(errors="replace"), allowed)
+        if bad:
+            shown = "\n".join(r.text for r in bad[:5])
+            raise GatewayLogError(
+                f"the gateway on port {self.http_port} logged {len(bad)} unexpected "
+                f"error(s) (allow a deliberate one with @pytest.mark.gateway_log_allows):\n"
+                f"{shown}"
+            )
+
+    # -- tiny HTTP helpers (urllib: no extra event loop in sync tests) --------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        token: str | None = ADVISOR_TOKEN,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(self.base + path, data=body, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        context = None
+        if self.base.startswith("https"):
+            context = ssl.create_default_context()  # the test certificate is self-signed
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=context) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def get(self, path: str) -> Any:
+        status, _, body = self.request("GET", path)
+        if status != 200:
+            raise OSError(f"GET {path}: {status}")
+        return json.loads(body)
+
+    def get_text(self, path: str) -> str:
+        status, _, body = self.request("GET", path)
+        if status != 200:
+            raise OSError(f"GET {path}: {status}")
+        return body.decode()
+
+    def wait_live(self, session_id: str, role: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Wait until ``role``'s stream is live with a known video codec (its first video
+        frame reached the gateway); returns the consultation's state. A condition to wait
+        on instead of a sleep before a player joins."""
+        deadline = time.monotonic() + timeout
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            state = self.get(f"/api/sessions/{session_id}")
+            stream = state["streams"][role]
+            if stream["live"] and stream["video_codec"]:
+                return state
+            time.sleep(0.05)
+        raise AssertionError(f"{role}'s stream never went live: {state}")
+
+    def create_session(self) -> dict[str, Any]:
+        status, _, body = self.request("POST", "/api/sessions")
+        assert status == 201, body
+        return json.loads(body)
+
+
+async def flash_client(gw: GatewayProcess, token: str | None = None, **caps: float) -> RtmpClient:
+    """Our Flash-like client, connected to ``consult`` with ``token`` as the first extra
+    ``connect`` argument (what the SWF sends); ``caps`` are connect capabilities such as
+    ``video_codecs``."""
+    client = await RtmpClient.open("127.0.0.1", gw.rtmp_port)
+    extra = (token,) if token is not None else ()
+    result = await client.connect(
+        "consult", f"rtmp://127.0.0.1:{gw.rtmp_port}/consult", *extra, **caps
+    )
+    assert not result.error, result
+    return client
+
+
+@functools.cache
+def _bystander_tags() -> tuple[tuple[int, int, bytes], ...]:
+    """Two seconds of Spark + Speex as Flash's camera sends them: (type, ms, body)."""
+    from testkit.media import make_flv, read_flv_tags  # ffmpeg, only when a test needs it
+
+    path = make_flv(Path(tempfile.mkdtemp(prefix="bystander-")) / "b.flv", "spark_speex", seconds=2)
+    return tuple((t.type_id, t.timestamp, t.body) for t in read_flv_tags(path) if t.type_id != 18)
+
+
+@dataclass
+class Bystander:
+    """An honest consultation beside a hostile-input test: a Flash-like publisher sends a
+    real Spark + Speex stream in real time (looping) and the other participant plays it;
+    ``frames`` counts the video frames the player received. It connects from 127.0.0.2,
+    so per-address limits that meet the attacker on 127.0.0.1 do not meet it."""
+
+    frames: int = 0
+    clients: list[RtmpClient] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    def _on_media(self, event: MediaReceived) -> None:
+        if event.type_id == m.VIDEO:
+            self.frames += 1
+
+    async def continues(self, frames: int = 10, timeout: float = 10.0) -> None:
+        """The stream goes on: ``frames`` more video frames arrive within ``timeout``."""
+        target = self.frames + frames
+        deadline = time.monotonic() + timeout
+        while self.frames < target:
+            assert time.monotonic() < deadline, (
+                f"the bystander's video stopped ({self.frames - target + frames} of {frames} "
+                f"frames in {timeout:.0f} s)"
+            )
+            assert self.task is not None and not self.task.done(), "the bystander's publisher died"
+            await asyncio.sleep(0.05)
+
+    async def _publish(self, client: RtmpClient, stream_id: int) -> None:
+        tags = await asyncio.to_thread(_bystander_tags)
+        length = tags[-1][1] + 67  # one frame's worth after the last tag
+        start = time.monotonic()
+        for loop in range(10_000):  # bounded: hours of media
+            for type_id, ts, body in tags:
+                due = start + (loop * length + ts) / 1000
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                client.send_media(stream_id, type_id, loop * length + ts, body)
+
+
+async def _bystander_client(gw: GatewayProcess, token: str, bystander: Bystander) -> RtmpClient:
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(
+        lambda: RtmpClient(on_media=bystander._on_media),
+        "127.0.0.1",
+        gw.rtmp_port,
+        local_addr=("127.0.0.2", 0),
+    )
+    bystander.clients.append(client)
+    result = await client.connect("consult", f"rtmp://127.0.0.1:{gw.rtmp_port}/consult", token)
+    assert not result.error, result
+    return client
+
+
+@contextlib.asynccontextmanager
+async def bystander_stream(gw: GatewayProcess) -> AsyncIterator[Bystander]:
+    """Run a :class:`Bystander` consultation on ``gw`` for the body of the ``async with``;
+    its video is flowing on entry."""
+    session = await asyncio.to_thread(gw.create_session)
+    bystander = Bystander()
+    try:
+        publisher = await _bystander_client(gw, session["customer"]["token"], bystander)
+        sid = await publisher.create_stream()
+        publisher.publish(sid, "customer")
+        await publisher.wait_status("NetStream.Publish.Start")
+        player = await _bystander_client(gw, session["advisor"]["token"], bystander)
+        player.play(await player.create_stream(), "customer")
+        bystander.task = asyncio.get_running_loop().create_task(bystander._publish(publisher, sid))
+        await bystander.continues(5, timeout=15)
+        yield bystander
+    finally:
+        if bystander.task is not None:
+            bystander.task.cancel()
+        for client in bystander.clients:
+            await client.close()

@@ -1,0 +1,90 @@
+"""The dependency rule of docs/architecture.md, read from the source with ``ast``.
+
+* ``rtmp/`` never imports ``webrtc/`` or ``web/``;
+* ``webrtc/`` never imports ``rtmp/`` or ``web/``;
+* ``gateway/`` imports none of ``rtmp/``, ``webrtc/``, ``web/`` -- except its composition
+  root (``gateway/main.py``, ``gateway/__main__.py``), which wires everything together.
+
+Every import counts, also one inside a function or under ``TYPE_CHECKING``: a deferred
+import is still a dependency a reader has to know about.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FORBIDDEN: dict[str, set[str]] = {
+    "rtmp": {"webrtc", "web"},
+    "webrtc": {"rtmp", "web"},
+    "gateway": {"rtmp", "webrtc", "web"},
+}
+COMPOSITION_ROOT = {"gateway/main.py", "gateway/__main__.py"}
+
+# Violations in the tree today, as (importing file, imported top-level package). A
+# shrinking list: delete an entry when the import goes (the test fails while a listed
+# entry no longer occurs, so the list cannot go stale), never add one.
+KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
+
+
+def _imported_packages(path: Path) -> set[str]:
+    """The top-level packages a module imports (absolute imports; relative ones stay in
+    the module's own package)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@functools.cache  # the tree does not change during a run; two tests read it
+def _violations() -> frozenset[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for package, forbidden in FORBIDDEN.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in COMPOSITION_ROOT:
+                continue
+            out |= {(rel, dep) for dep in _imported_packages(path) & forbidden}
+    return frozenset(out)
+
+
+def test_dependency_rule() -> None:
+    new = _violations() - KNOWN_VIOLATIONS
+    assert not new, "imports against the dependency rule (docs/architecture.md): " + ", ".join(
+        f"{f} imports {d}/" for f, d in sorted(new)
+    )
+
+
+def test_known_violations_still_exist() -> None:
+    gone = KNOWN_VIOLATIONS - _violations()
+    assert not gone, f"fixed, so remove from KNOWN_VIOLATIONS: {sorted(gone)}"
+
+
+@pytest.mark.parametrize(
+    ("source", "package"),
+    [
+        ("import webrtc.sink\n", "webrtc"),
+        ("from web.app import create_app\n", "web"),
+        ("def f():\n    from rtmp import flv\n", "rtmp"),
+        ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import web\n", "web"),
+    ],
+)
+def test_every_import_form_is_seen(tmp_path: Path, source: str, package: str) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(source)
+    assert package in _imported_packages(module)
+
+
+def test_relative_import_is_not_a_top_level_package(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("from .web import x\nfrom . import rtmp\n")
+    assert _imported_packages(module) == set()
