@@ -28,6 +28,8 @@ from gateway.events import ChatMessage, ConsultationEvent, SessionEnded
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 from gateway.monitor import refusal_notice
+from gateway.quality import INTERVAL as QUALITY_INTERVAL
+from gateway.quality import UplinkMeter, UplinkSample
 from gateway.redact import log_safe, redact_url
 from gateway.routing import Route, flash_caps
 from gateway.service import Gateway
@@ -47,8 +49,6 @@ from rtmp.events import (
 )
 from rtmp.flv import FlvError, audio_tag, audio_unit, video_tag, video_unit
 from rtmp.messages import ProtocolError
-from webrtc.quality import INTERVAL as QUALITY_INTERVAL
-from webrtc.quality import UplinkMeter, UplinkSample
 
 log = logging.getLogger("rtmp")
 # One line per connect in the access log (gateway/accesslog.py): address, time, the
@@ -188,7 +188,7 @@ class PlayerReceiver:
 
 class _Uplink:
     """A Flash/RTMP customer's uplink as the gateway sees it, for the advisor's page: the
-    same ``quality`` events as for a WHIP customer (``webrtc/quality.py``,
+    same ``quality`` events as for a WHIP customer (``gateway/quality.py``,
     docs/webrtc.md). ``_on_media`` only adds to two counters; the session's 1 s timer
     turns them into an event every ``QUALITY_INTERVAL``. TCP loses nothing (a bad link
     shows as a lower rate or a stall), so ``loss_pct`` stays 0; the round trip is the
