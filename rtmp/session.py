@@ -25,9 +25,8 @@ from urllib.parse import parse_qs
 from gateway.consultation import ChatRejected, Connection, Grant, meant_for
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
-from gateway.monitor import refusal_notice
 from gateway.redact import log_safe, redact_url
-from gateway.routing import Route, flash_caps
+from gateway.routing import Route, connect, flash_caps
 from gateway.service import Gateway
 from rtmp import messages as m
 from rtmp.amf import encode_command_payload
@@ -655,14 +654,12 @@ class RtmpSession:
         receiver.waiting = not source.live
         # Flash gets H.264/AAC only when its connect capabilities say so (DESIGN.md);
         # what it cannot take goes through the shared transcoder for its format.
-        receiver.route = Route(
-            source,
+        receiver.route = connect(
+            grant.consultation,
+            grant.role,
             receiver,
             flash_caps(self.supports_h264, self.supports_aac),
             self.gateway.transcoders,
-            on_refused=refusal_notice(self.grant.consultation, self.grant.role)
-            if self.grant is not None
-            else None,
         )
 
     def _play_failed(self, sid: int, description: str) -> None:

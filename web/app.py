@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from gateway.service import Gateway
-from web import advisor, api, documents, events, forms, ops, pages, rtmpt, stats, webrtc_stub
+from web import advisor, api, documents, events, forms, ops, pages, rtmpt, stats
 from web.accesslog import RedactingAccessLogger
 from web.feedback import setup as feedback_setup
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
@@ -40,7 +40,6 @@ DEFAULT_SETUPS: tuple[Setup, ...] = (
     ops.setup,
     pages.setup,
     rtmpt.setup,
-    webrtc_stub.setup,
 )
 
 
@@ -52,8 +51,8 @@ def create_app(
 ) -> web.Application:
     """The application, with every route module in ``setups`` registered.
 
-    Pass ``setups`` without ``webrtc_stub.setup`` when the real WHIP/WHEP handlers
-    register the same paths.
+    WHIP/WHEP (``web.whip.routes``) need the WebRTC front-end: the composition root
+    (``gateway.main.build_app``) adds them.
     """
     app = web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
     app[GATEWAY_KEY] = gateway
