@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from rtmp.session import RtmpShared
     from web.guard import ConnectionGuard
     from web.whip import WebRtcService
 
@@ -95,9 +96,9 @@ def build_gateway(cfg: Config) -> Gateway:
     monitor that admits new transcoders. Nothing is opened or started: the service opens
     storage, in-process tests use it as it is."""
     gateway = Gateway.from_config(cfg)
-    pool = gateway.transcoders = TranscoderPool()
     limits = cfg.limits
-    gateway.monitor = monitor = Monitor(
+    pool: TranscoderPool  # the monitor reads the pool it admits for (made just below)
+    monitor = Monitor(
         lambda: pool.transcoders,
         cpu_budget=limits.cpu_budget,
         consultation_cost=limits.consultation_cost,
@@ -105,27 +106,38 @@ def build_gateway(cfg: Config) -> Gateway:
             {t.source.name.split("/", 1)[0] for t in pool.transcoders}
         ),
     )
-    pool.admit = monitor.check_new_transcoder
+    pool = TranscoderPool(admit=monitor.check_new_transcoder)
+    gateway.monitor = monitor
+    gateway.transcoders = pool
     return gateway
 
 
 def build_app(
-    gateway: Gateway, webrtc: WebRtcService | None = None, *, client_max_size: int | None = None
+    gateway: Gateway,
+    webrtc: WebRtcService | None = None,
+    rtmp: RtmpShared | None = None,
+    *,
+    client_max_size: int | None = None,
 ) -> web.Application:
     """The web application with every route module and the WHIP/WHEP handlers on
     ``webrtc`` (by default a :class:`webrtc.frontend.WebRtcFrontEnd` of ``gateway``, closed
-    with the app; ``client_max_size``: :func:`web.app.create_app`'s). The service and the
+    with the app) and the RTMPT tunnel, whose sessions share ``rtmp`` with the RTMP servers
+    (by default a new :class:`rtmp.session.RtmpShared`; ``client_max_size``:
+    :func:`web.app.create_app`'s). The service and the
     in-process tests build their app here, so both run the same composition."""
-    from web import whip
+    from rtmp.session import RtmpShared
+    from web import rtmpt, whip
     from web.app import CLIENT_MAX_SIZE, DEFAULT_SETUPS, create_app
 
     if webrtc is None:
         from webrtc.frontend import WebRtcFrontEnd
 
         webrtc = WebRtcFrontEnd(gateway)
+    if rtmp is None:
+        rtmp = RtmpShared(gateway.config.limits)
     return create_app(
         gateway,
-        setups=[*DEFAULT_SETUPS, whip.routes(webrtc)],
+        setups=[*DEFAULT_SETUPS, rtmpt.routes(rtmp), whip.routes(webrtc)],
         client_max_size=CLIENT_MAX_SIZE if client_max_size is None else client_max_size,
     )
 
@@ -134,6 +146,7 @@ class Service:
     """The running gateway: web app, RTMP (and RTMPS) servers, housekeeping."""
 
     def __init__(self, cfg: Config) -> None:
+        from rtmp.session import RtmpShared
         from webrtc.frontend import WebRtcFrontEnd
 
         self.config = cfg
@@ -142,7 +155,9 @@ class Service:
         self.gateway.open_storage()
         self._monitoring: asyncio.Task[None] | None = None
         self.webrtc = WebRtcFrontEnd(self.gateway)
-        self.app = build_app(self.gateway, self.webrtc)
+        # one partial-message budget and write batch for RTMP, RTMPS and RTMPT sessions
+        self.rtmp_shared = RtmpShared(cfg.limits)
+        self.app = build_app(self.gateway, self.webrtc, self.rtmp_shared)
         self.runner: web.AppRunner | None = None
         self.guard: ConnectionGuard | None = None
         self.metrics_runner: web.AppRunner | None = None
@@ -171,13 +186,15 @@ class Service:
         await self._start_http(ssl_ctx)
         counters = self.gateway.connection_counters
         if cfg.rtmp_port:  # --rtmp-port 0: no plain (unencrypted) RTMP at all (issue 18)
-            rtmp = RtmpServer(self.gateway, kind="rtmp")
+            rtmp = RtmpServer(self.gateway, shared=self.rtmp_shared, kind="rtmp")
             await rtmp.start(cfg.host, cfg.rtmp_port)
             self.rtmp_servers.append(rtmp)
             counters["rtmp"] = lambda: len(rtmp.sessions)
         counters["webrtc"] = lambda: len(self.webrtc.sessions)
         if ssl_ctx is not None and cfg.rtmps_port:
-            rtmps = RtmpServer(self.gateway, kind="rtmps", ssl_context=ssl_ctx)
+            rtmps = RtmpServer(
+                self.gateway, shared=self.rtmp_shared, kind="rtmps", ssl_context=ssl_ctx
+            )
             await rtmps.start(cfg.host, cfg.rtmps_port)
             self.rtmp_servers.append(rtmps)
             counters["rtmps"] = lambda: len(rtmps.sessions)
