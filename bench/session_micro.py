@@ -31,7 +31,7 @@ from gateway.consultation import Role
 from gateway.service import Gateway
 from rtmp import messages as m
 from rtmp.connection import RtmpConnection
-from rtmp.session import RtmpSession
+from rtmp.session import RtmpSession, RtmpShared
 from testkit.media import read_flv_tags
 
 READ_SIZE = 8600  # mean recv() size the gateway sees from ffmpeg -re at 4 Mbit/s (strace)
@@ -40,10 +40,11 @@ READ_SIZE = 8600  # mean recv() size the gateway sees from ffmpeg -re at 4 Mbit/
 class Link:
     """A client RtmpConnection wired to a server RtmpSession through memory."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, shared: RtmpShared) -> None:
         self.to_client: list[bytes] = []
         self.session = RtmpSession(
             gateway,
+            shared=shared,
             transport="rtmp",
             peer="bench",
             write=self.to_client.append,
@@ -77,12 +78,13 @@ def build(seconds: float) -> tuple[Link, Link, list[bytes]]:
     gateway = Gateway.from_config(Config())
     consultation = gateway.directory.create()
     tokens = {role: p.token for role, p in consultation.participants.items()}
-    player = Link(gateway)
+    shared = RtmpShared(gateway.config.limits)  # as the composition root: one per gateway
+    player = Link(gateway, shared)
     player.open(
         tokens[Role.ADVISOR],
         lambda c: c.send_command(1, "play", 0.0, None, "customer", -2000.0, csid=8),
     )
-    publisher = Link(gateway)
+    publisher = Link(gateway, shared)
     publisher.open(
         tokens[Role.CUSTOMER],
         lambda c: c.send_command(1, "publish", 0.0, None, "customer", "live", csid=8),

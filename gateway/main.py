@@ -21,17 +21,16 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from rtmp.session import RtmpShared
     from web.guard import ConnectionGuard
-    from webrtc.sink import WebRtcSink
+    from web.whip import WebRtcService
 
 from gateway import advisor_cli, logs
 from gateway import config as config_mod
 from gateway.accesslog import AccessLog, purge_daily
 from gateway.config import Config
-from gateway.consultation import Consultation, Role
 from gateway.forms import TemplateError
-from gateway.monitor import Monitor, refusal_notice
-from gateway.routing import Route, webrtc_caps
+from gateway.monitor import Monitor
 from gateway.service import Gateway
 from gateway.transcode import TranscoderPool
 
@@ -91,34 +90,74 @@ def make_ssl_context(cfg: Config) -> ssl.SSLContext | None:
     return server_tls_context(cfg.tls_cert, cfg.tls_key, cfg.tls_min_version)
 
 
+def build_gateway(cfg: Config) -> Gateway:
+    """The core as it runs: consultations, the one transcoder pool (shared by RTMP players,
+    WHEP receivers and every later front-end, through gateway.routing.connect) and the
+    monitor that admits new transcoders. Nothing is opened or started: the service opens
+    storage, in-process tests use it as it is."""
+    gateway = Gateway.from_config(cfg)
+    limits = cfg.limits
+    pool: TranscoderPool  # the monitor reads the pool it admits for (made just below)
+    monitor = Monitor(
+        lambda: pool.transcoders,
+        cpu_budget=limits.cpu_budget,
+        consultation_cost=limits.consultation_cost,
+        transcoding_consultations=lambda: len(
+            {t.source.name.split("/", 1)[0] for t in pool.transcoders}
+        ),
+    )
+    pool = TranscoderPool(admit=monitor.check_new_transcoder)
+    gateway.monitor = monitor
+    gateway.transcoders = pool
+    return gateway
+
+
+def build_app(
+    gateway: Gateway,
+    webrtc: WebRtcService | None = None,
+    rtmp: RtmpShared | None = None,
+    *,
+    client_max_size: int | None = None,
+) -> web.Application:
+    """The web application with every route module and the WHIP/WHEP handlers on
+    ``webrtc`` (by default a :class:`webrtc.frontend.WebRtcFrontEnd` of ``gateway``, closed
+    with the app) and the RTMPT tunnel, whose sessions share ``rtmp`` with the RTMP servers
+    (by default a new :class:`rtmp.session.RtmpShared`; ``client_max_size``:
+    :func:`web.app.create_app`'s). The service and the
+    in-process tests build their app here, so both run the same composition."""
+    from rtmp.session import RtmpShared
+    from web import rtmpt, whip
+    from web.app import CLIENT_MAX_SIZE, DEFAULT_SETUPS, create_app
+
+    if webrtc is None:
+        from webrtc.frontend import WebRtcFrontEnd
+
+        webrtc = WebRtcFrontEnd(gateway)
+    if rtmp is None:
+        rtmp = RtmpShared(gateway.config.limits)
+    return create_app(
+        gateway,
+        setups=[*DEFAULT_SETUPS, rtmpt.routes(rtmp), whip.routes(webrtc)],
+        client_max_size=CLIENT_MAX_SIZE if client_max_size is None else client_max_size,
+    )
+
+
 class Service:
     """The running gateway: web app, RTMP (and RTMPS) servers, housekeeping."""
 
     def __init__(self, cfg: Config) -> None:
-        from web import webrtc_stub, whip
-        from web.app import DEFAULT_SETUPS, create_app
+        from rtmp.session import RtmpShared
         from webrtc.frontend import WebRtcFrontEnd
 
         self.config = cfg
-        self.gateway = Gateway.from_config(cfg)
+        self.gateway = build_gateway(cfg)
         # documents under <data-dir>/sessions, statistics in <data-dir>/stats.sqlite
         self.gateway.open_storage()
-        # The one place that transcodes: shared by RTMP players and WHEP receivers.
-        pool = self.gateway.transcoders = TranscoderPool()
-        limits = cfg.limits
-        self.gateway.monitor = monitor = Monitor(
-            lambda: pool.transcoders,
-            cpu_budget=limits.cpu_budget,
-            consultation_cost=limits.consultation_cost,
-            transcoding_consultations=lambda: len(
-                {t.source.name.split("/", 1)[0] for t in pool.transcoders}
-            ),
-        )
-        pool.admit = monitor.check_new_transcoder
         self._monitoring: asyncio.Task[None] | None = None
-        self.webrtc = WebRtcFrontEnd(self.gateway, attach=self._attach_webrtc_sink)
-        setups = [s for s in DEFAULT_SETUPS if s is not webrtc_stub.setup]
-        self.app = create_app(self.gateway, setups=[*setups, whip.routes(self.webrtc)])
+        self.webrtc = WebRtcFrontEnd(self.gateway)
+        # one partial-message budget and write batch for RTMP, RTMPS and RTMPT sessions
+        self.rtmp_shared = RtmpShared(cfg.limits)
+        self.app = build_app(self.gateway, self.webrtc, self.rtmp_shared)
         self.runner: web.AppRunner | None = None
         self.guard: ConnectionGuard | None = None
         self.metrics_runner: web.AppRunner | None = None
@@ -127,21 +166,6 @@ class Service:
         self.access_log: AccessLog | None = None
         self._detach_access_log: Callable[[], None] | None = None
         self._access_purger: asyncio.Task[None] | None = None
-
-    def _attach_webrtc_sink(
-        self, consultation: Consultation, source_role: Role, sink: WebRtcSink
-    ) -> Route:
-        """A WHEP receiver gets the other side through a Route: VP8/H.264/Opus pass
-        through when the browser negotiated them, everything else is transcoded."""
-        route = Route(
-            consultation.streams[source_role],
-            sink,
-            webrtc_caps(sink.negotiated.get("video"), sink.negotiated.get("audio")),
-            self.gateway.transcoders,
-            on_refused=refusal_notice(consultation, source_role.other),
-        )
-        sink.on_bitrate = route.set_video_bitrate
-        return route
 
     async def start(self) -> None:
         from rtmp.server import RtmpServer
@@ -162,13 +186,15 @@ class Service:
         await self._start_http(ssl_ctx)
         counters = self.gateway.connection_counters
         if cfg.rtmp_port:  # --rtmp-port 0: no plain (unencrypted) RTMP at all (issue 18)
-            rtmp = RtmpServer(self.gateway, kind="rtmp")
+            rtmp = RtmpServer(self.gateway, shared=self.rtmp_shared, kind="rtmp")
             await rtmp.start(cfg.host, cfg.rtmp_port)
             self.rtmp_servers.append(rtmp)
             counters["rtmp"] = lambda: len(rtmp.sessions)
         counters["webrtc"] = lambda: len(self.webrtc.sessions)
         if ssl_ctx is not None and cfg.rtmps_port:
-            rtmps = RtmpServer(self.gateway, kind="rtmps", ssl_context=ssl_ctx)
+            rtmps = RtmpServer(
+                self.gateway, shared=self.rtmp_shared, kind="rtmps", ssl_context=ssl_ctx
+            )
             await rtmps.start(cfg.host, cfg.rtmps_port)
             self.rtmp_servers.append(rtmps)
             counters["rtmps"] = lambda: len(rtmps.sessions)

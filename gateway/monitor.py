@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Protocol
 
-from gateway.consultation import Consultation, Role
-from gateway.events import Notice
 from gateway.latency import METER
 from gateway.media import PublishedStream
 from gateway.routing import CapacityRefused
@@ -302,16 +300,6 @@ class Monitor:
     @property
     def last(self) -> dict[str, Any] | None:
         return self._last
-
-
-def refusal_notice(consultation: Consultation, role: Role) -> Callable[[str], None]:
-    """A Route's ``on_refused``: tell the receiving participant (events WebSocket,
-    RTMP ``onSessionEvent``) that a kind cannot be delivered for want of capacity."""
-
-    def notify(kind: str) -> None:
-        consultation.emit(Notice(code="capacity", role=role, kind=kind))
-
-    return notify
 
 
 def _latency_p95(snapshot: dict[str, Any]) -> dict[str, float]:

@@ -14,9 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.codecs import h264
+from gateway.consultation import Consultation, Role
+from gateway.events import Notice
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream, Receiver
 from gateway.transcode.formats import TargetFormat
 
@@ -60,6 +62,16 @@ def webrtc_caps(video_codec: str | None, audio_codec: str | None) -> SinkCaps:
         audio_codec,
         h264_needs_baseline=True,
     )
+
+
+@runtime_checkable
+class FeedbackSink(Protocol):
+    """A sink whose far end reports back (RTCP PLI/FIR and REMB for WebRTC; a telephone
+    leg's RTCP later). :func:`connect` binds its reports to the route."""
+
+    def bind_feedback(
+        self, request_keyframe: Callable[[], None], report_bitrate: Callable[[int], None]
+    ) -> None: ...
 
 
 class CapacityRefused(Exception):
@@ -302,3 +314,42 @@ class Route:
         self.closed = True
         self.source.remove_receiver(self)
         self._reset()
+
+
+def refusal_notice(consultation: Consultation, role: Role) -> Callable[[str], None]:
+    """A Route's ``on_refused``: tell the receiving participant (events WebSocket,
+    RTMP ``onSessionEvent``) that a kind cannot be delivered for want of capacity."""
+
+    def notify(kind: str) -> None:
+        consultation.emit(Notice(code="capacity", role=role, kind=kind))
+
+    return notify
+
+
+def connect(
+    consultation: Consultation,
+    role: Role,
+    sink: Receiver,
+    caps: SinkCaps,
+    pool: TranscoderSource | None,
+) -> Route:
+    """The one way a front-end's receiver gets media: ``role`` (the receiving participant)
+    watches what the other role publishes in ``consultation``.
+
+    Every front-end (RTMP players, WHEP peers, a later telephone leg) comes through here,
+    so the wiring is the same for all: passthrough or the pool's shared transcoder per
+    kind (:class:`Route`), a refusal for want of capacity told to ``role``, and, for a
+    :class:`FeedbackSink`, its keyframe requests and bitrate estimates to the route (which
+    keys the transcoder or asks the publisher, and files the estimate with the pool).
+    ``pool`` None: passthrough only. Close the returned route to detach.
+    """
+    route = Route(
+        consultation.streams[role.other],
+        sink,
+        caps,
+        pool,
+        on_refused=refusal_notice(consultation, role),
+    )
+    if isinstance(sink, FeedbackSink):
+        sink.bind_feedback(route.request_keyframe, route.set_video_bitrate)
+    return route

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from gateway.addresses import address_key
 from gateway.service import Gateway
-from rtmp.session import RtmpSession
+from rtmp.session import RtmpSession, RtmpShared
 
 log = logging.getLogger("rtmp")
 
@@ -145,6 +145,7 @@ class _RtmpProtocol(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         self.session = RtmpSession(
             self.server.gateway,
+            shared=self.server.shared,
             transport=self.server.kind,
             peer=self.address,
             write=transport.write,
@@ -182,9 +183,16 @@ class RtmpServer:
     """RTMP on a TCP port; with an SSL context, native RTMPS (what ffmpeg/OBS call rtmps)."""
 
     def __init__(
-        self, gateway: Gateway, *, kind: str = "rtmp", ssl_context: ssl.SSLContext | None = None
+        self,
+        gateway: Gateway,
+        *,
+        shared: RtmpShared,
+        kind: str = "rtmp",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.gateway = gateway
+        # shared with the gateway's other RTMP servers and the RTMPT tunnels
+        self.shared = shared
         self.kind = kind
         self.ssl_context = ssl_context
         self.sessions: set[RtmpSession] = set()

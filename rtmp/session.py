@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from time import perf_counter
@@ -23,15 +22,15 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from gateway.channel import ParticipantChannel
+from gateway.config import Limits
 from gateway.consultation import ChatRejected, Connection, Consultation, Grant, Role
 from gateway.events import ChatMessage, ConsultationEvent, SessionEnded
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
-from gateway.monitor import refusal_notice
 from gateway.quality import INTERVAL as QUALITY_INTERVAL
 from gateway.quality import UplinkMeter, UplinkSample
 from gateway.redact import log_safe, redact_url
-from gateway.routing import Route, flash_caps
+from gateway.routing import Route, connect, flash_caps
 from gateway.service import Gateway
 from rtmp import messages as m
 from rtmp.amf import encode_command_payload
@@ -70,28 +69,26 @@ def split_query(name: str) -> tuple[str, dict[str, str]]:
     return base, params
 
 
-class _WriteBatch:
-    """Players touched while a publisher's read is processed (one event loop thread)."""
+class WriteBatch:
+    """Players written to while a publisher's read is processed: each gets one write when
+    the read is done instead of one per message (the socket write is the relay's biggest
+    cost). One event-loop thread; shared by every session of a gateway (:class:`RtmpShared`)
+    because the publisher's read fills other sessions' output."""
 
     def __init__(self) -> None:
         self.depth = 0
         self.dirty: set[RtmpSession] = set()
 
 
-_batch = _WriteBatch()
+class RtmpShared:
+    """What all RTMP sessions of one gateway share, whatever their transport (TCP, TLS,
+    RTMPT): the partial-message budget (the process-wide bound of issue 11, item 3) and
+    the write batch. The composition root makes one and passes it to every RTMP server
+    and the RTMPT tunnels; nothing of it is module state."""
 
-# One partial-message budget per gateway, shared by all its RTMP connections (TCP, TLS
-# and RTMPT alike): the process-wide bound of issue 11, item 3.
-_budgets: dict[int, BufferBudget] = {}
-
-
-def buffer_budget(gateway: Gateway) -> BufferBudget:
-    key = id(gateway)  # a Gateway is not hashable; the finalizer forgets the id with it
-    budget = _budgets.get(key)
-    if budget is None:
-        budget = _budgets[key] = BufferBudget(gateway.config.limits.rtmp_buffer_budget)
-        weakref.finalize(gateway, _budgets.pop, key, None)
-    return budget
+    def __init__(self, limits: Limits) -> None:
+        self.budget = BufferBudget(limits.rtmp_buffer_budget)
+        self.batch = WriteBatch()
 
 
 class PlayerReceiver:
@@ -154,8 +151,9 @@ class PlayerReceiver:
                 kind,
                 len(unit.payload),
             )
-        if _batch.depth:
-            _batch.dirty.add(session)  # written once when the publisher's read is done
+        batch = session.batch
+        if batch.depth:
+            batch.dirty.add(session)  # written once when the publisher's read is done
         else:
             session.flush()
         return True
@@ -221,6 +219,7 @@ class RtmpSession:
         self,
         gateway: Gateway,
         *,
+        shared: RtmpShared,
         transport: str,
         peer: str,
         write: Callable[[bytes], None],
@@ -251,9 +250,10 @@ class RtmpSession:
                 pre_connect_values=limits.pre_connect_amf_values,
                 command_size=limits.command_message_size,
                 max_values=limits.amf_max_values,
-                budget=buffer_budget(gateway),
+                budget=shared.budget,
             ),
         )
+        self.batch = shared.batch
         self.closed = False
         self.started = time.monotonic() if now is None else now
         # the idle timer restarts with each complete message, not with each byte: one
@@ -289,7 +289,8 @@ class RtmpSession:
             self.handshake_at = now
         # One read often completes several messages: players get one write per read
         # instead of one per message (the socket write is the relay's biggest cost).
-        _batch.depth += 1
+        batch = self.batch
+        batch.depth += 1
         try:
             event = conn.next_event()
             while event is not None:
@@ -301,10 +302,10 @@ class RtmpSession:
                     return
                 event = conn.next_event()
         finally:
-            _batch.depth -= 1
-            if not _batch.depth and _batch.dirty:
-                dirty = _batch.dirty
-                _batch.dirty = set()
+            batch.depth -= 1
+            if not batch.depth and batch.dirty:
+                dirty = batch.dirty
+                batch.dirty = set()
                 for player in dirty:
                     player.flush()
         self.flush()
@@ -722,14 +723,12 @@ class RtmpSession:
         receiver.waiting = not source.live
         # Flash gets H.264/AAC only when its connect capabilities say so (docs/architecture.md);
         # what it cannot take goes through the shared transcoder for its format.
-        receiver.route = Route(
-            source,
+        receiver.route = connect(
+            grant.consultation,
+            grant.role,
             receiver,
             flash_caps(self.supports_h264, self.supports_aac),
             self.gateway.transcoders,
-            on_refused=refusal_notice(self.grant.consultation, self.grant.role)
-            if self.grant is not None
-            else None,
         )
 
     def _play_failed(self, sid: int, description: str) -> None:

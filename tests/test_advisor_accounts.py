@@ -24,9 +24,9 @@ from gateway import advisor_cli
 from gateway.advisors import AccountError, AdvisorAccounts
 from gateway.config import Config
 from gateway.consultation import Connection, Role, group_pin
+from gateway.main import build_app
 from gateway.service import Gateway
 from web.advisor import LOGIN_GUARD_KEY
-from web.app import create_app
 from web.throttle import FailureLimiter, address_key
 
 Client = TestClient[web.Request, web.Application]
@@ -175,7 +175,7 @@ def gw(tmp_path: Path) -> Gateway:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, gw: Gateway) -> Client:
-    return await aiohttp_client(create_app(gw))
+    return await aiohttp_client(build_app(gw))
 
 
 def form_fields(page: str) -> dict[str, str]:
@@ -232,7 +232,7 @@ async def test_sign_in_under_tls_sets_a_secure_cookie(aiohttp_client: Any, tmp_p
     gateway = Gateway.from_config(config)
     gateway.advisor_auth.accounts = AdvisorAccounts(tmp_path, hasher=FAST)
     gateway.advisor_auth.accounts.add("alice", PASSWORD)
-    client = await aiohttp_client(create_app(gateway))
+    client = await aiohttp_client(build_app(gateway))
     page = await client.get("/login")
     login_cookie = page.headers["Set-Cookie"]
     assert "Secure" in login_cookie
@@ -365,7 +365,7 @@ async def test_address_is_locked_after_failures_across_accounts(
     gateway = Gateway.from_config(config)
     gateway.advisor_auth.accounts = AdvisorAccounts(tmp_path, hasher=FAST)
     gateway.advisor_auth.accounts.add("alice", PASSWORD)
-    client = await aiohttp_client(create_app(gateway))
+    client = await aiohttp_client(build_app(gateway))
     for name in ("x1", "x2"):
         assert (await sign_in(client, name, "falsches-Passwort")).status == 403
     assert (await sign_in(client, "x3", "falsches-Passwort")).status == 429
@@ -454,7 +454,7 @@ async def create_with_cookie(client: Client) -> dict[str, Any]:
 async def test_start_page_lists_own_consultations_with_link_pin_and_state(
     aiohttp_client: Any, gw: Gateway
 ) -> None:
-    alice = await aiohttp_client(create_app(gw))
+    alice = await aiohttp_client(build_app(gw))
     await sign_in(alice, "alice", PASSWORD)
     mine = await create_with_cookie(alice)
     alice.session.cookie_jar.clear()  # another advisor in the same browser

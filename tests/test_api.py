@@ -18,9 +18,10 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from gateway.config import Config
 from gateway.consultation import Role, group_pin
+from gateway.main import build_app
 from gateway.service import Gateway
 from web.accesslog import RedactingAccessLogger
-from web.app import GATEWAY_KEY, create_app
+from web.app import GATEWAY_KEY
 from web.redact import redact_path, redact_target
 
 ADVISOR_TOKEN = "static-advisor-token-for-tests"
@@ -39,7 +40,7 @@ def gw() -> Gateway:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, gw: Gateway) -> Client:
-    return await aiohttp_client(create_app(gw))
+    return await aiohttp_client(build_app(gw))
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -184,7 +185,7 @@ async def test_create_session_urls_follow_public_url_and_tls(aiohttp_client: Any
         tls_cert=Path("cert.pem"),
         tls_key=Path("key.pem"),
     )
-    client = await aiohttp_client(create_app(Gateway.from_config(config)))
+    client = await aiohttp_client(build_app(Gateway.from_config(config)))
     body = await create(client)
     sid, cus = body["id"], body["customer"]
     assert cus["page_url"] == f"https://beratung.example.de/k/{sid}"
@@ -303,7 +304,7 @@ async def test_unknown_route_and_method_are_problems(client: Client) -> None:
 
 
 async def test_body_too_large_is_413_problem(aiohttp_client: Any, gw: Gateway) -> None:
-    client = await aiohttp_client(create_app(gw, client_max_size=1024))
+    client = await aiohttp_client(build_app(gw, client_max_size=1024))
     resp = await client.post(
         "/api/sessions", headers=bearer(ADVISOR_TOKEN), data=b"{" + b" " * 4096 + b"}"
     )
@@ -317,7 +318,7 @@ async def test_internal_error_leaks_nothing(
     async def boom(request: web.Request) -> web.Response:
         raise RuntimeError("database password is hunter2")
 
-    app = create_app(gw)
+    app = build_app(gw)
     app.router.add_get("/boom", boom)
     client = await aiohttp_client(app)
     with caplog.at_level(logging.ERROR, logger="web.problems"):
@@ -356,7 +357,7 @@ async def test_security_headers_everywhere(client: Client) -> None:
 async def test_tls_adds_hsts_and_secure_cookies(aiohttp_client: Any) -> None:
     config = Config(advisor_token=ADVISOR_TOKEN, tls_cert=Path("c"), tls_key=Path("k"))
     gw = Gateway.from_config(config)
-    client = await aiohttp_client(create_app(gw))
+    client = await aiohttp_client(build_app(gw))
     resp = await client.get("/healthz")
     assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
     assert "wss://" in resp.headers["Content-Security-Policy"]
@@ -721,10 +722,10 @@ async def test_unknown_consultation_pages(client: Client) -> None:
         assert "nicht (mehr)" in await resp.text()
 
 
-# -- WHIP / WHEP placeholders -----------------------------------------------------------
+# -- WHIP / WHEP ---------------------------------------------------------------------------
 
 
-async def test_whip_whep_authenticate_then_501(client: Client) -> None:
+async def test_whip_whep_authenticate_then_read_the_offer(client: Client) -> None:
     body = await create(client)
     for key in ("whip_url", "whep_url"):
         path = local(body["customer"][key])
@@ -741,8 +742,8 @@ async def test_whip_whep_authenticate_then_501(client: Client) -> None:
         resp = await client.post(
             path, data="v=0\r\n", headers={**sdp, **bearer(body["customer"]["token"])}
         )
-        problem = await assert_problem(resp, 501)
-        assert problem["detail"] == "WebRTC ingest arrives in a later release."
+        # past authorisation: the WebRTC front-end reads the offer and refuses "v=0"
+        await assert_problem(resp, 400)
 
 
 # -- access log ------------------------------------------------------------------------------
@@ -784,7 +785,7 @@ async def test_access_log_through_app_never_shows_tokens(
     aiohttp_client: Any, gw: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="aiohttp.access")
-    server = TestServer(create_app(gw))
+    server = TestServer(build_app(gw))
     await server.start_server(access_log_class=RedactingAccessLogger)
     client = await aiohttp_client(server)
     login_token = gw.advisor_auth.login_token
@@ -817,7 +818,7 @@ async def test_access_log_through_app_never_shows_tokens(
 
 
 async def test_gateway_is_in_app_state(gw: Gateway) -> None:
-    app = create_app(gw)
+    app = build_app(gw)
     assert app[GATEWAY_KEY] is gw
 
 

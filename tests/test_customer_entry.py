@@ -18,10 +18,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.config import Config
+from gateway.main import build_app
 from gateway.service import Gateway
 from rtmp.client import RtmpClient
 from tests.gwproc import GatewayProcess
-from web.app import create_app
 from web.pages import PIN_GUARD_KEY
 
 Client = TestClient[web.Request, web.Application]
@@ -55,7 +55,7 @@ def gw() -> Gateway:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, gw: Gateway) -> Client:
-    return await aiohttp_client(create_app(gw))
+    return await aiohttp_client(build_app(gw))
 
 
 async def create(client: Client) -> dict[str, Any]:

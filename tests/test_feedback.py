@@ -17,10 +17,9 @@ from gateway import config as config_mod
 from gateway.config import Config
 from gateway.consultation import Role
 from gateway.feedback import FeedbackDesk, Rated
-from gateway.main import build_parser
+from gateway.main import build_app, build_parser
 from gateway.service import Gateway
 from gateway.stats import _SCHEMA_V1, Statistics, StatsRow, aggregate, to_csv
-from web.app import create_app
 from web.auth import CUSTOMER_COOKIE
 from web.templates import View, customer_room
 
@@ -113,7 +112,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, gateway: Gateway) -> Client:
-    return await aiohttp_client(create_app(gateway))
+    return await aiohttp_client(build_app(gateway))
 
 
 async def _consultation(client: Client) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from aiohttp.test_utils import TestClient
 from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
 
 from gateway.config import Config
+from gateway.main import build_app
 from gateway.service import Gateway
 from rtmp import messages as m
 from rtmp.events import CommandReceived, UserControlReceived
@@ -43,7 +44,6 @@ from tests.gwproc import GatewayProcess
 from tests.media import analyse, ffmpeg_publish, make_flv
 from tests.test_connection import chunk0, connected, pump
 from web import swf
-from web.app import create_app
 
 ADVISOR_TOKEN = "static-advisor-token-for-tests"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -266,7 +266,7 @@ def test_source_hash_follows_the_sources_and_only_the_swf_strings(
 
 
 def make_client_app(**config: Any) -> web.Application:
-    return create_app(Gateway.from_config(Config(advisor_token=ADVISOR_TOKEN, **config)))
+    return build_app(Gateway.from_config(Config(advisor_token=ADVISOR_TOKEN, **config)))
 
 
 async def new_consultation(client: Client) -> dict[str, Any]:

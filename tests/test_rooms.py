@@ -35,38 +35,16 @@ from gateway.consultation import (
     group_pin,
     normalize_pin,
 )
-from gateway.main import build_parser
+from gateway.main import build_app, build_parser
 from gateway.service import AdvisorAuth, Gateway
 from rtmp.client import RtmpClient
 from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
-from web import whip
-from web.app import DEFAULT_SETUPS, create_app
-from web.webrtc_stub import setup as stub_setup
 
 Client = TestClient[web.Request, web.Application]
 FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 PASSWORD = "ein-langes-Passwort"
 STATIC = "static-token-for-room-tests"
 LABEL = "Frau Schmidt – Baufinanzierung"
-
-
-class RefusingWebRtc:
-    """A WHIP/WHEP service that answers no offer: reaching it (400) proves the caller
-    got past authorisation; 403 means they did not."""
-
-    async def publish(self, consultation: Any, role: Any, offer: str) -> Any:
-        raise ValueError("no WebRTC in this test")
-
-    play = publish
-
-    async def delete(self, kind: str, consultation: Any, role: Any, resource: str) -> bool:
-        return False
-
-    async def close(self) -> None:
-        return None
-
-    def ice_server_urls(self) -> list[tuple[str, str | None, str | None]]:
-        return []
 
 
 @pytest.fixture
@@ -87,8 +65,10 @@ def gw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gateway:
 
 
 def app_of(gw: Gateway) -> web.Application:
-    setups = [s for s in DEFAULT_SETUPS if s is not stub_setup]
-    return create_app(gw, setups=[*setups, whip.routes(RefusingWebRtc())])
+    """The service's own composition (real WHIP/WHEP handlers and WebRTC front-end): an
+    offer of ``v=0`` that reaches the front-end is refused with 400, so 400 proves the
+    caller got past authorisation; 403 means they did not."""
+    return build_app(gw)
 
 
 async def signed_in(aiohttp_client: Any, gw: Gateway, name: str) -> Client:
@@ -187,7 +167,7 @@ async def test_another_advisor_gets_403_everywhere_and_never_the_token(
                 "Origin": "null",
             },
         )
-        assert ok.status == 400, kind  # reached the (refusing) WebRTC service
+        assert ok.status == 400, kind  # reached the WebRTC front-end ("v=0" refused)
 
     # the events socket with bob's cookie
     with pytest.raises(WSServerHandshakeError) as refused:
@@ -564,7 +544,7 @@ async def test_one_time_link_expires_after_use_or_fifteen_minutes(aiohttp_client
     clock: Callable[[], float] = lambda: now[0]  # noqa: E731
     gateway = Gateway.from_config(Config(advisor_token=STATIC))
     gateway.advisor_auth = AdvisorAuth(STATIC, clock=clock)
-    client: Client = await aiohttp_client(create_app(gateway))
+    client: Client = await aiohttp_client(build_app(gateway))
     token = gateway.advisor_auth.login_token
     now[0] += AdvisorAuth.LOGIN_LINK_TTL
     resp = await client.get(f"/login?token={token}", allow_redirects=False)

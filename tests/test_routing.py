@@ -3,10 +3,15 @@ transcoder for the receiver's preferred codec, re-decided when the publisher res
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from gateway.config import Config
+from gateway.consultation import Role
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
-from gateway.routing import Route, flash_caps, webrtc_caps
+from gateway.routing import CapacityRefused, Route, connect, flash_caps, webrtc_caps
+from gateway.service import Gateway
 from gateway.transcode.formats import BitrateArbiter
 
 
@@ -194,6 +199,73 @@ def test_shared_encoder_follows_the_lowest_receiver_estimate() -> None:
     assert transcoder.bitrates == [900_000, 300_000, 300_000]
     slow.close()  # the slow receiver leaves: the encoder may speed up again
     assert transcoder.bitrates[-1] == 800_000
+
+
+class FeedbackSink(Sink):
+    """A sink whose far end reports back, as a WHEP sink (gateway.routing.FeedbackSink)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.request_keyframe: Callable[[], None] | None = None
+        self.report_bitrate: Callable[[int], None] | None = None
+
+    def bind_feedback(
+        self, request_keyframe: Callable[[], None], report_bitrate: Callable[[int], None]
+    ) -> None:
+        self.request_keyframe = request_keyframe
+        self.report_bitrate = report_bitrate
+
+
+class AnyTargetPool(FakePool):
+    """FakePool for the real TargetFormat that connect() asks for; refuses on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse = False
+
+    def acquire(self, source: PublishedStream, target: object) -> FakeTranscoder:
+        if self.refuse:
+            raise CapacityRefused("no capacity in this test")
+        key = (id(source), target)
+        if key not in self.live:
+            self.live[key] = FakeTranscoder(source, target)  # type: ignore[arg-type]
+        self.live[key].refs += 1
+        return self.live[key]
+
+
+def test_connect_feeds_the_other_role_and_binds_the_sinks_feedback_to_the_route() -> None:
+    """The one entry point (issue 13 item 3): the advisor's sink gets what the customer
+    publishes; its keyframe requests key the shared encoder and its estimates reach it."""
+    consultation = Gateway.from_config(Config()).directory.create()
+    source = consultation.streams[Role.CUSTOMER]
+    source.start("rtmp")
+    sink, pool = FeedbackSink(), AnyTargetPool()
+    route = connect(consultation, Role.ADVISOR, sink, webrtc_caps("vp8", "opus"), pool)
+    assert route.source is source
+    source.push(_video("spark", True))
+    (transcoder,) = pool.live.values()
+    assert sink.request_keyframe is not None and sink.report_bitrate is not None
+    sink.request_keyframe()
+    sink.report_bitrate(400_000)
+    assert transcoder.keyframes_requested == 1
+    assert transcoder.bitrates == [400_000]
+    route.close()
+    assert pool.closed  # the last route gone: the transcoder is released
+
+
+def test_connect_tells_the_receiving_role_when_capacity_is_refused() -> None:
+    consultation = Gateway.from_config(Config()).directory.create()
+    events: list[Any] = []
+    consultation.subscribe(events.append)
+    source = consultation.streams[Role.ADVISOR]
+    source.start("webrtc")
+    pool = AnyTargetPool()
+    pool.refuse = True
+    connect(consultation, Role.CUSTOMER, Sink(), flash_caps(h264=False, aac=False), pool)
+    source.push(_video("vp8", True))
+    source.push(_video("vp8", True, ts=40))  # told once, not per unit
+    notices = [e for e in events if "capacity" in str(e)]
+    assert len(notices) == 1 and "customer" in str(notices[0])
 
 
 def test_routing_the_monitor_and_the_transcode_types_load_without_pyav() -> None:

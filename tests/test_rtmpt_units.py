@@ -23,7 +23,7 @@ from rtmp.rtmpt import (
     RtmptTunnels,
     Tunnel,
 )
-from rtmp.session import RtmpSession
+from rtmp.session import RtmpSession, RtmpShared
 
 
 class FakeSession:
@@ -354,9 +354,12 @@ class TunnelledClient:
 
 
 def real_tunnels(gateway: Gateway) -> RtmptTunnels:
+    shared = RtmpShared(gateway.config.limits)  # one for the tunnels' sessions
+
     def factory(tunnel: Tunnel) -> RtmpSession:
         return RtmpSession(
             gateway,
+            shared=shared,
             transport=tunnel.transport,
             peer=tunnel.peer,
             write=tunnel.write,

@@ -25,7 +25,7 @@ from rtmp.events import (
     RtmpEvent,
 )
 from rtmp.messages import Message
-from rtmp.session import PING_INTERVAL, RtmpSession
+from rtmp.session import PING_INTERVAL, RtmpSession, RtmpShared
 
 S0S1S2 = 1 + 2 * 1536
 UMLAUT_TEXT = "Grüße aus Köln – 10 € 😀"
@@ -50,6 +50,17 @@ def aac(n: int) -> bytes:
 
 # --- fakes and helpers --------------------------------------------------------------------
 
+# The RtmpShared of each test's gateway (the gateway is kept with it, so its id is not
+# reused by a later test's gateway).
+_SHARED: dict[int, tuple[Gateway, RtmpShared]] = {}
+
+
+def shared_of(gateway: Gateway) -> RtmpShared:
+    entry = _SHARED.get(id(gateway))
+    if entry is None:
+        entry = _SHARED[id(gateway)] = (gateway, RtmpShared(gateway.config.limits))
+    return entry[1]
+
 
 class Peer:
     """An RTMP client wired to an RtmpSession through a fake transport.
@@ -59,16 +70,21 @@ class Peer:
     Everything the session sends is also parsed into :attr:`raw` for checks on the wire.
     """
 
-    def __init__(self, gateway: Gateway, *, transport: str = "rtmp") -> None:
+    def __init__(
+        self, gateway: Gateway, *, transport: str = "rtmp", shared: RtmpShared | None = None
+    ) -> None:
         self.written = bytearray()
+        self.writes = 0  # calls of the transport's write
         self.transport_closed = False
         self.buffered = 0
         self.now = 0.0
         self.session = RtmpSession(
             gateway,
+            # as the composition root does: one per gateway, for all its sessions
+            shared=shared or shared_of(gateway),
             transport=transport,
             peer="198.51.100.7:50123",
-            write=self.written.extend,
+            write=self._write,
             close=self._close,
             buffer_size=lambda: self.buffered,
             now=0.0,
@@ -78,6 +94,10 @@ class Peer:
         self.raw: list[Message] = []
         self._tap = ChunkReader()
         self._handshake_left = S0S1S2
+
+    def _write(self, data: bytes) -> None:
+        self.writes += 1
+        self.written.extend(data)
 
     def _close(self) -> None:
         self.transport_closed = True
@@ -479,6 +499,30 @@ def test_live_frames_reach_a_player_in_order(gateway: Gateway, consultation: Con
         customer.send_media(sid, type_id, i * 20, payload)
     advisor.pump()
     assert advisor.media() == sent
+
+
+@pytest.mark.parametrize("same_gateway_state", [True, False])
+def test_one_read_of_the_publisher_is_one_write_to_a_player(
+    gateway: Gateway, consultation: Consultation, same_gateway_state: bool
+) -> None:
+    """The write batch is the gateway's RtmpShared, passed to every session: the
+    messages one read of a publisher completes reach a player sharing it in one write
+    (not one per message); a session given a state of its own writes per message."""
+    own = None if same_gateway_state else RtmpShared(gateway.config.limits)
+    advisor = Peer(gateway, shared=own)
+    assert advisor.connect(token(consultation, Role.ADVISOR))["code"].endswith("Success")
+    advisor.play("customer")
+    customer, sid = publishing_customer(gateway, consultation)
+    customer.send_media(sid, m.VIDEO, 0, AVC_CONFIG)
+    advisor.pump()
+    sent = [(m.VIDEO, keyframe(1)), (m.VIDEO, inter(2)), (m.VIDEO, inter(3))]
+    for i, (type_id, payload) in enumerate(sent):
+        customer.client.send_media(sid, type_id, 20 + i * 20, payload)
+    before = advisor.writes
+    customer.session.receive_data(customer.client.data_to_send())  # one read, three frames
+    assert advisor.writes - before == (1 if same_gateway_state else 3)
+    advisor.pump()
+    assert advisor.media()[-3:] == sent
 
 
 def test_slow_player_drops_without_stalling_the_publisher_and_resumes_at_a_keyframe(

@@ -27,12 +27,11 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
 from gateway.config import Config
 from gateway.consultation import Role
+from gateway.main import build_app, build_gateway
 from gateway.media import MediaUnit, PublishedStream
 from gateway.service import Gateway
 from tests import webrtc_client as wc
 from tests.gwproc import GatewayProcess
-from web import webrtc_stub, whip
-from web.app import DEFAULT_SETUPS, create_app
 from webrtc.frontend import WebRtcFrontEnd
 from webrtc.whep import WhepSession
 from webrtc.whip import WhipSession
@@ -48,7 +47,7 @@ Client = TestClient[web.Request, web.Application]
 
 @pytest.fixture
 def gw() -> Gateway:
-    return Gateway.from_config(Config(advisor_token=ADVISOR_TOKEN, ice_host=["127.0.0.1"]))
+    return build_gateway(Config(advisor_token=ADVISOR_TOKEN, ice_host=["127.0.0.1"]))
 
 
 @pytest.fixture
@@ -60,8 +59,7 @@ async def frontend(gw: Gateway) -> Any:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, gw: Gateway, frontend: WebRtcFrontEnd) -> Client:
-    setups = [s for s in DEFAULT_SETUPS if s is not webrtc_stub.setup]
-    return await aiohttp_client(create_app(gw, setups=[*setups, whip.routes(frontend)]))
+    return await aiohttp_client(build_app(gw, frontend))
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -223,17 +221,21 @@ async def test_h264_both_ways(client: Client, gw: Gateway) -> None:
         await wc.close_all(pub, play, received=received)
 
 
-async def test_codec_mismatch_is_counted_not_sent(client: Client, frontend: WebRtcFrontEnd) -> None:
-    """A VP8 publisher and an H.264-only player: without routing (a transcoder) nothing
-    of the video is deliverable; the sink counts it and audio still flows."""
+async def test_codec_mismatch_is_transcoded(client: Client, frontend: WebRtcFrontEnd) -> None:
+    """A VP8 publisher and an H.264-only player: the in-process composition routes the
+    WHEP sink (gateway.routing.connect) through the shared transcoder, so the player
+    decodes H.264 pictures and the sink sees no unit of a codec it did not negotiate
+    (the sink's own count of mismatches: test_webrtc_units.py)."""
     session = await create(client)
     pub, play, received, _, _ = await publish_and_play(client, session, "vp8", "h264")
     try:
         await wc.wait_for(lambda: len(received.audio) >= 25, 10, "audio")
+        await wc.wait_for(lambda: len(received.video) >= 10, 20, "transcoded video")
         whep = next(s for s in frontend.sessions.values() if isinstance(s, WhepSession))
         assert whep.sink is not None and whep.sink.negotiated["video"] == "h264"
-        assert whep.sink.mismatched > 0
-        assert not received.video
+        assert whep.route is not None and whep.route.describe()["video"] == "vp8>h264"
+        assert whep.sink.mismatched == 0
+        assert {(f.width, f.height) for f in received.video[-3:]} == {(wc.WIDTH, wc.HEIGHT)}
     finally:
         await wc.close_all(pub, play, received=received)
 

@@ -18,11 +18,10 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from gateway.config import Config
 from gateway.consultation import Role
+from gateway.main import build_app, build_gateway
 from gateway.service import Gateway
 from tests import webrtc_client as wc
 from tests.conftest import require_tool
-from web import webrtc_stub, whip
-from web.app import DEFAULT_SETUPS, create_app
 from webrtc.frontend import WebRtcFrontEnd
 from webrtc.whip import WhipSession
 
@@ -122,7 +121,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 def gw() -> Gateway:
-    return Gateway.from_config(Config(advisor_token=ADVISOR_TOKEN, ice_host=["127.0.0.1"]))
+    return build_gateway(Config(advisor_token=ADVISOR_TOKEN, ice_host=["127.0.0.1"]))
 
 
 @pytest.fixture
@@ -134,8 +133,7 @@ async def frontend(gw: Gateway) -> AsyncIterator[WebRtcFrontEnd]:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, gw: Gateway, frontend: WebRtcFrontEnd) -> Client:
-    setups = [s for s in DEFAULT_SETUPS if s is not webrtc_stub.setup]
-    app = create_app(gw, setups=[*setups, whip.routes(frontend)])
+    app = build_app(gw, frontend)
     return await aiohttp_client(app, server_kwargs={"host": "127.0.0.1"})
 
 

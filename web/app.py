@@ -1,10 +1,10 @@
 """The aiohttp application of the gateway: API, events WebSocket, pages, static files.
 
-Front-ends that come later (the RTMPT tunnel, WHIP/WHEP) add their routes with their
-own ``setup(app)`` before the application starts, as the modules here do::
+Front-ends (the RTMPT tunnel, WHIP/WHEP) add their routes with their own
+``setup(app)`` before the application starts, as the modules here do; the composition
+root (``gateway.main.build_app``) passes them in::
 
-    app = create_app(gateway)
-    rtmpt.setup(app)
+    app = create_app(gateway, setups=[*DEFAULT_SETUPS, rtmpt.routes(shared), whip.routes(fe)])
     runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from gateway.service import Gateway
-from web import advisor, api, documents, events, forms, ops, pages, rtmpt, stats, webrtc_stub
+from web import advisor, api, documents, events, forms, ops, pages, stats
 from web.accesslog import RedactingAccessLogger
 from web.feedback import setup as feedback_setup
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
@@ -40,8 +40,6 @@ DEFAULT_SETUPS: tuple[Setup, ...] = (
     events.setup,
     ops.setup,
     pages.setup,
-    rtmpt.setup,
-    webrtc_stub.setup,
 )
 
 
@@ -53,8 +51,9 @@ def create_app(
 ) -> web.Application:
     """The application, with every route module in ``setups`` registered.
 
-    Pass ``setups`` without ``webrtc_stub.setup`` when the real WHIP/WHEP handlers
-    register the same paths.
+    RTMPT (``web.rtmpt.routes``) and WHIP/WHEP (``web.whip.routes``) need the RTMP and
+    WebRTC front-ends' shared state: the composition root (``gateway.main.build_app``)
+    adds them.
     """
     app = web.Application(middlewares=[problem_middleware], client_max_size=client_max_size)
     app[GATEWAY_KEY] = gateway

@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
 from gateway.service import Gateway
 from rtmp.rtmpt import CONTENT_TYPE, IDLE_HOLD, Reply, RtmptTunnels, Tunnel
 from rtmp.server import AdmissionControl
-from rtmp.session import RtmpSession
+from rtmp.session import RtmpSession, RtmpShared
 from web.keys import GATEWAY_KEY
 
 TUNNELS_KEY = web.AppKey("rtmpt_tunnels", RtmptTunnels)
@@ -35,12 +36,13 @@ class BodyTooLarge(Exception):
     pass
 
 
-def make_tunnels(gateway: Gateway) -> RtmptTunnels:
+def make_tunnels(gateway: Gateway, shared: RtmpShared) -> RtmptTunnels:
     limits = gateway.config.limits
 
     def factory(tunnel: Tunnel) -> RtmpSession:
         return RtmpSession(
             gateway,
+            shared=shared,
             transport=tunnel.transport,
             peer=tunnel.peer,
             write=tunnel.write,
@@ -176,12 +178,18 @@ async def _stop(app: web.Application) -> None:
     app[TUNNELS_KEY].close_all()
 
 
-def setup(app: web.Application) -> None:
-    app[TUNNELS_KEY] = make_tunnels(app[GATEWAY_KEY])
-    app.router.add_route("*", "/fcs/ident2", ident)
-    app.router.add_post("/open/1", open_tunnel)
-    app.router.add_post("/send/{id}/{seq}", send)
-    app.router.add_post("/idle/{id}/{seq}", idle)
-    app.router.add_post("/close/{id}/{seq}", close)
-    app.on_startup.append(_start)
-    app.on_shutdown.append(_stop)
+def routes(shared: RtmpShared) -> Callable[[web.Application], None]:
+    """The ``setup(app)`` registering the RTMPT tunnel; its sessions share ``shared`` with
+    the gateway's RTMP servers (the composition root passes the same one)."""
+
+    def setup(app: web.Application) -> None:
+        app[TUNNELS_KEY] = make_tunnels(app[GATEWAY_KEY], shared)
+        app.router.add_route("*", "/fcs/ident2", ident)
+        app.router.add_post("/open/1", open_tunnel)
+        app.router.add_post("/send/{id}/{seq}", send)
+        app.router.add_post("/idle/{id}/{seq}", idle)
+        app.router.add_post("/close/{id}/{seq}", close)
+        app.on_startup.append(_start)
+        app.on_shutdown.append(_stop)
+
+    return setup

@@ -173,8 +173,8 @@ async def _patch(request: web.Request) -> web.Response:
 
 
 def routes(service: WebRtcService) -> Callable[[web.Application], None]:
-    """The ``setup(app)`` registering WHIP and WHEP on ``service`` (in place of
-    ``web.webrtc_stub.setup``); on shutdown every peer is closed."""
+    """The ``setup(app)`` registering WHIP and WHEP on ``service``; on shutdown every
+    peer is closed."""
 
     def setup(app: web.Application) -> None:
         app[WEBRTC_KEY] = service

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 
 from gateway.consultation import Consultation, Role
 from gateway.service import Gateway
-from webrtc.attach import attach_sink
 from webrtc.offer import OfferError
 from webrtc.peers import PeerFactory
 from webrtc.quality import INTERVAL as QUALITY_INTERVAL
 from webrtc.quality import UplinkMeter, round_trip_ms, sample
 from webrtc.session import PeerSession
-from webrtc.whep import Attach, WhepSession
+from webrtc.whep import WhepSession
 from webrtc.whip import WhipSession
 
 log = logging.getLogger(__name__)
@@ -44,10 +43,9 @@ class WebRtcFrontEnd:
     """Owns every peer. One WHIP and one WHEP session per participant: a new one
     replaces the old (a reloaded page must not leave a ghost publisher behind)."""
 
-    def __init__(self, gateway: Gateway, attach: Attach = attach_sink) -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.factory = PeerFactory(gateway.config)
-        self.attach = attach
         self.sessions: dict[str, PeerSession] = {}
         # Recently ended resources: a client's DELETE that races the peer's own close
         # (the page closes its RTCPeerConnection, the server notices first) still gets
@@ -79,7 +77,12 @@ class WebRtcFrontEnd:
             session = WhipSession(self.factory, consultation, role, resource_id, self._forget)
         else:
             session = WhepSession(
-                self.factory, consultation, role, resource_id, self._forget, self.attach
+                self.factory,
+                consultation,
+                role,
+                resource_id,
+                self._forget,
+                self.gateway.transcoders,
             )
         try:
             answer = await session.negotiate(offer)

@@ -81,7 +81,7 @@ class WebRtcSink:
             kind: PacketTrack(kind, queue) for kind, queue in self.queues.items()
         }
         # PLI/FIR from the browser (RFC 4585 §6.3.1, RFC 5104 §4.3.1) and REMB
-        # (draft-alvestrand-rmcat-remb): set by the owner (attachment / route).
+        # (draft-alvestrand-rmcat-remb): bound to the route by gateway.routing.connect.
         self.on_keyframe_request: Callable[[], None] | None = None
         self.on_bitrate: Callable[[int], None] | None = None
         self.bitrate: int | None = None
@@ -223,6 +223,13 @@ class WebRtcSink:
         self.keyframe_requests += 1
         if self.on_keyframe_request is not None:
             self.on_keyframe_request()
+
+    def bind_feedback(
+        self, request_keyframe: Callable[[], None], report_bitrate: Callable[[int], None]
+    ) -> None:
+        """Where the browser's PLI/FIR and REMB go (gateway.routing.FeedbackSink)."""
+        self.on_keyframe_request = request_keyframe
+        self.on_bitrate = report_bitrate
 
     def report_bitrate(self, bitrate: int) -> None:
         """REMB from the browser: the highest bitrate it wants from us now."""

@@ -1,9 +1,10 @@
 """WHEP (draft-ietf-wish-whep): the other participant's media to a browser.
 
 The peer sends two :class:`~webrtc.sink.PacketTrack`s fed by a
-:class:`~webrtc.sink.WebRtcSink`; the sink is attached to the other role's stream by
-:func:`webrtc.attach.attach_sink` once the peer is connected (so nothing queues up while
-ICE runs, and the first picture is a fresh keyframe rather than a stale backlog).
+:class:`~webrtc.sink.WebRtcSink`; the sink is connected to the other role's stream by
+:func:`gateway.routing.connect` (passthrough or the shared transcoder, the browser's
+PLI/FIR and REMB bound to the route) once the peer is connected (so nothing queues up
+while ICE runs, and the first picture is a fresh keyframe rather than a stale backlog).
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ from aiortc import RTCRtpSender
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, unpack_remb_fci
 
 from gateway.consultation import Consultation, Role
-from webrtc.attach import SinkAttachment
+from gateway.routing import Route, TranscoderSource, connect, webrtc_caps
 from webrtc.offer import OfferError, check_offer, restrict_codecs
 from webrtc.peers import PeerFactory
 from webrtc.session import PeerSession
 from webrtc.sink import WebRtcSink
 
 log = logging.getLogger(__name__)
-
-Attach = Callable[[Consultation, Role, WebRtcSink], SinkAttachment]
 
 
 def hook_sender_feedback(sender: RTCRtpSender, sink: WebRtcSink) -> None:
@@ -66,13 +65,13 @@ class WhepSession(PeerSession):
         role: Role,
         resource_id: str,
         on_closed: Callable[[PeerSession], None],
-        attach: Attach,
+        pool: TranscoderSource | None,
     ) -> None:
         super().__init__(factory, consultation, role, resource_id, on_closed)
         self.source_role = role.other
-        self._attach = attach
+        self._pool = pool
         self.sink: WebRtcSink | None = None
-        self.attachment: SinkAttachment | None = None
+        self.route: Route | None = None
 
     async def negotiate(self, offer: str) -> str:
         check_offer(offer, publish=False)
@@ -96,15 +95,16 @@ class WhepSession(PeerSession):
         return self.answer_sdp
 
     def on_connected(self) -> None:
-        if self.closed or self.sink is None or self.attachment is not None:
+        if self.closed or self.sink is None or self.route is not None:
             return
-        self.attachment = self._attach(self.consultation, self.source_role, self.sink)
-        self.sink.on_keyframe_request = self.attachment.request_keyframe
+        negotiated = self.sink.negotiated
+        caps = webrtc_caps(negotiated.get("video"), negotiated.get("audio"))
+        self.route = connect(self.consultation, self.role, self.sink, caps, self._pool)
         # Start with a fresh picture, not the publisher's next scheduled keyframe.
-        self.attachment.request_keyframe()
+        self.route.request_keyframe()
 
     def before_close(self) -> None:
-        if self.attachment is not None:
-            self.attachment.close()
+        if self.route is not None:
+            self.route.close()
         if self.sink is not None:
             self.sink.close()

@@ -25,11 +25,11 @@ class _PoolEntry:
 class TranscoderPool:
     """One shared transcoder per (source stream, target format), refcounted."""
 
-    def __init__(self, *, threads: int = 1) -> None:
+    def __init__(self, *, threads: int = 1, admit: Callable[[], None] | None = None) -> None:
         self.threads = threads
         # Admission (gateway/monitor.py): called before a new transcoder is made; raises
         # gateway.routing.CapacityRefused when there is no capacity for one.
-        self.admit: Callable[[], None] | None = None
+        self.admit = admit
         self._entries: dict[tuple[int, TargetFormat], _PoolEntry] = {}
         self._by_transcoder: dict[int, _PoolEntry] = {}
         self._bitrates = BitrateArbiter()
