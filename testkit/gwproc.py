@@ -26,6 +26,7 @@ from gateway.logs import serious_records
 from rtmp import messages as m
 from rtmp.client import RtmpClient
 from rtmp.events import MediaReceived
+from rtmp.handshake import ClientHandshake
 
 ADVISOR_TOKEN = "test-advisor-token-0123456789"
 
@@ -341,3 +342,18 @@ async def bystander_stream(gw: GatewayProcess) -> AsyncIterator[Bystander]:
             bystander.task.cancel()
         for client in bystander.clients:
             await client.close()
+
+
+def handshaken_socket(port: int, host: str = "127.0.0.1") -> socket.socket:
+    """A raw socket past the (digest) handshake, ready for hand-made chunks."""
+    sock = socket.create_connection((host, port), timeout=5)
+    hs = ClientHandshake(digest=True)
+    sock.sendall(hs.data_to_send())
+    while not hs.done:
+        data = sock.recv(65536)
+        assert data, "server closed during the handshake"
+        hs.receive_data(data)
+        out = hs.data_to_send()
+        if out:
+            sock.sendall(out)
+    return sock

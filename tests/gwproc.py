@@ -14,6 +14,7 @@ from testkit.gwproc import (
     bystander_stream,
     flash_client,
     free_port,
+    handshaken_socket,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "bystander_stream",
     "flash_client",
     "free_port",
+    "handshaken_socket",
 ]

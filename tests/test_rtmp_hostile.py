@@ -16,25 +16,9 @@ import pytest
 
 from rtmp.amf import encode_amf0
 from rtmp.client import RtmpClient
-from rtmp.handshake import ClientHandshake
-from tests.gwproc import GatewayProcess, bystander_stream
+from tests.gwproc import GatewayProcess, bystander_stream, handshaken_socket
 
 pytestmark = pytest.mark.e2e
-
-
-def _handshaken_socket(port: int) -> socket.socket:
-    """A raw socket past the handshake, ready for hand-made chunks."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    hs = ClientHandshake(digest=True)
-    sock.sendall(hs.data_to_send())
-    while not hs.done:
-        data = sock.recv(65536)
-        assert data, "server closed during the handshake"
-        hs.receive_data(data)
-        out = hs.data_to_send()
-        if out:
-            sock.sendall(out)
-    return sock
 
 
 def _closed_by_server(sock: socket.socket, timeout: float = 5.0) -> bool:
@@ -152,7 +136,7 @@ async def test_hostile_chunks_close_only_that_connection(
         mark = gateway.log_mark()
 
         def attack_and_wait() -> bool:
-            sock = _handshaken_socket(gateway.rtmp_port)
+            sock = handshaken_socket(gateway.rtmp_port)
             # a hostile chunk size needs a second chunk to be parsed with it
             sock.sendall(
                 HOSTILE_AFTER_HANDSHAKE[name] + _chunk0(3, 20, encode_amf0("x", 0.0, None))

@@ -23,9 +23,8 @@ from rtmp import messages as m
 from rtmp.amf import encode_amf0
 from rtmp.client import RtmpClient
 from rtmp.events import MediaReceived
-from rtmp.handshake import ClientHandshake
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess, flash_client
+from tests.gwproc import GatewayProcess, flash_client, handshaken_socket
 from tests.media import ffmpeg_publish, make_flv
 
 pytestmark = pytest.mark.e2e
@@ -85,20 +84,6 @@ class Bystander:
 
 
 # -- raw hostile peers ----------------------------------------------------------------------
-
-
-def handshaken_socket(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    hs = ClientHandshake(digest=True)
-    sock.sendall(hs.data_to_send())
-    while not hs.done:
-        data = sock.recv(65536)
-        assert data, "server closed during the handshake"
-        hs.receive_data(data)
-        out = hs.data_to_send()
-        if out:
-            sock.sendall(out)
-    return sock
 
 
 def chunk0_header(csid: int, type_id: int, length: int, stream_id: int = 0) -> bytes:
