@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,67 +36,16 @@ from bench.harness import Gateway, RtmpEndpoint
 from gateway.logs import serious_records
 from rtmp import messages as m
 from rtmp.client import RtmpClient
+from testkit.media import FlvTag, make_flv, read_flv_tags
 
 SHARE = 0.05  # issue 11, "Must reach": within 5 % of the warmed-up level
 MEDIA_SECONDS = 2.0
 
 
-@dataclass(frozen=True)
-class Tag:
-    type_id: int
-    timestamp: int
-    payload: bytes
-
-
-def read_flv(path: Path) -> list[Tag]:
-    """FLV tags (FLV spec v10.1, E.4): 9-byte header, then tag + previous-size pairs."""
-    data = path.read_bytes()
-    pos = int.from_bytes(data[5:9], "big") + 4
-    tags = []
-    while pos + 11 <= len(data):
-        type_id = data[pos]
-        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
-        ts = int.from_bytes(data[pos + 4 : pos + 7], "big") | data[pos + 7] << 24
-        body = data[pos + 11 : pos + 11 + size]
-        if type_id in (m.AUDIO, m.VIDEO) and body:
-            tags.append(Tag(type_id, ts, body))
-        pos += 11 + size + 4
-    return tags
-
-
-def make_flv(path: Path) -> Path:
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=15",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=16000",
-            "-t",
-            str(MEDIA_SECONDS),
-            "-c:v",
-            "flv1",
-            "-g",
-            "15",
-            "-c:a",
-            "libspeex",
-            "-ar",
-            "16000",
-            "-ac",
-            "1",
-            str(path),
-        ],
-        check=True,
-    )
-    return path
+def camera_tags(work: Path) -> list[FlvTag]:
+    """A real Spark + Speex camera (the Flash profile of the tests' media), as FLV tags."""
+    flv = make_flv(work / "camera.flv", "spark_speex", seconds=MEDIA_SECONDS)
+    return [t for t in read_flv_tags(flv) if t.type_id in (m.AUDIO, m.VIDEO) and t.body]
 
 
 @dataclass
@@ -147,7 +95,7 @@ async def whep_receive(url: str, token: str, seconds: float) -> int:
     return frames
 
 
-async def consultation(gw: Gateway, tags: list[Tag], webrtc: bool, totals: Totals) -> None:
+async def consultation(gw: Gateway, tags: list[FlvTag], webrtc: bool, totals: Totals) -> None:
     session = await gw.create_session()
     frames = 0
 
@@ -188,7 +136,7 @@ async def consultation(gw: Gateway, tags: list[Tag], webrtc: bool, totals: Total
                 delay = start + tag.timestamp / 1000 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                publisher.send_media(sid, tag.type_id, tag.timestamp, tag.payload)
+                publisher.send_media(sid, tag.type_id, tag.timestamp, tag.body)
         if whep is not None:
             totals.webrtc_frames += await whep
         await player.wait_for(lambda: frames > 0, 5)
@@ -211,7 +159,7 @@ async def settled(gw: Gateway) -> dict[str, int]:
 
 async def soak(seconds: float, warmup: float, lanes: int, env: dict[str, str]) -> int:
     work = Path(tempfile.mkdtemp(prefix="vb-soak-"))
-    tags = read_flv(make_flv(work / "camera.flv"))
+    tags = camera_tags(work)
     gw = Gateway(work / "gw", env=env).start()
     if env:
         print(f"gateway environment: {env}", flush=True)
