@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 # haxe builds the Flash client (make swf and its test); npm installs Ruffle for the tests
 # (checked as a command: a NodeSource nodejs brings its own npm, which Debian's conflicts with).
 # tesseract-ocr(-deu) reads the German labels off the Ruffle screenshot (the UI is drawn, not only traced).
-APT_PACKAGES := ffmpeg rtmpdump chromium nginx libnginx-mod-rtmp openssl haxe tesseract-ocr tesseract-ocr-deu
+APT_PACKAGES := ffmpeg rtmpdump chromium nginx libnginx-mod-rtmp openssl haxe tesseract-ocr tesseract-ocr-deu baresip sip-tester redis-server postgresql sox espeak-ng
 STAMP  := $(VENV)/.installed
 # Ruffle (npm @ruffle-rs/ruffle), test-only: renders the SWF's UI in Chromium, served by
 # the test from this folder on the gateway's own origin (never from a CDN).
