@@ -124,10 +124,7 @@ def test_message_has_link_and_appointment_but_no_pin() -> None:
     assert "Donnerstag, 3. Dezember 2026, 14:00 Uhr" in text
     assert "telefonisch" in text and "PIN" in text
     assert "Impressum: https://m.example/i" in text
-    assert (
-        parsed["Subject"]
-        == "Einladung zur Video-Beratung am 03.12.2026 um 14:00 Uhr"
-    )
+    assert parsed["Subject"] == "Einladung zur Video-Beratung am 03.12.2026 um 14:00 Uhr"
     cal = calendar_of(parsed)
     assert cal["METHOD"] == "PUBLISH"
     event = next(iter(cal.walk("VEVENT")))
