@@ -103,6 +103,8 @@ class ParticipantChannel:
             for role, participant in consultation.participants.items()
         ]
         events += [consultation.media_state(role) for role in consultation.participants]
+        if consultation.screen.live:
+            events.append(consultation.screen_state())
         return events
 
     def address(self, event: ConsultationEvent) -> ConsultationEvent:

@@ -23,7 +23,15 @@ from urllib.parse import parse_qs
 
 from gateway.channel import ParticipantChannel
 from gateway.config import Limits
-from gateway.consultation import ChatRejected, Connection, Consultation, Grant, Role
+from gateway.consultation import (
+    CAMERA,
+    SCREEN,
+    ChatRejected,
+    Connection,
+    Consultation,
+    Grant,
+    Role,
+)
 from gateway.events import ChatMessage, ConsultationEvent, SessionEnded
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
@@ -701,12 +709,15 @@ class RtmpSession:
         if grant is None:
             self._play_failed(sid, "Invalid or expired token.")
             return
-        if name != str(grant.role.other):
+        # the other participant's camera under its role name, or (customers) the advisor's
+        # shared screen as "screen" (docs/web.md "Screen sharing")
+        stream = SCREEN if name == SCREEN else CAMERA
+        if name != str(grant.role.other) and not (stream == SCREEN and grant.role is Role.CUSTOMER):
             self._play_failed(sid, f"You may only play {grant.role.other}.")
             return
         if sid in self.playing:
             self.playing.pop(sid).detach()
-        source = grant.consultation.streams[grant.role.other]
+        source = grant.consultation.source(grant.role, stream)
         receiver = PlayerReceiver(self, sid, source)
         self.playing[sid] = receiver
         conn = self.conn
@@ -729,6 +740,7 @@ class RtmpSession:
             receiver,
             flash_caps(self.supports_h264, self.supports_aac),
             self.gateway.transcoders,
+            stream=stream,
         )
 
     def _play_failed(self, sid: int, description: str) -> None:
