@@ -61,7 +61,7 @@ SCENARIOS = (
 )
 # Not in the default set (several minutes each, and they load both cores): issue 3's
 # bridge, bench/bridge.py; run with --only bridge / --only bridge-capacity.
-OPTIONAL = ("profile", "bridge", "bridge-capacity", "bridge-capacity-passthrough")
+OPTIONAL = ("profile", "bridge", "bridge-capacity", "bridge-capacity-passthrough", "latency")
 PY = sys.executable
 MAX_LAG_P99_MS = 20.0  # the pacing tick is 5 ms; p99 lag beyond this is a stalled generator
 
@@ -630,7 +630,21 @@ RUNNERS: dict[str, Callable[[Durations], dict[str, Any]]] = {
     "bridge": scenario_bridge,
     "bridge-capacity": lambda d: scenario_bridge(d, capacity=True),
     "bridge-capacity-passthrough": lambda d: scenario_bridge(d, True, True),
+    "latency": lambda d: scenario_latency(d),
 }
+
+
+def scenario_latency(d: Durations) -> dict[str, Any]:
+    """bench/latency.py (issue 14) in its own process: Chromium and a Flash-like client
+    through the gateway, per receive mode (aiortc's buffer = the yardstick)."""
+    seconds = "6" if d == QUICK else "15"
+    cmd = [PY, "-m", "bench.latency", "--seconds", seconds, "--rounds", str(d.repeat)]
+    log(" ".join(cmd[1:]))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench/latency.py failed ({proc.returncode})")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
 
 
 # -- report ------------------------------------------------------------------------------
@@ -785,6 +799,10 @@ def report(results: dict[str, Any]) -> str:
                 f"{step['clients_cpu_percent_of_core']:5.1f}% of a core; "
                 f"{_own_latency(step)}"
             )
+    if "latency" in results and "error" not in results["latency"]:
+        from bench.latency import report_lines
+
+        lines.extend(report_lines(results["latency"]))
     for name, r in results.items():
         if isinstance(r, dict) and "error" in r:
             add(f"{name}: FAILED: {r['error']}")
