@@ -609,7 +609,7 @@ def with_gateway(fn: Any) -> Any:
     data = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     gw = GatewayProcess(data)
     try:
-        gw.start()
+        gw.start(timeout=120.0)  # a loaded shared machine starts slowly
         result = fn(gw)
         result["gateway_log"] = gateway_log_counts(gw)
         return result
@@ -685,6 +685,50 @@ def summarise_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "ratio_whole_median": statistics.median(wholes),
         "ratio_whole_rounds": wholes,
     }
+
+
+def profile_bridge(seconds: float) -> dict[str, Any]:
+    """Each transcoded direction once with py-spy attached to the gateway (1000 Hz,
+    ``--nonblocking``, on-CPU samples, per thread): where the main thread's time goes."""
+    from bench.run import summarise_collapsed
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise RuntimeError("py-spy not installed: .venv/bin/pip install py-spy")
+    flv, webm = ensure_media()
+    out: dict[str, Any] = {}
+    for name, direction in (("flash->webrtc", "flash"), ("webrtc->flash", "webrtc")):
+        path = OUT_DIR / f"profile-{direction}.txt"
+        path.unlink(missing_ok=True)
+
+        def measured(gw: Any, d: str = direction, path: Path = path) -> dict[str, Any]:
+            spy_proc = subprocess.Popen(
+                [spy, "record", "--pid", str(gw.proc.pid), "--rate", "1000", "--nonblocking",
+                 "--threads", "--format", "raw", "--output", str(path),
+                 "--duration", str(int(seconds + 40))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                return run_step(gw, 1, d, seconds, True, flv, webm)
+            finally:
+                spy_proc.send_signal(2)  # py-spy writes its output on SIGINT
+                spy_proc.wait(60)
+
+        step = with_gateway(measured)
+        main = path.with_name(f"profile-{direction}-main.txt")
+        # --threads puts "thread (0x…)" first; the event loop is the process's first thread
+        lines = path.read_text().splitlines() if path.exists() else []
+        tids = [ln.split(";", 1)[0] for ln in lines]
+        first = next((t for t in tids if "MainThread" in t), tids[0] if tids else "")
+        main.write_text("\n".join(ln for ln, t in zip(lines, tids, strict=True) if t == first))
+        out[name] = {
+            "gateway_cpu_percent_of_core": step["gateway_cpu_percent_of_core"],
+            "main_thread_cpu_s": step["main_thread_cpu_s"],
+            "all_threads": summarise_collapsed(path),
+            "main_thread": summarise_collapsed(main),
+        }
+        print(f"[profile] {name}: {path}", file=sys.stderr, flush=True)
+    return out
 
 
 def _latency_line(latency: dict[str, Any]) -> str:
@@ -805,7 +849,7 @@ def capacity(
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("bridge", "capacity", "worker"))
+    ap.add_argument("mode", choices=("bridge", "capacity", "profile", "worker"))
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--steps", default="1,2,4,6,8,10")
     ap.add_argument("--session")
@@ -824,6 +868,8 @@ def main() -> None:
         os._exit(0)  # aiortc's threads would hold the exit
     if args.mode == "bridge":
         result = bridge(args.seconds, max(1, args.rounds))
+    elif args.mode == "profile":
+        result = profile_bridge(args.seconds)
     else:
         steps = [int(x) for x in args.steps.split(",")]
         result = capacity(args.seconds, steps, args.passthrough, max(1, args.rounds))

@@ -168,7 +168,7 @@ def one_round(flv: Path, joins: int, gap: float = 0.7) -> dict[str, Any]:
         finally:
             _stop(pub)
     gw = GatewayProcess(Path(tempfile.mkdtemp(prefix="bench-join-")))
-    gw.start()
+    gw.start(timeout=120.0)
     try:
         doc = gw.create_session()
         pub = _publisher(flv, doc["customer"]["rtmp"]["publish_url"])

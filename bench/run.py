@@ -69,6 +69,9 @@ SCENARIOS = (
 OPTIONAL = ("profile", "profile-bridge")
 PY = sys.executable
 MAX_LAG_P99_MS = 20.0  # the pacing tick is 5 ms; p99 lag beyond this is a stalled generator
+# a gateway starting while neighbours' test suites load the machine can need more than
+# the tests' 20 s (imports of aiortc, PyAV, aiohttp)
+START_TIMEOUT = 120.0
 IDLE_PROBE_SECONDS = 3.0  # a server with nobody connected, before each relay720p run
 
 
@@ -131,7 +134,7 @@ def gateway_server(name: str = "gateway", extra: tuple[str, ...] = ()) -> Iterat
     data = Path(tempfile.mkdtemp(prefix="bench-gw-"))
     gw = GatewayProcess(data, extra=list(extra))
     try:
-        gw.start()
+        gw.start(timeout=START_TIMEOUT)
         assert gw.proc is not None
 
         def new_pair(i: int) -> tuple[str, str]:
