@@ -71,10 +71,13 @@ def _toggle_icon(name: str) -> str:
 
 
 class View:
-    """Strings of one language for one page."""
+    """Strings of one language for one page; ``brand``: the bank's look and contact
+    (``gateway.config.Bank``), shown on every page (:func:`brand_header`,
+    :func:`brand_footer`); None keeps the neutral look."""
 
-    def __init__(self, lang: str) -> None:
+    def __init__(self, lang: str, brand: Any = None) -> None:
         self.lang = lang
+        self.brand = brand
 
     def t(self, key: str, **params: Any) -> str:
         return translate(self.lang, key, **params)
@@ -132,11 +135,97 @@ class View:
             f'<!doctype html>\n<html lang="{esc(self.lang)}"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{esc(tab_title)}</title>"
-            f'<link rel="stylesheet" href="/static/{esc(stylesheet)}">{metas}{tags}</head>'
+            f'<link rel="stylesheet" href="/static/{esc(stylesheet)}">'
+            f"{brand_stylesheet(self.brand, stylesheet)}{metas}{tags}</head>"
             f"<body{body_attrs}>"
-            f'<header class="topbar"><h1>{h1}</h1><nav>{nav}{switch}</nav></header>'
-            f"<main>\n{main}\n</main></body></html>\n"
+            f'<header class="topbar">{brand_header(self)}<h1>{h1}</h1>'
+            f"<nav>{nav}{switch}</nav></header>"
+            f"<main>\n{main}\n</main>{brand_footer(self)}</body></html>\n"
         )
+
+
+# -- the bank's look (docs/web.md "The bank's look") ---------------------------------------
+# The colours come from /brand.css (web/pages.py), a stylesheet the gateway writes from the
+# configuration: the CSP allows no inline style, and the Flash page's own stylesheet has no
+# custom properties (Internet Explorer 11), so brand.css sets both.
+BRAND_CSS_PATH = "/brand.css"
+BRAND_FLASH_CSS_PATH = "/brand-flash.css"
+BRAND_LOGO_PATH = "/brand/logo"
+
+
+def brand_stylesheet(brand: Any, stylesheet: str = "style.css") -> str:
+    if brand is None or not brand.palette():
+        return ""
+    path = BRAND_FLASH_CSS_PATH if stylesheet == FLASH_STYLESHEET else BRAND_CSS_PATH
+    return f'<link rel="stylesheet" href="{path}">'
+
+
+def brand_css(brand: Any, *, flash: bool = False) -> str:
+    """The stylesheet at ``/brand.css``: the primary colour and its shades as the
+    pages' custom properties; at ``/brand-flash.css`` the same as plain rules over the
+    Flash page family's stylesheet (Internet Explorer 11 has no custom properties)."""
+    palette = brand.palette() if brand is not None else None
+    if palette is None:
+        return "/* neutral default: no bank colours configured */\n"
+    p, d, light = palette["primary"], palette["dark"], palette["light"]
+    if not flash:
+        return f":root {{ --blue: {p}; --blue-dark: {d}; --blue-light: {light}; }}\n"
+    return (
+        f"a {{ color: {p}; }}\n"
+        f".topbar {{ background: {p}; }}\n"
+        f"button, .button {{ border-color: {p}; color: {p}; }}\n"
+        f".primary {{ background: {p}; color: #fff; }}\n"
+        f".primary:hover {{ background: {d}; border-color: {d}; }}\n"
+        f".privacy {{ background: {light}; border-left-color: {p}; }}\n"
+    )
+
+
+def brand_header(v: View) -> str:
+    """The bank's logo (served by the gateway) or name at the start of the top bar."""
+    brand = v.brand
+    if brand is None:
+        return ""
+    if brand.logo_type():
+        alt = brand.name or v.t("brand.logo_alt")
+        return (
+            f'<span class="brand"><img class="brand-logo" src="{BRAND_LOGO_PATH}" '
+            f'alt="{esc(alt)}" height="32"></span>'
+        )
+    if brand.name:
+        return f'<span class="brand brand-name">{esc(brand.name)}</span>'
+    return ""
+
+
+def brand_footer(v: View) -> str:
+    """The bank's name, contact, imprint and privacy links at the foot of every page;
+    nothing for the neutral default."""
+    brand = v.brand
+    if brand is None:
+        return ""
+    items = []
+    if brand.name:
+        items.append(f'<span class="footer-name">{esc(brand.name)}</span>')
+    if brand.address:
+        items.append(f"<span>{esc(brand.address)}</span>")
+    if brand.phone:
+        tel = "".join(ch for ch in brand.phone if ch.isdigit() or ch == "+")
+        items.append(f'<a href="tel:{esc(tel)}">{esc(brand.phone)}</a>')
+    if brand.email:
+        items.append(f'<a href="mailto:{esc(brand.email)}">{esc(brand.email)}</a>')
+    for field, key in (("imprint", "brand.imprint"), ("privacy", "brand.privacy")):
+        url = getattr(brand, field)
+        if url:
+            items.append(
+                f'<a href="{esc(url)}" rel="noopener noreferrer" '
+                f'data-brand-link="{field}">' + v.tr(key) + "</a>"
+            )
+    if not items:
+        return ""
+    return (
+        f'<footer class="site-footer" {v.attr("aria-label", "brand.footer")}>'
+        + "".join(items)
+        + "</footer>"
+    )
 
 
 def not_found_page(v: View) -> str:
