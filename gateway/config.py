@@ -226,6 +226,12 @@ class Config:
     event_loop: str = "uvloop"
     metrics_listen: str | None = None
     metrics_token: str | None = None
+    # WebRTC receive side (docs/webrtc.md, "Receiving without playout delay"):
+    # forward | reorder | aiortc; how long audio waits for a missing packet; how long a
+    # video gap waits for its retransmission (NACK) before a keyframe is asked for.
+    rtp_receive: str = "forward"
+    rtp_reorder_ms: float = 20.0
+    rtp_video_wait_ms: float = 100.0
     limits: Limits = field(default_factory=Limits)
     bank: Bank = field(default_factory=Bank)
     # invitation e-mails (gateway/invitations.py): none unless a relay is configured
@@ -338,7 +344,23 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "smtp_user": ("str", "user name at the mail relay"),
     "smtp_password": ("str", "password at the mail relay (better: VB_SMTP_PASSWORD)"),
     "smtp_from": ("str", "From: address of invitations (default no-reply@ the gateway's host)"),
+    "rtp_receive": (
+        "str",
+        "WebRTC receive path: forward (default: reorder only, forward RTP between browsers), "
+        "reorder (reorder only, packetize again) or aiortc (aiortc's playout buffer)",
+    ),
+    "rtp_reorder_ms": (
+        "float",
+        "ms an audio packet waits for a missing earlier one before it is skipped (default 20)",
+    ),
+    "rtp_video_wait_ms": (
+        "float",
+        "ms a video frame waits for a lost packet's retransmission (NACK) before the gap is "
+        "given up and a keyframe asked for (default 100)",
+    ),
 }
+
+RTP_RECEIVE_MODES = ("forward", "reorder", "aiortc")
 
 # --tls-min-version values (ssl.TLSVersion names without the prefix)
 TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
@@ -552,4 +574,14 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
             raise ValueError(f"{flag} must be a port number, not {port}")
     if not 0 <= cfg.rtmp_port <= 65535:
         raise ValueError(f"--rtmp-port must be a port number (0 = off), not {cfg.rtmp_port}")
+    if cfg.rtp_receive not in RTP_RECEIVE_MODES:
+        raise ValueError(
+            f"--rtp-receive must be one of {', '.join(RTP_RECEIVE_MODES)}, not {cfg.rtp_receive!r}"
+        )
+    for flag, ms in (
+        ("--rtp-reorder-ms", cfg.rtp_reorder_ms),
+        ("--rtp-video-wait-ms", cfg.rtp_video_wait_ms),
+    ):
+        if not 0 <= ms <= 1000:
+            raise ValueError(f"{flag} must be between 0 and 1000 milliseconds, not {ms}")
     return cfg

@@ -126,16 +126,18 @@ class LatencyMeter:
         seconds: float,
         kind: str = "video",
         size: int = 0,
+        forwarded: bool = False,
     ) -> None:
         """One unit sent: ``sink`` is ``flash`` or ``webrtc``, ``kind`` video or audio,
-        ``size`` its payload in bytes (counted for passthrough)."""
+        ``size`` its payload in bytes (counted for passthrough); ``forwarded``: sent in
+        the RTP payloads it arrived in (path ``forwarded``, a kind of passthrough)."""
         if not transcoded:
             counter = self._passed.setdefault((direction(origin, sink), kind), [0, 0])
             counter[0] += 1
             counter[1] += size
         if seconds < 0:
             return
-        path = "transcoded" if transcoded else "passthrough"
+        path = "transcoded" if transcoded else "forwarded" if forwarded else "passthrough"
         key = ("added", direction(origin, sink), path, kind)
         self._child(key).observe(seconds)
         self._samples[key].append((perf_counter(), seconds))

@@ -213,6 +213,7 @@ async def customer_page(request: web.Request) -> web.Response:
             documents=page_limits(gateway),
             bank=gateway.config.bank,
             advisor_name=room.owner_display_name,
+            waiting_room=room.waiting_room,
         )
         return html_response(request, page)
     consultation = linked_consultation(request)

@@ -51,6 +51,10 @@ _ICONS = {
     '21h8M12 17v4" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"/>',
     "star": '<path d="M12 2.5l2.9 6.1 6.6.8-4.9 4.6 1.3 6.6L12 17.3l-5.9 3.3 1.3-6.6-4.9-4.6 '
     '6.6-.8z"/>',
+    "fullscreen": '<path d="M4 9V4h5M15 4h5v5M20 15v5h-5M9 20H4v-5" fill="none" '
+    'stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"/>',
+    "pip": '<path d="M3 5h18v14H3z" fill="none" stroke="currentColor" stroke-width="2" '
+    'stroke-linejoin="round"/><path d="M12 11h7v6h-7z"/>',
 }
 
 
@@ -263,9 +267,18 @@ def _chat(v: View) -> str:
     return "".join(
         (
             '<section id="chat" class="chat card" aria-labelledby="chat-title">',
+            '<div class="chat-head">',
             v.tr("chat.title", "h2", 'id="chat-title"'),
+            # notification sounds (static/sounds.js), the choice kept on this device
+            '<button type="button" id="sound-toggle" class="sound-toggle secondary" '
+            'data-on="true">',
+            _toggle_icon("sound"),
+            v.tr("sound.mute", "span", 'class="toggle-label"'),
+            "</button></div>",
             '<ol class="chat-log" aria-live="polite"></ol>',
             v.tr("chat.empty", "p", 'class="chat-empty"'),
+            # "… schreibt" (chat.js, from the other side's typing events)
+            '<p id="typing" class="typing" aria-live="polite" hidden></p>',
             '<form class="chat-form" autocomplete="off">',
             v.tr("chat.label", "label", 'for="chat-text" class="visually-hidden"'),
             '<input id="chat-text" name="text" maxlength="2000" enterkeyhint="send" ',
@@ -301,6 +314,7 @@ def _stage(
             '<video id="self-video" autoplay muted playsinline></video>',
             v.tr(self_label, "figcaption"),
             "</figure>",
+            _stage_tools(v),
             '<button type="button" id="unmute" class="unmute" hidden>',
             icon("sound"),
             v.tr("cust.unmute"),
@@ -343,6 +357,120 @@ def _screen_controls(v: View) -> str:
             "</button>",
             '<p id="screen-status" class="screen-status" role="status" hidden></p>',
             "</div>",
+        )
+    )
+
+
+def _stage_tools(v: View) -> str:
+    """Full screen and picture-in-picture for the other side's picture (static/room.js
+    shows each only where the browser has it, and only while there is a picture)."""
+    return "".join(
+        (
+            '<div class="stage-tools">',
+            '<button type="button" id="pip" class="stage-tool" hidden>',
+            icon("pip"),
+            v.tr("media.pip", "span", 'class="stage-tool-label"'),
+            "</button>",
+            '<button type="button" id="fullscreen" class="stage-tool" hidden>',
+            icon("fullscreen"),
+            v.tr("media.fullscreen", "span", 'class="stage-tool-label"'),
+            "</button></div>",
+        )
+    )
+
+
+def _device_check(v: View) -> str:
+    """The device check between the PIN and the room (static/devices.js): the camera's
+    picture, the microphone's level, a test sound and the choice of devices, remembered
+    on this device. Shown only while ``body.stage-check``; nothing is sent from here."""
+    selects = "".join(
+        f'<p class="check-field" id="check-{kind}-field">'
+        + v.tr(f"check.{kind}", "label", f'for="check-{kind}"')
+        + f'<select id="check-{kind}" name="{kind}"></select></p>'
+        for kind in ("camera", "microphone", "speaker")
+    )
+    return "".join(
+        (
+            '<section id="device-check" class="card device-check" aria-labelledby="check-title">',
+            v.tr("check.title", "h2", 'id="check-title"'),
+            v.tr("check.intro", "p", 'class="privacy"'),
+            '<div class="check-grid"><figure class="check-preview">',
+            '<video id="check-video" autoplay muted playsinline></video>',
+            v.tr("check.starting", "p", 'id="check-video-note" class="check-video-note"'),
+            v.tr("check.preview_label", "figcaption"),
+            '</figure><div class="check-controls">',
+            selects,
+            '<p class="check-level">',
+            v.tr("check.level", "label", 'for="check-level" id="check-level-label"'),
+            '<meter id="check-level" min="0" max="1" low="0.05" optimum="0.5" value="0" '
+            'aria-describedby="check-level-hint"></meter>',
+            v.tr("check.level_hint", "span", 'id="check-level-hint" class="hint"'),
+            "</p>",
+            '<p class="check-tone"><button type="button" id="check-tone" class="secondary">',
+            icon("sound"),
+            v.tr("check.tone"),
+            "</button> ",
+            v.tr("check.tone_hint", "span", 'class="hint"'),
+            "</p></div></div>",
+            '<p id="check-error" class="error" role="alert" hidden></p>',
+            '<button type="button" id="check-retry" class="secondary" hidden>',
+            v.tr("check.retry"),
+            "</button>",
+            v.tr("check.off_note", "p", 'class="privacy"'),
+            '<div class="check-actions">',
+            '<button type="button" id="check-join" class="primary">',
+            v.tr("check.join"),
+            "</button>",
+            '<button type="button" id="check-skip" class="secondary">',
+            v.tr("check.skip"),
+            "</button></div>",
+            v.tr("check.remembered", "p", 'class="hint"'),
+            "</section>",
+        )
+    )
+
+
+def _customer_lobby(v: View, bank_name: str | None, advisor_name: str | None) -> str:
+    """The waiting room as the customer sees it (static/customer.js shows it while the
+    advisor has not let them in): the bank's greeting and whom they wait for."""
+    greeting = (
+        v.tr("lobby.greeting_bank", "p", 'class="lobby-greeting"', bank=bank_name)
+        if bank_name
+        else v.tr("lobby.greeting", "p", 'class="lobby-greeting"')
+    )
+    wait = (
+        v.tr("lobby.named_wait", "p", 'id="lobby-wait"', name=advisor_name)
+        if advisor_name
+        else v.tr("lobby.wait", "p", 'id="lobby-wait"')
+    )
+    return "".join(
+        (
+            '<section id="lobby" class="card lobby" aria-labelledby="lobby-title" hidden>',
+            v.tr("lobby.title", "h2", 'id="lobby-title"'),
+            greeting,
+            wait,
+            v.tr("lobby.chat_hint", "p", 'class="hint"'),
+            "</section>",
+        )
+    )
+
+
+def _advisor_lobby(v: View, consultation_id: str) -> str:
+    """The waiting customer on the advisor's room: "Einlassen" (static/advisor-room.js)
+    and, once, the offer to allow desktop notifications."""
+    return "".join(
+        (
+            f'<section id="lobby-card" class="card lobby-card" data-admit='
+            f'"/api/sessions/{esc(consultation_id)}/admission" role="alert" hidden>',
+            v.tr("lobby.advisor_waiting", "p", 'class="question"'),
+            v.tr("lobby.advisor_hint", "p"),
+            '<div class="dialog-buttons">',
+            '<button type="button" id="admit" class="primary">',
+            v.tr("lobby.admit"),
+            "</button>",
+            '<button type="button" id="notify-enable" class="secondary" hidden>',
+            v.tr("lobby.notify"),
+            "</button></div></section>",
         )
     )
 
@@ -594,11 +722,14 @@ def customer_room(
     documents: Mapping[str, Any] | None = None,
     bank: Any = None,
     advisor_name: str | None = None,
+    waiting_room: bool = False,
 ) -> str:
-    """The customer's consultation page (after the PIN); ``documents``: the store's
+    """The customer's consultation page (after the PIN: the device check, the waiting
+    room if the advisor lets people in, then the room); ``documents``: the store's
     limits (``web.documents.page_limits``), no panel without; ``bank``: the contact for
     the end screen (``gateway.config.Bank``); ``advisor_name``: the advisor's display
-    name (``Consultation.owner_display_name``), else the neutral wording."""
+    name (``Consultation.owner_display_name``), else the neutral wording;
+    ``waiting_room``: the customer waits to be let in (``admission`` events say when)."""
     cid = esc(consultation_id)
     named = {"name": advisor_name} if advisor_name else {}
     main = "".join(
@@ -607,8 +738,11 @@ def customer_room(
             f'data-events="/k/{cid}/events" data-whip="/whip/{cid}/customer" '
             f'data-whep="/whep/{cid}/customer" data-page="/k/{cid}"'
             + (f' data-advisor-name="{esc(advisor_name)}"' if advisor_name else "")
+            + (' data-waiting-room="1"' if waiting_room else "")
             + ">",
+            _device_check(v),
             _status_bar(v, "cust.named.absent" if named else "cust.advisor.absent", **named),
+            _customer_lobby(v, getattr(bank, "name", None), advisor_name),
             '<div class="room-grid"><div class="media-column">',
             _stage(
                 v,
@@ -657,12 +791,14 @@ def customer_room(
             "forms.js",
             "documents.js",
             "end.js",
+            "sounds.js",
+            "devices.js",
             "room.js",
             "screen.js",
             "customer.js",
         ),
         meta={"vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
-        body_class="page-customer",
+        body_class="page-customer stage-check",
         live_language=True,
     )
 
@@ -810,6 +946,7 @@ def advisor_room(
             f'data-whep="/whep/{cid}/advisor" data-session="/api/sessions/{cid}" '
             f'data-page="/advisor/{cid}">',
             _status_bar(v, "room.customer.absent"),
+            _advisor_lobby(v, consultation_id),
             '<div class="room-grid"><div class="media-column">',
             _stage(v, "room.remote_label", "room.self_label", "room.remote.absent"),
             '<div class="controls" id="media-controls">',
@@ -847,6 +984,8 @@ def advisor_room(
             "chat.js",
             "forms.js",
             "documents.js",
+            "sounds.js",
+            "devices.js",
             "room.js",
             "screen.js",
             "advisor-room.js",

@@ -131,6 +131,11 @@ def _offer_handler(kind: str) -> Callable[[web.Request], Awaitable[web.Response]
         consultation, role = _authorize(request)
         if not gateway_of(request).accepting:
             raise ProblemError(503, "The gateway is shutting down.")
+        if not consultation.admitted(role):
+            # the waiting room (docs/web.md): no media before the advisor lets them in
+            raise ProblemError(
+                409, "The customer waits to be let in by the advisor (waiting room)."
+            )
         # ?stream=screen: the advisor's screen share (docs/web.md "Screen sharing"), which
         # only the advisor publishes and only the customer receives
         stream = request.query.get("stream", CAMERA)
