@@ -35,6 +35,7 @@ from tests.test_pages import (  # noqa: F401  (fixtures used by name)
     gw,
     opener,
     playwright,
+    skip_device_check,
     wait_until,
 )
 from tests.test_ux import AXE, _axe
@@ -195,6 +196,7 @@ def test_shared_screen_pages_are_accessible(
     c.goto(body["customer"]["page_url"])
     c.fill("#pin", body["customer"]["pin"])
     c.click("button[type=submit]")
+    skip_device_check(c)
     expect(c.locator("#status")).to_have_attribute("data-state", "connected")
     a.locator("#share-screen").click()
     expect(c.locator("#screen-share")).to_be_visible(timeout=20_000)
