@@ -12,6 +12,7 @@ import asyncio
 import signal
 import subprocess
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +40,7 @@ from tests.test_pages import (  # noqa: F401  (fixtures used by name)
     wait_until,
 )
 from tests.test_ux import AXE, _axe
+from web.swf import SWF_PATH
 
 pytestmark = pytest.mark.e2e
 
@@ -253,3 +255,21 @@ def test_advisor_cannot_play_the_screen_over_rtmp(gw: GatewayProcess, tmp_path: 
     code, err = rtmp_screen(gw, body["advisor"]["token"], tmp_path / "x.flv", seconds=10)
     assert code != 0
     assert "NetStream.Play.Failed" in err, err
+
+
+def test_flash_page_gives_the_swf_the_screen_stream(gw: GatewayProcess, opener: Opener) -> None:
+    """The Flash client plays the ``screen`` stream beside the camera (its FlashVar) and
+    the shipped SWF carries the line it shows over it. Flash Player itself is not in the
+    tests (Ruffle has no RTMP): rtmpdump above plays the same stream name as the SWF."""
+    body = gw.create_session()
+    page = opener.context(viewport=DESKTOP).new_page()
+    page.goto(body["customer"]["flash_page_url"])
+    page.fill("#pin", body["customer"]["pin"])
+    page.click("button[type=submit]")
+    flashvars = page.locator("object#vb-flash > param[name=flashvars]").get_attribute("value")
+    assert flashvars is not None and "screen=screen" in flashvars.split("&")
+    swf = SWF_PATH.read_bytes()
+    assert swf[:3] == b"CWS"  # zlib-compressed SWF (SWF file format spec, header)
+    body_bytes = zlib.decompress(swf[8:])
+    for text in ("Sie sehen den Bildschirm Ihrer Ansprechperson", "You are seeing your advisor"):
+        assert text.encode() in body_bytes

@@ -27,7 +27,7 @@
   }
 
   document.addEventListener("click", function (event) {
-    const button = event.target.closest && event.target.closest("button.invite");
+    const button = event.target.closest && event.target.closest(".invite");
     if (!button) {
       return;
     }
