@@ -22,7 +22,7 @@
 
   function say(key, params, error) {
     status.hidden = false;
-    status.className = error ? "error" : "notice";
+    status.className = error ? "error" : key === "invite.sent" ? "notice sent" : "notice";
     i18n.setText(status, key, params);
   }
 
