@@ -318,9 +318,15 @@ class ChunkReader:
                         st.cont = st.basic3 + delta.to_bytes(4, "big")
                     st.rem = rem
             else:
-                if fmt == 0:
-                    if p + 11 > n:
-                        need = p + 11
+                if fmt < 2:
+                    # type 0: 11 bytes with the message stream id; type 1: 7, reusing it
+                    if fmt and st is None:
+                        raise ChunkError(
+                            f"type 1 chunk on chunk stream {csid} without a prior header"
+                        )
+                    size = 11 if fmt == 0 else 7
+                    if p + size > n:
+                        need = p + size
                         break
                     # One unpack reads the byte before the header too (the basic header
                     # byte) so the 24-bit fields come out as plain masked u32s.
@@ -328,22 +334,11 @@ class ChunkReader:
                     field = x & 0xFFFFFF
                     length = y >> 8
                     type_id = y & 0xFF
-                    stream_id = _LE_I.unpack_from(buf, p + 7)[0]  # little-endian (5.3.1.2.1)
-                    p += 11
-                elif fmt == 1:
-                    if st is None:
-                        raise ChunkError(
-                            f"type 1 chunk on chunk stream {csid} without a prior header"
-                        )
-                    if p + 7 > n:
-                        need = p + 7
-                        break
-                    x, y = _BE_II.unpack_from(buf, p - 1)
-                    field = x & 0xFFFFFF
-                    length = y >> 8
-                    type_id = y & 0xFF
-                    stream_id = st.stream_id
-                    p += 7
+                    if st is None or not fmt:
+                        stream_id = _LE_I.unpack_from(buf, p + 7)[0]  # little-endian (5.3.1.2.1)
+                    else:
+                        stream_id = st.stream_id
+                    p += size
                 else:
                     if st is None:
                         raise ChunkError(
