@@ -394,17 +394,7 @@ class ChunkReader:
             if rem <= cs:
                 # Last (often only) chunk of the message.
                 end = p + rem
-                parts = st.parts
-                if parts:
-                    parts.append(buf[p:end])
-                    payload = b"".join(parts)
-                    st.parts = []
-                    self._n_partial -= 1
-                    self._partial_bytes -= st.length - rem
-                    if self.budget is not None:
-                        self.budget.give(st.length - rem)
-                else:
-                    payload = buf[p:end]
+                payload = self._join(st, buf[p:end], rem) if st.parts else buf[p:end]
                 st.rem = 0
                 pos = end
                 type_id = st.type_id
@@ -456,16 +446,7 @@ class ChunkReader:
             pos = end
             parts = st.parts
             if taken == rem:
-                if parts:
-                    parts.append(seg)
-                    payload = b"".join(parts)
-                    st.parts = []
-                    self._n_partial -= 1
-                    self._partial_bytes -= st.length - rem
-                    if self.budget is not None:
-                        self.budget.give(st.length - rem)
-                else:
-                    payload = bytes(seg)
+                payload = self._join(st, seg, rem) if parts else bytes(seg)
                 st.rem = 0
                 type_id = st.type_id
                 out.append(Message(type_id, st.stream_id, st.ts, payload, csid))
@@ -491,6 +472,19 @@ class ChunkReader:
             parts.append(seg)
             st.rem = rem - taken
         return out, pos, need
+
+    def _join(self, st: _InStream, last: bytes | bytearray, rem: int) -> bytes:
+        """A message's payload from the parts held so far and its last ``rem`` bytes;
+        what the parts held leaves the partial-message accounting and the budget."""
+        st.parts.append(last)
+        payload = b"".join(st.parts)
+        st.parts = []
+        self._n_partial -= 1
+        held = st.length - rem
+        self._partial_bytes -= held
+        if self.budget is not None:
+            self.budget.give(held)
+        return payload
 
     def _control(self, type_id: int, payload: bytes, cs: int) -> int:
         """Act on Set Chunk Size / Abort (spec 5.4.1, 5.4.2); return the chunk size.
