@@ -85,8 +85,13 @@ class WebRtcSink:
     counted in ``mismatched`` (routing sends a transcoder's output instead).
     """
 
-    def __init__(self, negotiated: dict[str, str]) -> None:
+    def __init__(
+        self, negotiated: dict[str, str], *, clock: Callable[[], float] | None = None
+    ) -> None:
         self.negotiated = dict(negotiated)
+        # for the keyframe requests' rate limit only: read where a request comes in
+        # without a time (aiortc's sender, a drop in deliver) and passed on as ``now``
+        self.clock = clock or time.monotonic
         self.queues: dict[str, asyncio.Queue[av.Packet | None]] = {
             kind: asyncio.Queue(QUEUE_SIZE[kind]) for kind in negotiated
         }
@@ -230,9 +235,12 @@ class WebRtcSink:
         return h264.join_annexb(framed)
 
     # -- control --------------------------------------------------------------------------
-    def request_keyframe(self) -> None:
-        """The browser lost a picture (PLI/FIR), or we dropped video: ask upstream."""
-        now = time.monotonic()
+    def request_keyframe(self, now: float | None = None) -> None:
+        """The browser lost a picture (PLI/FIR), or we dropped video: ask upstream, at
+        most once per ``KEYFRAME_REQUEST_INTERVAL``. aiortc's sender calls it without
+        arguments (``_send_keyframe``, webrtc/whep.py), so ``now`` is the clock's then."""
+        if now is None:
+            now = self.clock()
         if now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
             return
         self._last_keyframe_request = now
