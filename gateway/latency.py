@@ -105,6 +105,10 @@ class LatencyMeter:
         # frames and bytes sent without transcoding, per (direction, kind): the ops
         # charts count a browser-to-browser call too, which has no transcoder
         self._passed: dict[tuple[str, str], list[int]] = {}
+        # (origin, sink, transcoded, kind) -> what observe() updates
+        self._slots: dict[
+            tuple[str, str, bool, str], tuple[list[int] | None, Any, deque[tuple[float, float]]]
+        ] = {}
 
     def _child(self, key: tuple[str, ...]) -> Any:
         child = self._children.get(key)
@@ -129,16 +133,30 @@ class LatencyMeter:
     ) -> None:
         """One unit sent: ``sink`` is ``flash`` or ``webrtc``, ``kind`` video or audio,
         ``size`` its payload in bytes (counted for passthrough)."""
-        if not transcoded:
-            counter = self._passed.setdefault((direction(origin, sink), kind), [0, 0])
-            counter[0] += 1
-            counter[1] += size
+        # Called for every unit sent (issue 14: on the hot path of every relay): one
+        # dict lookup finds the counters, the histogram child and the reservoir.
+        slot = self._slots.get((origin, sink, transcoded, kind))
+        if slot is None:
+            slot = self._slot(origin, sink, transcoded, kind)
+        passed, child, samples = slot
+        if passed is not None:
+            passed[0] += 1
+            passed[1] += size
         if seconds < 0:
             return
-        path = "transcoded" if transcoded else "passthrough"
-        key = ("added", direction(origin, sink), path, kind)
-        self._child(key).observe(seconds)
-        self._samples[key].append((perf_counter(), seconds))
+        child.observe(seconds)
+        samples.append((perf_counter(), seconds))
+
+    def _slot(
+        self, origin: str, sink: str, transcoded: bool, kind: str
+    ) -> tuple[list[int] | None, Any, deque[tuple[float, float]]]:
+        way = direction(origin, sink)
+        passed = None if transcoded else self._passed.setdefault((way, kind), [0, 0])
+        key = ("added", way, "transcoded" if transcoded else "passthrough", kind)
+        child = self._child(key)
+        slot = (passed, child, self._samples[key])
+        self._slots[(origin, sink, transcoded, kind)] = slot
+        return slot
 
     def observe_codec(self, stage: str, direction: str, codec: str, seconds: float) -> None:
         """One frame decoded or encoded (``stage``) in a transcoder's worker thread."""
