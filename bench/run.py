@@ -65,7 +65,10 @@ SCENARIOS = (
     "bridge",
     "bridge-capacity",
     "bridge-capacity-passthrough",
+    # issue 14: added latency including the receive buffering (bench/latency.py)
+    "latency",
 )
+# Not in the default set: the py-spy profiles.
 OPTIONAL = ("profile", "profile-bridge")
 PY = sys.executable
 MAX_LAG_P99_MS = 20.0  # the pacing tick is 5 ms; p99 lag beyond this is a stalled generator
@@ -690,7 +693,21 @@ RUNNERS: dict[str, Callable[[Durations], dict[str, Any]]] = {
     "bridge": scenario_bridge,
     "bridge-capacity": lambda d: scenario_bridge(d, capacity=True),
     "bridge-capacity-passthrough": lambda d: scenario_bridge(d, True, True),
+    "latency": lambda d: scenario_latency(d),
 }
+
+
+def scenario_latency(d: Durations) -> dict[str, Any]:
+    """bench/latency.py (issue 14) in its own process: Chromium and a Flash-like client
+    through the gateway, per receive mode (aiortc's buffer = the yardstick)."""
+    seconds = "6" if d == QUICK else "15"
+    cmd = [PY, "-m", "bench.latency", "--seconds", seconds, "--rounds", str(d.repeat)]
+    log(" ".join(cmd[1:]))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench/latency.py failed ({proc.returncode})")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
 
 
 # -- report ------------------------------------------------------------------------------
@@ -912,6 +929,10 @@ def report(results: dict[str, Any]) -> str:
                 f"{step['clients_cpu_percent_of_core']:5.1f}% of a core; "
                 f"{_own_latency(step)}"
             )
+    if "latency" in results and "error" not in results["latency"]:
+        from bench.latency import report_lines
+
+        lines.extend(report_lines(results["latency"]))
     for name, r in results.items():
         if isinstance(r, dict) and "error" in r:
             add(f"{name}: FAILED: {r['error']}")

@@ -105,9 +105,10 @@ class LatencyMeter:
         # frames and bytes sent without transcoding, per (direction, kind): the ops
         # charts count a browser-to-browser call too, which has no transcoder
         self._passed: dict[tuple[str, str], list[int]] = {}
-        # (origin, sink, transcoded, kind) -> what observe() updates
+        # (origin, sink, transcoded, forwarded, kind) -> what observe() updates
         self._slots: dict[
-            tuple[str, str, bool, str], tuple[list[int] | None, Any, deque[tuple[float, float]]]
+            tuple[str, str, bool, bool, str],
+            tuple[list[int] | None, Any, deque[tuple[float, float]]],
         ] = {}
 
     def _child(self, key: tuple[str, ...]) -> Any:
@@ -130,14 +131,16 @@ class LatencyMeter:
         seconds: float,
         kind: str = "video",
         size: int = 0,
+        forwarded: bool = False,
     ) -> None:
         """One unit sent: ``sink`` is ``flash`` or ``webrtc``, ``kind`` video or audio,
-        ``size`` its payload in bytes (counted for passthrough)."""
+        ``size`` its payload in bytes (counted for passthrough); ``forwarded``: sent in
+        the RTP payloads it arrived in (path ``forwarded``, a kind of passthrough)."""
         # Called for every unit sent (issue 14: on the hot path of every relay): one
         # dict lookup finds the counters, the histogram child and the reservoir.
-        slot = self._slots.get((origin, sink, transcoded, kind))
+        slot = self._slots.get((origin, sink, transcoded, forwarded, kind))
         if slot is None:
-            slot = self._slot(origin, sink, transcoded, kind)
+            slot = self._slot(origin, sink, transcoded, forwarded, kind)
         passed, child, samples = slot
         if passed is not None:
             passed[0] += 1
@@ -148,14 +151,15 @@ class LatencyMeter:
         samples.append((perf_counter(), seconds))
 
     def _slot(
-        self, origin: str, sink: str, transcoded: bool, kind: str
+        self, origin: str, sink: str, transcoded: bool, forwarded: bool, kind: str
     ) -> tuple[list[int] | None, Any, deque[tuple[float, float]]]:
         way = direction(origin, sink)
         passed = None if transcoded else self._passed.setdefault((way, kind), [0, 0])
-        key = ("added", way, "transcoded" if transcoded else "passthrough", kind)
+        path = "transcoded" if transcoded else "forwarded" if forwarded else "passthrough"
+        key = ("added", way, path, kind)
         child = self._child(key)
         slot = (passed, child, self._samples[key])
-        self._slots[(origin, sink, transcoded, kind)] = slot
+        self._slots[(origin, sink, transcoded, forwarded, kind)] = slot
         return slot
 
     def observe_codec(self, stage: str, direction: str, codec: str, seconds: float) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import tests.fuzzing  # noqa: F401  (loads the hypothesis profile for make unit)
 from tests import gwproc
 from tests.gwproc import GatewayProcess
 

@@ -284,10 +284,36 @@ def customer_state(consultation: Consultation) -> str:
 _STATE_KEYS = {
     "absent": "overview.absent",
     "waiting": "overview.waiting",
+    "lobby": "overview.lobby",
     "together": "overview.together",
     "locked": "overview.locked",
     "noshow": "overview.noshow",
 }
+
+
+def lobby_message(consultation: Consultation) -> dict[str, object] | None:
+    """The last chat message of a customer in the waiting room (the overview shows it,
+    docs/web.md); None otherwise. From memory, to the owner only."""
+    if consultation.customer_state() != "lobby":
+        return None
+    for message in reversed(consultation.chat_log):
+        if message.sender is Role.CUSTOMER:
+            return {"text": message.text, "ts": message.ts}
+    return None
+
+
+def _lobby(v: View, consultation: Consultation, state: str) -> str:
+    """The waiting room in a row: "Einlassen" and what the customer wrote meanwhile."""
+    cid = esc(consultation.id)
+    message = lobby_message(consultation)
+    text = esc(message["text"]) if message else ""
+    hidden = "" if state == "lobby" else " hidden"
+    return (
+        f'<button type="button" class="admit primary" data-id="{cid}"{hidden}>'
+        + v.tr("lobby.admit")
+        + "</button>"
+        + f'<p class="lobby-message" id="msg-{cid}"{"" if message else " hidden"}>{text}</p>'
+    )
 
 
 def visible_consultations(request: web.Request, entry: AdvisorSession) -> list[Consultation]:
@@ -336,7 +362,10 @@ def _row(request: web.Request, v: View, consultation: Consultation, csrf: str, n
         f"{esc(links['page_url'])}</a> {_copy_button(v, f'link-{cid}')}</td>"
         f'<td><span class="pin" id="pin-{cid}">{esc(group_pin(links["pin"]))}</span> '
         f"{_copy_button(v, f'pin-{cid}')}</td>"
-        + v.tr(_STATE_KEYS[state], "td", 'class="customer-state"')
+        + "<td>"
+        + v.tr(_STATE_KEYS[state], "span", 'class="customer-state"')
+        + _lobby(v, consultation, state)
+        + "</td>"
         + f'<td class="row-actions"><a class="button primary" href="/advisor/{cid}">'
         + v.tr("overview.join")
         + "</a>"
@@ -361,6 +390,11 @@ def _create_form(v: View) -> str:
         + v.tr("overview.label_hint", "p", 'id="create-label-hint" class="hint"')
         + v.tr("overview.appointment", "label", 'for="create-appointment"')
         + '<input id="create-appointment" name="appointment" type="datetime-local">'
+        # the waiting room (docs/web.md): on unless the advisor unticks it
+        + '<p class="check-line"><input type="checkbox" id="create-waiting-room" '
+        'name="waiting_room" checked> '
+        + v.tr("overview.waiting_room", "label", 'for="create-waiting-room"')
+        + "</p>"
         '<p><button type="submit" id="create-session" class="primary">'
         + v.tr("overview.create")
         + "</button></p></form>"
@@ -431,7 +465,7 @@ async def advisor_home(request: web.Request) -> web.Response:
     page = v.document(
         "overview.title",
         main,
-        scripts=("i18n.js", "copy.js", "advisor.js"),
+        scripts=("i18n.js", "copy.js", "sounds.js", "advisor.js"),
         meta={"csrf-token": csrf},
         body_class="page-overview",
     )
@@ -454,6 +488,7 @@ async def advisor_state(request: web.Request) -> web.Response:
             {
                 "id": c.id,
                 "customer": customer_state(c),
+                "message": lobby_message(c),
                 "pin": group_pin(links["pin"]),
                 "page_url": links["page_url"],
             }

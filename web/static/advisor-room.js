@@ -201,10 +201,94 @@
     });
   }
 
+  // -- the waiting room: alert, "Einlassen" ------------------------------------------------
+  // The customer waits (present, not let in yet): the card with "Einlassen", a chime, the
+  // tab's title and, if the advisor allowed it, a desktop notification while the tab is
+  // out of sight. Once per waiting, not on every event.
+  const lobbyCard = byId("lobby-card");
+  const admitButton = byId("admit");
+  const notifyButton = byId("notify-enable");
+  let alerted = false;
+
+  function renderLobby() {
+    const waiting = state.customer.present && state.customer.admitted === false;
+    lobbyCard.hidden = !waiting || state.finished;
+    VB.title.set("alert", waiting && !state.finished ? i18n.t("lobby.advisor_waiting") : "");
+    notifyButton.hidden = !(
+      waiting &&
+      typeof window.Notification === "function" &&
+      window.Notification.permission === "default"
+    );
+    if (waiting && !alerted) {
+      alerted = true;
+      if (VB.sounds) {
+        VB.sounds.play("lobby");
+      }
+      notify();
+    } else if (!waiting) {
+      alerted = false;
+    }
+  }
+
+  function notify() {
+    if (
+      typeof window.Notification !== "function" ||
+      window.Notification.permission !== "granted" ||
+      !document.hidden
+    ) {
+      return;
+    }
+    try {
+      const n = new window.Notification(i18n.t("app.name"), {
+        body: i18n.t("lobby.notification"),
+        tag: "vb-lobby-" + room.dataset.id,
+      });
+      n.addEventListener("click", function () {
+        window.focus();
+        n.close();
+      });
+    } catch (err) {
+      // some browsers allow notifications from a service worker only
+    }
+  }
+
+  notifyButton.addEventListener("click", function () {
+    window.Notification.requestPermission().then(renderLobby, renderLobby);
+  });
+
+  admitButton.addEventListener("click", async function () {
+    admitButton.setAttribute("aria-busy", "true");
+    try {
+      const resp = await fetch(lobbyCard.dataset.admit, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRF-Token": page.csrf },
+      });
+      if (!resp.ok) {
+        showNotice("room.send.failed", { detail: resp.status });
+      }
+    } catch (err) {
+      showNotice("room.send.failed", { detail: "–" });
+    } finally {
+      admitButton.removeAttribute("aria-busy");
+    }
+    // the admission event hides the card
+  });
+
   function onEvent(ev) {
     const c = state.customer;
-    if (ev.type === "participant" && ev.role === "customer") {
+    if (ev.type === "admission" && ev.role === "customer") {
+      c.admitted = !!ev.admitted;
+      renderLobby();
+    } else if (ev.type === "participant" && ev.role === "customer") {
+      // a chime when the customer comes (not when the page learns they are here; one
+      // who waits to be let in gets the waiting room's own)
+      if (state.customerKnown && !c.present && ev.present && c.admitted !== false && VB.sounds) {
+        VB.sounds.play("join");
+      }
+      state.customerKnown = true;
       c.present = !!ev.present;
+      renderLobby();
       machine.fire(c.present ? "customer_in" : "customer_out");
       renderRemote();
       scheduleRefresh();
@@ -230,6 +314,9 @@
   }
 
   const events = VB.room.events(page, "advisor", {
+    typingText: function () {
+      return "chat.typing.customer";
+    },
     announce: announce,
     fire: function (event) {
       machine.fire(event);
@@ -551,6 +638,7 @@
     cameraButton.disabled = true;
     micButton.disabled = true;
     endButton.disabled = true;
+    renderLobby();
   }
 
   VB.room.releaseOnPageHide(function () {

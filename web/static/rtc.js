@@ -94,6 +94,11 @@
             },
           }
         : { audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true } };
+    // the device chosen in the device check (devices.js), if any
+    const chosen = VB.devices && VB.devices.deviceId(kind);
+    if (chosen) {
+      constraints[kind].deviceId = chosen;
+    }
     try {
       const stream = await navigator.mediaDevices.getUserMedia(constraints);
       return stream.getTracks()[0];
