@@ -446,6 +446,17 @@ def thread_split(pid: int) -> dict[int, float]:
     return out
 
 
+def switches(pid: int, tid: int) -> int:
+    """Context switches of one thread so far (voluntary + involuntary): each voluntary
+    one is a sleep and a wake-up, which on this VM costs tens of microseconds of CPU."""
+    total = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                total += int(line.split()[1])
+    return total
+
+
 def start_workers(
     gw: Any,
     sessions: list[dict[str, Any]],
@@ -513,11 +524,13 @@ def run_step(
 
     say("go")
     c0, t0 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
+    x0 = switches(gw.proc.pid, gw.proc.pid)
     first = gw.get("/api/ops/snapshot")
     clock = first["latency"]["clock"]
     for p in procs:
         _line(p, "done", seconds + 30)
     c1, t1 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
+    x1 = switches(gw.proc.pid, gw.proc.pid)
     snapshot = gw.get(f"/api/ops/snapshot?since={clock}")
     codec_s = _codec_seconds(snapshot) - _codec_seconds(first)
     results = []
@@ -550,6 +563,7 @@ def run_step(
         "whole_wall_s": round(w1.wall - w0.wall, 2),
         "whole_cpu_percent_of_core": round(100 * whole / (w1.wall - w0.wall), 1),
         "main_thread_cpu_s": round(main, 3),
+        "main_thread_switches_per_s": round((x1 - x0) / wall, 1),
         "other_threads_cpu_s": round(others, 3),
         "threads_end": len(t1),
         "clients_cpu_percent_of_core": round(
@@ -648,7 +662,8 @@ def bridge(seconds: float, rounds: int = 1) -> dict[str, Any]:
             runs.append({"gateway": gwr, "ffmpeg": ff})
             print(f"[bridge] {name} round {r + 1}/{rounds}: "
                   f"gateway {gwr['gateway_cpu_percent_of_core']}% "
-                  f"(main thread {100 * gwr['main_thread_cpu_s'] / gwr['wall_s']:.1f}%) "
+                  f"(main thread {100 * gwr['main_thread_cpu_s'] / gwr['wall_s']:.1f}%, "
+                  f"{gwr['main_thread_switches_per_s']} switches/s) "
                   f"ffmpeg {ff['cpu_percent_of_core']}% ratio {gwr['ratio']}x "
                   f"(whole lives: {gwr['whole_cpu_percent_of_core']}% / "
                   f"{ff['whole_cpu_percent_of_core']}% = {gwr['ratio_whole']}x) "
