@@ -633,7 +633,7 @@ def with_gateway(fn: Any) -> Any:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def bridge(seconds: float, rounds: int = 1) -> dict[str, Any]:
+def bridge(seconds: float, rounds: int = 1, passthrough: bool = True) -> dict[str, Any]:
     """Each direction ``rounds`` times, the gateway and its ffmpeg yardstick one after
     the other in each round; the ratio is the median of the per-round ratios (the
     single-round ratios are kept beside it), the figures those of the median round."""
@@ -671,6 +671,8 @@ def bridge(seconds: float, rounds: int = 1) -> dict[str, Any]:
                   f"latency {_latency_line(gwr['gateway_latency'])} "
                   f"client {gwr['clients'][0]}", file=sys.stderr, flush=True)  # fmt: skip
         out[name] = summarise_rounds(runs)
+    if not passthrough:
+        return out
     # H.264 passed through (audio still transcoded: Speex > Opus, Opus > AAC)
     pflv, pts = ensure_passthrough_media()
     for name, direction in (
@@ -876,13 +878,16 @@ def main() -> None:
     ap.add_argument("--decode", action="store_true")
     ap.add_argument("--video-codec", default="vp8", choices=("vp8", "h264"))
     ap.add_argument("--passthrough", action="store_true", help="capacity: H.264 both ways")
+    ap.add_argument(
+        "--transcoded-only", action="store_true", help="bridge: leave out the passthrough runs"
+    )
     ap.add_argument("--rounds", type=int, default=1, help="rounds (medians over them)")
     args = ap.parse_args()
     if args.mode == "worker":
         asyncio.run(worker(args))  # prints its result
         os._exit(0)  # aiortc's threads would hold the exit
     if args.mode == "bridge":
-        result = bridge(args.seconds, max(1, args.rounds))
+        result = bridge(args.seconds, max(1, args.rounds), not args.transcoded_only)
     elif args.mode == "profile":
         result = profile_bridge(args.seconds)
     else:
