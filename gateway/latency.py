@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterator
 from time import perf_counter
@@ -64,9 +65,17 @@ def direction(origin: str, sink: str) -> str:
     return f"{ORIGIN_SINK_NAMES.get(origin, origin or 'unknown')}_to_{sink}"
 
 
+def _when(sample: tuple[float, float]) -> float:
+    return sample[0]
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile of a non-empty list (q in 0..100)."""
-    ordered = sorted(values)
+    return ranked(sorted(values), q)
+
+
+def ranked(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of a non-empty list already sorted."""
     index = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[index]
 
@@ -193,23 +202,18 @@ class LatencyMeter:
         with self._lock:
             items = [(key, list(samples)) for key, samples in self._samples.items()]
         for key, samples in items:
-            if since is None:
-                values = [v for _, v in samples]
-            else:
-                # samples are in time order: walk back from the newest to the window's start
-                values = []
-                for when, value in reversed(samples):
-                    if when <= since:
-                        break
-                    values.append(value)
-            if not values:
+            # samples are in time order: the window starts after the last one at `since`
+            # (the ops monitor asks every second: one sort per key, no Python walk)
+            start = 0 if since is None else bisect_right(samples, since, key=_when)
+            if start >= len(samples):
                 continue
+            ordered = sorted([v for _, v in samples[start:]])
             summary = {
-                "count": len(values),
-                "p50_ms": round(percentile(values, 50) * 1000, 3),
-                "p95_ms": round(percentile(values, 95) * 1000, 3),
-                "p99_ms": round(percentile(values, 99) * 1000, 3),
-                "max_ms": round(max(values) * 1000, 3),
+                "count": len(ordered),
+                "p50_ms": round(ranked(ordered, 50) * 1000, 3),
+                "p95_ms": round(ranked(ordered, 95) * 1000, 3),
+                "p99_ms": round(ranked(ordered, 99) * 1000, 3),
+                "max_ms": round(ordered[-1] * 1000, 3),
             }
             if key[0] == "added":
                 out["added"][f"{key[1]}/{key[2]}/{key[3]}"] = summary
