@@ -114,7 +114,8 @@ def test_phone_codes_unique_long_and_gone_with_the_consultation() -> None:
     assert Directory().create().phone_code is None  # no telephone leg, no codes
 
     class TakenThrice:  # the first three codes drawn are taken: a fourth is drawn
-        asked: list[object] = []
+        def __init__(self) -> None:
+            self.asked: list[object] = []
 
         def __contains__(self, code: object) -> bool:
             self.asked.append(code)
