@@ -75,6 +75,22 @@ class Limits:
     pin_max_wrong_per_address: int = 10
     pin_address_window: float = 900.0
     pin_address_lockout: float = 900.0
+    # The telephone leg (docs/phone.md): the phone code's length (>= 8 digits: guessing
+    # one of the open consultations' codes is hopeless under the limits below), tries per
+    # call, wrong codes per calling number and over all calls in the window before a
+    # lock-out; the seconds without RTP that end a leg (the PBX went
+    # away without a BYE) and that a caller may take for the code.
+    phone_code_digits: int = 10
+    phone_code_tries: int = 3
+    phone_wrong_per_caller: int = 6
+    phone_wrong_global: int = 100
+    phone_wrong_window: float = 900.0
+    phone_wrong_lockout: float = 900.0
+    phone_rtp_timeout: float = 30.0
+    phone_code_timeout: float = 60.0
+    # SIP requests per second an address outside --sip-allow gets an answer (403) for;
+    # past that it gets none (a scanner learns nothing and costs nothing)
+    sip_refusals_per_second: float = 2.0
     # Documents (gateway/documents.py): per file, per consultation, and the lifetime of
     # a one-time download URL (for Flash's navigateToURL, which cannot send a token).
     document_max_bytes: int = 20 * 1024 * 1024
@@ -219,6 +235,11 @@ class Config:
     rtp_receive: str = "forward"
     rtp_reorder_ms: float = 20.0
     rtp_video_wait_ms: float = 100.0
+    # the telephone leg (gateway/phone/, docs/phone.md); sip_port 0: off
+    sip_port: int = 0
+    sip_allow: list[str] = field(default_factory=list)
+    phone_number: str = ""
+    sip_trunk: str | None = None
     limits: Limits = field(default_factory=Limits)
     bank: Bank = field(default_factory=Bank)
 
@@ -321,6 +342,14 @@ _FLAGS: dict[str, tuple[str, str]] = {
         "ms a video frame waits for a lost packet's retransmission (NACK) before the gap is "
         "given up and a keyframe asked for (default 100)",
     ),
+    "sip_port": ("int", "SIP port for the telephone leg, UDP and TCP (default 0: off)"),
+    "sip_allow": (
+        "list",
+        "address or CIDR of the PBX/SIP trunk allowed to send INVITEs (repeatable; "
+        "others get 403, rate-limited)",
+    ),
+    "phone_number": ("str", "the dial-in number shown to customers (display only)"),
+    "sip_trunk": ("str", "HOST:PORT of the SIP proxy/trunk the advisor's dial-out goes through"),
 }
 
 RTP_RECEIVE_MODES = ("forward", "reorder", "aiortc")
@@ -371,12 +400,13 @@ def split_ice_url(url: str) -> tuple[str, str | None, str | None]:
     return f"{scheme}:{rest}", username, credential
 
 
-def split_host_port(value: str) -> tuple[str, int]:
-    """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen``."""
+def split_host_port(value: str, flag: str = "--metrics-listen") -> tuple[str, int]:
+    """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen`` (or
+    ``flag``)."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--metrics-listen expects HOST:PORT, not {value!r}")
+        raise ValueError(f"{flag} expects HOST:PORT, not {value!r}")
     return host, int(port)
 
 
@@ -522,6 +552,19 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
     for flag, port in (("--http-port", cfg.http_port), ("--rtmps-port", cfg.rtmps_port)):
         if not 0 <= port <= 65535:
             raise ValueError(f"{flag} must be a port number, not {port}")
+    if not 0 <= cfg.sip_port <= 65535:
+        raise ValueError(f"--sip-port must be a port number (0 = off), not {cfg.sip_port}")
+    for cidr in cfg.sip_allow:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"--sip-allow expects an address or CIDR, not {cidr!r}") from None
+    if cfg.sip_port and not cfg.sip_allow:
+        raise ValueError("--sip-port needs --sip-allow (the PBX's addresses): port 5060 is scanned")
+    if cfg.sip_trunk is not None:
+        split_host_port(cfg.sip_trunk, "--sip-trunk")
+    if cfg.limits.phone_code_digits < 8:
+        raise ValueError("phone_code_digits must be at least 8")
     if not 0 <= cfg.rtmp_port <= 65535:
         raise ValueError(f"--rtmp-port must be a port number (0 = off), not {cfg.rtmp_port}")
     if cfg.rtp_receive not in RTP_RECEIVE_MODES:

@@ -193,6 +193,28 @@ class FormChanged(ConsultationEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PhoneState(ConsultationEvent):
+    """A telephone leg carries the customer's audio (``active``) or no longer does
+    (docs/phone.md): the customer page stops publishing its microphone and playing the
+    advisor's audio while it is active; the advisor sees the masked number and since
+    when. ``outcome`` says how a call ended (``hangup``, ``timeout``, ``ended``)."""
+
+    active: bool
+    number: str = ""  # masked (gateway/phonecall.py mask_number), never the full number
+    since: float | None = None
+    codec: str = ""
+    outcome: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        event: dict[str, Any] = {"type": "phone", "active": self.active}
+        if self.active:
+            event.update(number=self.number, since=self.since, codec=self.codec)
+        elif self.outcome:
+            event["outcome"] = self.outcome
+        return event
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionEnded(ConsultationEvent):
     reason: str
 
