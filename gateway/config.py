@@ -242,6 +242,13 @@ class Config:
     sip_trunk: str | None = None
     limits: Limits = field(default_factory=Limits)
     bank: Bank = field(default_factory=Bank)
+    # cluster mode (docs/cluster.md); without these the node runs alone on SQLite
+    database: str | None = None
+    redis: str | None = None
+    node_id: str | None = None
+    rtmp_url: str | None = None
+    drain_timeout: float = 4 * 3600.0
+    heartbeat: float = 2.0
 
     @property
     def tls(self) -> bool:
@@ -278,6 +285,8 @@ class Config:
         return f"{s}://{host}:{self.http_port}"
 
     def rtmp_base(self) -> str:
+        if self.rtmp_url:
+            return self.rtmp_url.rstrip("/")
         host = self.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
@@ -350,6 +359,12 @@ _FLAGS: dict[str, tuple[str, str]] = {
     ),
     "phone_number": ("str", "the dial-in number shown to customers (display only)"),
     "sip_trunk": ("str", "HOST:PORT of the SIP proxy/trunk the advisor's dial-out goes through"),
+    "database": ("str", "postgresql://… for accounts, sign-ins and statistics (default SQLite)"),
+    "redis": ("str", "redis://… : cluster mode, this node joins the others (docs/cluster.md)"),
+    "node_id": ("str", "this node's name in the cluster (default: host and HTTP port)"),
+    "rtmp_url": ("str", "this node's public RTMP base, e.g. rtmp://n1.example:1935"),
+    "drain_timeout": ("float", "seconds a draining node waits for its consultations"),
+    "heartbeat": ("float", "seconds between cluster heartbeats (TTL: three of them)"),
 }
 
 RTP_RECEIVE_MODES = ("forward", "reorder", "aiortc")
@@ -542,6 +557,14 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         raise ValueError(f"--event-loop must be uvloop or asyncio, not {cfg.event_loop!r}")
     if cfg.metrics_listen is not None:
         split_host_port(cfg.metrics_listen)  # raises ValueError naming the flag
+    if cfg.database is not None and not cfg.database.startswith(("postgresql://", "postgres://")):
+        raise ValueError("--database expects a postgresql:// URL")
+    if cfg.redis is not None and not cfg.redis.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("--redis expects a redis://, rediss:// or unix:// URL")
+    if cfg.rtmp_url is not None and not cfg.rtmp_url.startswith(("rtmp://", "rtmps://")):
+        raise ValueError("--rtmp-url expects an rtmp:// URL")
+    if cfg.heartbeat <= 0 or cfg.drain_timeout < 0:
+        raise ValueError("--heartbeat must be positive and --drain-timeout not negative")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     if cfg.tls_min_version not in TLS_VERSIONS:
