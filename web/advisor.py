@@ -347,7 +347,7 @@ def _lobby(v: View, consultation: Consultation, state: str) -> str:
     text = esc(message["text"]) if message else ""
     hidden = "" if state == "lobby" else " hidden"
     return (
-        f'<button type="button" class="admit primary" data-id="{cid}"{hidden}>'
+        f'<button type="button" class="lobby-admit primary" data-id="{cid}"{hidden}>'
         + v.tr("lobby.admit")
         + "</button>"
         + f'<p class="lobby-message" id="msg-{cid}"{"" if message else " hidden"}>{text}</p>'
