@@ -30,6 +30,7 @@ from gateway.events import (
     WireEvent,
 )
 from gateway.media import PublishedStream
+from gateway.phonecall import PhoneCall, new_phone_code
 from gateway.roles import Role
 
 __all__ = ["CAMERA", "SCREEN", "Role"]  # Role re-exported: the roles' home was here
@@ -239,6 +240,10 @@ class Consultation:
         self.empty_since: float | None = None
         self.together_since: float | None = None
         self.together_seconds = 0.0
+        # The telephone leg (gateway/phonecall.py, docs/phone.md): the dial-in code (set by
+        # the Directory when phone codes are on) and the call carrying the customer's audio.
+        self.phone_code: str | None = None
+        self.phone: PhoneCall | None = None
 
     # -- events -----------------------------------------------------------------------
     def listen(self, listener: EventListener) -> Callable[[], None]:
@@ -289,6 +294,33 @@ class Consultation:
             microphone=participant.microphone,
         )
 
+    # -- the waiting room -------------------------------------------------------------------
+    def admitted(self, role: Role) -> bool:
+        return self.participants[role].admitted
+
+    def admission(self, role: Role = Role.CUSTOMER) -> Admission:
+        """``role``'s admission now (the ``admission`` event)."""
+        return Admission(role=role, admitted=self.participants[role].admitted)
+
+    def admit(self, role: Role = Role.CUSTOMER) -> bool:
+        """Let ``role`` in: media is routed from now on. False if it was in already."""
+        participant = self.participants[role]
+        if participant.admitted or self.ended:
+            return False
+        participant.admitted = True
+        self.streams[role].set_gates(participant.camera, participant.microphone)
+        self.emit(self.admission(role))
+        return True
+
+    def send_to_waiting_room(self, role: Role = Role.CUSTOMER) -> None:
+        """``role`` waits again (a new PIN and link may reach someone else)."""
+        participant = self.participants[role]
+        if not self.waiting_room or not participant.admitted:
+            return
+        participant.admitted = False
+        self.streams[role].set_gates(False, False)
+        self.emit(self.admission(role))
+
     def screen_state(self) -> ScreenShare:
         """Whether the advisor shares the screen now (the ``screen`` event)."""
         live = self.screen.live
@@ -316,33 +348,6 @@ class Consultation:
         if stream == SCREEN and publisher is Role.ADVISOR:
             return self.screen
         raise ValueError(f"{publisher} cannot publish the stream {stream!r}")
-
-    # -- the waiting room -------------------------------------------------------------------
-    def admitted(self, role: Role) -> bool:
-        return self.participants[role].admitted
-
-    def admission(self, role: Role = Role.CUSTOMER) -> Admission:
-        """``role``'s admission now (the ``admission`` event)."""
-        return Admission(role=role, admitted=self.participants[role].admitted)
-
-    def admit(self, role: Role = Role.CUSTOMER) -> bool:
-        """Let ``role`` in: media is routed from now on. False if it was in already."""
-        participant = self.participants[role]
-        if participant.admitted or self.ended:
-            return False
-        participant.admitted = True
-        self.streams[role].set_gates(participant.camera, participant.microphone)
-        self.emit(self.admission(role))
-        return True
-
-    def send_to_waiting_room(self, role: Role = Role.CUSTOMER) -> None:
-        """``role`` waits again (a new PIN and link may reach someone else)."""
-        participant = self.participants[role]
-        if not self.waiting_room or not participant.admitted:
-            return
-        participant.admitted = False
-        self.streams[role].set_gates(False, False)
-        self.emit(self.admission(role))
 
     # -- participants -------------------------------------------------------------------
     def attach(self, role: Role, connection: Connection) -> None:
@@ -463,6 +468,11 @@ class Consultation:
             self.together_seconds += self.ended_at - self.together_since
             self.together_since = None
         self.emit(SessionEnded(reason=reason))
+        if self.phone is not None:  # the call is told (a goodbye, then BYE) and ended
+            try:
+                self.phone.hang_up()
+            except Exception:
+                log.exception("ending the phone call failed")
         for stream in self.streams.values():
             stream.stop()
         self.screen.stop()
@@ -503,6 +513,15 @@ class Consultation:
                     "dropped": s.stats.dropped,
                 }
                 for r, s in self.streams.items()
+            },
+            # the telephone leg carrying the customer's audio (docs/phone.md), masked
+            "phone": None
+            if self.phone is None
+            else {
+                "number": self.phone.masked_number,
+                "codec": self.phone.codec,
+                "direction": self.phone.direction,
+                "since": _iso(self.phone.since),
             },
             # the advisor's shared screen (docs/web.md "Screen sharing")
             "screen": {
@@ -546,8 +565,13 @@ class Directory:
         grace: float = 300.0,
         unjoined_ttl: float = 4 * 3600.0,
         pin_max_wrong: int = 5,
+        phone_code_digits: int = 0,
     ) -> None:
         self.ttl = ttl
+        # digits of each consultation's phone code (0: no telephone leg, no codes)
+        self.phone_code_digits = phone_code_digits
+        # open consultations by phone code (unique among them; a code dies with its own)
+        self._phone_codes: dict[str, Consultation] = {}
         # seconds after its start (creation, or a later appointment) a consultation the
         # customer never joined is removed ("unjoined"); the advisor is told (notices)
         self.unjoined_ttl = unjoined_ttl
@@ -607,6 +631,18 @@ class Directory:
         self._links[consultation.customer_link] = consultation
         for role, participant in consultation.participants.items():
             self._tokens[participant.token] = Grant(consultation, role)
+        if self.phone_code_digits:
+            code = new_phone_code(self.phone_code_digits, self._phone_codes)
+            consultation.phone_code = code
+            self._phone_codes[code] = consultation
+        return consultation
+
+    def by_phone_code(self, code: str) -> Consultation | None:
+        """The open consultation whose phone code is ``code`` (constant time per
+        candidate is not needed: the code is the key and guessing is limited)."""
+        consultation = self._phone_codes.get(code)
+        if consultation is None or consultation.ended:
+            return None
         return consultation
 
     def get(self, consultation_id: str) -> Consultation | None:
@@ -673,6 +709,8 @@ class Directory:
         for participant in consultation.participants.values():
             self._tokens.pop(participant.token, None)
         self._links.pop(consultation.customer_link, None)
+        if consultation.phone_code is not None:
+            self._phone_codes.pop(consultation.phone_code, None)
         if reason == "unjoined":
             notes = self.removed_unjoined.setdefault(consultation.owner, deque(maxlen=20))
             notes.append((consultation.created_at, time.time()))

@@ -57,16 +57,24 @@ class PlayerReceiver:
             return False
         if self.paused:
             return False
-        # The fan-out has no time to pass in: the session's clock is read once here, at
-        # the edge, and passed to the lag check and the write.
-        now = session.clock()
-        backlog = session.buffer_size()  # one system call per unit and player
-        if backlog > session.player_buffer_limit or session.output.lag(backlog, now) > (
-            session.max_lag
-        ):
-            # slow or stalled player: video drops until the next keyframe, audio with it
-            # (gateway/media.py counts the drops); the publisher never waits
-            return False
+        batch = session.batch
+        if batch.depth and session in batch.dirty:
+            # Already admitted during this publisher read: what it is given now waits in
+            # the connection's output until the read ends, so the socket backlog and the
+            # time behind live are what the first check of this read saw (issue 14: one
+            # system call per player and read, not per unit).
+            pass
+        else:
+            # The fan-out has no time to pass in: the session's clock is read once here,
+            # at the edge, and passed to the lag check and the write.
+            now = session.clock()
+            backlog = session.buffer_size()  # a system call
+            if backlog > session.player_buffer_limit or session.output.lag(backlog, now) > (
+                session.max_lag
+            ):
+                # slow or stalled player: video drops until the next keyframe, audio with
+                # it (gateway/media.py counts the drops); the publisher never waits
+                return False
         conn = session.conn
         kind = unit.kind
         if kind not in self._codecs_seen and kind != "data":
@@ -93,7 +101,6 @@ class PlayerReceiver:
                 kind,
                 len(unit.payload),
             )
-        batch = session.batch
         if batch.depth:
             batch.dirty.add(session)  # written once when the publisher's read is done
         else:

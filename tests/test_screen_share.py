@@ -171,9 +171,8 @@ def test_advisor_shares_screen_to_browser_and_flash_customer(
     if span > 1.0:
         fps = (len(packets) - 1) / span
         kbps = sum(p.size for p in packets[1:]) * 8 / span / 1000
-        print(
-            f"screen to Flash: {frames[-1].width}x{frames[-1].height} {fps:.1f} fps {kbps:.0f} kbit/s"
-        )
+        size = f"{frames[-1].width}x{frames[-1].height}"
+        print(f"screen to Flash: {size} {fps:.1f} fps {kbps:.0f} kbit/s")
         assert fps <= 6.5, fps
 
     # the advisor stops: gone on the customer's page, and from the gateway

@@ -198,6 +198,8 @@ class ReorderBuffer:
         if not self.video:
             del self._held[self._expected]
             self._expected += 1
+            if not first.payload:
+                return True  # padding only
             self.stats.released += 1
             out.append(RtpFrame(first.timestamp, first.data, (first.payload,), first.arrived, True))
             return True
@@ -220,10 +222,14 @@ class ReorderBuffer:
             del self._held[self._expected + i]
         start = self._expected
         self._expected += len(packets)
+        if not any(p.payload for p in packets):
+            return True  # padding only (RFC 3550 §5.1): no frame
         data = b"".join(p.data for p in packets)
         keyframe = bool(self.is_keyframe(data)) if self.is_keyframe is not None else False
         if self._need_keyframe and not keyframe:
+            # nothing can be decoded until a keyframe: ask for one (the caller paces PLIs)
             self.stats.dropped_frames += 1
+            self._pli = True
             return True
         self._need_keyframe = False
         self.stats.released += 1
@@ -231,7 +237,8 @@ class ReorderBuffer:
             RtpFrame(
                 first.timestamp,
                 data,
-                tuple(p.payload for p in packets),
+                # padding-only packets keep the sequence whole but carry nothing to forward
+                tuple(p.payload for p in packets if p.payload),
                 max(p.arrived for p in packets),
                 keyframe,
                 start & 0xFFFF,
