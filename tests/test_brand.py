@@ -28,6 +28,7 @@ from tests.test_pages import (  # noqa: F401
     opener,
     playwright,
 )
+from tests.test_ux import AXE, _axe
 from web.templates import View, brand_css, not_found_page
 
 COLOR = "#7a1f5c"  # a plum of the kind banks use; white on it: 9.9:1
@@ -156,8 +157,10 @@ def test_logo_colour_and_links_on_every_page(
 ) -> None:
     body = gw.create_session()
     # the customer on a phone: PIN page, then the room
-    customer = opener.customer(body, locale=locale)
+    customer = opener.customer(body, locale=locale, init_script=AXE.read_text())
     _branded(customer.page, lang)
+    # the bank's colour, logo and footer keep the page accessible (axe-core, tests/node)
+    assert _axe(customer.page) == [], "branded customer room"
     customer.page.screenshot(
         path=str(artifacts / f"brand-customer-phone-{lang}.png"), full_page=True
     )
