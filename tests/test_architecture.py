@@ -88,3 +88,18 @@ def test_relative_import_is_not_a_top_level_package(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("from .web import x\nfrom . import rtmp\n")
     assert _imported_packages(module) == set()
+
+
+def test_bench_imports_nothing_of_tests_and_patches_no_import_path() -> None:
+    """bench/ and the helpers it shares with the tests (bench/testkit/) stand on their own:
+    the tests import ``bench.testkit``, never the other way round, and nothing reaches a
+    module by editing ``sys.path``."""
+    offenders = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if "tests" in _imported_packages(path):
+            offenders.append(f"{rel} imports tests/")
+        if "sys.path" in path.read_text(encoding="utf-8"):
+            offenders.append(f"{rel} patches sys.path")
+    assert not offenders, ", ".join(offenders)
+    assert not (ROOT / "testkit").exists(), "the shared helpers live in bench/testkit/"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.testkit.gwproc import GatewayProcess, bystander_stream, handshaken_socket
 from rtmp.amf import encode_amf0
 from rtmp.client import RtmpClient
-from tests.gwproc import GatewayProcess, bystander_stream, handshaken_socket
 
 pytestmark = pytest.mark.e2e
 
