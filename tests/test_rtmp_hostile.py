@@ -1,6 +1,6 @@
 """Hostile input against the real server: each bad connection is closed with one log
 line naming why, and everyone else keeps working -- an honest consultation (a
-:class:`tests.gwproc.Bystander`: a Spark + Speex stream and its player) runs beside every
+:class:`bench.testkit.gwproc.Bystander`: a Spark + Speex stream and its player) runs beside every
 attack, and its frames must keep arriving."""
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from gateway.codecs import h264
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
+from webrtc.seams import Forwarded
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,19 @@ class PacketTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError
         source = packet.opaque
-        if isinstance(source, tuple):
+        if isinstance(source, Forwarded):
+            # sent in the RTP payloads it arrived in (seams.ForwardingEncoder)
+            if source.arrived:
+                METER.observe(
+                    source.origin,
+                    "webrtc",
+                    source.transcoded,
+                    perf_counter() - source.arrived,
+                    self.kind,
+                    packet.size,
+                    forwarded=True,
+                )
+        elif isinstance(source, tuple):
             # aiortc's sender packetises and sends what this returns right away.
             arrived, origin, transcoded = source
             METER.observe(
@@ -197,7 +210,10 @@ class WebRtcSink:
         packet.dts = pts
         packet.time_base = TIME_BASES[kind]
         packet.is_keyframe = unit.keyframe or kind == AUDIO
-        if unit.arrived:
+        if unit.rtp:
+            # the browser's own RTP payloads go out again (docs/webrtc.md, "Forwarding")
+            packet.opaque = Forwarded(unit.rtp, unit.arrived, unit.origin, unit.transcoded)
+        elif unit.arrived:
             packet.opaque = (unit.arrived, unit.origin, unit.transcoded)
         return packet
 
