@@ -28,8 +28,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from bench.testkit.gwproc import GatewayProcess
 from gateway.consultation import group_pin
-from tests.gwproc import GatewayProcess
 from web import i18n
 from web.templates import View, advisor_room, customer_room
 
