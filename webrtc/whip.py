@@ -362,9 +362,21 @@ class WhipSession(PeerSession):
 
     # -- end ----------------------------------------------------------------------------------
     def before_close(self) -> None:
-        for ingest in self.ingests.values():
+        for kind, ingest in self.ingests.items():
             if ingest.rtp is not None:
                 ingest.rtp.close()
+                stats = ingest.rtp.buffer.stats
+                log.info(
+                    "%s: %s receive buffer: %d released, %d skipped, %d late, "
+                    "%d frames dropped, %d keyframe requests",
+                    self.label,
+                    kind,
+                    stats.released,
+                    stats.skipped,
+                    stats.late,
+                    stats.dropped_frames,
+                    stats.pli,
+                )
         if self._owns_stream():
             self.stream.stop(owner=self)
         self.publishing = False
