@@ -60,6 +60,7 @@ class RtpFrame:
     arrived: float  # the latest arrival of its packets: the frame was complete then
     keyframe: bool = False
     first_seq: int = 0
+    released: float = 0.0  # when the buffer let it go (set by the caller's glue)
 
 
 @dataclass(slots=True)

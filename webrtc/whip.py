@@ -242,7 +242,8 @@ class WhipSession(PeerSession):
         ingest = self.ingests.get(kind)
         if self.closed or ingest is None:
             return
-        METER.observe_jitter(kind, perf_counter() - frame.arrived)
+        # the buffer's own share; the hop to here counts in the added latency
+        METER.observe_jitter(kind, (frame.released or perf_counter()) - frame.arrived)
         payloads = frame.payloads if self.factory.receive.mode == FORWARD else None
         codec = self.negotiated[kind]
         keyframe = frame.keyframe or kind == AUDIO
