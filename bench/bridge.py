@@ -446,6 +446,17 @@ def thread_split(pid: int) -> dict[int, float]:
     return out
 
 
+def switches(pid: int, tid: int) -> int:
+    """Context switches of one thread so far (voluntary + involuntary): each voluntary
+    one is a sleep and a wake-up, which on this VM costs tens of microseconds of CPU."""
+    total = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                total += int(line.split()[1])
+    return total
+
+
 def start_workers(
     gw: Any,
     sessions: list[dict[str, Any]],
@@ -513,11 +524,13 @@ def run_step(
 
     say("go")
     c0, t0 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
+    x0 = switches(gw.proc.pid, gw.proc.pid)
     first = gw.get("/api/ops/snapshot")
     clock = first["latency"]["clock"]
     for p in procs:
         _line(p, "done", seconds + 30)
     c1, t1 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
+    x1 = switches(gw.proc.pid, gw.proc.pid)
     snapshot = gw.get(f"/api/ops/snapshot?since={clock}")
     codec_s = _codec_seconds(snapshot) - _codec_seconds(first)
     results = []
@@ -550,6 +563,7 @@ def run_step(
         "whole_wall_s": round(w1.wall - w0.wall, 2),
         "whole_cpu_percent_of_core": round(100 * whole / (w1.wall - w0.wall), 1),
         "main_thread_cpu_s": round(main, 3),
+        "main_thread_switches_per_s": round((x1 - x0) / wall, 1),
         "other_threads_cpu_s": round(others, 3),
         "threads_end": len(t1),
         "clients_cpu_percent_of_core": round(
@@ -619,7 +633,7 @@ def with_gateway(fn: Any) -> Any:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def bridge(seconds: float, rounds: int = 1) -> dict[str, Any]:
+def bridge(seconds: float, rounds: int = 1, passthrough: bool = True) -> dict[str, Any]:
     """Each direction ``rounds`` times, the gateway and its ffmpeg yardstick one after
     the other in each round; the ratio is the median of the per-round ratios (the
     single-round ratios are kept beside it), the figures those of the median round."""
@@ -648,7 +662,8 @@ def bridge(seconds: float, rounds: int = 1) -> dict[str, Any]:
             runs.append({"gateway": gwr, "ffmpeg": ff})
             print(f"[bridge] {name} round {r + 1}/{rounds}: "
                   f"gateway {gwr['gateway_cpu_percent_of_core']}% "
-                  f"(main thread {100 * gwr['main_thread_cpu_s'] / gwr['wall_s']:.1f}%) "
+                  f"(main thread {100 * gwr['main_thread_cpu_s'] / gwr['wall_s']:.1f}%, "
+                  f"{gwr['main_thread_switches_per_s']} switches/s) "
                   f"ffmpeg {ff['cpu_percent_of_core']}% ratio {gwr['ratio']}x "
                   f"(whole lives: {gwr['whole_cpu_percent_of_core']}% / "
                   f"{ff['whole_cpu_percent_of_core']}% = {gwr['ratio_whole']}x) "
@@ -656,6 +671,8 @@ def bridge(seconds: float, rounds: int = 1) -> dict[str, Any]:
                   f"latency {_latency_line(gwr['gateway_latency'])} "
                   f"client {gwr['clients'][0]}", file=sys.stderr, flush=True)  # fmt: skip
         out[name] = summarise_rounds(runs)
+    if not passthrough:
+        return out
     # H.264 passed through (audio still transcoded: Speex > Opus, Opus > AAC)
     pflv, pts = ensure_passthrough_media()
     for name, direction in (
@@ -861,13 +878,16 @@ def main() -> None:
     ap.add_argument("--decode", action="store_true")
     ap.add_argument("--video-codec", default="vp8", choices=("vp8", "h264"))
     ap.add_argument("--passthrough", action="store_true", help="capacity: H.264 both ways")
+    ap.add_argument(
+        "--transcoded-only", action="store_true", help="bridge: leave out the passthrough runs"
+    )
     ap.add_argument("--rounds", type=int, default=1, help="rounds (medians over them)")
     args = ap.parse_args()
     if args.mode == "worker":
         asyncio.run(worker(args))  # prints its result
         os._exit(0)  # aiortc's threads would hold the exit
     if args.mode == "bridge":
-        result = bridge(args.seconds, max(1, args.rounds))
+        result = bridge(args.seconds, max(1, args.rounds), not args.transcoded_only)
     elif args.mode == "profile":
         result = profile_bridge(args.seconds)
     else:

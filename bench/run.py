@@ -86,6 +86,8 @@ class Durations:
     pairs_count: int
     profile: float
     repeat: int  # rounds: every row once per round, ratios are medians over rounds
+    # relay720p rows to run besides nginx-rtmp (None: all); --rows
+    rows: tuple[str, ...] | None = None
 
 
 FULL = Durations(relay=32.0, flash=20.0, pairs=20.0, pairs_count=50, profile=30.0, repeat=3)
@@ -386,6 +388,8 @@ def scenario_relay720p(d: Durations) -> dict[str, Any]:
     names = ["nginx-rtmp", *gateway_variants(), "asyncio-forward"]
     if uvloop_available():
         names.append("asyncio-forward+uvloop")
+    if d.rows is not None:
+        names = ["nginx-rtmp", *[n for n in names[1:] if n in d.rows]]
 
     def once(server: Server) -> dict[str, Any]:
         side = relay_once(server, flv, d.relay)
@@ -1015,8 +1019,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, help="rounds per scenario (default 3, --quick 1); medians"
     )
+    parser.add_argument(
+        "--rows",
+        help="relay720p: the rows to run besides nginx-rtmp, comma-separated "
+        "(e.g. gateway,asyncio-forward+uvloop)",
+    )
     args = parser.parse_args(argv)
     d = QUICK if args.quick else FULL
+    if args.rows:
+        d = dataclasses.replace(d, rows=tuple(x.strip() for x in args.rows.split(",")))
     if args.relay_seconds:
         d = dataclasses.replace(
             d, relay=args.relay_seconds, flash=args.relay_seconds, profile=args.relay_seconds

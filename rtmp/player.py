@@ -15,6 +15,7 @@ from __future__ import annotations
 from time import perf_counter
 from typing import TYPE_CHECKING
 
+from gateway.consultation import CAMERA, SCREEN, Role
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 from gateway.routing import Route, connect, flash_caps
@@ -56,16 +57,24 @@ class PlayerReceiver:
             return False
         if self.paused:
             return False
-        # The fan-out has no time to pass in: the session's clock is read once here, at
-        # the edge, and passed to the lag check and the write.
-        now = session.clock()
-        backlog = session.buffer_size()  # one system call per unit and player
-        if backlog > session.player_buffer_limit or session.output.lag(backlog, now) > (
-            session.max_lag
-        ):
-            # slow or stalled player: video drops until the next keyframe, audio with it
-            # (gateway/media.py counts the drops); the publisher never waits
-            return False
+        batch = session.batch
+        if batch.depth and session in batch.dirty:
+            # Already admitted during this publisher read: what it is given now waits in
+            # the connection's output until the read ends, so the socket backlog and the
+            # time behind live are what the first check of this read saw (issue 14: one
+            # system call per player and read, not per unit).
+            pass
+        else:
+            # The fan-out has no time to pass in: the session's clock is read once here,
+            # at the edge, and passed to the lag check and the write.
+            now = session.clock()
+            backlog = session.buffer_size()  # a system call
+            if backlog > session.player_buffer_limit or session.output.lag(backlog, now) > (
+                session.max_lag
+            ):
+                # slow or stalled player: video drops until the next keyframe, audio with
+                # it (gateway/media.py counts the drops); the publisher never waits
+                return False
         conn = session.conn
         kind = unit.kind
         if kind not in self._codecs_seen and kind != "data":
@@ -92,7 +101,6 @@ class PlayerReceiver:
                 kind,
                 len(unit.payload),
             )
-        batch = session.batch
         if batch.depth:
             batch.dirty.add(session)  # written once when the publisher's read is done
         else:
@@ -136,12 +144,15 @@ def play(session: RtmpSession, cmd: CommandReceived) -> None:
     if grant is None:
         _play_failed(session, sid, "Invalid or expired token.")
         return
-    if name != str(grant.role.other):
+    # the other participant's camera under its role name, or (customers) the advisor's
+    # shared screen as "screen" (docs/web.md "Screen sharing")
+    stream = SCREEN if name == SCREEN else CAMERA
+    if name != str(grant.role.other) and not (stream == SCREEN and grant.role is Role.CUSTOMER):
         _play_failed(session, sid, f"You may only play {grant.role.other}.")
         return
     if sid in session.playing:
         session.playing.pop(sid).detach()
-    source = grant.consultation.streams[grant.role.other]
+    source = grant.consultation.source(grant.role, stream)
     receiver = PlayerReceiver(session, sid, source)
     session.playing[sid] = receiver
     conn = session.conn
@@ -162,6 +173,7 @@ def play(session: RtmpSession, cmd: CommandReceived) -> None:
         receiver,
         flash_caps(session.supports_h264, session.supports_aac),
         session.gateway.transcoders,
+        stream=stream,
     )
 
 

@@ -159,7 +159,7 @@ class RtmpSession:
                 event = conn.next_event()
         finally:
             batch.end()
-        self.flush()
+        self.flush(now)  # the read's time: microseconds do not matter to a lag in seconds
 
     def flush(self, now: float | None = None) -> None:
         data = self.conn.data_to_send()

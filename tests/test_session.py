@@ -533,6 +533,43 @@ def test_one_read_of_the_publisher_is_one_write_to_a_player(
     assert advisor.media()[-3:] == sent
 
 
+def test_a_player_backlog_is_asked_once_per_publisher_read(
+    gateway: Gateway, consultation: Consultation
+) -> None:
+    """Issue 14: the socket backlog (a system call on a real transport) is asked once per
+    player and publisher read, not once per message: what a read gives the player waits
+    in its output until the read ends, so the backlog cannot change in between. A message
+    outside a read (a transcoder's output) is checked on its own."""
+    advisor = Peer(gateway)
+    asked = [0]
+
+    def backlog() -> int:
+        asked[0] += 1
+        return advisor.buffered
+
+    advisor.session.buffer_size = backlog
+    assert advisor.connect(token(consultation, Role.ADVISOR))["code"].endswith("Success")
+    advisor.play("customer")
+    customer, sid = publishing_customer(gateway, consultation)
+    customer.send_media(sid, m.VIDEO, 0, AVC_CONFIG)
+    advisor.pump()
+    sent = [(m.VIDEO, keyframe(1)), (m.AUDIO, aac(1)), (m.VIDEO, inter(2)), (m.VIDEO, inter(3))]
+    for i, (type_id, payload) in enumerate(sent):
+        customer.client.send_media(sid, type_id, 20 + i * 20, payload)
+    before = asked[0]
+    customer.session.receive_data(customer.client.data_to_send())  # one read, four messages
+    assert asked[0] - before == 1
+    advisor.pump()
+    assert advisor.media()[-4:] == sent
+    # a player already over its byte limit in this read still gets nothing of it
+    advisor.buffered = gateway.config.limits.player_buffer_bytes + 1
+    for i in range(2):
+        customer.client.send_media(sid, m.VIDEO, 100 + i * 20, inter(4 + i))
+    customer.session.receive_data(customer.client.data_to_send())
+    advisor.pump()
+    assert advisor.media()[-4:] == sent
+
+
 def test_slow_player_drops_without_stalling_the_publisher_and_resumes_at_a_keyframe(
     gateway: Gateway, consultation: Consultation
 ) -> None:

@@ -26,7 +26,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import AnyRtcpPacket, RtcpSrPacket, RtpPacket
 
 from gateway.codecs import h264, vp8
-from gateway.consultation import Consultation, Role
+from gateway.consultation import CAMERA, Consultation, Role
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, AudioParams, MediaUnit, VideoParams
 from webrtc import seams
@@ -81,9 +81,11 @@ class WhipSession(PeerSession):
         role: Role,
         resource_id: str,
         on_closed: Callable[[PeerSession], None],
+        stream: str = CAMERA,
     ) -> None:
         super().__init__(factory, consultation, role, resource_id, on_closed)
-        self.stream = consultation.streams[role]
+        self.stream_name = stream
+        self.stream = consultation.published(role, stream)
         self.clock = SessionClock()
         self.ingests: dict[str, _Ingest] = {}
         self.negotiated: dict[str, str] = {}

@@ -86,7 +86,9 @@
   function renderState() {
     const view = VIEWS[machine.state];
     setStatus(view[0], view[1]);
-    VB.room.setLine(presenceEl, view[2], { via: { t: VIA_KEYS[state.customer.via || "chat"] } });
+    // a customer in the waiting room is "here" for the machine, yet not in the call
+    const line = view[2] && inLobby() ? "lobby.advisor_waiting" : view[2];
+    VB.room.setLine(presenceEl, line, { via: { t: VIA_KEYS[state.customer.via || "chat"] } });
     renderCustomerMedia();
     renderRemote();
   }
@@ -123,6 +125,8 @@
         return "room.customer.reconnecting";
       } else if (!state.customer.present) {
         return "room.remote.absent";
+      } else if (inLobby()) {
+        return "lobby.advisor_remote";
       } else if (!state.customer.camera) {
         return "room.remote.camera_off";
       }
@@ -210,8 +214,12 @@
   const notifyButton = byId("notify-enable");
   let alerted = false;
 
+  function inLobby() {
+    return state.customer.present && state.customer.admitted === false;
+  }
+
   function renderLobby() {
-    const waiting = state.customer.present && state.customer.admitted === false;
+    const waiting = inLobby();
     lobbyCard.hidden = !waiting || state.finished;
     VB.title.set("alert", waiting && !state.finished ? i18n.t("lobby.advisor_waiting") : "");
     notifyButton.hidden = !(
@@ -219,6 +227,7 @@
       typeof window.Notification === "function" &&
       window.Notification.permission === "default"
     );
+    renderState();
     if (waiting && !alerted) {
       alerted = true;
       if (VB.sounds) {

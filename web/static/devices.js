@@ -38,10 +38,33 @@
   }
 
   // The deviceId constraint for capturing `kind` ("video"/"audio"): the remembered
-  // device if it is still there ("ideal": an unplugged one falls back to another).
+  // device, "exact" (Chromium keeps the default device for an "ideal" one); a caller
+  // whose device is gone (OverconstrainedError) asks again without (withoutGone).
   function deviceId(kind) {
     const id = saved()[kind === "video" ? "camera" : "microphone"];
-    return id ? { ideal: id } : undefined;
+    return id ? { exact: id } : undefined;
+  }
+
+  // getUserMedia(constraints), and once more without the chosen devices if one of them
+  // is not there any more (unplugged, another computer's id).
+  async function withoutGone(constraints) {
+    try {
+      return await navigator.mediaDevices.getUserMedia(constraints);
+    } catch (err) {
+      const gone = err && (err.name === "OverconstrainedError" || err.name === "NotFoundError");
+      const chosen = ["video", "audio"].filter(function (k) {
+        return constraints[k] && constraints[k].deviceId;
+      });
+      if (!gone || chosen.length === 0) {
+        throw err;
+      }
+      const again = {};
+      Object.keys(constraints).forEach(function (k) {
+        again[k] = Object.assign({}, constraints[k]);
+        delete again[k].deviceId;
+      });
+      return await navigator.mediaDevices.getUserMedia(again);
+    }
   }
 
   // Plays `element` through the chosen speaker, where the browser lets pages choose.
@@ -130,14 +153,14 @@
         audio: { deviceId: deviceId("audio"), echoCancellation: true, noiseSuppression: true },
       };
       try {
-        return await navigator.mediaDevices.getUserMedia(want);
+        return await withoutGone(want);
       } catch (err) {
         if (err && (err.name === "NotFoundError" || err.name === "OverconstrainedError")) {
           // one of the two is missing: check the other alone
           try {
-            return await navigator.mediaDevices.getUserMedia({ audio: want.audio });
+            return await withoutGone({ audio: want.audio });
           } catch (err2) {
-            return await navigator.mediaDevices.getUserMedia({ video: want.video });
+            return await withoutGone({ video: want.video });
           }
         }
         throw err;
@@ -351,6 +374,7 @@
   VB.devices = {
     saved: saved,
     deviceId: deviceId,
+    withoutGone: withoutGone,
     applySpeaker: applySpeaker,
     canChooseSpeaker: canChooseSpeaker,
     check: check,
