@@ -288,6 +288,13 @@ async def run_mode(browser: Browser, mode: str, seconds: float, root: Path) -> d
         await flash.close()
         await page.close()
         gw.stop()
+        # what the receive side had to skip or drop, and frames dropped for lag
+        notes = [
+            line.split(" INFO ", 1)[-1]
+            for line in gw.log().splitlines()
+            if "receive buffer:" in line or "behind; dropping" in line
+        ]
+        log(f"{mode}: " + " | ".join(notes))
         gw.check_log()
 
 

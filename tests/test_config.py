@@ -70,6 +70,23 @@ def test_unknown_settings_and_half_tls_are_errors(tmp_path: Path) -> None:
     assert _load(["--turn", "turn:turn.bank.example:3478?transport=udp"]).turn
 
 
+def test_rtp_receive_flags(tmp_path: Path) -> None:
+    """The WebRTC receive side (docs/webrtc.md): reorder-only with forwarding by default,
+    a reorder window of at most 20 ms; wrong values are refused at start-up."""
+    cfg = _load([])
+    assert (cfg.rtp_receive, cfg.rtp_reorder_ms, cfg.rtp_video_wait_ms) == ("forward", 20.0, 100.0)
+    cfg = _load(
+        ["--rtp-receive", "aiortc", "--rtp-reorder-ms", "5"], {"VB_RTP_VIDEO_WAIT_MS": "50"}
+    )
+    assert (cfg.rtp_receive, cfg.rtp_reorder_ms, cfg.rtp_video_wait_ms) == ("aiortc", 5.0, 50.0)
+    with pytest.raises(ValueError, match="--rtp-receive must be one of forward, reorder, aiortc"):
+        _load(["--rtp-receive", "jitter"])
+    with pytest.raises(ValueError, match="--rtp-reorder-ms must be between 0 and 1000"):
+        _load(["--rtp-reorder-ms", "-1"])
+    with pytest.raises(ValueError, match="--rtp-video-wait-ms"):
+        _load(["--rtp-video-wait-ms", "5000"])
+
+
 def test_repeatable_ice_host_flag() -> None:
     cfg = _load(["--ice-host", "127.0.0.1", "--ice-host", "::1"])
     assert cfg.ice_host == ["127.0.0.1", "::1"]
