@@ -256,9 +256,11 @@ class PhoneFrontEnd:
 
     # -- calls ------------------------------------------------------------------------------
     def _caller_key(self, call: IncomingCall) -> str:
-        """The calling number as a limiter key: hashed, so not even memory holds it."""
-        caller = call.caller or ""
-        return "caller:" + hashlib.sha256(caller.encode()).hexdigest()[:24]
+        """The calling number as a limiter key: the From URI's user part (its host and
+        port are the PBX's, or change per call), hashed, so not even memory holds it.
+        Callers without a number (``anonymous``) share one key."""
+        user = (call.caller or "").split(":", 1)[-1].split("@", 1)[0].split(";", 1)[0]
+        return "caller:" + hashlib.sha256(user.encode()).hexdigest()[:24]
 
     def _on_invite(self, uas: SipUAS, call: IncomingCall) -> None:
         task = asyncio.get_running_loop().create_task(self._answer(uas, call))
