@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -122,16 +123,80 @@ class Limits:
 
 @dataclass(slots=True)
 class Bank:
-    """Who the customer turns to after the consultation (the end screen, docs/web.md):
-    ``[bank]`` in the TOML file, ``--bank-<name>`` flags, ``VB_BANK_<NAME>`` variables.
-    Empty by default: the page then names no one and says to contact the bank. A table
-    of its own so that name, logo, colours and imprint can join it later."""
+    """The bank's look and contact (docs/web.md "The bank's look"): ``[bank]`` in the
+    TOML file, ``--bank-<name>`` flags, ``VB_BANK_<NAME>`` variables. Empty by default:
+    the pages then name no one, show no logo and keep the neutral blue, and the end
+    screen says to contact one's bank.
+
+    ``logo`` is a local file the gateway serves itself (``/brand/logo``: nothing is
+    fetched from the bank's web site); ``color`` the primary colour as ``#rrggbb``, which
+    must keep white text readable on it (WCAG 2.1 contrast ≥ 4.5:1, so the pages stay
+    accessible); ``imprint`` and ``privacy`` the bank's own pages (http/https links)."""
 
     name: str = ""
     phone: str = ""
     email: str = ""
     website: str = ""
     hours: str = ""  # service hours as the bank writes them, e.g. "Mo–Fr 8–18 Uhr"
+    address: str = ""  # postal address, one line ("Domplatz 1, 50667 Köln")
+    logo: str = ""  # path of a PNG, JPEG, GIF, WebP or SVG file (at most LOGO_MAX_BYTES)
+    color: str = ""  # "#rrggbb"
+    imprint: str = ""  # URL of the bank's imprint (Impressum, § 5 DDG)
+    privacy: str = ""  # URL of the bank's privacy notice (Art. 13 GDPR)
+
+    def logo_type(self) -> str | None:
+        """The logo's media type (from its extension), None without a logo."""
+        if not self.logo:
+            return None
+        return LOGO_TYPES.get(Path(self.logo).suffix.lower())
+
+    def palette(self) -> dict[str, str] | None:
+        """The primary colour and its darker (hover) and light (background) shades,
+        None for the neutral default."""
+        if not self.color:
+            return None
+        rgb = _rgb(self.color)
+
+        def hex_of(channels: list[int]) -> str:
+            return "#" + "".join(f"{c:02x}" for c in channels)
+
+        return {
+            "primary": self.color.lower(),
+            "dark": hex_of([round(c * 0.78) for c in rgb]),
+            "light": hex_of([round(c * 0.1 + 255 * 0.9) for c in rgb]),
+        }
+
+
+# The logo is served by the gateway (web/pages.py); the types browsers and mail readers
+# show without a plug-in. SVG is served with a sandboxing CSP (no script runs in it).
+LOGO_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".svg": "image/svg+xml",
+}
+LOGO_MAX_BYTES = 512 * 1024
+# white text on the primary colour (buttons, top bar): WCAG 2.1 SC 1.4.3, normal text
+MIN_CONTRAST_ON_WHITE = 4.5
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+
+
+def contrast_with_white(color: str) -> float:
+    """WCAG 2.1 contrast ratio of ``#rrggbb`` against white (relative luminance,
+    https://www.w3.org/TR/WCAG21/#dfn-relative-luminance)."""
+
+    def channel(c: int) -> float:
+        s = c / 255
+        return s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in _rgb(color))
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    return 1.05 / (luminance + 0.05)
 
 
 _BANK_FIELDS = tuple(f.name for f in fields(Bank))
@@ -164,6 +229,12 @@ class Config:
     event_loop: str = "uvloop"
     metrics_listen: str | None = None
     metrics_token: str | None = None
+    # WebRTC receive side (docs/webrtc.md, "Receiving without playout delay"):
+    # forward | reorder | aiortc; how long audio waits for a missing packet; how long a
+    # video gap waits for its retransmission (NACK) before a keyframe is asked for.
+    rtp_receive: str = "forward"
+    rtp_reorder_ms: float = 20.0
+    rtp_video_wait_ms: float = 100.0
     # the telephone leg (gateway/phone/, docs/phone.md); sip_port 0: off
     sip_port: int = 0
     sip_allow: list[str] = field(default_factory=list)
@@ -171,6 +242,13 @@ class Config:
     sip_trunk: str | None = None
     limits: Limits = field(default_factory=Limits)
     bank: Bank = field(default_factory=Bank)
+    # cluster mode (docs/cluster.md); without these the node runs alone on SQLite
+    database: str | None = None
+    redis: str | None = None
+    node_id: str | None = None
+    rtmp_url: str | None = None
+    drain_timeout: float = 4 * 3600.0
+    heartbeat: float = 2.0
 
     @property
     def tls(self) -> bool:
@@ -207,6 +285,8 @@ class Config:
         return f"{s}://{host}:{self.http_port}"
 
     def rtmp_base(self) -> str:
+        if self.rtmp_url:
+            return self.rtmp_url.rstrip("/")
         host = self.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
@@ -257,6 +337,20 @@ _FLAGS: dict[str, tuple[str, str]] = {
         "serve /metrics only on this HOST:PORT (e.g. 127.0.0.1:9100), not on the web port",
     ),
     "metrics_token": ("str", "bearer token a Prometheus scrape of /metrics must send"),
+    "rtp_receive": (
+        "str",
+        "WebRTC receive path: forward (default: reorder only, forward RTP between browsers), "
+        "reorder (reorder only, packetize again) or aiortc (aiortc's playout buffer)",
+    ),
+    "rtp_reorder_ms": (
+        "float",
+        "ms an audio packet waits for a missing earlier one before it is skipped (default 20)",
+    ),
+    "rtp_video_wait_ms": (
+        "float",
+        "ms a video frame waits for a lost packet's retransmission (NACK) before the gap is "
+        "given up and a keyframe asked for (default 100)",
+    ),
     "sip_port": ("int", "SIP port for the telephone leg, UDP and TCP (default 0: off)"),
     "sip_allow": (
         "list",
@@ -265,7 +359,15 @@ _FLAGS: dict[str, tuple[str, str]] = {
     ),
     "phone_number": ("str", "the dial-in number shown to customers (display only)"),
     "sip_trunk": ("str", "HOST:PORT of the SIP proxy/trunk the advisor's dial-out goes through"),
+    "database": ("str", "postgresql://… for accounts, sign-ins and statistics (default SQLite)"),
+    "redis": ("str", "redis://… : cluster mode, this node joins the others (docs/cluster.md)"),
+    "node_id": ("str", "this node's name in the cluster (default: host and HTTP port)"),
+    "rtmp_url": ("str", "this node's public RTMP base, e.g. rtmp://n1.example:1935"),
+    "drain_timeout": ("float", "seconds a draining node waits for its consultations"),
+    "heartbeat": ("float", "seconds between cluster heartbeats (TTL: three of them)"),
 }
+
+RTP_RECEIVE_MODES = ("forward", "reorder", "aiortc")
 
 # --tls-min-version values (ssl.TLSVersion names without the prefix)
 TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
@@ -283,7 +385,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, default=None, help=help_text)
     for name in _BANK_FIELDS:
         parser.add_argument(
-            f"--bank-{name}", dest=f"bank_{name}", default=None, help=f"bank contact: {name}"
+            f"--bank-{name}",
+            dest=f"bank_{name}",
+            default=None,
+            help=f"the bank's look and contact: {name}",
         )
     parser.add_argument(
         "--limit",
@@ -349,9 +454,39 @@ def _set_bank(bank: Bank, name: str, value: Any, where: object) -> None:
     if not isinstance(value, str):
         raise ValueError(f"{where}: bank setting {name!r} must be text")
     value = value.strip()
-    if name == "website" and value and not value.startswith(("https://", "http://")):
+    if (
+        name in ("website", "imprint", "privacy")
+        and value
+        and not value.startswith(("https://", "http://"))
+    ):
         # it becomes a link on the customer's page: never javascript: or data:
-        raise ValueError(f"{where}: bank website must be an http(s) URL, not {value!r}")
+        raise ValueError(f"{where}: bank {name} must be an http(s) URL, not {value!r}")
+    if name == "color" and value:
+        if re.fullmatch(r"#[0-9a-fA-F]{6}", value) is None:
+            raise ValueError(f"{where}: bank color must be #rrggbb, not {value!r}")
+        ratio = contrast_with_white(value)
+        if ratio < MIN_CONTRAST_ON_WHITE:
+            raise ValueError(
+                f"{where}: bank color {value} is too light for white text on it "
+                f"(contrast {ratio:.1f}:1, at least {MIN_CONTRAST_ON_WHITE}:1 needed, "
+                "WCAG 2.1 SC 1.4.3); choose a darker shade"
+            )
+    if name == "logo" and value:
+        path = Path(value).expanduser()
+        if path.suffix.lower() not in LOGO_TYPES:
+            raise ValueError(
+                f"{where}: bank logo must be one of {', '.join(sorted(LOGO_TYPES))}, not {value!r}"
+            )
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ValueError(f"{where}: bank logo {value!r} cannot be read: {exc}") from None
+        if not path.is_file() or size > LOGO_MAX_BYTES:
+            raise ValueError(
+                f"{where}: bank logo {value!r} must be a file of at most "
+                f"{LOGO_MAX_BYTES // 1024} KB"
+            )
+        value = str(path.resolve())
     setattr(bank, name, value)
 
 
@@ -371,7 +506,11 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
                 limit_values.update(value)
             elif key == "bank" and isinstance(value, dict):
                 for name, text in value.items():
-                    _set_bank(cfg.bank, name.replace("-", "_"), text, config_path)
+                    name = name.replace("-", "_")
+                    if name == "logo" and isinstance(text, str) and text.strip():
+                        # a relative logo path is read beside the TOML file
+                        text = str(Path(config_path).parent / Path(text.strip()).expanduser())
+                    _set_bank(cfg.bank, name, text, config_path)
             elif key.startswith("bank_"):  # the flag's name, as for every other flag
                 _set_bank(cfg.bank, key.removeprefix("bank_"), value, config_path)
             elif key in _FLAGS:
@@ -418,6 +557,14 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         raise ValueError(f"--event-loop must be uvloop or asyncio, not {cfg.event_loop!r}")
     if cfg.metrics_listen is not None:
         split_host_port(cfg.metrics_listen)  # raises ValueError naming the flag
+    if cfg.database is not None and not cfg.database.startswith(("postgresql://", "postgres://")):
+        raise ValueError("--database expects a postgresql:// URL")
+    if cfg.redis is not None and not cfg.redis.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("--redis expects a redis://, rediss:// or unix:// URL")
+    if cfg.rtmp_url is not None and not cfg.rtmp_url.startswith(("rtmp://", "rtmps://")):
+        raise ValueError("--rtmp-url expects an rtmp:// URL")
+    if cfg.heartbeat <= 0 or cfg.drain_timeout < 0:
+        raise ValueError("--heartbeat must be positive and --drain-timeout not negative")
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     if cfg.tls_min_version not in TLS_VERSIONS:
@@ -443,4 +590,14 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         raise ValueError("phone_code_digits must be at least 8")
     if not 0 <= cfg.rtmp_port <= 65535:
         raise ValueError(f"--rtmp-port must be a port number (0 = off), not {cfg.rtmp_port}")
+    if cfg.rtp_receive not in RTP_RECEIVE_MODES:
+        raise ValueError(
+            f"--rtp-receive must be one of {', '.join(RTP_RECEIVE_MODES)}, not {cfg.rtp_receive!r}"
+        )
+    for flag, ms in (
+        ("--rtp-reorder-ms", cfg.rtp_reorder_ms),
+        ("--rtp-video-wait-ms", cfg.rtp_video_wait_ms),
+    ):
+        if not 0 <= ms <= 1000:
+            raise ValueError(f"{flag} must be between 0 and 1000 milliseconds, not {ms}")
     return cfg

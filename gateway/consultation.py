@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.events import (
     AccessChanged,
+    Admission,
     ChatMessage,
     ConsultationEvent,
     MediaState,
@@ -119,6 +120,8 @@ class Participant:
     camera: bool = False
     microphone: bool = False
     announced: bool = False  # the client said which devices are on (media event/call)
+    # let in by the advisor (the waiting room, docs/web.md); False: waits, no media routed
+    admitted: bool = True
     joined_at: float | None = None
     # every connection kind this participant used (statistics: flash/webrtc/chat-only)
     kinds_seen: set[str] = field(default_factory=set)
@@ -137,6 +140,7 @@ class Participant:
             "via": media_kinds,
             "camera": self.camera,
             "microphone": self.microphone,
+            "admitted": self.admitted,
             "connections": [
                 {
                     "kind": c.kind,
@@ -173,6 +177,7 @@ class Consultation:
         label: str | None = None,
         appointment: float | None = None,
         pin_max_wrong: int = 5,
+        waiting_room: bool = False,
     ) -> None:
         self.id = consultation_id
         self.created_at = time.time() if now is None else now
@@ -200,6 +205,10 @@ class Consultation:
             Role.ADVISOR: Participant(Role.ADVISOR, _new_token()),
             Role.CUSTOMER: Participant(Role.CUSTOMER, _new_token(), pin=_new_pin()),
         }
+        # The waiting room (docs/web.md): the customer waits until the advisor lets them
+        # in; off for consultations created through the API without asking for it.
+        self.waiting_room = waiting_room
+        self.participants[Role.CUSTOMER].admitted = not waiting_room
         self.streams: dict[Role, PublishedStream] = {
             role: PublishedStream(f"{consultation_id}/{role}", gop_cache_bytes=gop_cache_bytes)
             for role in Role
@@ -272,9 +281,40 @@ class Consultation:
             microphone=participant.microphone,
         )
 
+    # -- the waiting room -------------------------------------------------------------------
+    def admitted(self, role: Role) -> bool:
+        return self.participants[role].admitted
+
+    def admission(self, role: Role = Role.CUSTOMER) -> Admission:
+        """``role``'s admission now (the ``admission`` event)."""
+        return Admission(role=role, admitted=self.participants[role].admitted)
+
+    def admit(self, role: Role = Role.CUSTOMER) -> bool:
+        """Let ``role`` in: media is routed from now on. False if it was in already."""
+        participant = self.participants[role]
+        if participant.admitted or self.ended:
+            return False
+        participant.admitted = True
+        self.streams[role].set_gates(participant.camera, participant.microphone)
+        self.emit(self.admission(role))
+        return True
+
+    def send_to_waiting_room(self, role: Role = Role.CUSTOMER) -> None:
+        """``role`` waits again (a new PIN and link may reach someone else)."""
+        participant = self.participants[role]
+        if not self.waiting_room or not participant.admitted:
+            return
+        participant.admitted = False
+        self.streams[role].set_gates(False, False)
+        self.emit(self.admission(role))
+
     # -- participants -------------------------------------------------------------------
     def attach(self, role: Role, connection: Connection) -> None:
         participant = self.participants[role]
+        if not participant.admitted and connection.kind.startswith("rtmp"):
+            # The Flash client has no waiting-room screen: a Flash customer is let in
+            # directly (docs/flash.md). The browser page and the events socket wait.
+            self.admit(role)
         first = not participant.connections
         participant.connections.append(connection)
         if participant.joined_at is None:
@@ -314,7 +354,9 @@ class Consultation:
         participant.camera = bool(camera)
         participant.microphone = bool(microphone)
         stream = self.streams[role]
-        stream.set_gates(participant.camera, participant.microphone)
+        # nothing of a participant still in the waiting room is routed (docs/web.md)
+        open_ = participant.admitted
+        stream.set_gates(open_ and participant.camera, open_ and participant.microphone)
         self.emit(self.media_state(role))
 
     # -- the customer's way in ----------------------------------------------------------------
@@ -336,9 +378,12 @@ class Consultation:
 
     def customer_state(self, now: float | None = None) -> str:
         """What the advisor's overview shows: ``locked`` (too many wrong PINs),
-        ``together`` (both here), ``waiting`` (the customer waits for the advisor),
-        ``noshow`` (never came, ``NO_SHOW_AFTER`` past the appointment) or ``absent``."""
+        ``lobby`` (the customer is in the waiting room, to be let in), ``together`` (both
+        here), ``waiting`` (the customer waits for the advisor), ``noshow`` (never came,
+        ``NO_SHOW_AFTER`` past the appointment) or ``absent``."""
         customer = self.participants[Role.CUSTOMER]
+        if customer.connections and not customer.admitted:
+            return "lobby"
         if customer.connections:
             return "together" if self.participants[Role.ADVISOR].connections else "waiting"
         if self.pin_locked:
@@ -500,8 +545,10 @@ class Directory:
         label: object = None,
         appointment: float | None = None,
         now: float | None = None,
+        waiting_room: bool = False,
     ) -> Consultation:
-        """A new consultation of ``owner``. Raises :class:`RoomDetailsRejected` for a
+        """A new consultation of ``owner`` (with a waiting room: the customer is let in by
+        the advisor). Raises :class:`RoomDetailsRejected` for a
         label or appointment it cannot keep."""
         now = time.time() if now is None else now
         label = clean_label(label)
@@ -524,6 +571,7 @@ class Directory:
             label=label,
             appointment=appointment,
             pin_max_wrong=self.pin_max_wrong,
+            waiting_room=waiting_room,
         )
         self.consultations[consultation.id] = consultation
         self._links[consultation.customer_link] = consultation
@@ -580,6 +628,8 @@ class Directory:
                 connection.close()
             except Exception:
                 log.exception("closing a connection failed")
+        # whoever holds the new PIN is let in anew
+        consultation.send_to_waiting_room(Role.CUSTOMER)
         consultation.emit(AccessChanged(locked=False, renewed=True))
 
     def authorize(self, token: str | None, now: float | None = None) -> Grant | None:

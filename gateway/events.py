@@ -75,6 +75,29 @@ class MediaState(ConsultationEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Admission(ConsultationEvent):
+    """The waiting room (docs/web.md): whether ``role`` (the customer) is let in yet.
+    ``waiting`` False and ``admitted`` True: in the consultation; ``admitted`` False: the
+    customer waits until the advisor lets them in ("Einlassen"); media is routed only
+    after that."""
+
+    role: Role
+    admitted: bool
+
+    def wire(self) -> dict[str, Any]:
+        return {"type": "admission", "role": str(self.role), "admitted": self.admitted}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Typing(ConsultationEvent):
+    """``sender`` is typing a chat message ("… schreibt"), for the other participant
+    only; the events socket lets at most one through per ``TYPING_INTERVAL``."""
+
+    def wire(self) -> dict[str, Any]:
+        return {"type": "typing", "role": str(self.sender)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccessChanged(ConsultationEvent):
     """The customer's way in was locked (too many wrong PINs) or renewed: the advisor's
     business only."""

@@ -77,6 +77,10 @@ class MediaUnit:
     arrived: float = 0.0
     origin: str = ""
     transcoded: bool = False
+    # The RTP payloads the frame arrived in (a WebRTC publisher's, in order), so that a
+    # WebRTC receiver of the same codec forwards them instead of packetizing the payload
+    # again (docs/webrtc.md, "Forwarding"); None for every other source.
+    rtp: tuple[bytes, ...] | None = None
 
 
 class Receiver(Protocol):

@@ -36,6 +36,7 @@ from aiohttp import web
 
 from gateway.consultation import Consultation, Role, group_pin
 from gateway.service import AdvisorAuth, AdvisorSession
+from gateway.store import LockoutStore
 from web.auth import ADVISOR_COOKIE, check_csrf, csrf_token, gateway_of, identify, same_origin
 from web.documents import page_limits
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
@@ -87,6 +88,41 @@ class LoginGuard:
         # The address keeps its count: a valid account of its own must not let an
         # address reset its budget between guesses at other accounts.
         self.per_account.succeed(account.lower())
+
+    # -- with the cluster's shared lock-outs (gateway/store/, docs/cluster.md) --------------
+    # Each node counts as before; with a shared store the per-account count is kept there
+    # too, so N nodes do not give a guesser N times the budget for one account.
+    shared: LockoutStore | None = None
+
+    async def shared_retry_after(self, address: str, account: str) -> float:
+        wait = self.retry_after(address, account)
+        if self.shared is not None and account:
+            key = "account:" + account.lower()
+            wait = max(wait, await asyncio.to_thread(self.shared.retry_after, key, time.time()))
+        return wait
+
+    async def shared_failed(self, address: str, account: str) -> float:
+        locked = self.failed(address, account)
+        if self.shared is not None and account:
+            limiter, key = self.per_account, "account:" + account.lower()
+            locked = max(
+                locked,
+                await asyncio.to_thread(
+                    self.shared.fail,
+                    key,
+                    time.time(),
+                    limiter.window,
+                    limiter.max_failures,
+                    limiter.lockout,
+                ),
+            )
+        return locked
+
+    async def shared_succeeded(self, account: str) -> None:
+        self.succeeded(account)
+        if self.shared is not None and account:
+            key = "account:" + account.lower()
+            await asyncio.to_thread(self.shared.clear, key, time.time())
 
 
 LOGIN_GUARD_KEY = web.AppKey("login_guard", LoginGuard)
@@ -187,6 +223,7 @@ async def login(request: web.Request) -> web.Response:
         return login_page(
             request, status=403, message="login.link_invalid", title_key="login.failed.title"
         )
+    await gateway_of(request).advisor_auth.publish(sid)  # every node knows it (cluster)
     log.info("advisor signed in with the one-time link")
     response = _see_other("/advisor")
     set_cookie(
@@ -217,7 +254,7 @@ async def login_submit(request: web.Request) -> web.Response:
     auth = gateway_of(request).advisor_auth
     guard = request.app[LOGIN_GUARD_KEY]
     address = address_key(request.remote)
-    wait = guard.retry_after(address, name)
+    wait = await guard.shared_retry_after(address, name)
     if wait:
         return login_page(
             request, status=429, message="login.locked", next_path=next_path, retry_after=wait
@@ -238,7 +275,7 @@ async def login_submit(request: web.Request) -> web.Response:
         finally:
             guard.in_flight -= keys
     if verified is None:
-        locked = guard.failed(address, name)
+        locked = await guard.shared_failed(address, name)
         if locked:
             log.warning("advisor sign-in locked for %d s after repeated failures", locked)
             return login_page(
@@ -247,9 +284,10 @@ async def login_submit(request: web.Request) -> web.Response:
         return login_page(
             request, status=403, message="login.wrong", next_path=next_path, name=name
         )
-    guard.succeeded(name)
+    await guard.shared_succeeded(name)
     account, generation = verified
     sid = auth.new_session(account, generation)
+    await auth.publish(sid)  # every node knows it (cluster)
     log.info("advisor %s signed in", account)
     response = _see_other(next_path)
     set_cookie(
@@ -266,7 +304,7 @@ async def logout(request: web.Request) -> web.Response:
         form = await request.post()
         token = form.get("csrf")
         check_csrf(request, principal, token if isinstance(token, str) else None)
-        gateway_of(request).advisor_auth.end_session(principal.cookie_session)
+        await gateway_of(request).advisor_auth.withdraw(principal.cookie_session)
     response = message_page(request, "logout.title", "logout.text")
     response.del_cookie(ADVISOR_COOKIE, path="/")
     return response
@@ -284,10 +322,36 @@ def customer_state(consultation: Consultation) -> str:
 _STATE_KEYS = {
     "absent": "overview.absent",
     "waiting": "overview.waiting",
+    "lobby": "overview.lobby",
     "together": "overview.together",
     "locked": "overview.locked",
     "noshow": "overview.noshow",
 }
+
+
+def lobby_message(consultation: Consultation) -> dict[str, object] | None:
+    """The last chat message of a customer in the waiting room (the overview shows it,
+    docs/web.md); None otherwise. From memory, to the owner only."""
+    if consultation.customer_state() != "lobby":
+        return None
+    for message in reversed(consultation.chat_log):
+        if message.sender is Role.CUSTOMER:
+            return {"text": message.text, "ts": message.ts}
+    return None
+
+
+def _lobby(v: View, consultation: Consultation, state: str) -> str:
+    """The waiting room in a row: "Einlassen" and what the customer wrote meanwhile."""
+    cid = esc(consultation.id)
+    message = lobby_message(consultation)
+    text = esc(message["text"]) if message else ""
+    hidden = "" if state == "lobby" else " hidden"
+    return (
+        f'<button type="button" class="lobby-admit primary" data-id="{cid}"{hidden}>'
+        + v.tr("lobby.admit")
+        + "</button>"
+        + f'<p class="lobby-message" id="msg-{cid}"{"" if message else " hidden"}>{text}</p>'
+    )
 
 
 def visible_consultations(request: web.Request, entry: AdvisorSession) -> list[Consultation]:
@@ -336,7 +400,10 @@ def _row(request: web.Request, v: View, consultation: Consultation, csrf: str, n
         f"{esc(links['page_url'])}</a> {_copy_button(v, f'link-{cid}')}</td>"
         f'<td><span class="pin" id="pin-{cid}">{esc(group_pin(links["pin"]))}</span> '
         f"{_copy_button(v, f'pin-{cid}')}</td>"
-        + v.tr(_STATE_KEYS[state], "td", 'class="customer-state"')
+        + "<td>"
+        + v.tr(_STATE_KEYS[state], "span", 'class="customer-state"')
+        + _lobby(v, consultation, state)
+        + "</td>"
         + f'<td class="row-actions"><a class="button primary" href="/advisor/{cid}">'
         + v.tr("overview.join")
         + "</a>"
@@ -361,6 +428,11 @@ def _create_form(v: View) -> str:
         + v.tr("overview.label_hint", "p", 'id="create-label-hint" class="hint"')
         + v.tr("overview.appointment", "label", 'for="create-appointment"')
         + '<input id="create-appointment" name="appointment" type="datetime-local">'
+        # the waiting room (docs/web.md): on unless the advisor unticks it
+        + '<p class="check-line"><input type="checkbox" id="create-waiting-room" '
+        'name="waiting_room" checked> '
+        + v.tr("overview.waiting_room", "label", 'for="create-waiting-room"')
+        + "</p>"
         '<p><button type="submit" id="create-session" class="primary">'
         + v.tr("overview.create")
         + "</button></p></form>"
@@ -431,7 +503,7 @@ async def advisor_home(request: web.Request) -> web.Response:
     page = v.document(
         "overview.title",
         main,
-        scripts=("i18n.js", "copy.js", "advisor.js"),
+        scripts=("i18n.js", "copy.js", "sounds.js", "advisor.js"),
         meta={"csrf-token": csrf},
         body_class="page-overview",
     )
@@ -454,6 +526,7 @@ async def advisor_state(request: web.Request) -> web.Response:
             {
                 "id": c.id,
                 "customer": customer_state(c),
+                "message": lobby_message(c),
                 "pin": group_pin(links["pin"]),
                 "page_url": links["page_url"],
             }
@@ -524,4 +597,7 @@ def setup(app: web.Application) -> None:
             limits.login_max_failures_per_account, limits.login_failure_window, limits.login_lockout
         ),
     )
+    store = app[GATEWAY_KEY].store
+    if store is not None and store.shared:
+        app[LOGIN_GUARD_KEY].shared = store.lockouts
     app.add_routes(routes)

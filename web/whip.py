@@ -127,6 +127,11 @@ def _offer_handler(kind: str) -> Callable[[web.Request], Awaitable[web.Response]
         consultation, role = _authorize(request)
         if not gateway_of(request).accepting:
             raise ProblemError(503, "The gateway is shutting down.")
+        if not consultation.admitted(role):
+            # the waiting room (docs/web.md): no media before the advisor lets them in
+            raise ProblemError(
+                409, "The customer waits to be let in by the advisor (waiting room)."
+            )
         offer = await _read_offer(request)
         service = _service(request)
         method = service.publish if kind == WHIP else service.play

@@ -17,6 +17,7 @@ from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, unpack_remb
 
 from gateway.consultation import Consultation, Role
 from gateway.routing import Route, TranscoderSource, connect, webrtc_caps
+from webrtc import seams
 from webrtc.offer import OfferError, check_offer, restrict_codecs
 from webrtc.peers import PeerFactory
 from webrtc.session import PeerSession
@@ -88,6 +89,8 @@ class WhepSession(PeerSession):
             transceiver.direction = "sendonly"
             transceiver.sender.replaceTrack(track)
             hook_sender_feedback(transceiver.sender, sink)
+            # frames that carry their RTP payloads go out in them (forwarding)
+            seams.forward_sender(transceiver.sender, transceiver._codecs[0])
         if not sink.tracks:
             raise OfferError("No media section of the offer receives media.")
         await self._answer(offer)
