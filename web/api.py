@@ -149,6 +149,20 @@ async def admit_customer(request: web.Request) -> web.Response:
     return web.json_response({"admitted": consultation.admitted(Role.CUSTOMER)})
 
 
+@routes.post("/api/sessions/{id}/phone/hangup")
+async def hang_up_phone(request: web.Request) -> web.Response:
+    """The advisor ends the telephone leg (docs/phone.md): the caller hears a goodbye, then
+    BYE; the page's own audio comes back. 404 when no phone is connected."""
+    principal = require_advisor(request)
+    consultation, _ = known_role(
+        principal, gateway_of(request).directory.get(request.match_info["id"])
+    )
+    if consultation.phone is None:
+        raise ProblemError(404, "No telephone is connected to this consultation.")
+    consultation.phone.hang_up()
+    return web.Response(status=204)
+
+
 def customer_access(request: web.Request, consultation: Consultation) -> dict[str, object]:
     """What the advisor hands the customer, and whether the link is locked."""
     links = participant_links(gateway_of(request).config, consultation, Role.CUSTOMER)

@@ -348,14 +348,7 @@ class PhoneLeg:
         self._route = connect(
             consultation, Role.CUSTOMER, PhoneSink(self), phone_caps(self.codec), self.pool
         )  # type: ignore[arg-type]
-        consultation.emit(
-            PhoneState(
-                active=True,
-                number=self.masked_number,
-                since=consultation.phone.since,
-                codec=self.codec,
-            )
-        )
+        consultation.emit(consultation.phone_state())
         self.play("chime")
 
     def queue_audio(self, unit: MediaUnit) -> None:
