@@ -895,6 +895,27 @@ def _access(v: View, links: Mapping[str, Any]) -> str:
     )
 
 
+def _phone_dial(v: View) -> str:
+    """The advisor's dial-out (docs/phone.md): the number is sent for this call and not
+    kept, not even in the field (phone.js empties it)."""
+    return "".join(
+        (
+            '<section id="phone-dial-card" class="card phone-dial" '
+            'aria-labelledby="phone-dial-title">',
+            v.tr("phone.dial.title", "h2", 'id="phone-dial-title"'),
+            '<form id="phone-dial" class="inline-form">',
+            v.tr("phone.dial.label", "label", 'for="phone-dial-number"'),
+            '<input id="phone-dial-number" name="number" type="tel" inputmode="tel" '
+            'autocomplete="off" maxlength="30" required>',
+            '<button type="submit" class="secondary">',
+            v.tr("phone.dial.submit"),
+            "</button></form>",
+            '<p id="phone-dial-status" role="status"></p>',
+            "</section>",
+        )
+    )
+
+
 def _access_phone(v: View, phone: Mapping[str, str] | None) -> str:
     """The dial-in number and phone code in the advisor's access card (docs/phone.md)."""
     if not phone:
@@ -950,8 +971,10 @@ def advisor_room(
     ice_urls: list[str],
     *,
     documents: Mapping[str, Any] | None = None,
+    dial_out: bool = False,
 ) -> str:
-    """The advisor's consultation page; ``documents`` as for :func:`customer_room`."""
+    """The advisor's consultation page; ``documents`` as for :func:`customer_room`;
+    ``dial_out``: the gateway can call the customer's phone (``--sip-trunk``)."""
     cid = esc(consultation_id)
     main = "".join(
         (
@@ -971,6 +994,7 @@ def advisor_room(
             '</div><div class="side-column">',
             _customer_card(v),
             _phone_call(v),
+            _phone_dial(v) if dial_out else "",
             _access(v, links),
             _forms_card(v, "advisor", consultation_id),
             _documents_card(v, "advisor", consultation_id, documents) if documents else "",

@@ -55,5 +55,55 @@
     });
   });
 
-  VB.phone = { onEvent: show };
+  // -- dial-out: the advisor types the customer's number (never kept: the field is
+  // emptied as soon as the request is sent) --------------------------------------------
+  const dialForm = document.getElementById("phone-dial");
+  const dialStatus = document.getElementById("phone-dial-status");
+  const dialInput = document.getElementById("phone-dial-number");
+
+  function dialText(key) {
+    if (dialStatus) {
+      VB.i18n.setText(dialStatus, key);
+    }
+  }
+
+  if (dialForm) {
+    dialForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      const number = dialInput.value;
+      dialInput.value = "";
+      dialText("phone.dial.calling");
+      fetch(url.replace(/hangup$/, "call"), {
+        method: "POST",
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json" },
+        body: JSON.stringify({ number: number }),
+      })
+        .then(function (resp) {
+          if (resp.status === 400) {
+            dialText("phone.dial.invalid");
+          } else if (!resp.ok) {
+            dialText("phone.dial.failed");
+          }
+        })
+        .catch(function () {
+          dialText("phone.dial.failed");
+        });
+    });
+  }
+
+  function onEvent(ev) {
+    show(ev);
+    if (ev.active) {
+      if (dialStatus) {
+        delete dialStatus.dataset.t; // nothing to say while the call is on
+        dialStatus.textContent = "";
+      }
+    } else if (ev.outcome === "no-answer" || ev.outcome === "rejected") {
+      dialText("phone.dial.failed");
+    }
+  }
+
+  VB.phone = { onEvent: onEvent };
 })();
