@@ -120,7 +120,7 @@ def test_aggregates_and_csv() -> None:
         "over 60 min": 1,
     }
     assert agg["duration_s"]["median"] == 600
-    assert agg["clients"] == {"flash": 2, "webrtc": 3, "chat-only": 1}
+    assert agg["clients"] == {"flash": 2, "webrtc": 3, "chat-only": 1, "phone": 0}
     assert agg["features"]["transcoding"] == 3 and agg["features"]["documents"] == 1
     assert agg["end_reasons"] == {"abandoned": 1, "ended": 2}
     table = list(csv.DictReader(io.StringIO(to_csv(rows))))
