@@ -12,6 +12,7 @@ argument (the Flash client), as ``?token=`` on the app/tcUrl, or on the stream n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -262,6 +263,7 @@ class RtmpSession:
         self.handshake_at: float | None = None
         self._last_ping = self.started
         self.connected = False  # connect accepted
+        self._redirecting: asyncio.Future[None] | None = None  # cluster: connect elsewhere
         self.grant: Grant | None = None
         self.capabilities: dict[str, Any] = {}
         self.flash_version = ""
@@ -510,6 +512,11 @@ class RtmpSession:
             return
         if token is not None:
             grant = self.gateway.authorize(token)
+            if grant is None and self.gateway.cluster is not None:
+                # cluster mode: the token may belong to a consultation on another node
+                task = asyncio.ensure_future(self._redirect(cmd.transaction_id, token, target))
+                self._redirecting = task  # referenced until done
+                return
             if grant is None:
                 self._log_connect(target, "NetConnection.Connect.Rejected")
                 self.conn.reject_connect(
@@ -527,6 +534,19 @@ class RtmpSession:
         self.connected = True
         self._log_connect(target, "NetConnection.Connect.Success")
         self.conn.accept_connect(cmd.transaction_id, 3 if _num(encoding) == 3 else 0)
+
+    async def _redirect(self, transaction_id: float, token: str, target: str) -> None:
+        """Reject a connect whose consultation lives on another node with that node's RTMP
+        URL (``ex.redirect``), or as invalid when no live node holds it."""
+        url = await self.gateway.elsewhere_rtmp(token)
+        self._log_connect(target, "NetConnection.Connect.Rejected")
+        if url is None:
+            description = "Invalid or expired token: please use your current link."
+        else:
+            description = "This consultation is served by another node."
+        self.conn.reject_connect(transaction_id, description, redirect=url)
+        self.flush()
+        self.abort("connect to another node's consultation" if url else "invalid token")
 
     def _log_connect(self, target: str, status: str) -> None:
         """The access log entry of a connect (the terms of use: address, time, browser,
