@@ -30,10 +30,12 @@ from aiohttp.typedefs import Handler
 
 from gateway.cluster import ClusterNode, NodeInfo
 from gateway.consultation import Consultation, RoomDetailsRejected
+from gateway.service import AdvisorSession
 from web.auth import ADVISOR_COOKIE, bearer_token
 from web.keys import GATEWAY_KEY
 from web.links import session_document
 from web.problems import ProblemError
+from web.templates import View, esc
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +87,8 @@ async def owner_redirect(request: web.Request, handler: Handler) -> web.StreamRe
     directory = request.app[GATEWAY_KEY].directory
     if directory.get(ident) is not None or directory.by_link(ident) is not None:
         return await handler(request)
-    if request.path.startswith(("/advisor/state", "/advisor/login")):
-        return await handler(request)
+    if request.path == f"/advisor/{ident}/end":
+        return await handler(request)  # the start page's "end": asked of the owner there
     owner = await node.locate(ident)
     if owner is None:
         return await handler(request)  # unknown, ended, or its node died: "ended"
@@ -187,6 +189,62 @@ async def announce(request: web.Request, consultation: Consultation) -> None:
     if node is not None:
         node.announce(consultation)
         await node.flush_now()
+
+
+async def end_elsewhere(request: web.Request, cid: str, advisor: str) -> None:
+    """The start page's "end" for a consultation on another node: asked of its node."""
+    node = cluster_of(request)
+    if node is None:
+        return
+    owner = await node.locate(cid)
+    if owner is not None and await end_on(request.app, node, owner, cid, advisor) == 204:
+        log.info("consultation %s on node %s ended by the advisor", cid, owner.id)
+
+
+async def rooms_elsewhere(
+    request: web.Request, entry: AdvisorSession
+) -> list[tuple[NodeInfo, dict[str, Any]]]:
+    node = cluster_of(request)
+    return [] if node is None else await node.remote_rooms(entry.principal)
+
+
+def remote_row(v: View, node: NodeInfo, room: dict[str, Any], csrf: str) -> str:
+    """A start-page row of a consultation on another node: its label, time and customer
+    state; join on that node (its room page shows the link and PIN), end from here."""
+    from web.advisor import _STATE_KEYS, _time
+
+    cid = esc(str(room["id"]))
+    state = str(room.get("customer", "absent"))
+    label = (
+        f'<span class="room-label">{esc(str(room["label"]))}</span>'
+        if room.get("label")
+        else v.tr("overview.no_label", "span", 'class="room-label none"')
+    )
+    appointment = room.get("appointment")
+    when = (
+        _time(float(appointment))
+        if appointment is not None
+        else v.tr("overview.created_at", "span", 'class="created"')
+        + " "
+        + _time(float(room.get("created", 0.0)))
+    )
+    join = f"{node.url}/advisor/{cid}"
+    return (
+        f'<tr id="c-{cid}" data-id="{cid}" data-state="{esc(state)}" data-node="{esc(node.id)}">'
+        f'<td class="when">{when}</td>'
+        f'<td><a href="{esc(join)}">{label}</a></td>'
+        f'<td colspan="2"><a href="{esc(join)}">{esc(node.url)}</a></td>'
+        + v.tr(_STATE_KEYS.get(state, "overview.absent"), "td", 'class="customer-state"')
+        + f'<td class="row-actions"><a class="button primary" href="{esc(join)}">'
+        + v.tr("overview.join")
+        + "</a>"
+        f'<form method="post" action="/advisor/{cid}/end" class="end-form" '
+        f'data-confirm="overview.end_confirm">'
+        f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
+        '<button type="submit" class="danger">'
+        + v.tr("overview.end")
+        + "</button></form></td></tr>"
+    )
 
 
 def _client(app: web.Application) -> aiohttp.ClientSession:

@@ -13,7 +13,7 @@ everything after a Redis restart within one directory refresh):
   whose node is no longer registered counts as gone at once.
 - ``vb:rooms:{id}``: the node's consultations for the advisors' start pages on other
   nodes (id, owner, label, times, customer state; never a token, link or PIN), rewritten
-  with each refresh.
+  at every heartbeat and when one starts or ends; it expires with the node.
 - ``vb:secret``: the cluster secret, made once by the first node (``SET NX``): nodes
   authenticate their calls to each other with it (placement, ending a consultation).
 """
@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import random
 import secrets
 import time
 from collections import Counter
@@ -199,9 +200,11 @@ class ClusterNode:
         pipe.sadd(PREFIX + "nodes", info.id)
         pipe.set(PREFIX + "secret", secrets.token_urlsafe(32), nx=True)
         pipe.get(PREFIX + "secret")
-        self.counter.add("heartbeat", 5)
+        # the start pages of the other nodes show who is waiting: fresh at every beat
+        pipe.set(self._rooms_key(), json.dumps(self._rooms()), px=ttl)
+        self.counter.add("heartbeat", 6)
         results = await pipe.execute()
-        self.secret = results[-1]
+        self.secret = str(results[4])  # the GET after SET NX
 
     async def _read_nodes(self) -> None:
         ids = await self.redis.smembers(PREFIX + "nodes")
@@ -238,15 +241,20 @@ class ClusterNode:
         return [self.info, *live]
 
     def placement_order(self) -> list[NodeInfo]:
-        """Serving nodes by headroom, most first (ties: fewer consultations, then this
-        node, so a lone node always places on itself)."""
+        """Serving nodes by headroom, most first. Headroom is measured CPU, which
+        scatters by a few hundredths of a core: nodes within half a consultation's cost
+        of each other count as equal and are ordered by their consultations (placed here
+        since their last heartbeat included), then at random, so nodes placing at the
+        same moment from the same view do not all pick one node (LiveKit's selectors
+        spread the same way)."""
         serving = [n for n in self.live_nodes() if n.state == "serving"]
+        step = max(0.05, self.info.cost / 2)
         return sorted(
             serving,
             key=lambda n: (
-                -n.headroom(self.pending[n.id]),
+                -round(n.headroom(self.pending[n.id]) / step),
                 n.consultations + self.pending[n.id],
-                n.id != self.info.id,
+                random.random(),
             ),
         )
 
