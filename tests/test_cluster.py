@@ -398,3 +398,128 @@ def test_kill_9_leaves_placement_within_the_ttl_and_its_links_end(cluster: Clust
         assert not leftover.exists()
     finally:
         again.stop(signal.SIGINT)
+
+
+async def _live(owner: GatewayProcess, doc: dict[str, Any]) -> Bystander:
+    """A Flash-like customer publishing real Spark + Speex to ``owner``, the advisor
+    playing it; ``frames`` counts the advisor's video frames."""
+    bystander = Bystander()
+    publisher, result = await _flash_connect(owner.rtmp_port, doc["customer"]["token"])
+    assert not result.error
+    sid = await publisher.create_stream()
+    publisher.publish(sid, "customer")
+    await publisher.wait_status("NetStream.Publish.Start")
+    player, result = await _flash_connect(
+        owner.rtmp_port, doc["advisor"]["token"], on_media=bystander._on_media
+    )
+    assert not result.error
+    player.play(await player.create_stream(), "customer")
+    bystander.clients += [publisher, player]
+    bystander.task = asyncio.get_running_loop().create_task(bystander._publish(publisher, sid))
+    await bystander.continues(5, timeout=20)
+    return bystander
+
+
+async def _close(bystander: Bystander) -> None:
+    if bystander.task is not None:
+        bystander.task.cancel()
+    for c in bystander.clients:
+        await c.close()
+
+
+async def test_draining_node_takes_nothing_new_and_loses_no_consultation(
+    cluster: Cluster,
+) -> None:
+    node = await asyncio.to_thread(cluster.add_node, "n6")
+    try:
+        await asyncio.to_thread(wait_for, lambda: "n6" in cluster.registry(), "n6 registered")
+        await asyncio.sleep(TTL)
+        doc: dict[str, Any] = {}
+        for _ in range(12):
+            d = await asyncio.to_thread(post_session, cluster.nodes[0])
+            if d["customer"]["page_url"].startswith(node.base + "/"):
+                doc = d
+                break
+            assert await asyncio.to_thread(delete_session, d, cluster.nodes[0]) == 204
+        assert doc, "nothing placed on n6"
+        live = await _live(node, doc)
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGTERM)  # a rolling restart's first step
+        await asyncio.to_thread(
+            wait_for,
+            lambda: cluster.registry().get("n6", {}).get("state") == "draining",
+            "n6 draining",
+        )
+        status, _, _ = await asyncio.to_thread(node.request, "GET", "/readyz", None, None)
+        assert status == 503
+        for _ in range(4):  # placement, also through the draining node itself, goes elsewhere
+            for via in (cluster.nodes[0], node):
+                d = await asyncio.to_thread(post_session, via)
+                assert not d["customer"]["page_url"].startswith(node.base + "/")
+                assert await asyncio.to_thread(delete_session, d, cluster.nodes[0]) == 204
+        await live.continues(30, timeout=20)  # the running consultation goes on
+        assert node.proc.poll() is None
+        # it ends as consultations do (the advisor ends it); then the node exits 0
+        assert await asyncio.to_thread(delete_session, doc, cluster.nodes[0]) == 204
+        await _close(live)
+        code = await asyncio.to_thread(node.proc.wait, 30)
+        assert code == 0
+        assert "drained: 0 consultation(s) left" in node.log()  # none cut off
+    finally:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
+        node.check_log()
+        cluster.nodes.remove(node)
+
+
+async def test_redis_restarted_under_load(cluster: Cluster) -> None:
+    """Redis restarted (empty: persistence off) while a consultation runs: media goes
+    on, the nodes register again, the directory is rebuilt, doors redirect again."""
+    n1 = cluster.nodes[0]
+    doc: dict[str, Any] = {}
+    for _ in range(12):
+        d = await asyncio.to_thread(post_session, n1)
+        if not d["customer"]["page_url"].startswith(n1.base + "/"):
+            doc = d
+            break
+        assert await asyncio.to_thread(delete_session, d, n1) == 204
+    assert doc
+    owner = cluster.node_of(doc["customer"]["page_url"])
+    live = await _live(owner, doc)
+    try:
+        await asyncio.to_thread(cluster.redis.restart)
+        await live.continues(15, timeout=20)
+        await asyncio.to_thread(
+            wait_for, lambda: len(cluster.registry()) == 3, "all three registered again"
+        )
+        link = doc["customer"]["page_url"].rsplit("/", 1)[1]
+
+        def redirected() -> bool:
+            status, headers, _ = _no_follow(n1.base + f"/k/{link}")
+            return status == 303 and headers.get("Location") == owner.base + f"/k/{link}"
+
+        await asyncio.to_thread(wait_for, redirected, "the directory rebuilt", 20)
+        # and new consultations are placed across the nodes again
+        d = await asyncio.to_thread(post_session, n1)
+        assert await asyncio.to_thread(delete_session, d, n1) == 204
+        await live.continues(10, timeout=20)
+    finally:
+        await _close(live)
+    assert await asyncio.to_thread(delete_session, doc, n1) == 204
+
+
+def _no_follow(url: str) -> tuple[int, dict[str, str], bytes]:
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(url, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
