@@ -402,6 +402,8 @@ async def serve(cfg: Config) -> int:
     def on_term() -> None:
         (stop if drain.is_set() or service.cluster is None else drain).set()
 
+    if service.cluster is not None:
+        service.cluster.on_drain = drain.set  # the /ops action drains as SIGTERM does
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, on_term)
     try:

@@ -523,3 +523,64 @@ def _no_follow(url: str) -> tuple[int, dict[str, str], bytes]:
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
+
+
+def test_advisor_in_chromium_sees_and_ends_a_consultation_on_another_node(
+    cluster: Cluster, artifacts: Path
+) -> None:
+    """What a person does: sign in on n1 (typing), see on the start page a consultation
+    that lives on another node, end it with its button; /ops shows the three nodes."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_pages import CHROMIUM, CHROMIUM_ARGS
+
+    n1 = cluster.nodes[0]
+    subprocess.run(
+        [sys.executable, "-m", "gateway", "advisor", "add", "meier", "--password-stdin",
+         "--database", cluster.database, "--data-dir", str(cluster.root / "cli")],
+        input="noch-ein-Passwort-1\n", capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="de-DE")
+            page.goto(n1.base + "/login")
+            page.get_by_label("Benutzername").fill("meier")
+            page.get_by_label("Passwort").fill("noch-ein-Passwort-1")
+            page.get_by_role("button", name="Anmelden").click()
+            page.wait_for_url(n1.base + "/advisor")
+            sid = next(c["value"] for c in page.context.cookies() if c["name"] == "vb_advisor")
+            remote: dict[str, Any] = {}
+            for _ in range(12):  # meier's consultations until one lives elsewhere
+                status, _, raw = n1.request(
+                    "POST", "/api/sessions", json.dumps({"label": "Kundin B"}).encode(),
+                    token=sid, headers={"Content-Type": "application/json"},
+                )  # fmt: skip
+                assert status == 201, raw
+                doc = json.loads(raw)
+                if not doc["customer"]["page_url"].startswith(n1.base + "/"):
+                    remote = doc
+                    break
+                assert delete_session(doc, n1) == 204
+            assert remote
+            owner = cluster.node_of(remote["customer"]["page_url"])
+            page.reload()
+            row = page.locator(f'#consultations tr[data-id="{remote["id"]}"]')
+            expect(row).to_contain_text("Kundin B")
+            expect(row.get_by_role("link", name="Beitreten")).to_have_attribute(
+                "href", f"{owner.base}/advisor/{remote['id']}"
+            )
+            page.screenshot(path=str(artifacts / "cluster-start-page.png"), full_page=True)
+            page.once("dialog", lambda dialog: dialog.accept())
+            row.get_by_role("button", name="Beenden").click()
+            page.wait_for_url("**/advisor?ended")
+            expect(page.locator(f'tr[data-id="{remote["id"]}"]')).to_have_count(0)
+            status, _, _ = owner.request("GET", f"/api/sessions/{remote['id']}")
+            assert status == 404  # ended on its own node
+            page.goto(n1.base + "/ops")
+            nodes = page.locator("#ops-nodes tbody tr")
+            expect(nodes).to_have_count(3)
+            expect(page.locator('#ops-nodes tr[data-node="n1"]')).to_contain_text("nimmt an")
+            page.screenshot(path=str(artifacts / "cluster-ops.png"), full_page=True)
+        finally:
+            browser.close()

@@ -309,6 +309,69 @@ async def end_placed(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# -- the cluster on /ops -------------------------------------------------------------------
+
+
+def cluster_section(v: View, node: ClusterNode, csrf: str | None) -> str:
+    """The /ops card: every live node with its state, load and consultations, and the
+    button that drains this node (the ops action beside SIGTERM)."""
+    cols = ("node", "state", "load", "consultations", "url")
+    heads = "".join(v.tr(f"ops.cluster.col.{c}", "th", 'scope="col"') for c in cols)
+    rows = []
+    for info in sorted(node.live_nodes(), key=lambda n: n.id):
+        me = (
+            " " + v.tr("ops.cluster.this", "span", 'class="badge"')
+            if info.id == node.info.id
+            else ""
+        )
+        rows.append(
+            f'<tr data-node="{esc(info.id)}" data-state="{esc(info.state)}">'
+            f"<td>{esc(info.id)}{me}</td>"
+            + v.tr(f"ops.cluster.state.{info.state}", "td")
+            + f"<td>{info.load:.2f} / {info.budget:.2f}</td>"
+            f"<td>{info.consultations}</td>"
+            f'<td><a class="link" href="{esc(info.url)}/ops">{esc(info.url)}</a></td></tr>'
+        )
+    drain = ""
+    if node.info.state == "serving" and node.on_drain is not None:
+        hidden = f'<input type="hidden" name="csrf" value="{esc(csrf)}">' if csrf else ""
+        drain = (
+            f'<form method="post" action="/ops/drain" class="drain-form">{hidden}'
+            '<button type="submit" class="danger">'
+            + v.tr("ops.cluster.drain")
+            + "</button></form>"
+            + v.tr("ops.cluster.drain_hint", "p", 'class="hint"')
+        )
+    return (
+        f'<section class="card" id="ops-cluster">{v.tr("ops.cluster", "h2")}'
+        f'<div class="table-wrap"><table id="ops-nodes"><thead><tr>{heads}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>{drain}</section>"
+    )
+
+
+@routes.post("/ops/drain")
+async def drain(request: web.Request) -> web.Response:
+    """Drain this node (as SIGTERM does): the operator's button on /ops, or a bearer
+    advisor token (automation of a rolling upgrade, docs/cluster.md)."""
+    from web.auth import check_csrf, identify
+
+    principal = identify(request)
+    if principal is None or not principal.advisor:
+        raise ProblemError(403, "Only the operations staff may drain a node.")
+    if principal.via_cookie:
+        form = await request.post()
+        token = form.get("csrf")
+        check_csrf(request, principal, token if isinstance(token, str) else None)
+    node = cluster_of(request)
+    if node is None or node.on_drain is None:
+        raise ProblemError(409, "This node is not part of a cluster.")
+    log.warning("drain requested on /ops")
+    node.on_drain()
+    if principal.via_cookie:
+        raise web.HTTPSeeOther("/ops")
+    return web.json_response({"state": "draining"}, status=202)
+
+
 async def _client_ctx(app: web.Application) -> Any:
     app[CLIENT_KEY] = aiohttp.ClientSession(timeout=_INTERNAL_TIMEOUT)
     yield

@@ -122,6 +122,8 @@ class ClusterNode:
         self._announce: set[str] = set()  # consultations to put in the directory now
         self._withdraw: list[list[str]] = []  # directory keys to delete
         self.load_source: Callable[[], tuple[float, float, float]] | None = None
+        # the composition root's "drain now" (SIGTERM's path), for the /ops action
+        self.on_drain: Callable[[], None] | None = None
         gateway.directory.on_end.append(self._ended)
 
     # -- life ----------------------------------------------------------------------------
