@@ -21,6 +21,7 @@ password it logged in with (:meth:`AdvisorAccounts.generation`), so ``remove`` a
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import secrets
 import time
@@ -120,8 +121,13 @@ class AdvisorAccounts:
         self.path = data_dir / FILE_NAME
         self.store: AccountStore = store if store is not None else SqliteAccounts(self.path)
         self.hasher = hasher or PasswordHasher()
-        # verified against when the name is unknown (same cost as a wrong password)
-        self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+
+    @functools.cached_property
+    def _dummy(self) -> str:
+        """Verified against when the name is unknown (same cost as a wrong password).
+        Made on first use, in the verifying thread: hashing costs ~1 s of the unit run
+        per construction otherwise, and a process that never signs anyone in needs none."""
+        return self.hasher.hash(secrets.token_urlsafe(16))
 
     # -- command line -----------------------------------------------------------------------
     def add(self, name: str, password: str, display_name: str | None = None) -> Account:

@@ -20,17 +20,25 @@ from typing import Any
 
 from gateway.events import (
     AccessChanged,
+    Admission,
     ChatMessage,
     ConsultationEvent,
     MediaState,
     Presence,
+    ScreenShare,
     SessionEnded,
     WireEvent,
 )
 from gateway.media import PublishedStream
+from gateway.phonecall import PhoneCall, new_phone_code
 from gateway.roles import Role
 
-__all__ = ["Role"]  # re-exported: the roles' home was here
+__all__ = ["CAMERA", "SCREEN", "Role"]  # Role re-exported: the roles' home was here
+
+# The streams of a consultation (docs/web.md "Screen sharing"): each participant's camera
+# and microphone under its role name, and the advisor's shared screen.
+CAMERA = "camera"
+SCREEN = "screen"
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +126,8 @@ class Participant:
     camera: bool = False
     microphone: bool = False
     announced: bool = False  # the client said which devices are on (media event/call)
+    # let in by the advisor (the waiting room, docs/web.md); False: waits, no media routed
+    admitted: bool = True
     joined_at: float | None = None
     # every connection kind this participant used (statistics: flash/webrtc/chat-only)
     kinds_seen: set[str] = field(default_factory=set)
@@ -136,6 +146,7 @@ class Participant:
             "via": media_kinds,
             "camera": self.camera,
             "microphone": self.microphone,
+            "admitted": self.admitted,
             "connections": [
                 {
                     "kind": c.kind,
@@ -172,6 +183,7 @@ class Consultation:
         label: str | None = None,
         appointment: float | None = None,
         pin_max_wrong: int = 5,
+        waiting_room: bool = False,
     ) -> None:
         self.id = consultation_id
         self.created_at = time.time() if now is None else now
@@ -199,12 +211,23 @@ class Consultation:
             Role.ADVISOR: Participant(Role.ADVISOR, _new_token()),
             Role.CUSTOMER: Participant(Role.CUSTOMER, _new_token(), pin=_new_pin()),
         }
+        # The waiting room (docs/web.md): the customer waits until the advisor lets them
+        # in; off for consultations created through the API without asking for it.
+        self.waiting_room = waiting_room
+        self.participants[Role.CUSTOMER].admitted = not waiting_room
         self.streams: dict[Role, PublishedStream] = {
             role: PublishedStream(f"{consultation_id}/{role}", gop_cache_bytes=gop_cache_bytes)
             for role in Role
         }
         for role, stream in self.streams.items():
             stream.on_change = self._stream_changed_callback(role)
+        # The advisor's shared screen (docs/web.md "Screen sharing"): a second published
+        # stream, routed and transcoded like the camera, without the camera/microphone
+        # gates (the advisor starts and stops it with its own button).
+        self.screen = PublishedStream(
+            f"{consultation_id}/{SCREEN}", gop_cache_bytes=gop_cache_bytes
+        )
+        self.screen.on_change = lambda stream: self.emit(self.screen_state())
         # Chat lives in memory for the session only, bounded.
         self.chat_log: deque[ChatMessage] = deque(maxlen=chat_history)
         self._listeners: dict[int, EventListener] = {}
@@ -217,6 +240,10 @@ class Consultation:
         self.empty_since: float | None = None
         self.together_since: float | None = None
         self.together_seconds = 0.0
+        # The telephone leg (gateway/phonecall.py, docs/phone.md): the dial-in code (set by
+        # the Directory when phone codes are on) and the call carrying the customer's audio.
+        self.phone_code: str | None = None
+        self.phone: PhoneCall | None = None
 
     # -- events -----------------------------------------------------------------------
     def listen(self, listener: EventListener) -> Callable[[], None]:
@@ -267,9 +294,68 @@ class Consultation:
             microphone=participant.microphone,
         )
 
+    # -- the waiting room -------------------------------------------------------------------
+    def admitted(self, role: Role) -> bool:
+        return self.participants[role].admitted
+
+    def admission(self, role: Role = Role.CUSTOMER) -> Admission:
+        """``role``'s admission now (the ``admission`` event)."""
+        return Admission(role=role, admitted=self.participants[role].admitted)
+
+    def admit(self, role: Role = Role.CUSTOMER) -> bool:
+        """Let ``role`` in: media is routed from now on. False if it was in already."""
+        participant = self.participants[role]
+        if participant.admitted or self.ended:
+            return False
+        participant.admitted = True
+        self.streams[role].set_gates(participant.camera, participant.microphone)
+        self.emit(self.admission(role))
+        return True
+
+    def send_to_waiting_room(self, role: Role = Role.CUSTOMER) -> None:
+        """``role`` waits again (a new PIN and link may reach someone else)."""
+        participant = self.participants[role]
+        if not self.waiting_room or not participant.admitted:
+            return
+        participant.admitted = False
+        self.streams[role].set_gates(False, False)
+        self.emit(self.admission(role))
+
+    def screen_state(self) -> ScreenShare:
+        """Whether the advisor shares the screen now (the ``screen`` event)."""
+        live = self.screen.live
+        return ScreenShare(
+            sender=Role.ADVISOR,
+            role=Role.ADVISOR,
+            sharing=live,
+            via=self.screen.kind if live else None,
+        )
+
+    def source(self, receiver: Role, stream: str = CAMERA) -> PublishedStream:
+        """What ``receiver`` watches: the other participant's camera, or (``SCREEN``,
+        the customer only) the advisor's shared screen. ValueError for anything else."""
+        if stream == CAMERA:
+            return self.streams[receiver.other]
+        if stream == SCREEN and receiver is Role.CUSTOMER:
+            return self.screen
+        raise ValueError(f"{receiver} cannot receive the stream {stream!r}")
+
+    def published(self, publisher: Role, stream: str = CAMERA) -> PublishedStream:
+        """Where ``publisher`` sends: its camera/microphone, or (``SCREEN``, the advisor
+        only) the shared screen. ValueError for anything else."""
+        if stream == CAMERA:
+            return self.streams[publisher]
+        if stream == SCREEN and publisher is Role.ADVISOR:
+            return self.screen
+        raise ValueError(f"{publisher} cannot publish the stream {stream!r}")
+
     # -- participants -------------------------------------------------------------------
     def attach(self, role: Role, connection: Connection) -> None:
         participant = self.participants[role]
+        if not participant.admitted and connection.kind.startswith("rtmp"):
+            # The Flash client has no waiting-room screen: a Flash customer is let in
+            # directly (docs/flash.md). The browser page and the events socket wait.
+            self.admit(role)
         first = not participant.connections
         participant.connections.append(connection)
         if participant.joined_at is None:
@@ -309,7 +395,9 @@ class Consultation:
         participant.camera = bool(camera)
         participant.microphone = bool(microphone)
         stream = self.streams[role]
-        stream.set_gates(participant.camera, participant.microphone)
+        # nothing of a participant still in the waiting room is routed (docs/web.md)
+        open_ = participant.admitted
+        stream.set_gates(open_ and participant.camera, open_ and participant.microphone)
         self.emit(self.media_state(role))
 
     # -- the customer's way in ----------------------------------------------------------------
@@ -331,9 +419,12 @@ class Consultation:
 
     def customer_state(self, now: float | None = None) -> str:
         """What the advisor's overview shows: ``locked`` (too many wrong PINs),
-        ``together`` (both here), ``waiting`` (the customer waits for the advisor),
-        ``noshow`` (never came, ``NO_SHOW_AFTER`` past the appointment) or ``absent``."""
+        ``lobby`` (the customer is in the waiting room, to be let in), ``together`` (both
+        here), ``waiting`` (the customer waits for the advisor), ``noshow`` (never came,
+        ``NO_SHOW_AFTER`` past the appointment) or ``absent``."""
         customer = self.participants[Role.CUSTOMER]
+        if customer.connections and not customer.admitted:
+            return "lobby"
         if customer.connections:
             return "together" if self.participants[Role.ADVISOR].connections else "waiting"
         if self.pin_locked:
@@ -377,8 +468,14 @@ class Consultation:
             self.together_seconds += self.ended_at - self.together_since
             self.together_since = None
         self.emit(SessionEnded(reason=reason))
+        if self.phone is not None:  # the call is told (a goodbye, then BYE) and ended
+            try:
+                self.phone.hang_up()
+            except Exception:
+                log.exception("ending the phone call failed")
         for stream in self.streams.values():
             stream.stop()
+        self.screen.stop()
         for participant in self.participants.values():
             for connection in list(participant.connections):
                 try:
@@ -417,6 +514,27 @@ class Consultation:
                 }
                 for r, s in self.streams.items()
             },
+            # the telephone leg carrying the customer's audio (docs/phone.md), masked
+            "phone": None
+            if self.phone is None
+            else {
+                "number": self.phone.masked_number,
+                "codec": self.phone.codec,
+                "direction": self.phone.direction,
+                "since": _iso(self.phone.since),
+            },
+            # the advisor's shared screen (docs/web.md "Screen sharing")
+            "screen": {
+                "live": self.screen.live,
+                "via": self.screen.kind or None,
+                "video_codec": self.screen.video_codec,
+                "receivers": len(self.screen.receivers),
+                "routes": [
+                    describe()
+                    for r in self.screen.receivers
+                    if callable(describe := getattr(r.receiver, "describe", None))
+                ],
+            },
         }
 
 
@@ -447,8 +565,13 @@ class Directory:
         grace: float = 300.0,
         unjoined_ttl: float = 4 * 3600.0,
         pin_max_wrong: int = 5,
+        phone_code_digits: int = 0,
     ) -> None:
         self.ttl = ttl
+        # digits of each consultation's phone code (0: no telephone leg, no codes)
+        self.phone_code_digits = phone_code_digits
+        # open consultations by phone code (unique among them; a code dies with its own)
+        self._phone_codes: dict[str, Consultation] = {}
         # seconds after its start (creation, or a later appointment) a consultation the
         # customer never joined is removed ("unjoined"); the advisor is told (notices)
         self.unjoined_ttl = unjoined_ttl
@@ -476,8 +599,10 @@ class Directory:
         label: object = None,
         appointment: float | None = None,
         now: float | None = None,
+        waiting_room: bool = False,
     ) -> Consultation:
-        """A new consultation of ``owner``. Raises :class:`RoomDetailsRejected` for a
+        """A new consultation of ``owner`` (with a waiting room: the customer is let in by
+        the advisor). Raises :class:`RoomDetailsRejected` for a
         label or appointment it cannot keep."""
         now = time.time() if now is None else now
         label = clean_label(label)
@@ -500,11 +625,24 @@ class Directory:
             label=label,
             appointment=appointment,
             pin_max_wrong=self.pin_max_wrong,
+            waiting_room=waiting_room,
         )
         self.consultations[consultation.id] = consultation
         self._links[consultation.customer_link] = consultation
         for role, participant in consultation.participants.items():
             self._tokens[participant.token] = Grant(consultation, role)
+        if self.phone_code_digits:
+            code = new_phone_code(self.phone_code_digits, self._phone_codes)
+            consultation.phone_code = code
+            self._phone_codes[code] = consultation
+        return consultation
+
+    def by_phone_code(self, code: str) -> Consultation | None:
+        """The open consultation whose phone code is ``code`` (constant time per
+        candidate is not needed: the code is the key and guessing is limited)."""
+        consultation = self._phone_codes.get(code)
+        if consultation is None or consultation.ended:
+            return None
         return consultation
 
     def get(self, consultation_id: str) -> Consultation | None:
@@ -544,6 +682,8 @@ class Directory:
                 connection.close()
             except Exception:
                 log.exception("closing a connection failed")
+        # whoever holds the new PIN is let in anew
+        consultation.send_to_waiting_room(Role.CUSTOMER)
         consultation.emit(AccessChanged(locked=False, renewed=True))
 
     def authorize(self, token: str | None, now: float | None = None) -> Grant | None:
@@ -569,6 +709,8 @@ class Directory:
         for participant in consultation.participants.values():
             self._tokens.pop(participant.token, None)
         self._links.pop(consultation.customer_link, None)
+        if consultation.phone_code is not None:
+            self._phone_codes.pop(consultation.phone_code, None)
         if reason == "unjoined":
             notes = self.removed_unjoined.setdefault(consultation.owner, deque(maxlen=20))
             notes.append((consultation.created_at, time.time()))

@@ -75,6 +75,42 @@ class MediaState(ConsultationEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Admission(ConsultationEvent):
+    """The waiting room (docs/web.md): whether ``role`` (the customer) is let in yet.
+    ``waiting`` False and ``admitted`` True: in the consultation; ``admitted`` False: the
+    customer waits until the advisor lets them in ("Einlassen"); media is routed only
+    after that."""
+
+    role: Role
+    admitted: bool
+
+    def wire(self) -> dict[str, Any]:
+        return {"type": "admission", "role": str(self.role), "admitted": self.admitted}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Typing(ConsultationEvent):
+    """``sender`` is typing a chat message ("… schreibt"), for the other participant
+    only; the events socket lets at most one through per ``TYPING_INTERVAL``."""
+
+    def wire(self) -> dict[str, Any]:
+        return {"type": "typing", "role": str(self.sender)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScreenShare(ConsultationEvent):
+    """Whether the advisor shares the screen (``Consultation.screen``, docs/web.md
+    "Screen sharing"): the customer's page then receives the ``screen`` stream."""
+
+    role: Role
+    sharing: bool
+    via: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return {"type": "screen", "role": str(self.role), "sharing": self.sharing, "via": self.via}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccessChanged(ConsultationEvent):
     """The customer's way in was locked (too many wrong PINs) or renewed: the advisor's
     business only."""
@@ -167,6 +203,28 @@ class FormChanged(ConsultationEvent):
 
     def addressed(self, role: Role, url: str | None) -> FormChanged:
         return replace(self, url=url, addressed_to=role)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhoneState(ConsultationEvent):
+    """A telephone leg carries the customer's audio (``active``) or no longer does
+    (docs/phone.md): the customer page stops publishing its microphone and playing the
+    advisor's audio while it is active; the advisor sees the masked number and since
+    when. ``outcome`` says how a call ended (``hangup``, ``timeout``, ``ended``)."""
+
+    active: bool
+    number: str = ""  # masked (gateway/phonecall.py mask_number), never the full number
+    since: float | None = None
+    codec: str = ""
+    outcome: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        event: dict[str, Any] = {"type": "phone", "active": self.active}
+        if self.active:
+            event.update(number=self.number, since=self.since, codec=self.codec)
+        elif self.outcome:
+            event["outcome"] = self.outcome
+        return event
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

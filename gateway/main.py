@@ -183,6 +183,7 @@ class Service:
         self.gateway.open_storage()
         self.cluster = join_cluster(self.gateway) if cfg.redis else None
         self._monitoring: asyncio.Task[None] | None = None
+        self.phone: Any = None  # gateway.phone.server.PhoneFrontEnd with --sip-port
         self.webrtc = WebRtcFrontEnd(self.gateway)
         # one partial-message budget and write batch for RTMP, RTMPS and RTMPT sessions
         self.rtmp_shared = RtmpShared(cfg.limits)
@@ -227,6 +228,12 @@ class Service:
             await rtmps.start(cfg.host, cfg.rtmps_port)
             self.rtmp_servers.append(rtmps)
             counters["rtmps"] = lambda: len(rtmps.sessions)
+        if cfg.sip_port:  # the telephone leg (docs/phone.md), off by default
+            from gateway.phone.server import PhoneFrontEnd
+
+            self.phone = phone = PhoneFrontEnd(self.gateway, host=cfg.host, port=cfg.sip_port)
+            await phone.start()
+            counters["phone"] = lambda: len(phone.legs)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweeper")
         self._monitoring = asyncio.create_task(self._monitor_forever(), name="monitor")
         if self.cluster is not None:
@@ -333,8 +340,13 @@ class Service:
 
     async def stop(self) -> None:
         self.gateway.accepting = False
+<<<<<<< HEAD
         if self.cluster is not None:
             await self.cluster.stop()  # out of placement and the directory first
+=======
+        if self.phone is not None:
+            await self.phone.stop()
+>>>>>>> main
         self.gateway.directory.end_all("shutdown")
         for task in (self._sweeper, self._monitoring):
             if task is not None:

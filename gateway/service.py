@@ -234,6 +234,7 @@ class Gateway:
             grace=config.session_grace,
             unjoined_ttl=config.unjoined_ttl,
             pin_max_wrong=config.limits.pin_max_wrong,
+            phone_code_digits=config.limits.phone_code_digits if config.sip_port else 0,
         )
         return cls(config, directory, AdvisorAuth(config.advisor_token))
 

@@ -25,7 +25,7 @@ from tests.test_flash_page import (
     _serve_ruffle,
     _wait_for_trace,
 )
-from tests.test_pages import DESKTOP, PHONE, browser, playwright
+from tests.test_pages import DESKTOP, PHONE, browser, playwright, skip_device_check
 from tests.test_rooms_chromium import (
     PASSWORD,
     contexts,
@@ -90,6 +90,7 @@ def test_customer_reads_the_advisors_display_name(
     page.screenshot(path=str(artifacts / "display-name-pin-page.png"))
     page.fill("#pin", pin)
     page.click("form.pin-form button[type=submit]")
+    skip_device_check(page)
     expect(page.locator("#status")).to_have_attribute("data-state", "connected")
     expect(page.locator("#presence")).to_have_text(
         "Frau Schmidt ist noch nicht da. Bitte warten Sie einen Moment."

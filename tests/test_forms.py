@@ -38,6 +38,7 @@ from gateway.forms.fields import (
 )
 from gateway.forms.template import BUILTIN_DIR, FIELD_TYPES, Field, Text
 from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
+from tests.test_pages import skip_device_check
 
 GREETING = "Grüße aus Köln – 10 €"
 NAME = "Jürgen Müßig-Öztürk"
@@ -861,6 +862,7 @@ def test_customer_fills_a_form_on_a_phone_in_chromium(
             room.goto(session["customer"]["page_url"])
             room.fill("#pin", session["customer"]["pin"])
             room.click("button[type=submit]")
+            skip_device_check(room)
             expect(room.locator("#forms")).to_be_visible()
             expect(room.locator("#forms-alert")).to_be_visible()
             with phone.expect_page() as opened:

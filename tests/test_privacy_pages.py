@@ -22,6 +22,7 @@ from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
 
 from tests.conftest import require_tool
 from tests.gwproc import GatewayProcess
+from tests.test_pages import skip_device_check
 
 pytestmark = pytest.mark.e2e
 
@@ -172,9 +173,15 @@ def test_every_page_stays_on_our_origin_from_sign_in_to_the_end(
         expect(customer.locator("#pin")).to_be_visible()
         customer.fill("#pin", pin)
         customer.click("form.pin-form button[type=submit]")
+        skip_device_check(customer)
         expect(customer.locator("#status")).to_have_attribute("data-state", "connected")
 
-        # -- the advisor sees who is waiting, without reloading -----------------------------
+        # -- the advisor sees who is waiting, without reloading: the start page creates
+        # consultations with a waiting room, so the customer waits to be let in -----------
+        expect(row).to_have_attribute("data-state", "lobby", timeout=10_000)
+        expect(row.locator(".customer-state")).to_have_text("wartet auf Einlass")
+        expect(advisor).to_have_title(re.compile(r"^\(1\) Kunde wartet auf Einlass"))
+        row.locator("button.lobby-admit").click()
         expect(row).to_have_attribute("data-state", "waiting", timeout=10_000)
         expect(row.locator(".customer-state")).to_have_text("wartet")
         expect(advisor).to_have_title(re.compile(r"^\(1\) Kunde wartet"))

@@ -50,12 +50,8 @@ LABEL = "Frau Schmidt – Baufinanzierung"
 @pytest.fixture
 def gw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gateway:
     gateway = Gateway.from_config(Config(advisor_token=STATIC, data_dir=tmp_path / "data"))
-    # open_storage's own AdvisorAccounts (replaced below) would hash its dummy with the
-    # production argon2 cost: about a second of CPU per test for an object thrown away.
-    monkeypatch.setattr(
-        "gateway.service.AdvisorAccounts",
-        lambda data_dir: AdvisorAccounts(data_dir, hasher=FAST),
-    )
+    # open_storage's own AdvisorAccounts (replaced below) makes its argon2 dummy hash only
+    # on first use, so the object thrown away costs nothing.
     gateway.open_storage()
     accounts = AdvisorAccounts(tmp_path / "data", hasher=FAST)
     gateway.advisor_auth.accounts = accounts

@@ -323,10 +323,36 @@ def customer_state(consultation: Consultation) -> str:
 _STATE_KEYS = {
     "absent": "overview.absent",
     "waiting": "overview.waiting",
+    "lobby": "overview.lobby",
     "together": "overview.together",
     "locked": "overview.locked",
     "noshow": "overview.noshow",
 }
+
+
+def lobby_message(consultation: Consultation) -> dict[str, object] | None:
+    """The last chat message of a customer in the waiting room (the overview shows it,
+    docs/web.md); None otherwise. From memory, to the owner only."""
+    if consultation.customer_state() != "lobby":
+        return None
+    for message in reversed(consultation.chat_log):
+        if message.sender is Role.CUSTOMER:
+            return {"text": message.text, "ts": message.ts}
+    return None
+
+
+def _lobby(v: View, consultation: Consultation, state: str) -> str:
+    """The waiting room in a row: "Einlassen" and what the customer wrote meanwhile."""
+    cid = esc(consultation.id)
+    message = lobby_message(consultation)
+    text = esc(message["text"]) if message else ""
+    hidden = "" if state == "lobby" else " hidden"
+    return (
+        f'<button type="button" class="lobby-admit primary" data-id="{cid}"{hidden}>'
+        + v.tr("lobby.admit")
+        + "</button>"
+        + f'<p class="lobby-message" id="msg-{cid}"{"" if message else " hidden"}>{text}</p>'
+    )
 
 
 def visible_consultations(request: web.Request, entry: AdvisorSession) -> list[Consultation]:
@@ -375,11 +401,15 @@ def _row(request: web.Request, v: View, consultation: Consultation, csrf: str, n
         f"{esc(links['page_url'])}</a> {_copy_button(v, f'link-{cid}')}</td>"
         f'<td><span class="pin" id="pin-{cid}">{esc(group_pin(links["pin"]))}</span> '
         f"{_copy_button(v, f'pin-{cid}')}</td>"
-        + v.tr(_STATE_KEYS[state], "td", 'class="customer-state"')
+        + "<td>"
+        + v.tr(_STATE_KEYS[state], "span", 'class="customer-state"')
+        + _lobby(v, consultation, state)
+        + "</td>"
         + f'<td class="row-actions"><a class="button primary" href="/advisor/{cid}">'
         + v.tr("overview.join")
         + "</a>"
-        f'<button type="button" class="new-pin secondary" data-id="{cid}"'
+        + _invite_button(request, v, consultation)
+        + f'<button type="button" class="new-pin secondary" data-id="{cid}"'
         f"{'' if state == 'locked' else ' hidden'}>" + v.tr("access.new_pin") + "</button>"
         f'<form method="post" action="/advisor/{cid}/end" class="end-form" '
         f'data-confirm="overview.end_confirm">'
@@ -387,6 +417,41 @@ def _row(request: web.Request, v: View, consultation: Consultation, csrf: str, n
         '<button type="submit" class="danger">'
         + v.tr("overview.end")
         + "</button></form></td></tr>"
+    )
+
+
+def _invite_button(request: web.Request, v: View, consultation: Consultation) -> str:
+    """ "Einladung per E-Mail" (static/invite.js), only when a mail relay is configured."""
+    if gateway_of(request).config.smtp is None:
+        return ""
+    return (
+        f'<button type="button" class="invite secondary" data-id="{esc(consultation.id)}">'
+        + v.tr("invite.button")
+        + "</button>"
+    )
+
+
+def _invite_dialog(request: web.Request, v: View) -> str:
+    """One dialog for every row: the customer's address, used for this message only."""
+    if gateway_of(request).config.smtp is None:
+        return ""
+    return "".join(
+        (
+            '<dialog id="invite-dialog" aria-labelledby="invite-title">',
+            '<form id="invite-form" class="invite-form" novalidate>',
+            v.tr("invite.title", "h2", 'id="invite-title"'),
+            v.tr("invite.label", "label", 'for="invite-email"'),
+            '<input id="invite-email" name="email" type="email" autocomplete="off" '
+            'maxlength="254" required aria-describedby="invite-hint">',
+            v.tr("invite.hint", "p", 'id="invite-hint" class="hint"'),
+            '<p id="invite-status" role="status" hidden></p>',
+            '<div class="dialog-buttons">',
+            '<button type="button" id="invite-cancel" class="secondary">',
+            v.tr("invite.cancel"),
+            '</button><button type="submit" id="invite-send" class="primary">',
+            v.tr("invite.send"),
+            "</button></div></form></dialog>",
+        )
     )
 
 
@@ -400,6 +465,11 @@ def _create_form(v: View) -> str:
         + v.tr("overview.label_hint", "p", 'id="create-label-hint" class="hint"')
         + v.tr("overview.appointment", "label", 'for="create-appointment"')
         + '<input id="create-appointment" name="appointment" type="datetime-local">'
+        # the waiting room (docs/web.md): on unless the advisor unticks it
+        + '<p class="check-line"><input type="checkbox" id="create-waiting-room" '
+        'name="waiting_room" checked> '
+        + v.tr("overview.waiting_room", "label", 'for="create-waiting-room"')
+        + "</p>"
         '<p><button type="submit" id="create-session" class="primary">'
         + v.tr("overview.create")
         + "</button></p></form>"
@@ -469,12 +539,15 @@ async def advisor_home(request: web.Request) -> web.Response:
         '<section class="card">' + v.tr("overview.running", "h2") + table + "</section>"
         '<form method="post" action="/logout" class="logout">'
         f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
-        '<button type="submit" class="secondary">' + v.tr("logout.button") + "</button></form>"
+        '<button type="submit" class="secondary">'
+        + v.tr("logout.button")
+        + "</button></form>"
+        + _invite_dialog(request, v)
     )
     page = v.document(
         "overview.title",
         main,
-        scripts=("i18n.js", "copy.js", "advisor.js"),
+        scripts=("i18n.js", "copy.js", "sounds.js", "advisor.js", "invite.js"),
         meta={"csrf-token": csrf},
         body_class="page-overview",
     )
@@ -497,6 +570,7 @@ async def advisor_state(request: web.Request) -> web.Response:
             {
                 "id": c.id,
                 "customer": customer_state(c),
+                "message": lobby_message(c),
                 "pin": group_pin(links["pin"]),
                 "page_url": links["page_url"],
             }

@@ -55,6 +55,11 @@ async def create_session(request: web.Request) -> web.Response:
     if not isinstance(options, dict):
         raise ProblemError(400, "The body must be empty or a JSON object.")
     appointment = _appointment(options.get("appointment"))
+    # the waiting room (docs/web.md): asked for by the start page; without it the
+    # customer's token works at once, as INTERFACE.md's clients expect
+    waiting_room = options.get("waiting_room", False)
+    if not isinstance(waiting_room, bool):
+        raise ProblemError(400, "'waiting_room' must be true or false.")
     assert principal.advisor_id is not None
     # the account's display name for the customer's pages (the operator has none)
     accounts = gateway.advisor_auth.accounts
@@ -85,6 +90,7 @@ async def create_session(request: web.Request) -> web.Response:
             owner_display_name=shown,
             label=options.get("label"),
             appointment=appointment,
+            waiting_room=waiting_room,
         )
     except RoomDetailsRejected as exc:
         raise ProblemError(400, str(exc)) from None
@@ -135,6 +141,18 @@ async def new_customer_access(request: web.Request) -> web.Response:
     directory.new_customer_access(consultation)
     log.info("consultation %s: new customer PIN and link issued", consultation.id)
     return web.json_response(customer_access(request, consultation))
+
+
+@routes.post("/api/sessions/{id}/admission")
+async def admit_customer(request: web.Request) -> web.Response:
+    """The advisor lets the waiting customer in ("Einlassen", docs/web.md). Idempotent:
+    a customer let in already stays in."""
+    principal = require_advisor(request)
+    directory = gateway_of(request).directory
+    consultation, _ = known_role(principal, directory.get(request.match_info["id"]))
+    if consultation.admit(Role.CUSTOMER):
+        log.info("consultation %s: the customer was let in", consultation.id)
+    return web.json_response({"admitted": consultation.admitted(Role.CUSTOMER)})
 
 
 def customer_access(request: web.Request, consultation: Consultation) -> dict[str, object]:

@@ -156,6 +156,7 @@ async def place_elsewhere(
             "owner_display_name": shown,
             "label": options.get("label"),
             "appointment": options.get("appointment"),
+            "waiting_room": options.get("waiting_room", False),
         }
         try:
             async with _client(request.app).post(
@@ -286,6 +287,7 @@ async def create_placed(request: web.Request) -> web.Response:
             owner_display_name=shown if isinstance(shown, str) else None,
             label=body.get("label"),
             appointment=_appointment(body.get("appointment")),
+            waiting_room=body.get("waiting_room") is True,
         )
     except RoomDetailsRejected as exc:
         raise ProblemError(400, str(exc)) from None

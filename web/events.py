@@ -31,7 +31,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.channel import ParticipantChannel
 from gateway.consultation import ChatRejected, Connection, Consultation, Role
-from gateway.events import ConsultationEvent
+from gateway.events import ConsultationEvent, Typing
 from web.auth import CUSTOMER_COOKIE, gateway_of, identify, known_role, same_origin
 from web.jsonbody import JsonRejected, parse_json
 from web.problems import ProblemError, unauthorized
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 MAX_CLIENT_MESSAGE = 64 * 1024
 OUTGOING_QUEUE = 256
 HEARTBEAT = 25.0
+# "… schreibt": at most one typing event per socket this often (a client sends one per
+# keystroke at worst); the pages show the indicator a little longer than this
+TYPING_INTERVAL = 2.0
 CLOSE_TIMEOUT = 5.0
 
 _END = object()
@@ -79,6 +82,7 @@ class EventsSocket:
         # set once the writer runs the close handshake itself: it must then not be
         # cancelled, or the handshake ends in an abnormal closure
         self._writer_closing = False
+        self._typing_at = float("-inf")
 
     # -- called synchronously by the consultation ---------------------------------------
     def push(self, event: ConsultationEvent) -> None:
@@ -168,8 +172,21 @@ class EventsSocket:
                 self.send_error("the consultation has ended")
                 return
             self.consultation.set_media_state(self.role, camera, microphone)
+        elif kind == "typing":
+            self.typing()
         else:
-            self.send_error("unknown message type (expected 'chat' or 'media')")
+            self.send_error("unknown message type (expected 'chat', 'media' or 'typing')")
+
+    def typing(self) -> None:
+        """Tell the other participant that this one is typing, at most once per
+        ``TYPING_INTERVAL`` (further ones in between are dropped silently)."""
+        if self.consultation.ended:
+            return
+        now = asyncio.get_running_loop().time()
+        if now - self._typing_at < TYPING_INTERVAL:
+            return
+        self._typing_at = now
+        self.consultation.emit(Typing(sender=self.role, audience=self.role.other))
 
     async def run(self, request: web.Request) -> None:
         ws = self.ws

@@ -47,8 +47,14 @@ _ICONS = {
     'stroke-width="2" stroke-linecap="round" stroke-linejoin="round"/>',
     "download": '<path d="M12 4v12M7 11l5 5 5-5M4 16v4h16v-4" fill="none" '
     'stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"/>',
+    "screen": '<path d="M3 4h18a1 1 0 0 1 1 1v11a1 1 0 0 1-1 1H3a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1zM8 '
+    '21h8M12 17v4" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"/>',
     "star": '<path d="M12 2.5l2.9 6.1 6.6.8-4.9 4.6 1.3 6.6L12 17.3l-5.9 3.3 1.3-6.6-4.9-4.6 '
     '6.6-.8z"/>',
+    "fullscreen": '<path d="M4 9V4h5M15 4h5v5M20 15v5h-5M9 20H4v-5" fill="none" '
+    'stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"/>',
+    "pip": '<path d="M3 5h18v14H3z" fill="none" stroke="currentColor" stroke-width="2" '
+    'stroke-linejoin="round"/><path d="M12 11h7v6h-7z"/>',
 }
 
 
@@ -71,10 +77,13 @@ def _toggle_icon(name: str) -> str:
 
 
 class View:
-    """Strings of one language for one page."""
+    """Strings of one language for one page; ``brand``: the bank's look and contact
+    (``gateway.config.Bank``), shown on every page (:func:`brand_header`,
+    :func:`brand_footer`); None keeps the neutral look."""
 
-    def __init__(self, lang: str) -> None:
+    def __init__(self, lang: str, brand: Any = None) -> None:
         self.lang = lang
+        self.brand = brand
 
     def t(self, key: str, **params: Any) -> str:
         return translate(self.lang, key, **params)
@@ -132,11 +141,97 @@ class View:
             f'<!doctype html>\n<html lang="{esc(self.lang)}"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{esc(tab_title)}</title>"
-            f'<link rel="stylesheet" href="/static/{esc(stylesheet)}">{metas}{tags}</head>'
+            f'<link rel="stylesheet" href="/static/{esc(stylesheet)}">'
+            f"{brand_stylesheet(self.brand, stylesheet)}{metas}{tags}</head>"
             f"<body{body_attrs}>"
-            f'<header class="topbar"><h1>{h1}</h1><nav>{nav}{switch}</nav></header>'
-            f"<main>\n{main}\n</main></body></html>\n"
+            f'<header class="topbar">{brand_header(self)}<h1>{h1}</h1>'
+            f"<nav>{nav}{switch}</nav></header>"
+            f"<main>\n{main}\n</main>{brand_footer(self)}</body></html>\n"
         )
+
+
+# -- the bank's look (docs/web.md "The bank's look") ---------------------------------------
+# The colours come from /brand.css (web/pages.py), a stylesheet the gateway writes from the
+# configuration: the CSP allows no inline style, and the Flash page's own stylesheet has no
+# custom properties (Internet Explorer 11), so brand.css sets both.
+BRAND_CSS_PATH = "/brand.css"
+BRAND_FLASH_CSS_PATH = "/brand-flash.css"
+BRAND_LOGO_PATH = "/brand/logo"
+
+
+def brand_stylesheet(brand: Any, stylesheet: str = "style.css") -> str:
+    if brand is None or not brand.palette():
+        return ""
+    path = BRAND_FLASH_CSS_PATH if stylesheet == FLASH_STYLESHEET else BRAND_CSS_PATH
+    return f'<link rel="stylesheet" href="{path}">'
+
+
+def brand_css(brand: Any, *, flash: bool = False) -> str:
+    """The stylesheet at ``/brand.css``: the primary colour and its shades as the
+    pages' custom properties; at ``/brand-flash.css`` the same as plain rules over the
+    Flash page family's stylesheet (Internet Explorer 11 has no custom properties)."""
+    palette = brand.palette() if brand is not None else None
+    if palette is None:
+        return "/* neutral default: no bank colours configured */\n"
+    p, d, light = palette["primary"], palette["dark"], palette["light"]
+    if not flash:
+        return f":root {{ --blue: {p}; --blue-dark: {d}; --blue-light: {light}; }}\n"
+    return (
+        f"a {{ color: {p}; }}\n"
+        f".topbar {{ background: {p}; }}\n"
+        f"button, .button {{ border-color: {p}; color: {p}; }}\n"
+        f".primary {{ background: {p}; color: #fff; }}\n"
+        f".primary:hover {{ background: {d}; border-color: {d}; }}\n"
+        f".privacy {{ background: {light}; border-left-color: {p}; }}\n"
+    )
+
+
+def brand_header(v: View) -> str:
+    """The bank's logo (served by the gateway) or name at the start of the top bar."""
+    brand = v.brand
+    if brand is None:
+        return ""
+    if brand.logo_type():
+        alt = brand.name or v.t("brand.logo_alt")
+        return (
+            f'<span class="brand"><img class="brand-logo" src="{BRAND_LOGO_PATH}" '
+            f'alt="{esc(alt)}" height="32"></span>'
+        )
+    if brand.name:
+        return f'<span class="brand brand-name">{esc(brand.name)}</span>'
+    return ""
+
+
+def brand_footer(v: View) -> str:
+    """The bank's name, contact, imprint and privacy links at the foot of every page;
+    nothing for the neutral default."""
+    brand = v.brand
+    if brand is None:
+        return ""
+    items = []
+    if brand.name:
+        items.append(f'<span class="footer-name">{esc(brand.name)}</span>')
+    if brand.address:
+        items.append(f"<span>{esc(brand.address)}</span>")
+    if brand.phone:
+        tel = "".join(ch for ch in brand.phone if ch.isdigit() or ch == "+")
+        items.append(f'<a href="tel:{esc(tel)}">{esc(brand.phone)}</a>')
+    if brand.email:
+        items.append(f'<a href="mailto:{esc(brand.email)}">{esc(brand.email)}</a>')
+    for field, key in (("imprint", "brand.imprint"), ("privacy", "brand.privacy")):
+        url = getattr(brand, field)
+        if url:
+            items.append(
+                f'<a href="{esc(url)}" rel="noopener noreferrer" '
+                f'data-brand-link="{field}">' + v.tr(key) + "</a>"
+            )
+    if not items:
+        return ""
+    return (
+        f'<footer class="site-footer" {v.attr("aria-label", "brand.footer")}>'
+        + "".join(items)
+        + "</footer>"
+    )
 
 
 def not_found_page(v: View) -> str:
@@ -172,9 +267,18 @@ def _chat(v: View) -> str:
     return "".join(
         (
             '<section id="chat" class="chat card" aria-labelledby="chat-title">',
+            '<div class="chat-head">',
             v.tr("chat.title", "h2", 'id="chat-title"'),
+            # notification sounds (static/sounds.js), the choice kept on this device
+            '<button type="button" id="sound-toggle" class="sound-toggle secondary" '
+            'data-on="true">',
+            _toggle_icon("sound"),
+            v.tr("sound.mute", "span", 'class="toggle-label"'),
+            "</button></div>",
             '<ol class="chat-log" aria-live="polite"></ol>',
             v.tr("chat.empty", "p", 'class="chat-empty"'),
+            # "… schreibt" (chat.js, from the other side's typing events)
+            '<p id="typing" class="typing" aria-live="polite" hidden></p>',
             '<form class="chat-form" autocomplete="off">',
             v.tr("chat.label", "label", 'for="chat-text" class="visually-hidden"'),
             '<input id="chat-text" name="text" maxlength="2000" enterkeyhint="send" ',
@@ -193,6 +297,7 @@ def _stage(
     self_label: str,
     placeholder: str,
     label_params: Mapping[str, Any] | None = None,
+    extra: str = "",
 ) -> str:
     return "".join(
         (
@@ -209,10 +314,163 @@ def _stage(
             '<video id="self-video" autoplay muted playsinline></video>',
             v.tr(self_label, "figcaption"),
             "</figure>",
+            _stage_tools(v),
             '<button type="button" id="unmute" class="unmute" hidden>',
             icon("sound"),
             v.tr("cust.unmute"),
-            "</button></section>",
+            "</button>",
+            extra,
+            "</section>",
+        )
+    )
+
+
+def _screen_view(v: View, named: Mapping[str, Any]) -> str:
+    """The advisor's shared screen on the customer's page (``static/screen.js``), over
+    the advisor's picture while it is shared (the voice goes on), with the line that
+    says what it is."""
+    return "".join(
+        (
+            '<section id="screen-share" class="screen-share" '
+            'aria-labelledby="screen-label" hidden>',
+            '<video id="screen-video" autoplay muted playsinline></video>',
+            v.tr(
+                "cust.named.screen_label" if named else "cust.screen.label",
+                "p",
+                'id="screen-label" class="screen-label" role="status"',
+                **named,
+            ),
+            "</section>",
+        )
+    )
+
+
+def _screen_controls(v: View) -> str:
+    """The advisor's "Bildschirm teilen" / "Teilen beenden" (``static/screen.js``);
+    hidden where the browser cannot share a screen (phones)."""
+    return "".join(
+        (
+            '<div class="screen-controls">',
+            '<button type="button" id="share-screen" class="toggle" data-on="false" hidden>',
+            icon("screen"),
+            v.tr("screen.share", "span", 'class="toggle-label"'),
+            "</button>",
+            '<p id="screen-status" class="screen-status" role="status" hidden></p>',
+            "</div>",
+        )
+    )
+
+
+def _stage_tools(v: View) -> str:
+    """Full screen and picture-in-picture for the other side's picture (static/room.js
+    shows each only where the browser has it, and only while there is a picture)."""
+    return "".join(
+        (
+            '<div class="stage-tools">',
+            '<button type="button" id="pip" class="stage-tool" hidden>',
+            icon("pip"),
+            v.tr("media.pip", "span", 'class="stage-tool-label"'),
+            "</button>",
+            '<button type="button" id="fullscreen" class="stage-tool" hidden>',
+            icon("fullscreen"),
+            v.tr("media.fullscreen", "span", 'class="stage-tool-label"'),
+            "</button></div>",
+        )
+    )
+
+
+def _device_check(v: View) -> str:
+    """The device check between the PIN and the room (static/devices.js): the camera's
+    picture, the microphone's level, a test sound and the choice of devices, remembered
+    on this device. Shown only while ``body.stage-check``; nothing is sent from here."""
+    selects = "".join(
+        f'<p class="check-field" id="check-{kind}-field">'
+        + v.tr(f"check.{kind}", "label", f'for="check-{kind}"')
+        + f'<select id="check-{kind}" name="{kind}"></select></p>'
+        for kind in ("camera", "microphone", "speaker")
+    )
+    return "".join(
+        (
+            '<section id="device-check" class="card device-check" aria-labelledby="check-title">',
+            v.tr("check.title", "h2", 'id="check-title"'),
+            v.tr("check.intro", "p", 'class="privacy"'),
+            '<div class="check-grid"><figure class="check-preview">',
+            '<video id="check-video" autoplay muted playsinline></video>',
+            v.tr("check.starting", "p", 'id="check-video-note" class="check-video-note"'),
+            v.tr("check.preview_label", "figcaption"),
+            '</figure><div class="check-controls">',
+            selects,
+            '<p class="check-level">',
+            v.tr("check.level", "label", 'for="check-level" id="check-level-label"'),
+            '<meter id="check-level" min="0" max="1" low="0.05" optimum="0.5" value="0" '
+            'aria-describedby="check-level-hint"></meter>',
+            v.tr("check.level_hint", "span", 'id="check-level-hint" class="hint"'),
+            "</p>",
+            '<p class="check-tone"><button type="button" id="check-tone" class="secondary">',
+            icon("sound"),
+            v.tr("check.tone"),
+            "</button> ",
+            v.tr("check.tone_hint", "span", 'class="hint"'),
+            "</p></div></div>",
+            '<p id="check-error" class="error" role="alert" hidden></p>',
+            '<button type="button" id="check-retry" class="secondary" hidden>',
+            v.tr("check.retry"),
+            "</button>",
+            v.tr("check.off_note", "p", 'class="privacy"'),
+            '<div class="check-actions">',
+            '<button type="button" id="check-join" class="primary">',
+            v.tr("check.join"),
+            "</button>",
+            '<button type="button" id="check-skip" class="secondary">',
+            v.tr("check.skip"),
+            "</button></div>",
+            v.tr("check.remembered", "p", 'class="hint"'),
+            "</section>",
+        )
+    )
+
+
+def _customer_lobby(v: View, bank_name: str | None, advisor_name: str | None) -> str:
+    """The waiting room as the customer sees it (static/customer.js shows it while the
+    advisor has not let them in): the bank's greeting and whom they wait for."""
+    greeting = (
+        v.tr("lobby.greeting_bank", "p", 'class="lobby-greeting"', bank=bank_name)
+        if bank_name
+        else v.tr("lobby.greeting", "p", 'class="lobby-greeting"')
+    )
+    wait = (
+        v.tr("lobby.named_wait", "p", 'id="lobby-wait"', name=advisor_name)
+        if advisor_name
+        else v.tr("lobby.wait", "p", 'id="lobby-wait"')
+    )
+    return "".join(
+        (
+            '<section id="lobby" class="card lobby" aria-labelledby="lobby-title" hidden>',
+            v.tr("lobby.title", "h2", 'id="lobby-title"'),
+            greeting,
+            wait,
+            v.tr("lobby.chat_hint", "p", 'class="hint"'),
+            "</section>",
+        )
+    )
+
+
+def _advisor_lobby(v: View, consultation_id: str) -> str:
+    """The waiting customer on the advisor's room: "Einlassen" (static/advisor-room.js)
+    and, once, the offer to allow desktop notifications."""
+    return "".join(
+        (
+            f'<section id="lobby-card" class="card lobby-card" data-admit='
+            f'"/api/sessions/{esc(consultation_id)}/admission" role="alert" hidden>',
+            v.tr("lobby.advisor_waiting", "p", 'class="question"'),
+            v.tr("lobby.advisor_hint", "p"),
+            '<div class="dialog-buttons">',
+            '<button type="button" id="admit" class="primary">',
+            v.tr("lobby.admit"),
+            "</button>",
+            '<button type="button" id="notify-enable" class="secondary" hidden>',
+            v.tr("lobby.notify"),
+            "</button></div></section>",
         )
     )
 
@@ -464,11 +722,14 @@ def customer_room(
     documents: Mapping[str, Any] | None = None,
     bank: Any = None,
     advisor_name: str | None = None,
+    waiting_room: bool = False,
 ) -> str:
-    """The customer's consultation page (after the PIN); ``documents``: the store's
+    """The customer's consultation page (after the PIN: the device check, the waiting
+    room if the advisor lets people in, then the room); ``documents``: the store's
     limits (``web.documents.page_limits``), no panel without; ``bank``: the contact for
     the end screen (``gateway.config.Bank``); ``advisor_name``: the advisor's display
-    name (``Consultation.owner_display_name``), else the neutral wording."""
+    name (``Consultation.owner_display_name``), else the neutral wording;
+    ``waiting_room``: the customer waits to be let in (``admission`` events say when)."""
     cid = esc(consultation_id)
     named = {"name": advisor_name} if advisor_name else {}
     main = "".join(
@@ -477,8 +738,11 @@ def customer_room(
             f'data-events="/k/{cid}/events" data-whip="/whip/{cid}/customer" '
             f'data-whep="/whep/{cid}/customer" data-page="/k/{cid}"'
             + (f' data-advisor-name="{esc(advisor_name)}"' if advisor_name else "")
+            + (' data-waiting-room="1"' if waiting_room else "")
             + ">",
+            _device_check(v),
             _status_bar(v, "cust.named.absent" if named else "cust.advisor.absent", **named),
+            _customer_lobby(v, getattr(bank, "name", None), advisor_name),
             '<div class="room-grid"><div class="media-column">',
             _stage(
                 v,
@@ -486,6 +750,7 @@ def customer_room(
                 "cust.self_label",
                 "cust.remote.connecting",
                 named,
+                extra=_screen_view(v, named),
             ),
             '<div class="controls" id="media-controls">',
             _toggle(v, "camera", "camera", "media.camera.turn_on", False),
@@ -526,11 +791,14 @@ def customer_room(
             "forms.js",
             "documents.js",
             "end.js",
+            "sounds.js",
+            "devices.js",
             "room.js",
+            "screen.js",
             "customer.js",
         ),
         meta={"vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
-        body_class="page-customer",
+        body_class="page-customer stage-check",
         live_language=True,
     )
 
@@ -678,12 +946,14 @@ def advisor_room(
             f'data-whep="/whep/{cid}/advisor" data-session="/api/sessions/{cid}" '
             f'data-page="/advisor/{cid}">',
             _status_bar(v, "room.customer.absent"),
+            _advisor_lobby(v, consultation_id),
             '<div class="room-grid"><div class="media-column">',
             _stage(v, "room.remote_label", "room.self_label", "room.remote.absent"),
             '<div class="controls" id="media-controls">',
             _toggle(v, "camera", "camera", "media.camera.turn_on", False),
             _toggle(v, "microphone", "mic", "media.mic.turn_on", False),
             "</div>",
+            _screen_controls(v),
             _quality(v),
             '</div><div class="side-column">',
             _customer_card(v),
@@ -714,7 +984,10 @@ def advisor_room(
             "chat.js",
             "forms.js",
             "documents.js",
+            "sounds.js",
+            "devices.js",
             "room.js",
+            "screen.js",
             "advisor-room.js",
             "access.js",
         ),

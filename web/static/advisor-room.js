@@ -86,7 +86,9 @@
   function renderState() {
     const view = VIEWS[machine.state];
     setStatus(view[0], view[1]);
-    VB.room.setLine(presenceEl, view[2], { via: { t: VIA_KEYS[state.customer.via || "chat"] } });
+    // a customer in the waiting room is "here" for the machine, yet not in the call
+    const line = view[2] && inLobby() ? "lobby.advisor_waiting" : view[2];
+    VB.room.setLine(presenceEl, line, { via: { t: VIA_KEYS[state.customer.via || "chat"] } });
     renderCustomerMedia();
     renderRemote();
   }
@@ -123,6 +125,8 @@
         return "room.customer.reconnecting";
       } else if (!state.customer.present) {
         return "room.remote.absent";
+      } else if (inLobby()) {
+        return "lobby.advisor_remote";
       } else if (!state.customer.camera) {
         return "room.remote.camera_off";
       }
@@ -201,10 +205,99 @@
     });
   }
 
+  // -- the waiting room: alert, "Einlassen" ------------------------------------------------
+  // The customer waits (present, not let in yet): the card with "Einlassen", a chime, the
+  // tab's title and, if the advisor allowed it, a desktop notification while the tab is
+  // out of sight. Once per waiting, not on every event.
+  const lobbyCard = byId("lobby-card");
+  const admitButton = byId("admit");
+  const notifyButton = byId("notify-enable");
+  let alerted = false;
+
+  function inLobby() {
+    return state.customer.present && state.customer.admitted === false;
+  }
+
+  function renderLobby() {
+    const waiting = inLobby();
+    lobbyCard.hidden = !waiting || state.finished;
+    VB.title.set("alert", waiting && !state.finished ? i18n.t("lobby.advisor_waiting") : "");
+    notifyButton.hidden = !(
+      waiting &&
+      typeof window.Notification === "function" &&
+      window.Notification.permission === "default"
+    );
+    renderState();
+    if (waiting && !alerted) {
+      alerted = true;
+      if (VB.sounds) {
+        VB.sounds.play("lobby");
+      }
+      notify();
+    } else if (!waiting) {
+      alerted = false;
+    }
+  }
+
+  function notify() {
+    if (
+      typeof window.Notification !== "function" ||
+      window.Notification.permission !== "granted" ||
+      !document.hidden
+    ) {
+      return;
+    }
+    try {
+      const n = new window.Notification(i18n.t("app.name"), {
+        body: i18n.t("lobby.notification"),
+        tag: "vb-lobby-" + room.dataset.id,
+      });
+      n.addEventListener("click", function () {
+        window.focus();
+        n.close();
+      });
+    } catch (err) {
+      // some browsers allow notifications from a service worker only
+    }
+  }
+
+  notifyButton.addEventListener("click", function () {
+    window.Notification.requestPermission().then(renderLobby, renderLobby);
+  });
+
+  admitButton.addEventListener("click", async function () {
+    admitButton.setAttribute("aria-busy", "true");
+    try {
+      const resp = await fetch(lobbyCard.dataset.admit, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRF-Token": page.csrf },
+      });
+      if (!resp.ok) {
+        showNotice("room.send.failed", { detail: resp.status });
+      }
+    } catch (err) {
+      showNotice("room.send.failed", { detail: "–" });
+    } finally {
+      admitButton.removeAttribute("aria-busy");
+    }
+    // the admission event hides the card
+  });
+
   function onEvent(ev) {
     const c = state.customer;
-    if (ev.type === "participant" && ev.role === "customer") {
+    if (ev.type === "admission" && ev.role === "customer") {
+      c.admitted = !!ev.admitted;
+      renderLobby();
+    } else if (ev.type === "participant" && ev.role === "customer") {
+      // a chime when the customer comes (not when the page learns they are here; one
+      // who waits to be let in gets the waiting room's own)
+      if (state.customerKnown && !c.present && ev.present && c.admitted !== false && VB.sounds) {
+        VB.sounds.play("join");
+      }
+      state.customerKnown = true;
       c.present = !!ev.present;
+      renderLobby();
       machine.fire(c.present ? "customer_in" : "customer_out");
       renderRemote();
       scheduleRefresh();
@@ -230,6 +323,9 @@
   }
 
   const events = VB.room.events(page, "advisor", {
+    typingText: function () {
+      return "chat.typing.customer";
+    },
     announce: announce,
     fire: function (event) {
       machine.fire(event);
@@ -551,6 +647,7 @@
     cameraButton.disabled = true;
     micButton.disabled = true;
     endButton.disabled = true;
+    renderLobby();
   }
 
   VB.room.releaseOnPageHide(function () {

@@ -27,6 +27,11 @@
     if (label && label.value.trim()) {
       body.label = label.value.trim();
     }
+    // the waiting room: the customer is let in with "Einlassen" (docs/web.md)
+    const waitingRoom = document.getElementById("create-waiting-room");
+    if (waitingRoom) {
+      body.waiting_room = waitingRoom.checked;
+    }
     if (when && when.value) {
       const date = new Date(when.value);
       if (!isNaN(date.getTime())) {
@@ -154,6 +159,7 @@
     together: "overview.together",
     locked: "overview.locked",
     noshow: "overview.noshow",
+    lobby: "overview.lobby",
   };
 
   function setState(id, state) {
@@ -169,7 +175,59 @@
     if (button) {
       button.hidden = state !== "locked";
     }
+    const admit = row.querySelector("button.lobby-admit");
+    if (admit) {
+      admit.hidden = state !== "lobby";
+    }
   }
+
+  // What a customer in the waiting room wrote meanwhile (the text as text, never HTML).
+  function showMessage(id, message) {
+    const el = document.getElementById("msg-" + id);
+    if (!el) {
+      return;
+    }
+    el.hidden = !message;
+    el.textContent = message ? message.text : "";
+  }
+
+  // -- the waiting room: alert and "Einlassen" --------------------------------------------------
+
+  function alertLobby() {
+    if (VB.sounds) {
+      VB.sounds.play("lobby");
+    }
+    if (
+      typeof window.Notification === "function" &&
+      window.Notification.permission === "granted" &&
+      document.hidden
+    ) {
+      try {
+        new window.Notification(i18n.t("app.name"), { body: i18n.t("lobby.notification") });
+      } catch (err) {
+        // notifications from a service worker only: the title and the chime remain
+      }
+    }
+  }
+
+  document.addEventListener("click", async function (event) {
+    const button = event.target.closest && event.target.closest("button.lobby-admit");
+    if (!button) {
+      return;
+    }
+    button.disabled = true;
+    try {
+      await fetch("/api/sessions/" + encodeURIComponent(button.dataset.id) + "/admission", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRF-Token": csrf },
+      });
+    } catch (err) {
+      // the next poll shows the state as it is
+    } finally {
+      button.disabled = false;
+    }
+  });
 
   function render(consultations) {
     const rows = document.querySelectorAll("#consultations tbody tr[data-id]");
@@ -185,17 +243,30 @@
       return;
     }
     let waiting = 0;
+    let lobby = 0;
+    let newcomer = false;
     consultations.forEach(function (c) {
       const row = document.getElementById("c-" + c.id);
       if (c.customer === "waiting") {
         waiting += 1;
+      } else if (c.customer === "lobby") {
+        lobby += 1;
       }
       if (row) {
+        newcomer = newcomer || (c.customer === "lobby" && row.dataset.state !== "lobby");
         setState(c.id, c.customer);
         showAccess(c.id, c);
+        showMessage(c.id, c.message);
       }
     });
-    document.title = waiting ? i18n.t("overview.waiting_title", { n: waiting }) : baseTitle;
+    if (lobby) {
+      document.title = i18n.t("overview.lobby_title", { n: lobby });
+    } else {
+      document.title = waiting ? i18n.t("overview.waiting_title", { n: waiting }) : baseTitle;
+    }
+    if (newcomer) {
+      alertLobby();
+    }
   }
 
   async function poll() {

@@ -162,9 +162,41 @@
     return nodes;
   }
 
+  // The tab's title: the page's own, after what wants attention – "(2)" unread messages,
+  // "Kunde wartet auf Einlass" – so it shows in the tab while the page is out of sight.
+  // A language switch gives the page a new title of its own (i18n.js).
+  const title = {
+    base: document.title,
+    parts: {},
+    set: function (name, text) {
+      this.parts[name] = text || "";
+      this.render();
+    },
+    render: function () {
+      const alert = this.parts.alert ? this.parts.alert + " – " : "";
+      const unread = this.parts.unread ? this.parts.unread + " " : "";
+      document.title = unread + alert + this.base;
+    },
+  };
+  if (VB.i18n) {
+    VB.i18n.onChange(function () {
+      title.base = document.title;
+      title.render();
+    });
+  }
+
+  // "… schreibt": shown this long after the other side's last typing event (the gateway
+  // passes one per 2 s at most while they type), and gone with their message.
+  const TYPING_SHOWN_MS = 4500;
+  // a typing event is sent at most this often while the input changes
+  const TYPING_SEND_MS = 1500;
+
   // The chat log and form inside `root` (#chat). send(text) returns whether it went out.
+  // options: typing() sends a typing event; typingText(role) the [key, params] shown
+  // while `role` types.
   class ChatView {
-    constructor(root, me, send) {
+    constructor(root, me, send, options) {
+      options = options || {};
       this.root = root;
       this.me = me;
       this.log = root.querySelector(".chat-log");
@@ -190,6 +222,17 @@
         self.markRead();
       });
       root.parentNode.insertBefore(this.badge, root);
+      this.typingEl = root.querySelector(".typing");
+      this.typingTimer = null;
+      this.typingText = options.typingText || null;
+      let typingSent = 0;
+      this.input.addEventListener("input", function () {
+        const now = Date.now();
+        if (options.typing && self.input.value.trim() && now - typingSent > TYPING_SEND_MS) {
+          typingSent = now;
+          options.typing();
+        }
+      });
       if (typeof window.IntersectionObserver === "function") {
         new IntersectionObserver(
           function (entries) {
@@ -222,6 +265,7 @@
       return role === "advisor" ? "chat.advisor" : "chat.customer";
     }
 
+    // Returns whether this is a new message from the other side (not one replayed).
     add(ev) {
       const li = document.createElement("li");
       li.className = ev.from === this.me ? "mine" : "theirs";
@@ -247,13 +291,39 @@
       if (fresh) {
         this.seenUntil = ev.ts;
       }
+      if (ev.from !== this.me) {
+        this.hideTyping();
+      }
       if (fresh && ev.from !== this.me && (!this.inView || document.hidden)) {
         this.unread += 1;
         this.renderUnread();
       }
+      return fresh && ev.from !== this.me;
+    }
+
+    showTyping(role) {
+      if (!this.typingEl || role === this.me || !this.typingText) {
+        return;
+      }
+      const text = [].concat(this.typingText(role));
+      VB.i18n.setText(this.typingEl, text[0], text[1]);
+      this.typingEl.hidden = false;
+      window.clearTimeout(this.typingTimer);
+      const self = this;
+      this.typingTimer = window.setTimeout(function () {
+        self.hideTyping();
+      }, TYPING_SHOWN_MS);
+    }
+
+    hideTyping() {
+      if (this.typingEl) {
+        window.clearTimeout(this.typingTimer);
+        this.typingEl.hidden = true;
+      }
     }
 
     renderUnread() {
+      title.set("unread", this.unread ? "(" + this.unread + ")" : "");
       this.badge.hidden = this.unread === 0;
       if (this.unread) {
         VB.i18n.setText(this.badge, this.unread === 1 ? "chat.unread.one" : "chat.unread.other", {
@@ -299,4 +369,5 @@
 
   VB.EventsSocket = EventsSocket;
   VB.ChatView = ChatView;
+  VB.title = title;
 })();

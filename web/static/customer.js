@@ -102,6 +102,24 @@
     renderState();
   });
 
+  // -- where the customer is: the device check, the waiting room, the room ---------------
+  // A second machine, apart from the lines above: "joining" until the gateway says
+  // whether the advisor lets people in themselves (the first "admission" event), "lobby"
+  // while the customer waits to be let in (no media, chat only), then "room". The body's
+  // class shows the part of the page for the stage (style.css).
+  const STAGES = {
+    check: { join: "joining" },
+    joining: { wait: "lobby", admit: "room" },
+    lobby: { admit: "room" },
+    room: { wait: "lobby" },
+  };
+  const stage = new VB.room.Machine(STAGES, "check", function (s) {
+    Object.keys(STAGES).forEach(function (name) {
+      document.body.classList.toggle("stage-" + name, name === s);
+    });
+    byId("lobby").hidden = s !== "lobby";
+  });
+
   // -- small view helpers -------------------------------------------------------------
 
   function showNotice(key, params) {
@@ -172,7 +190,15 @@
   }
 
   function onEvent(ev) {
-    if (ev.type === "participant" && ev.role === "advisor") {
+    if (ev.type === "admission" && ev.role === "customer") {
+      onAdmission(!!ev.admitted);
+    } else if (ev.type === "participant" && ev.role === "advisor") {
+      // "the advisor arrives": a chime when they come, not when the page learns they
+      // are here already (the first event after connecting)
+      if (state.advisorKnown && !state.advisor.present && ev.present && VB.sounds) {
+        VB.sounds.play("arrive");
+      }
+      state.advisorKnown = true;
       state.advisor.present = !!ev.present;
       machine.fire(ev.present ? "advisor_in" : "advisor_out");
     } else if (ev.type === "media" && ev.role === "advisor") {
@@ -191,7 +217,27 @@
     }
   }
 
+  // Let in (or still waiting): media only in the room (the gateway refuses it before).
+  function onAdmission(admitted) {
+    const was = stage.state;
+    stage.fire(admitted ? "admit" : "wait");
+    if (stage.is("room")) {
+      if (was === "lobby" && VB.sounds) {
+        VB.sounds.play("arrive");
+      }
+      if (!state.chatOnly) {
+        startReceiving();
+      }
+    } else if (stage.is("lobby")) {
+      turnEverythingOff();
+      stopReceiving();
+    }
+  }
+
   const events = VB.room.events(page, "customer", {
+    typingText: function () {
+      return advisorName ? ["chat.typing.named", { name: advisorName }] : "chat.typing.advisor";
+    },
     announce: announce,
     fire: function (event) {
       machine.fire(event);
@@ -212,7 +258,7 @@
   let receiver = null;
 
   function startReceiving() {
-    if (!VB.rtc.supported || state.chatOnly || state.finished || receiver) {
+    if (!VB.rtc.supported || state.chatOnly || state.finished || receiver || !stage.is("room")) {
       return;
     }
     receiver = VB.room.link(page, "whep", {
@@ -412,7 +458,7 @@
       chatOnlyButton.hidden = !!automatic; // nothing to go back to
     } else {
       clearNotice(["cust.chat_only.active"]);
-      startReceiving();
+      startReceiving(); // in the room only
     }
   }
 
@@ -470,18 +516,24 @@
 
   renderToggles();
   renderState();
-  VB.room.begin(page, socket, function () {
-    finish("elsewhere");
-  });
-  if (!VB.rtc.supported) {
-    setChatOnly(true, true);
-  } else {
-    if (!VB.rtc.canCapture) {
+  // The device check first (devices.js; straight on where nothing can be captured), then
+  // the consultation: the events socket tells whether the customer waits to be let in.
+  VB.devices.check(page.room.dataset.page, function () {
+    stage.fire("join");
+    VB.room.begin(page, socket, function () {
+      finish("elsewhere");
+    });
+    if (!VB.rtc.supported) {
+      setChatOnly(true, true);
+    } else if (!VB.rtc.canCapture) {
       // e.g. a page not served over https: the advisor is still seen and heard
       cameraButton.disabled = true;
       micButton.disabled = true;
       showNotice("cust.no_capture");
     }
-    startReceiving();
-  }
+    if (!page.room.dataset.waitingRoom) {
+      onAdmission(true); // no waiting room: straight in
+    }
+    // with one, receiving starts once the gateway says the customer is in (onAdmission)
+  });
 })();

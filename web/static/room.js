@@ -96,11 +96,22 @@
 
   // The events socket and the chat. hooks: announce() (what this page does now, also
   // after a reload or a lost connection), fire(event) for the socket's "open" and
-  // "down", onEvent(ev) for presence and media events, finished(), onEnded().
+  // "down", onEvent(ev) for presence, media and admission events, finished(), onEnded(),
+  // typingText(role): what "… schreibt" says.
   function events(p, role, hooks) {
-    const chat = new VB.ChatView(byId("chat"), role, function (text) {
-      return socket.send({ type: "chat", text: text });
-    });
+    const chat = new VB.ChatView(
+      byId("chat"),
+      role,
+      function (text) {
+        return socket.send({ type: "chat", text: text });
+      },
+      {
+        typing: function () {
+          socket.send({ type: "typing" });
+        },
+        typingText: hooks.typingText,
+      }
+    );
     const socket = new VB.EventsSocket(p.room.dataset.events, p.room.dataset.page, {
       onOpen: function () {
         chat.clear(); // the server replays the history
@@ -109,7 +120,11 @@
       },
       onEvent: function (ev) {
         if (ev.type === "chat") {
-          chat.add(ev);
+          if (chat.add(ev) && VB.sounds) {
+            VB.sounds.play("message");
+          }
+        } else if (ev.type === "typing") {
+          chat.showTyping(ev.role);
         } else if (ev.type === "error") {
           chat.notice("chat.rejected", { detail: ev.detail });
         } else if (ev.type === "notice" && ev.code === "capacity") {
@@ -124,6 +139,9 @@
           if (ev.type === "document" && VB.documents) {
             VB.documents.onEvent(ev); // the documents card (documents.js)
           }
+          if (ev.type === "screen" && VB.screen) {
+            VB.screen.onEvent(ev); // the advisor's shared screen (screen.js)
+          }
           hooks.onEvent(ev);
         }
       },
@@ -131,6 +149,9 @@
         hooks.fire("down");
       },
       onEnded: function () {
+        if (VB.screen) {
+          VB.screen.stop();
+        }
         hooks.onEnded();
       },
     });
@@ -142,6 +163,88 @@
   function begin(p, socket, onElsewhere) {
     VB.rtc.claimTab(p.room.dataset.page, onElsewhere);
     socket.connect();
+  }
+
+  // Full screen and picture-in-picture for the other side's picture, each offered only
+  // where the browser has it and while there is a picture. Full screen takes the whole
+  // stage (the labels and the self view stay); on an iPhone, where only a <video> can go
+  // full screen, the video does.
+  class StageTools {
+    constructor(video) {
+      this.video = video;
+      this.stage = video.parentNode;
+      this.fullscreenButton = byId("fullscreen");
+      this.pipButton = byId("pip");
+      if (!this.fullscreenButton || !this.pipButton) {
+        this.fullscreenButton = this.pipButton = null;
+        return;
+      }
+      this.canFullscreen = !!(
+        (document.fullscreenEnabled && this.stage.requestFullscreen) ||
+        video.webkitEnterFullscreen
+      );
+      this.canPip = !!(document.pictureInPictureEnabled && video.requestPictureInPicture);
+      const self = this;
+      this.fullscreenButton.addEventListener("click", function () {
+        self.toggleFullscreen();
+      });
+      this.pipButton.addEventListener("click", function () {
+        self.togglePip();
+      });
+      document.addEventListener("fullscreenchange", function () {
+        self.renderLabels();
+      });
+      video.addEventListener("enterpictureinpicture", function () {
+        self.renderLabels();
+      });
+      video.addEventListener("leavepictureinpicture", function () {
+        self.renderLabels();
+      });
+    }
+
+    render(visible) {
+      if (!this.fullscreenButton) {
+        return;
+      }
+      const full = document.fullscreenElement === this.stage;
+      this.fullscreenButton.hidden = !(this.canFullscreen && (visible || full));
+      this.pipButton.hidden = !(this.canPip && (visible || this.inPip()));
+      this.renderLabels();
+    }
+
+    inPip() {
+      return document.pictureInPictureElement === this.video;
+    }
+
+    renderLabels() {
+      const full = document.fullscreenElement === this.stage;
+      i18n.setText(
+        this.fullscreenButton.querySelector(".stage-tool-label"),
+        full ? "media.fullscreen_exit" : "media.fullscreen"
+      );
+      i18n.setText(
+        this.pipButton.querySelector(".stage-tool-label"),
+        this.inPip() ? "media.pip_exit" : "media.pip"
+      );
+    }
+
+    toggleFullscreen() {
+      if (document.fullscreenElement) {
+        document.exitFullscreen().catch(function () {});
+      } else if (document.fullscreenEnabled && this.stage.requestFullscreen) {
+        this.stage.requestFullscreen().catch(function () {});
+      } else if (this.video.webkitEnterFullscreen) {
+        this.video.webkitEnterFullscreen();
+      }
+    }
+
+    togglePip() {
+      if (this.inPip()) {
+        document.exitPictureInPicture().catch(function () {});
+      } else {
+        this.video.requestPictureInPicture().catch(function () {});
+      }
+    }
   }
 
   // The other side's picture: shown once video flows and has a size, and once the
@@ -158,6 +261,7 @@
       this.placeholderText = byId("remote-placeholder-text");
       this.unmuteButton = byId("unmute");
       this.retryButton = byId("remote-retry");
+      this.tools = new StageTools(this.video);
       this.receive = "closed";
       this.flowing = false;
       this.since = 0;
@@ -187,6 +291,7 @@
         (peer.camera || Date.now() - this.since > 3000);
       this.video.hidden = !visible;
       this.placeholder.hidden = visible;
+      this.tools.render(visible);
       this.unmuteButton.hidden = !(this.soundBlocked && (visible || peer.microphone));
       if (visible) {
         return;
@@ -207,6 +312,9 @@
     // The WHEP link's onTrack.
     onTrack(stream, track) {
       const self = this;
+      if (VB.devices) {
+        VB.devices.applySpeaker(this.video); // the speaker chosen in the device check
+      }
       VB.rtc.attach(this.video, stream, function () {
         self.soundBlocked = true;
         self.render();

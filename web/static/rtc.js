@@ -94,8 +94,15 @@
             },
           }
         : { audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true } };
+    // the device chosen in the device check (devices.js), if any
+    const chosen = VB.devices && VB.devices.deviceId(kind);
+    if (chosen) {
+      constraints[kind].deviceId = chosen;
+    }
     try {
-      const stream = await navigator.mediaDevices.getUserMedia(constraints);
+      const stream = VB.devices
+        ? await VB.devices.withoutGone(constraints)
+        : await navigator.mediaDevices.getUserMedia(constraints);
       return stream.getTracks()[0];
     } catch (err) {
       const name = err && err.name;
