@@ -28,6 +28,7 @@ reads the clock once per unit and hands that ``now`` to the lag check and the wr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -116,6 +117,7 @@ class RtmpSession:
         self.handshake_at: float | None = None
         self._last_ping = self.started
         self.connected = False  # connect accepted
+        self._redirecting: asyncio.Future[None] | None = None  # cluster: connect elsewhere
         self.grant: Grant | None = None
         self.capabilities: dict[str, Any] = {}
         self.flash_version = ""
@@ -279,6 +281,396 @@ class RtmpSession:
             return
         handler(self, cmd)
 
+<<<<<<< HEAD
+    # -- NetConnection ------------------------------------------------------------------------
+    def _cmd_connect(self, cmd: CommandReceived) -> None:
+        if self.connected:
+            self.abort("second connect")
+            return
+        props = cmd.command_object if isinstance(cmd.command_object, dict) else {}
+        app_raw = props.get("app")
+        app_raw = app_raw if isinstance(app_raw, str) else ""
+        app, app_query = split_query(app_raw)
+        app = app.strip("/")
+        tc_url = props.get("tcUrl") if isinstance(props.get("tcUrl"), str) else ""
+        _, tc_query = split_query(str(tc_url))
+        token: str | None = None
+        if cmd.args and isinstance(cmd.args[0], str) and cmd.args[0]:
+            token = cmd.args[0]
+        token = token or app_query.get("token") or tc_query.get("token")
+        flash_ver = props.get("flashVer")
+        self.flash_version = flash_ver[:64] if isinstance(flash_ver, str) else ""
+        target = str(tc_url) or f"/{app_raw}"
+        if app != APP_NAME:
+            self._log_connect(target, "NetConnection.Connect.Rejected")
+            self.conn.reject_connect(cmd.transaction_id, f"Unknown application {app[:40]!r}.")
+            self.flush()
+            self.abort("connect to an unknown application")
+            return
+        if token is not None:
+            grant = self.gateway.authorize(token)
+            if grant is None and self.gateway.cluster is not None:
+                # cluster mode: the token may belong to a consultation on another node
+                task = asyncio.ensure_future(self._redirect(cmd.transaction_id, token, target))
+                self._redirecting = task  # referenced until done
+                return
+            if grant is None:
+                self._log_connect(target, "NetConnection.Connect.Rejected")
+                self.conn.reject_connect(
+                    cmd.transaction_id, "Invalid or expired token: please use your current link."
+                )
+                self.flush()
+                self.abort("connect with an invalid token")
+                return
+            self._bind(grant)
+        encoding = props.get("objectEncoding", 0)
+        self.capabilities = {
+            "videoCodecs": int(_num(props.get("videoCodecs"))),
+            "audioCodecs": int(_num(props.get("audioCodecs"))),
+        }
+        self.connected = True
+        self._log_connect(target, "NetConnection.Connect.Success")
+        self.conn.accept_connect(cmd.transaction_id, 3 if _num(encoding) == 3 else 0)
+
+    async def _redirect(self, transaction_id: float, token: str, target: str) -> None:
+        """Reject a connect whose consultation lives on another node with that node's RTMP
+        URL (``ex.redirect``), or as invalid when no live node holds it."""
+        url = await self.gateway.elsewhere_rtmp(token)
+        self._log_connect(target, "NetConnection.Connect.Rejected")
+        if url is None:
+            description = "Invalid or expired token: please use your current link."
+        else:
+            description = "This consultation is served by another node."
+        self.conn.reject_connect(transaction_id, description, redirect=url)
+        self.flush()
+        self.abort("connect to another node's consultation" if url else "invalid token")
+
+    def _log_connect(self, target: str, status: str) -> None:
+        """The access log entry of a connect (the terms of use: address, time, browser,
+        page, status); the tcUrl without its query and token-like segments."""
+        access_log.info(
+            '%s "CONNECT %s %s" %s "%s"',
+            self.peer or "-",
+            log_safe(redact_url(target), 500),
+            self.transport.upper(),
+            status,
+            log_safe(self.flash_version or "-", 64),
+        )
+
+    @property
+    def participant_connection(self) -> Connection | None:
+        return self._participant_conn
+
+    @property
+    def supports_h264(self) -> bool:
+        return bool(self.capabilities.get("videoCodecs", 0) & SUPPORT_VID_H264)
+
+    @property
+    def supports_aac(self) -> bool:
+        return bool(self.capabilities.get("audioCodecs", 0) & SUPPORT_SND_AAC)
+
+    def _bind(self, grant: Grant) -> bool:
+        """Tie this connection to a participant. A second, different grant is refused."""
+        if self.grant is not None:
+            return self.grant.consultation is grant.consultation and self.grant.role is grant.role
+        self.grant = grant
+        self._participant_conn = Connection(kind=self.transport, close=self.close)
+        grant.consultation.attach(grant.role, self._participant_conn)
+        self._channel = self.gateway.channel(grant.consultation, grant.role)
+        # no snapshot for Flash: the SWF asks for documents() and forms() itself
+        self._channel.subscribe(self._on_session_event)
+        return True
+
+    def _authorize_stream(self, params: dict[str, str]) -> Grant | None:
+        token = params.get("token")
+        if token is not None:
+            grant = self.gateway.authorize(token)
+            if grant is None or not self._bind(grant):
+                return None
+            return grant
+        if self.grant is not None and self.gateway.authorize(
+            self.grant.consultation.participants[self.grant.role].token
+        ):
+            return self.grant
+        return None
+
+    def _cmd_create_stream(self, cmd: CommandReceived) -> None:
+        try:
+            sid = self.conn.allocate_stream()
+        except ProtocolError as exc:
+            self.abort(str(exc))
+            return
+        self.conn.send_result(cmd.transaction_id, None, float(sid))
+
+    def _cmd_ack_only(self, cmd: CommandReceived) -> None:
+        # releaseStream, FCPublish, FCUnpublish, FCSubscribe: FMS answers with _result.
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None)
+        if cmd.name == "FCUnpublish":
+            for sid, _stream in list(self.publishing.items()):
+                self._stop_publishing(sid)
+
+    def _cmd_check_bw(self, cmd: CommandReceived) -> None:
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None)
+
+    def _cmd_delete_stream(self, cmd: CommandReceived) -> None:
+        sid = int(_num(cmd.args[0])) if cmd.args else cmd.stream_id
+        self._close_stream(sid)
+        self.conn.release_stream(sid)
+
+    def _cmd_close_stream(self, cmd: CommandReceived) -> None:
+        self._close_stream(cmd.stream_id)
+
+    def _close_stream(self, sid: int) -> None:
+        if sid in self.publishing:
+            self._stop_publishing(sid)
+        receiver = self.playing.pop(sid, None)
+        if receiver is not None:
+            receiver.detach()
+
+    # -- NetStream ----------------------------------------------------------------------------
+    def _stream_name(self, cmd: CommandReceived) -> tuple[str, dict[str, str]]:
+        raw = cmd.args[0] if cmd.args and isinstance(cmd.args[0], str) else ""
+        name, params = split_query(raw)
+        # FMS accepts "mp4:" style prefixes and a trailing extension; neither applies here.
+        return name.strip("/"), params
+
+    def _cmd_publish(self, cmd: CommandReceived) -> None:
+        sid = cmd.stream_id
+        name, params = self._stream_name(cmd)
+        if sid not in self.conn.streams:
+            self._publish_bad(sid, name, "Publishing on a stream that was not created.")
+            return
+        grant = self._authorize_stream(params)
+        if grant is None:
+            self._publish_bad(sid, name, "Invalid or expired token.")
+            return
+        if name != str(grant.role):
+            self._publish_bad(sid, name, f"You may only publish as {grant.role}.")
+            return
+        if sid in self.publishing:
+            self._publish_bad(sid, name, "This stream is already publishing.")
+            return
+        stream = grant.consultation.streams[grant.role]
+        self.publishing[sid] = stream
+        self.conn.allow_publish(sid)
+        self.conn.stream_begin(sid)
+        self.conn.send_status(
+            sid, "NetStream.Publish.Start", f"{name} is now published.", details=name
+        )
+        self.flush()
+        # A participant who reconnects (dropped Wi-Fi) takes over from its stale
+        # connection instead of being locked out until that one times out.
+        stream.start(self.transport, owner=self, on_preempt=lambda: self._preempted(sid))
+        if grant.role is Role.CUSTOMER and self._uplink is None:
+            self._uplink = _Uplink(grant.consultation, time.monotonic())
+
+    def _preempted(self, sid: int) -> None:
+        """Another connection of the same participant publishes now: this one is stale.
+
+        The newer one wins. The older is told once, with ``reason: "replaced"`` so that a
+        client can tell it from a refused name and stand down instead of reconnecting
+        and taking the stream back (two tabs would preempt each other for ever); the SWF
+        offers a button, as the browser page does."""
+        if self.publishing.pop(sid, None) is not None and not self.closed:
+            self.conn.end_publish(sid)
+            self._uplink_ended()
+            self.conn.send_status(
+                sid,
+                "NetStream.Publish.BadName",
+                "Published from another connection.",
+                level="error",
+                reason="replaced",
+            )
+            self.flush()
+            self.abort("publisher replaced by a newer connection")
+
+    def _uplink_ended(self) -> None:
+        """The customer's publish from this connection ended: one last ``quality`` event
+        says so, as when a WHIP session ends (the advisor's page keeps "Kunde verbindet
+        neu …" while a device is still announced on)."""
+        uplink, self._uplink = self._uplink, None
+        if uplink is not None and not uplink.consultation.ended:
+            uplink.consultation.emit(uplink.meter.event(None, expecting=False, rtt_ms=None))
+
+    def _publish_bad(self, sid: int, name: str, description: str) -> None:
+        self.conn.send_status(sid, "NetStream.Publish.BadName", description, level="error")
+        self.flush()
+        self.abort(f"publish refused: {description}")
+
+    def _stop_publishing(self, sid: int) -> None:
+        stream = self.publishing.pop(sid, None)
+        if stream is not None:
+            self.conn.end_publish(sid)
+            stream.stop(owner=self)
+            if not self.publishing:
+                self._uplink_ended()
+            self.conn.send_status(sid, "NetStream.Unpublish.Success", "Stream unpublished.")
+
+    def _cmd_play(self, cmd: CommandReceived) -> None:
+        sid = cmd.stream_id
+        name, params = self._stream_name(cmd)
+        if sid not in self.conn.streams:
+            self._play_failed(sid, "Playing on a stream that was not created.")
+            return
+        grant = self._authorize_stream(params)
+        if grant is None:
+            self._play_failed(sid, "Invalid or expired token.")
+            return
+        if name != str(grant.role.other):
+            self._play_failed(sid, f"You may only play {grant.role.other}.")
+            return
+        if sid in self.playing:
+            self.playing.pop(sid).detach()
+        source = grant.consultation.streams[grant.role.other]
+        receiver = PlayerReceiver(self, sid, source)
+        self.playing[sid] = receiver
+        conn = self.conn
+        conn.stream_begin(sid)
+        conn.send_status(
+            sid, "NetStream.Play.Reset", f"Playing and resetting {name}.", details=name
+        )
+        conn.send_status(sid, "NetStream.Play.Start", f"Started playing {name}.", details=name)
+        conn.send_data(sid, ["|RtmpSampleAccess", True, True])
+        conn.send_data(sid, ["onStatus", {"code": "NetStream.Data.Start"}])
+        self.flush()
+        # Waiting for a publisher that has not started: its start is announced with
+        # NetStream.Play.PublishNotify, as FMS does for live streams.
+        receiver.waiting = not source.live
+        # Flash gets H.264/AAC only when its connect capabilities say so (docs/architecture.md);
+        # what it cannot take goes through the shared transcoder for its format.
+        receiver.route = connect(
+            grant.consultation,
+            grant.role,
+            receiver,
+            flash_caps(self.supports_h264, self.supports_aac),
+            self.gateway.transcoders,
+        )
+
+    def _play_failed(self, sid: int, description: str) -> None:
+        self.conn.send_status(sid, "NetStream.Play.Failed", description, level="error")
+        self.flush()
+        self.abort(f"play refused: {description}")
+
+    def _cmd_receive(self, cmd: CommandReceived) -> None:
+        receiver = self.playing.get(cmd.stream_id)
+        if receiver is None or not cmd.args:
+            return
+        flag = bool(cmd.args[0])
+        if cmd.name == "receiveAudio":
+            receiver.receive_audio = flag
+        else:
+            receiver.receive_video = flag
+            if flag:
+                receiver.resync()
+
+    def _cmd_pause(self, cmd: CommandReceived) -> None:
+        receiver = self.playing.get(cmd.stream_id)
+        if receiver is None:
+            return
+        pausing = bool(cmd.args[0]) if cmd.args else True
+        receiver.paused = pausing
+        if pausing:
+            self.conn.send_status(cmd.stream_id, "NetStream.Pause.Notify", "Paused live stream.")
+        else:
+            self.conn.send_status(
+                cmd.stream_id, "NetStream.Unpause.Notify", "Unpaused live stream."
+            )
+            receiver.resync()  # restart at the cached GOP
+
+    # -- consultation RPC -----------------------------------------------------------------------
+    def _cmd_chat(self, cmd: CommandReceived) -> None:
+        text = cmd.args[0] if cmd.args else None
+        if self.grant is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        try:
+            self.grant.consultation.chat(self.grant.role, text, origin=self._participant_conn)
+        except ChatRejected as exc:
+            self._call_failed(cmd, str(exc))
+            return
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None, True)
+
+    def _cmd_media(self, cmd: CommandReceived) -> None:
+        if self.grant is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        camera = bool(cmd.args[0]) if cmd.args else False
+        microphone = bool(cmd.args[1]) if len(cmd.args) > 1 else False
+        self.grant.consultation.set_media_state(self.grant.role, camera, microphone)
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None, True)
+
+    def _cmd_documents(self, cmd: CommandReceived) -> None:
+        """``documents()`` → the consultation's documents, each with a fresh one-time
+        ``url`` (2 minutes) that the SWF hands to ``navigateToURL``."""
+        channel = self._channel
+        if channel is None or self.gateway.documents is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        if cmd.transaction_id > 0:
+            listing = [event.wire() for event in channel.documents()]
+            self.conn.send_result(cmd.transaction_id, None, listing)
+
+    def _cmd_document_url(self, cmd: CommandReceived) -> None:
+        """``documentUrl(id)`` → a fresh one-time URL for one document (the one in a
+        ``document`` event expires after 2 minutes)."""
+        channel = self._channel
+        doc_id = cmd.args[0] if cmd.args else None
+        if channel is None or self.gateway.documents is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        if not isinstance(doc_id, str) or not channel.has_document(doc_id):
+            self._call_failed(cmd, "No such document in this consultation.")
+            return
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None, channel.document_url(doc_id))
+
+    def _cmd_upload_url(self, cmd: CommandReceived) -> None:
+        """``uploadUrl()`` → ``{url, max_bytes, expires_in}``: a one-time URL for the SWF's
+        ``FileReference.upload()``, which cannot send a token (web/documents.py)."""
+        store = self.gateway.documents
+        if self._channel is None or store is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        if cmd.transaction_id > 0:
+            url = self._channel.upload_url()
+            answer = {"url": url, "max_bytes": store.max_bytes, "expires_in": store.ticket_ttl}
+            self.conn.send_result(cmd.transaction_id, None, answer)
+
+    def _cmd_forms(self, cmd: CommandReceived) -> None:
+        """``forms()`` → the consultation's forms as ``form`` events, each with a fresh
+        ``url`` (the customer's opens the fill page once, without a cookie)."""
+        channel = self._channel
+        if channel is None or self.gateway.forms is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        if cmd.transaction_id > 0:
+            listing = [event.wire() for event in channel.forms()]
+            self.conn.send_result(cmd.transaction_id, None, listing)
+
+    def _cmd_form_url(self, cmd: CommandReceived) -> None:
+        """``formUrl(id)`` → a fresh one-time URL of one form (the one in a ``form``
+        event is good for one use within 30 minutes)."""
+        channel = self._channel
+        form_id = cmd.args[0] if cmd.args else None
+        if channel is None or self.gateway.forms is None:
+            self._call_failed(cmd, "Not part of a consultation.")
+            return
+        if not isinstance(form_id, str) or not channel.has_form(form_id):
+            self._call_failed(cmd, "No such form in this consultation.")
+            return
+        if cmd.transaction_id > 0:
+            self.conn.send_result(cmd.transaction_id, None, channel.form_url(form_id))
+
+    def _call_failed(self, cmd: CommandReceived, description: str) -> None:
+        if cmd.transaction_id > 0:
+            self.conn.send_error(cmd.transaction_id, "NetConnection.Call.Failed", description)
+
+=======
+>>>>>>> main
     def _on_session_event(self, event: ConsultationEvent) -> None:
         """One event of the participant's channel (already meant for it, documents and
         forms with URLs of its own for navigateToURL), as an AMF call: ``onChat`` for
