@@ -144,9 +144,17 @@ def test_device_check_shows_picture_and_level_remembers_the_choice_and_sends_not
     expect(advisor.page.locator("#customer-camera")).to_have_text(t(lang, "room.camera_off"))
     expect(advisor.page.locator("#customer-mic")).to_have_text(t(lang, "room.mic_off"))
 
-    # the next visit on this device (a new tab: the same browser storage) remembers it
+    # a reload goes straight back in: the check is for the first entry
+    c.reload()
+    expect(c.locator("#status")).to_have_attribute("data-state", "connected")
+    expect(c.locator("#device-check")).to_be_hidden()
+
+    # the next consultation on this device (the same browser) remembers the choice
+    other = gw.create_session()
     again = c.context.new_page()
-    again.goto(f"{gw.base}/k/{body['id']}")
+    again.goto(other["customer"]["page_url"])
+    again.fill("#pin", other["customer"]["pin"])
+    again.click("button[type=submit]")
     expect(again.locator("#device-check")).to_be_visible()
     expect(again.locator("#check-microphone")).to_have_value(mic)
     expect(again.locator("#check-speaker")).to_have_value(speaker)

@@ -593,13 +593,15 @@ def customer_room(
     bank: Any = None,
     advisor_name: str | None = None,
     waiting_room: bool = False,
+    device_check: bool = True,
 ) -> str:
     """The customer's consultation page (after the PIN: the device check, the waiting
     room if the advisor lets people in, then the room); ``documents``: the store's
     limits (``web.documents.page_limits``), no panel without; ``bank``: the contact for
     the end screen (``gateway.config.Bank``); ``advisor_name``: the advisor's display
     name (``Consultation.owner_display_name``), else the neutral wording;
-    ``waiting_room``: the customer waits to be let in (``admission`` events say when)."""
+    ``waiting_room``: the customer waits to be let in (``admission`` events say when);
+    ``device_check``: the device check comes first (the customer's first entry)."""
     cid = esc(consultation_id)
     named = {"name": advisor_name} if advisor_name else {}
     main = "".join(
@@ -609,6 +611,7 @@ def customer_room(
             f'data-whep="/whep/{cid}/customer" data-page="/k/{cid}"'
             + (f' data-advisor-name="{esc(advisor_name)}"' if advisor_name else "")
             + (' data-waiting-room="1"' if waiting_room else "")
+            + (' data-check="1"' if device_check else "")
             + ">",
             _device_check(v),
             _status_bar(v, "cust.named.absent" if named else "cust.advisor.absent", **named),
@@ -666,7 +669,7 @@ def customer_room(
             "customer.js",
         ),
         meta={"vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
-        body_class="page-customer stage-check",
+        body_class="page-customer stage-check" if device_check else "page-customer",
         live_language=True,
     )
 
