@@ -64,8 +64,10 @@ test: deps $(STAMP) $(RUFFLE) lint
 
 # The unit run: every test that stays in this process (no gateway, browser, ffmpeg or other
 # process; tests/conftest.py marks those e2e and fails an unmarked test that starts one).
+# VB_FUZZ=quick runs the property tests on a tenth of their examples (tests/fuzzing.py);
+# make test runs them in full.
 unit: $(STAMP)
-	$(VENV)/bin/pytest -q -m "not e2e"
+	VB_FUZZ=quick $(VENV)/bin/pytest -q -m "not e2e"
 
 bench: deps $(STAMP)
 	$(PY) -m bench.run

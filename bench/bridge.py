@@ -35,6 +35,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -445,6 +446,17 @@ def thread_split(pid: int) -> dict[int, float]:
     return out
 
 
+def switches(pid: int, tid: int) -> int:
+    """Context switches of one thread so far (voluntary + involuntary): each voluntary
+    one is a sleep and a wake-up, which on this VM costs tens of microseconds of CPU."""
+    total = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                total += int(line.split()[1])
+    return total
+
+
 def start_workers(
     gw: Any,
     sessions: list[dict[str, Any]],
@@ -496,6 +508,9 @@ def run_step(
     """n consultations at once; the gateway's CPU over the workers' common window, and
     the latency the gateway measured itself over the same window (gateway/latency.py)."""
     sessions = [gw.create_session() for _ in range(n)]
+    # The whole client life as seen from outside (issue 14): from the clients' start
+    # (connect, WHIP/WHEP negotiation, warm-up) to their exit, beside the window.
+    w0 = cpu_sample(gw.proc.pid, time.monotonic())
     procs = start_workers(gw, sessions, direction, seconds, decode, flv, webm, warmup, video_codec)
     for p in procs:
         _line(p, "ready", 90)
@@ -509,11 +524,13 @@ def run_step(
 
     say("go")
     c0, t0 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
+    x0 = switches(gw.proc.pid, gw.proc.pid)
     first = gw.get("/api/ops/snapshot")
     clock = first["latency"]["clock"]
     for p in procs:
         _line(p, "done", seconds + 30)
     c1, t1 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
+    x1 = switches(gw.proc.pid, gw.proc.pid)
     snapshot = gw.get(f"/api/ops/snapshot?since={clock}")
     codec_s = _codec_seconds(snapshot) - _codec_seconds(first)
     results = []
@@ -530,7 +547,9 @@ def run_step(
         if not out.strip():
             assert p.stderr is not None
             raise RuntimeError(f"worker failed rc={p.returncode}: {p.stderr.read()[-3000:]}")
+    w1 = cpu_sample(gw.proc.pid, time.monotonic())
     results = [json.loads(out) for out in results]
+    whole = cpu_delta(w0, w1)
     cpu = cpu_delta(c0, c1)
     wall = c1.wall - c0.wall
     main = t1.get(gw.proc.pid, 0.0) - t0.get(gw.proc.pid, 0.0)
@@ -540,7 +559,11 @@ def run_step(
         "gateway_cpu_s": round(cpu, 3),
         "wall_s": round(wall, 2),
         "gateway_cpu_percent_of_core": round(100 * cpu / wall, 1),
+        "whole_cpu_s": round(whole, 3),
+        "whole_wall_s": round(w1.wall - w0.wall, 2),
+        "whole_cpu_percent_of_core": round(100 * whole / (w1.wall - w0.wall), 1),
         "main_thread_cpu_s": round(main, 3),
+        "main_thread_switches_per_s": round((x1 - x0) / wall, 1),
         "other_threads_cpu_s": round(others, 3),
         "threads_end": len(t1),
         "clients_cpu_percent_of_core": round(
@@ -566,15 +589,23 @@ def ffmpeg_yardstick(src: Path, out_args: list[str], seconds: float) -> dict[str
     """``ffmpeg -re`` over the same file, CPU of the middle ``seconds`` (after 3 s)."""
     cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(src),
            "-t", str(seconds + 6), *out_args, "-f", "null", "-"]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
     proc = subprocess.Popen(cmd)
     time.sleep(3)
     c0 = cpu_sample(proc.pid, time.monotonic())
     time.sleep(seconds)
     c1 = cpu_sample(proc.pid, time.monotonic())
     proc.wait(60)
+    life = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # the whole process, exec to exit (opening the codecs, the last frames, closing)
+    whole = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     cpu = cpu_delta(c0, c1)
     return {"cpu_s": round(cpu, 3), "wall_s": round(c1.wall - c0.wall, 2),
             "cpu_percent_of_core": round(100 * cpu / (c1.wall - c0.wall), 1),
+            "whole_cpu_s": round(whole, 3), "whole_wall_s": round(life, 2),
+            "whole_cpu_percent_of_core": round(100 * whole / life, 1),
             "cmd": " ".join(cmd)}  # fmt: skip
 
 
@@ -592,7 +623,7 @@ def with_gateway(fn: Any) -> Any:
     data = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     gw = GatewayProcess(data)
     try:
-        gw.start()
+        gw.start(timeout=120.0)  # a loaded shared machine starts slowly
         result = fn(gw)
         result["gateway_log"] = gateway_log_counts(gw)
         return result
@@ -602,25 +633,46 @@ def with_gateway(fn: Any) -> Any:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def bridge(seconds: float) -> dict[str, Any]:
+def bridge(seconds: float, rounds: int = 1, passthrough: bool = True) -> dict[str, Any]:
+    """Each direction ``rounds`` times, the gateway and its ffmpeg yardstick one after
+    the other in each round; the ratio is the median of the per-round ratios (the
+    single-round ratios are kept beside it), the figures those of the median round."""
     flv, webm = ensure_media()
-    out: dict[str, Any] = {"seconds": seconds, "load_average_at_start": os.getloadavg()}
+    out: dict[str, Any] = {
+        "seconds": seconds,
+        "rounds": rounds,
+        "load_average_at_start": os.getloadavg(),
+    }
     for name, direction, src, yard in (
         ("flash->webrtc", "flash", flv, TO_VP8_OPUS),
         ("webrtc->flash", "webrtc", webm, TO_H264_AAC),
     ):
-        gwr = with_gateway(lambda gw, d=direction: run_step(gw, 1, d, seconds, True, flv, webm))
-        ff = ffmpeg_yardstick(src, yard, seconds)
-        gwr["ratio"] = round(
-            gwr["gateway_cpu_percent_of_core"] / max(ff["cpu_percent_of_core"], 0.01), 2
-        )
-        gwr["codec_share"] = round(gwr["codec_cpu_s"] / max(gwr["gateway_cpu_s"], 1e-9), 3)
-        out[name] = {"gateway": gwr, "ffmpeg": ff}
-        print(f"[bridge] {name}: gateway {gwr['gateway_cpu_percent_of_core']}% "
-              f"ffmpeg {ff['cpu_percent_of_core']}% ratio {gwr['ratio']}x "
-              f"codec share {gwr['codec_share']} "
-              f"latency {_latency_line(gwr['gateway_latency'])} "
-              f"client {gwr['clients'][0]}", file=sys.stderr, flush=True)  # fmt: skip
+        runs: list[dict[str, Any]] = []
+        for r in range(rounds):
+            gwr = with_gateway(lambda gw, d=direction: run_step(gw, 1, d, seconds, True, flv, webm))
+            ff = ffmpeg_yardstick(src, yard, seconds)
+            gwr["ratio"] = round(
+                gwr["gateway_cpu_percent_of_core"] / max(ff["cpu_percent_of_core"], 0.01), 2
+            )
+            # whole lives: share of a core over each side's whole client / process life
+            gwr["ratio_whole"] = round(
+                gwr["whole_cpu_percent_of_core"] / max(ff["whole_cpu_percent_of_core"], 0.01), 2
+            )
+            gwr["codec_share"] = round(gwr["codec_cpu_s"] / max(gwr["gateway_cpu_s"], 1e-9), 3)
+            runs.append({"gateway": gwr, "ffmpeg": ff})
+            print(f"[bridge] {name} round {r + 1}/{rounds}: "
+                  f"gateway {gwr['gateway_cpu_percent_of_core']}% "
+                  f"(main thread {100 * gwr['main_thread_cpu_s'] / gwr['wall_s']:.1f}%, "
+                  f"{gwr['main_thread_switches_per_s']} switches/s) "
+                  f"ffmpeg {ff['cpu_percent_of_core']}% ratio {gwr['ratio']}x "
+                  f"(whole lives: {gwr['whole_cpu_percent_of_core']}% / "
+                  f"{ff['whole_cpu_percent_of_core']}% = {gwr['ratio_whole']}x) "
+                  f"codec share {gwr['codec_share']} "
+                  f"latency {_latency_line(gwr['gateway_latency'])} "
+                  f"client {gwr['clients'][0]}", file=sys.stderr, flush=True)  # fmt: skip
+        out[name] = summarise_rounds(runs)
+    if not passthrough:
+        return out
     # H.264 passed through (audio still transcoded: Speex > Opus, Opus > AAC)
     pflv, pts = ensure_passthrough_media()
     for name, direction in (
@@ -637,6 +689,65 @@ def bridge(seconds: float) -> dict[str, Any]:
     return out
 
 
+def summarise_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median round's figures, with the median and the single-round ratios."""
+    ordered = sorted(runs, key=lambda x: float(x["gateway"]["ratio"]))
+    middle = ordered[len(ordered) // 2]
+    ratios = [x["gateway"]["ratio"] for x in runs]
+    wholes = [x["gateway"]["ratio_whole"] for x in runs]
+    return {
+        **middle,
+        "ratio_median": statistics.median(ratios),
+        "ratio_rounds": ratios,
+        "ratio_whole_median": statistics.median(wholes),
+        "ratio_whole_rounds": wholes,
+    }
+
+
+def profile_bridge(seconds: float) -> dict[str, Any]:
+    """Each transcoded direction once with py-spy attached to the gateway (1000 Hz,
+    ``--nonblocking``, on-CPU samples, per thread): where the main thread's time goes."""
+    from bench.run import summarise_collapsed
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise RuntimeError("py-spy not installed: .venv/bin/pip install py-spy")
+    flv, webm = ensure_media()
+    out: dict[str, Any] = {}
+    for name, direction in (("flash->webrtc", "flash"), ("webrtc->flash", "webrtc")):
+        path = OUT_DIR / f"profile-{direction}.txt"
+        path.unlink(missing_ok=True)
+
+        def measured(gw: Any, d: str = direction, path: Path = path) -> dict[str, Any]:
+            spy_proc = subprocess.Popen(
+                [spy, "record", "--pid", str(gw.proc.pid), "--rate", "1000", "--nonblocking",
+                 "--threads", "--format", "raw", "--output", str(path),
+                 "--duration", str(int(seconds + 40))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                return run_step(gw, 1, d, seconds, True, flv, webm)
+            finally:
+                spy_proc.send_signal(2)  # py-spy writes its output on SIGINT
+                spy_proc.wait(60)
+
+        step = with_gateway(measured)
+        main = path.with_name(f"profile-{direction}-main.txt")
+        # --threads puts "thread (0x…)" first; the event loop is the process's first thread
+        lines = path.read_text().splitlines() if path.exists() else []
+        tids = [ln.split(";", 1)[0] for ln in lines]
+        first = next((t for t in tids if "MainThread" in t), tids[0] if tids else "")
+        main.write_text("\n".join(ln for ln, t in zip(lines, tids, strict=True) if t == first))
+        out[name] = {
+            "gateway_cpu_percent_of_core": step["gateway_cpu_percent_of_core"],
+            "main_thread_cpu_s": step["main_thread_cpu_s"],
+            "all_threads": summarise_collapsed(path),
+            "main_thread": summarise_collapsed(main),
+        }
+        print(f"[profile] {name}: {path}", file=sys.stderr, flush=True)
+    return out
+
+
 def _latency_line(latency: dict[str, Any]) -> str:
     parts = [f"{k} p50 {v['p50_ms']} p95 {v['p95_ms']} ms (n={v['count']})"
              for k, v in latency["added"].items()]  # fmt: skip
@@ -645,15 +756,11 @@ def _latency_line(latency: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def capacity(seconds: float, steps: list[int], passthrough: bool = False) -> dict[str, Any]:
+def _ladder(seconds: float, steps: list[int], passthrough: bool) -> dict[str, Any]:
+    """One climb up the steps, stopping at the first that fails."""
     flv, webm = ensure_passthrough_media() if passthrough else ensure_media()
     codec = "h264" if passthrough else "vp8"
-    out: dict[str, Any] = {
-        "passthrough": passthrough,
-        "seconds": seconds,
-        "steps": [],
-        "load_average_at_start": os.getloadavg(),
-    }
+    out: dict[str, Any] = {"steps": []}
 
     def step_ok(r: dict[str, Any]) -> bool:
         for c in r["clients"]:
@@ -692,9 +799,74 @@ def capacity(seconds: float, steps: list[int], passthrough: bool = False) -> dic
     return out
 
 
+def audio_only(args: list[str]) -> list[str]:
+    """The audio half of a yardstick's settings (``-vn``, then ``-c:a`` on)."""
+    return ["-threads", "1", "-vn", *args[args.index("-c:a") :]]
+
+
+def capacity(
+    seconds: float, steps: list[int], passthrough: bool = False, rounds: int = 1
+) -> dict[str, Any]:
+    """``rounds`` climbs, each followed by its yardstick: the ffmpeg CLI doing one
+    consultation's transcodes (both directions; passed through: the audio ones alone,
+    the only codec work left). Figures, with the median and every round's:
+
+    * transcoded: ``held`` against what the ffmpeg CLI could hold on the same 2 cores
+      with the same clients: 200 % / (ffmpeg's two directions + the clients' CPU per
+      consultation measured at the held step);
+    * passed through: consultations per core of gateway CPU (N / gateway share at the
+      highest step held) against 100 % / ffmpeg's two audio transcodes.
+    """
+    flv, webm = ensure_passthrough_media() if passthrough else ensure_media()
+    if passthrough:
+        yards = ((flv, audio_only(TO_VP8_OPUS)), (webm, audio_only(TO_H264_AAC)))
+    else:
+        yards = ((flv, TO_VP8_OPUS), (webm, TO_H264_AAC))
+    out: dict[str, Any] = {
+        "passthrough": passthrough,
+        "seconds": seconds,
+        "rounds": [],
+        "load_average_at_start": os.getloadavg(),
+    }
+    for r in range(rounds):
+        ladder = _ladder(seconds, steps, passthrough)
+        ff = [ffmpeg_yardstick(src, args, min(seconds, 15.0)) for src, args in yards]
+        ff_pct = sum(f["cpu_percent_of_core"] for f in ff)
+        held_steps = [st for st in ladder["steps"] if st["ok"]]
+        top = held_steps[-1] if held_steps else None
+        entry: dict[str, Any] = {**ladder, "ffmpeg": ff, "ffmpeg_percent_per_consultation": ff_pct}
+        if top is not None and passthrough:
+            per_core = 100 * top["consultations"] / max(top["gateway_cpu_percent_of_core"], 0.01)
+            entry["per_core"] = round(per_core, 2)
+            entry["yardstick_per_core"] = round(100 / max(ff_pct, 0.01), 2)
+            entry["ratio"] = round(per_core / entry["yardstick_per_core"], 3)
+        elif top is not None:
+            clients = top["clients_cpu_percent_of_core"] / top["consultations"]
+            bound = 200 / max(ff_pct + clients, 0.01)
+            entry["clients_percent_per_consultation"] = round(clients, 2)
+            entry["yardstick_held"] = round(bound, 2)
+            entry["ratio"] = round(ladder["held"] / bound, 3)
+        out["rounds"].append(entry)
+        print(f"[capacity] round {r + 1}/{rounds}: held {ladder['held']} "
+              f"ffmpeg {ff_pct:.1f}% per consultation; "
+              + ", ".join(f"{k} {entry[k]}" for k in
+                          ("per_core", "yardstick_per_core", "yardstick_held", "ratio")
+                          if k in entry), file=sys.stderr, flush=True)  # fmt: skip
+    helds = [e["held"] for e in out["rounds"]]
+    out["held"] = statistics.median_low(helds)
+    out["held_rounds"] = helds
+    out["steps"] = out["rounds"][helds.index(out["held"])]["steps"]
+    for key in ("per_core", "yardstick_per_core", "yardstick_held", "ratio"):
+        vals = [e[key] for e in out["rounds"] if key in e]
+        if vals:
+            out[f"{key}_median"] = statistics.median(vals)
+            out[f"{key}_rounds"] = vals
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("bridge", "capacity", "worker"))
+    ap.add_argument("mode", choices=("bridge", "capacity", "profile", "worker"))
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--steps", default="1,2,4,6,8,10")
     ap.add_argument("--session")
@@ -706,15 +878,21 @@ def main() -> None:
     ap.add_argument("--decode", action="store_true")
     ap.add_argument("--video-codec", default="vp8", choices=("vp8", "h264"))
     ap.add_argument("--passthrough", action="store_true", help="capacity: H.264 both ways")
+    ap.add_argument(
+        "--transcoded-only", action="store_true", help="bridge: leave out the passthrough runs"
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="rounds (medians over them)")
     args = ap.parse_args()
     if args.mode == "worker":
         asyncio.run(worker(args))  # prints its result
         os._exit(0)  # aiortc's threads would hold the exit
     if args.mode == "bridge":
-        result = bridge(args.seconds)
+        result = bridge(args.seconds, max(1, args.rounds), not args.transcoded_only)
+    elif args.mode == "profile":
+        result = profile_bridge(args.seconds)
     else:
         steps = [int(x) for x in args.steps.split(",")]
-        result = capacity(args.seconds, steps, args.passthrough)
+        result = capacity(args.seconds, steps, args.passthrough, max(1, args.rounds))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUT_DIR / f"{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))

@@ -58,12 +58,24 @@ SCENARIOS = (
     "pairs50",
     "session",
     "chunk",
+    # issue 14's figures: time to first frame for a joining receiver (bench/join.py),
+    # and issue 3's bridge and capacities (bench/bridge.py; these take minutes and load
+    # both cores)
+    "join",
+    "bridge",
+    "bridge-capacity",
+    "bridge-capacity-passthrough",
+    # issue 14: added latency including the receive buffering (bench/latency.py)
+    "latency",
 )
-# Not in the default set (several minutes each, and they load both cores): issue 3's
-# bridge, bench/bridge.py; run with --only bridge / --only bridge-capacity.
-OPTIONAL = ("profile", "bridge", "bridge-capacity", "bridge-capacity-passthrough")
+# Not in the default set: the py-spy profiles.
+OPTIONAL = ("profile", "profile-bridge")
 PY = sys.executable
 MAX_LAG_P99_MS = 20.0  # the pacing tick is 5 ms; p99 lag beyond this is a stalled generator
+# a gateway starting while neighbours' test suites load the machine can need more than
+# the tests' 20 s (imports of aiortc, PyAV, aiohttp)
+START_TIMEOUT = 120.0
+IDLE_PROBE_SECONDS = 3.0  # a server with nobody connected, before each relay720p run
 
 
 @dataclass
@@ -74,6 +86,8 @@ class Durations:
     pairs_count: int
     profile: float
     repeat: int  # rounds: every row once per round, ratios are medians over rounds
+    # relay720p rows to run besides nginx-rtmp (None: all); --rows
+    rows: tuple[str, ...] | None = None
 
 
 FULL = Durations(relay=32.0, flash=20.0, pairs=20.0, pairs_count=50, profile=30.0, repeat=3)
@@ -125,7 +139,7 @@ def gateway_server(name: str = "gateway", extra: tuple[str, ...] = ()) -> Iterat
     data = Path(tempfile.mkdtemp(prefix="bench-gw-"))
     gw = GatewayProcess(data, extra=list(extra))
     try:
-        gw.start()
+        gw.start(timeout=START_TIMEOUT)
         assert gw.proc is not None
 
         def new_pair(i: int) -> tuple[str, str]:
@@ -192,6 +206,7 @@ def run_rows(
     once: Callable[[Server], dict[str, Any]],
     cpu_key: str,
     repeat: int,
+    extra_keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run every row once per round, nginx-rtmp first; summarise by medians.
 
@@ -211,20 +226,37 @@ def run_rows(
         runs = rounds[name]
         median_run = sorted(runs, key=lambda x: float(x[cpu_key]))[len(runs) // 2]
         result[name] = {**median_run, "rounds_cpu_seconds": [x[cpu_key] for x in runs]}
-    base = rounds["nginx-rtmp"]
-    ratios: dict[str, float | None] = {}
-    spans: dict[str, tuple[float, float] | None] = {}
-    for name in names[1:]:
-        pairs = [(g, n) for g, n in zip(rounds[name], base, strict=True) if n[cpu_key] > 0]
-        # Rounds whose load generator fell behind are left out while valid ones exist.
-        valid = [(g, n) for g, n in pairs if g.get("valid", True) and n.get("valid", True)]
-        per = [g[cpu_key] / n[cpu_key] for g, n in (valid or pairs)]
-        ratios[name] = statistics.median(per) if per else None
-        spans[name] = (min(per), max(per)) if per else None
+    ratios, spans, singles = round_ratios(rounds, names, cpu_key)
     result["ratios"] = ratios
     result["ratio_spans"] = spans
+    result["ratio_rounds"] = singles
+    for key in extra_keys:
+        ratios, spans, singles = round_ratios(rounds, names, key)
+        result[f"ratios_{key}"] = ratios
+        result[f"ratio_spans_{key}"] = spans
+        result[f"ratio_rounds_{key}"] = singles
     result["rounds"] = repeat
     return result
+
+
+def round_ratios(
+    rounds: dict[str, list[dict[str, Any]]], names: list[str], key: str
+) -> tuple[dict[str, float | None], dict[str, tuple[float, float] | None], dict[str, list[float]]]:
+    """Per row: the median of the per-round ratios to the yardstick (``names[0]``), their
+    range, and the single-round ratios themselves."""
+    base = rounds[names[0]]
+    ratios: dict[str, float | None] = {}
+    spans: dict[str, tuple[float, float] | None] = {}
+    singles: dict[str, list[float]] = {}
+    for name in names[1:]:
+        pairs = [(g, n) for g, n in zip(rounds[name], base, strict=True) if n[key] > 0]
+        # Rounds whose load generator fell behind are left out while valid ones exist.
+        valid = [(g, n) for g, n in pairs if g.get("valid", True) and n.get("valid", True)]
+        per = [g[key] / n[key] for g, n in (valid or pairs)]
+        ratios[name] = statistics.median(per) if per else None
+        spans[name] = (min(per), max(per)) if per else None
+        singles[name] = [round(x, 3) for x in per]
+    return ratios, spans, singles
 
 
 # -- relay720p ---------------------------------------------------------------------------
@@ -280,6 +312,16 @@ class Player:
 
 def relay_once(server: Server, flv: Path, seconds: float) -> dict[str, Any]:
     publish_url, play_url = server.new_pair(0)
+    # Two windows (issue 14): the publish alone (``cpu_seconds``: set-up and tear-down
+    # outside), and the whole client life as measured from outside, from the player's
+    # connect to its exit (``whole_cpu_seconds``). The difference is what a server
+    # spends while a player waits for the stream and after the stream ends: for the
+    # gateway its periodic timers (1 s RTMP tick, 1 s monitor) and the connection's
+    # own set-up and tear-down; ``idle_cpu_per_second`` measures the first alone.
+    i0 = cpu_sample(server.pid, time.monotonic())
+    time.sleep(IDLE_PROBE_SECONDS)
+    i1 = cpu_sample(server.pid, time.monotonic())
+    c0 = cpu_sample(server.pid, time.monotonic())
     player = Player(play_url)
     # The player connects first and waits for the stream: then it is owed every frame
     # (nginx-rtmp has no GOP cache; a late player would start at a different frame).
@@ -296,13 +338,20 @@ def relay_once(server: Server, flv: Path, seconds: float) -> dict[str, Any]:
     s1 = cpu_sample(server.pid, time.monotonic())
     rss1 = rss_bytes(server.pid)
     player_err = player.finish()
+    c1 = cpu_sample(server.pid, time.monotonic())
     got = player.counter.totals
     window = s1.wall - s0.wall
     cpu = cpu_delta(s0, s1)
+    idle = cpu_delta(i0, i1) / max(i1.wall - i0.wall, 1e-9)
     return {
         "server": server.name,
         "window_seconds": window,
         "cpu_seconds": cpu,
+        "whole_window_seconds": c1.wall - c0.wall,
+        "whole_cpu_seconds": cpu_delta(c0, c1),
+        "before_publish_cpu_seconds": cpu_delta(c0, s0),
+        "after_publish_cpu_seconds": cpu_delta(s1, c1),
+        "idle_cpu_per_second": idle,
         "cpu_ticks_seconds": s1.total - s0.total,
         "cpu_user_seconds": s1.user - s0.user,
         "cpu_system_seconds": s1.system - s0.system,
@@ -339,6 +388,8 @@ def scenario_relay720p(d: Durations) -> dict[str, Any]:
     names = ["nginx-rtmp", *gateway_variants(), "asyncio-forward"]
     if uvloop_available():
         names.append("asyncio-forward+uvloop")
+    if d.rows is not None:
+        names = ["nginx-rtmp", *[n for n in names[1:] if n in d.rows]]
 
     def once(server: Server) -> dict[str, Any]:
         side = relay_once(server, flv, d.relay)
@@ -346,8 +397,11 @@ def scenario_relay720p(d: Durations) -> dict[str, Any]:
         side["audio_frames_missing"] = src.audio_frames - side["delivered_audio_frames"]
         return side
 
-    result.update(run_rows("relay720p", names, once, "cpu_seconds", d.repeat))
+    result.update(
+        run_rows("relay720p", names, once, "cpu_seconds", d.repeat, ("whole_cpu_seconds",))
+    )
     result["ratio"] = result["ratios"]["gateway"]
+    result["ratio_whole"] = result["ratios_whole_cpu_seconds"]["gateway"]
     return result
 
 
@@ -605,12 +659,13 @@ def scenario_bridge(
     cmd = [PY, "-m", "bench.bridge"]
     if capacity and passthrough:
         cmd += ["capacity", "--passthrough", "--seconds", "8" if quick else "15"]
-        cmd += ["--steps", "2,4" if quick else "4,8,10,12,14,16,20"]
+        cmd += ["--steps", "2,4" if quick else "8,10,12,14,16,18,20,24"]
     elif capacity:
         cmd += ["capacity", "--seconds", "8" if quick else "15"]
-        cmd += ["--steps", "1,2,4" if quick else "1,2,4,5,6,8,10"]
+        cmd += ["--steps", "1,2,4" if quick else "4,5,6,7,8,9,10"]
     else:
         cmd += ["bridge", "--seconds", "8" if quick else "20"]
+    cmd += ["--rounds", str(d.repeat)]
     log(" ".join(cmd[1:]))
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, timeout=1800)
     if proc.returncode != 0:
@@ -619,7 +674,19 @@ def scenario_bridge(
     return result
 
 
+def scenario_join(d: Durations) -> dict[str, Any]:
+    """bench/join.py in its own process: time to first frame for a joining receiver."""
+    cmd = [PY, "-m", "bench.join", "--rounds", str(d.repeat), "--joins", "3" if d == QUICK else "5"]
+    log(" ".join(cmd[1:]))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench/join.py failed ({proc.returncode})")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 RUNNERS: dict[str, Callable[[Durations], dict[str, Any]]] = {
+    "join": scenario_join,
     "relay720p": scenario_relay720p,
     "relay720p-flash": scenario_relay720p_flash,
     "relay720p-chunkwise": lambda d: scenario_relay720p_flash(d, chunkwise=True),
@@ -630,7 +697,21 @@ RUNNERS: dict[str, Callable[[Durations], dict[str, Any]]] = {
     "bridge": scenario_bridge,
     "bridge-capacity": lambda d: scenario_bridge(d, capacity=True),
     "bridge-capacity-passthrough": lambda d: scenario_bridge(d, True, True),
+    "latency": lambda d: scenario_latency(d),
 }
+
+
+def scenario_latency(d: Durations) -> dict[str, Any]:
+    """bench/latency.py (issue 14) in its own process: Chromium and a Flash-like client
+    through the gateway, per receive mode (aiortc's buffer = the yardstick)."""
+    seconds = "6" if d == QUICK else "15"
+    cmd = [PY, "-m", "bench.latency", "--seconds", seconds, "--rounds", str(d.repeat)]
+    log(" ".join(cmd[1:]))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench/latency.py failed ({proc.returncode})")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
 
 
 # -- report ------------------------------------------------------------------------------
@@ -670,7 +751,26 @@ def report(results: dict[str, Any]) -> str:
                 f"{s['delivered_video_bytes'] + s['delivered_audio_bytes']:11d}"
                 + _ratio_cell(r, name)
             )
-        add(f"  ratio gateway/nginx-rtmp CPU: {_ratio(r['ratio'])} (goal <= 1.5×, bar <= 3×)")
+        add(f"  ratio gateway/nginx-rtmp CPU: {_ratio(r['ratio'])} (goal <= 1.5×, bar <= 2.5×)")
+        add(
+            "  whole client life (player connect -> exit): CPU s, before/after the publish, "
+            "idle CPU ms/s, vs nginx"
+        )
+        wr = {
+            "ratios": r.get("ratios_whole_cpu_seconds", {}),
+            "ratio_spans": r.get("ratio_spans_whole_cpu_seconds", {}),
+            "rounds": r.get("rounds", 1),
+        }
+        for name in [k for k in SERVERS if k in r]:
+            s = r[name]
+            if "whole_cpu_seconds" not in s:
+                continue
+            add(
+                f"  {name:22s} {s['whole_cpu_seconds']:8.3f} "
+                f"{s['before_publish_cpu_seconds']:7.3f} {s['after_publish_cpu_seconds']:7.3f} "
+                f"{1000 * s['idle_cpu_per_second']:7.2f}" + _ratio_cell(wr, name)
+            )
+        add(f"  ratio gateway/nginx-rtmp CPU, whole: {_ratio(r.get('ratio_whole'))}")
     for label in ("relay720p-flash", "relay720p-chunkwise"):
         if label not in results or "error" in results[label]:
             continue
@@ -752,32 +852,80 @@ def report(results: dict[str, Any]) -> str:
         add("  inclusive:")
         for name, pct in p["inclusive"][:15]:
             add(f"    {pct:5.1f}%  {name}")
+    if "join" in results and "error" not in results["join"]:
+        j = results["join"]
+        add("join (bench/join.py): time to first frame for a receiver joining a running stream")
+        for server, keys in (
+            ("nginx-rtmp", ("first_video_ms", "first_keyframe_ms")),
+            ("gateway", ("first_video_ms", "first_keyframe_ms")),
+            ("gateway whep", ("first_rtp_ms", "first_frame_ms")),
+        ):
+            cells = [
+                f"{key[:-3]} {j[server][key]['median_ms']:.1f} ms "
+                f"(rounds {', '.join(f'{x:.1f}' for x in j[server][key]['round_medians_ms'])})"
+                for key in keys
+                if key in j.get(server, {})
+            ]
+            add(f"  {server:14s} " + "; ".join(cells))
+        rk = j["ratio_first_keyframe_ms"]
+        add(
+            f"  gateway/nginx-rtmp, first key frame: {_ratio(rk['median'])} (rounds {rk['rounds']})"
+        )
     if "bridge" in results and "error" not in results["bridge"]:
-        add(f"bridge (bench/bridge.py), {results['bridge']['seconds']:g} s per direction:")
+        b = results["bridge"]
+        add(
+            f"bridge (bench/bridge.py), {b['seconds']:g} s per direction, "
+            f"{b.get('rounds', 1)} rounds:"
+        )
         for direction in ("flash->webrtc", "webrtc->flash"):
-            g, f = results["bridge"][direction]["gateway"], results["bridge"][direction]["ffmpeg"]
+            g, f = b[direction]["gateway"], b[direction]["ffmpeg"]
             client = g["clients"][0][direction]
             lat = client.get("lat_rtp") or client.get("lat") or {}
+            median = b[direction].get("ratio_median", g["ratio"])
             add(
-                f"  {direction}: gateway {g['gateway_cpu_percent_of_core']:.1f}% of a core "
-                f"(worker threads {g['other_threads_cpu_s']:.2f} s of {g['gateway_cpu_s']:.2f} s), "
-                f"ffmpeg {f['cpu_percent_of_core']:.1f}%: {_ratio(g['ratio'])}; "
+                f"  {direction}: ×ffmpeg CLI {_ratio(median)} "
+                f"(rounds {b[direction].get('ratio_rounds')}); whole lives "
+                f"{_ratio(b[direction].get('ratio_whole_median', g.get('ratio_whole')))} "
+                f"(rounds {b[direction].get('ratio_whole_rounds')})"
+            )
+            add(
+                f"    median round: gateway {g['gateway_cpu_percent_of_core']:.1f}% of a core "
+                f"(main thread {g['main_thread_cpu_s']:.2f} s, worker threads "
+                f"{g['other_threads_cpu_s']:.2f} s of {g['gateway_cpu_s']:.2f} s), "
+                f"ffmpeg {f['cpu_percent_of_core']:.1f}%; whole lives "
+                f"{g.get('whole_cpu_percent_of_core')}% / {f.get('whole_cpu_percent_of_core')}%; "
                 f"inside PyAV codecs {100 * g.get('codec_share', 0):.0f}%; "
                 f"{client['video_fps']:.1f} fps; end-to-end latency p50/p95 "
                 f"{lat.get('p50')}/{lat.get('p95')} ms"
             )
             add(f"    gateway's own: {_own_latency(g)}")
         for direction in ("flash->webrtc h264 passthrough", "webrtc->flash h264 passthrough"):
-            if direction not in results["bridge"]:
+            if direction not in b:
                 continue
-            g = results["bridge"][direction]["gateway"]
+            g = b[direction]["gateway"]
             add(f"  {direction}: gateway {g['gateway_cpu_percent_of_core']:.1f}% of a core")
             add(f"    gateway's own: {_own_latency(g)}")
     for name in ("bridge-capacity", "bridge-capacity-passthrough"):
         if name not in results or "error" in results[name]:
             continue
         c = results[name]
-        add(f"{name}: held {c['held']} consultations ({c['seconds']:g} s steps)")
+        add(
+            f"{name}: held {c['held']} consultations (median; rounds {c.get('held_rounds')}, "
+            f"{c['seconds']:g} s steps)"
+        )
+        if "per_core_median" in c:
+            add(
+                f"  consultations per core of gateway CPU: {c['per_core_median']:.1f} "
+                f"(rounds {c['per_core_rounds']}); ffmpeg CLI, audio transcodes alone: "
+                f"{c['yardstick_per_core_median']:.1f}; ratio {c['ratio_median']:.2f} "
+                f"(rounds {c['ratio_rounds']})"
+            )
+        elif "yardstick_held_median" in c:
+            add(
+                f"  ffmpeg CLI with the same clients would hold {c['yardstick_held_median']:.1f} "
+                f"(rounds {c['yardstick_held_rounds']}); ratio {c['ratio_median']:.2f} "
+                f"(rounds {c['ratio_rounds']})"
+            )
         for step in c["steps"]:
             add(
                 f"  {step['consultations']:3d}: {'ok  ' if step['ok'] else 'FAIL'} gateway "
@@ -785,6 +933,10 @@ def report(results: dict[str, Any]) -> str:
                 f"{step['clients_cpu_percent_of_core']:5.1f}% of a core; "
                 f"{_own_latency(step)}"
             )
+    if "latency" in results and "error" not in results["latency"]:
+        from bench.latency import report_lines
+
+        lines.extend(report_lines(results["latency"]))
     for name, r in results.items():
         if isinstance(r, dict) and "error" in r:
             add(f"{name}: FAILED: {r['error']}")
@@ -867,8 +1019,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, help="rounds per scenario (default 3, --quick 1); medians"
     )
+    parser.add_argument(
+        "--rows",
+        help="relay720p: the rows to run besides nginx-rtmp, comma-separated "
+        "(e.g. gateway,asyncio-forward+uvloop)",
+    )
     args = parser.parse_args(argv)
     d = QUICK if args.quick else FULL
+    if args.rows:
+        d = dataclasses.replace(d, rows=tuple(x.strip() for x in args.rows.split(",")))
     if args.relay_seconds:
         d = dataclasses.replace(
             d, relay=args.relay_seconds, flash=args.relay_seconds, profile=args.relay_seconds

@@ -4,7 +4,7 @@ The terms of use (``seeds/``): "Die von Ihrem Browser übertragenen technischen 
 werden für kurze Zeit gespeichert … Ihre Internetadresse, die Zugriffszeit, der
 verwendete Browser, die angeforderte Seite und ein Statuscode." So the access log holds
 exactly those fields (HTTP requests from ``web.accesslog``, RTMP/RTMPT connects from
-``rtmp.session``), never a token, PIN, chat text or cookie, and only for a short time:
+``rtmp.commands``), never a token, PIN, chat text or cookie, and only for a short time:
 
 - ``<data-dir>/logs/access-YYYY-MM-DD.log`` (UTC date), directory ``0700``, files
   ``0600``;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -74,6 +75,22 @@ class Limits:
     pin_max_wrong_per_address: int = 10
     pin_address_window: float = 900.0
     pin_address_lockout: float = 900.0
+    # The telephone leg (docs/phone.md): the phone code's length (>= 8 digits: guessing
+    # one of the open consultations' codes is hopeless under the limits below), tries per
+    # call, wrong codes per calling number and over all calls in the window before a
+    # lock-out; the seconds without RTP that end a leg (the PBX went
+    # away without a BYE) and that a caller may take for the code.
+    phone_code_digits: int = 10
+    phone_code_tries: int = 3
+    phone_wrong_per_caller: int = 6
+    phone_wrong_global: int = 100
+    phone_wrong_window: float = 900.0
+    phone_wrong_lockout: float = 900.0
+    phone_rtp_timeout: float = 30.0
+    phone_code_timeout: float = 60.0
+    # SIP requests per second an address outside --sip-allow gets an answer (403) for;
+    # past that it gets none (a scanner learns nothing and costs nothing)
+    sip_refusals_per_second: float = 2.0
     # Documents (gateway/documents.py): per file, per consultation, and the lifetime of
     # a one-time download URL (for Flash's navigateToURL, which cannot send a token).
     document_max_bytes: int = 20 * 1024 * 1024
@@ -106,19 +123,96 @@ class Limits:
 
 @dataclass(slots=True)
 class Bank:
-    """Who the customer turns to after the consultation (the end screen, docs/web.md):
-    ``[bank]`` in the TOML file, ``--bank-<name>`` flags, ``VB_BANK_<NAME>`` variables.
-    Empty by default: the page then names no one and says to contact the bank. A table
-    of its own so that name, logo, colours and imprint can join it later."""
+    """The bank's look and contact (docs/web.md "The bank's look"): ``[bank]`` in the
+    TOML file, ``--bank-<name>`` flags, ``VB_BANK_<NAME>`` variables. Empty by default:
+    the pages then name no one, show no logo and keep the neutral blue, and the end
+    screen says to contact one's bank.
+
+    ``logo`` is a local file the gateway serves itself (``/brand/logo``: nothing is
+    fetched from the bank's web site); ``color`` the primary colour as ``#rrggbb``, which
+    must keep white text readable on it (WCAG 2.1 contrast ≥ 4.5:1, so the pages stay
+    accessible); ``imprint`` and ``privacy`` the bank's own pages (http/https links)."""
 
     name: str = ""
     phone: str = ""
     email: str = ""
     website: str = ""
     hours: str = ""  # service hours as the bank writes them, e.g. "Mo–Fr 8–18 Uhr"
+    address: str = ""  # postal address, one line ("Domplatz 1, 50667 Köln")
+    logo: str = ""  # path of a PNG, JPEG, GIF, WebP or SVG file (at most LOGO_MAX_BYTES)
+    color: str = ""  # "#rrggbb"
+    imprint: str = ""  # URL of the bank's imprint (Impressum, § 5 DDG)
+    privacy: str = ""  # URL of the bank's privacy notice (Art. 13 GDPR)
+
+    def logo_type(self) -> str | None:
+        """The logo's media type (from its extension), None without a logo."""
+        if not self.logo:
+            return None
+        return LOGO_TYPES.get(Path(self.logo).suffix.lower())
+
+    def palette(self) -> dict[str, str] | None:
+        """The primary colour and its darker (hover) and light (background) shades,
+        None for the neutral default."""
+        if not self.color:
+            return None
+        rgb = _rgb(self.color)
+
+        def hex_of(channels: list[int]) -> str:
+            return "#" + "".join(f"{c:02x}" for c in channels)
+
+        return {
+            "primary": self.color.lower(),
+            "dark": hex_of([round(c * 0.78) for c in rgb]),
+            "light": hex_of([round(c * 0.1 + 255 * 0.9) for c in rgb]),
+        }
+
+
+# The logo is served by the gateway (web/pages.py); the types browsers and mail readers
+# show without a plug-in. SVG is served with a sandboxing CSP (no script runs in it).
+LOGO_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".svg": "image/svg+xml",
+}
+LOGO_MAX_BYTES = 512 * 1024
+# white text on the primary colour (buttons, top bar): WCAG 2.1 SC 1.4.3, normal text
+MIN_CONTRAST_ON_WHITE = 4.5
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+
+
+def contrast_with_white(color: str) -> float:
+    """WCAG 2.1 contrast ratio of ``#rrggbb`` against white (relative luminance,
+    https://www.w3.org/TR/WCAG21/#dfn-relative-luminance)."""
+
+    def channel(c: int) -> float:
+        s = c / 255
+        return s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in _rgb(color))
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    return 1.05 / (luminance + 0.05)
 
 
 _BANK_FIELDS = tuple(f.name for f in fields(Bank))
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """The relay for invitation e-mails (``--smtp HOST:PORT``, docs/web.md "Invitations
+    by e-mail"): the bank's own mail server; STARTTLS (RFC 3207) and login optional."""
+
+    host: str
+    port: int
+    starttls: bool = False
+    user: str | None = None
+    password: str | None = None
+    sender: str | None = None  # From: address; default no-reply@<the gateway's host>
 
 
 @dataclass(slots=True)
@@ -148,8 +242,45 @@ class Config:
     event_loop: str = "uvloop"
     metrics_listen: str | None = None
     metrics_token: str | None = None
+    # WebRTC receive side (docs/webrtc.md, "Receiving without playout delay"):
+    # forward | reorder | aiortc; how long audio waits for a missing packet; how long a
+    # video gap waits for its retransmission (NACK) before a keyframe is asked for.
+    rtp_receive: str = "forward"
+    rtp_reorder_ms: float = 20.0
+    rtp_video_wait_ms: float = 100.0
+    # the telephone leg (gateway/phone/, docs/phone.md); sip_port 0: off
+    sip_port: int = 0
+    sip_allow: list[str] = field(default_factory=list)
+    phone_number: str = ""
+    sip_trunk: str | None = None
     limits: Limits = field(default_factory=Limits)
     bank: Bank = field(default_factory=Bank)
+    # cluster mode (docs/cluster.md); without these the node runs alone on SQLite
+    database: str | None = None
+    redis: str | None = None
+    node_id: str | None = None
+    rtmp_url: str | None = None
+    drain_timeout: float = 4 * 3600.0
+    heartbeat: float = 2.0
+    # invitation e-mails (gateway/invitations.py): none unless a relay is configured
+    smtp: str | None = None
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str | None = None
+
+    def smtp_settings(self) -> SmtpSettings | None:
+        if not self.smtp:
+            return None
+        host, port = split_host_port(self.smtp, flag="--smtp")
+        return SmtpSettings(
+            host=host,
+            port=port,
+            starttls=self.smtp_starttls,
+            user=self.smtp_user,
+            password=self.smtp_password,
+            sender=self.smtp_from,
+        )
 
     @property
     def tls(self) -> bool:
@@ -186,6 +317,8 @@ class Config:
         return f"{s}://{host}:{self.http_port}"
 
     def rtmp_base(self) -> str:
+        if self.rtmp_url:
+            return self.rtmp_url.rstrip("/")
         host = self.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
@@ -236,7 +369,42 @@ _FLAGS: dict[str, tuple[str, str]] = {
         "serve /metrics only on this HOST:PORT (e.g. 127.0.0.1:9100), not on the web port",
     ),
     "metrics_token": ("str", "bearer token a Prometheus scrape of /metrics must send"),
+    "rtp_receive": (
+        "str",
+        "WebRTC receive path: forward (default: reorder only, forward RTP between browsers), "
+        "reorder (reorder only, packetize again) or aiortc (aiortc's playout buffer)",
+    ),
+    "rtp_reorder_ms": (
+        "float",
+        "ms an audio packet waits for a missing earlier one before it is skipped (default 20)",
+    ),
+    "rtp_video_wait_ms": (
+        "float",
+        "ms a video frame waits for a lost packet's retransmission (NACK) before the gap is "
+        "given up and a keyframe asked for (default 100)",
+    ),
+    "sip_port": ("int", "SIP port for the telephone leg, UDP and TCP (default 0: off)"),
+    "sip_allow": (
+        "list",
+        "address or CIDR of the PBX/SIP trunk allowed to send INVITEs (repeatable; "
+        "others get 403, rate-limited)",
+    ),
+    "phone_number": ("str", "the dial-in number shown to customers (display only)"),
+    "sip_trunk": ("str", "HOST:PORT of the SIP proxy/trunk the advisor's dial-out goes through"),
+    "database": ("str", "postgresql://… for accounts, sign-ins and statistics (default SQLite)"),
+    "redis": ("str", "redis://… : cluster mode, this node joins the others (docs/cluster.md)"),
+    "node_id": ("str", "this node's name in the cluster (default: host and HTTP port)"),
+    "rtmp_url": ("str", "this node's public RTMP base, e.g. rtmp://n1.example:1935"),
+    "drain_timeout": ("float", "seconds a draining node waits for its consultations"),
+    "heartbeat": ("float", "seconds between cluster heartbeats (TTL: three of them)"),
+    "smtp": ("str", "mail relay HOST:PORT for invitation e-mails (none by default)"),
+    "smtp_starttls": ("bool", "use STARTTLS with the mail relay"),
+    "smtp_user": ("str", "user name at the mail relay"),
+    "smtp_password": ("str", "password at the mail relay (better: VB_SMTP_PASSWORD)"),
+    "smtp_from": ("str", "From: address of invitations (default no-reply@ the gateway's host)"),
 }
+
+RTP_RECEIVE_MODES = ("forward", "reorder", "aiortc")
 
 # --tls-min-version values (ssl.TLSVersion names without the prefix)
 TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
@@ -250,11 +418,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         if kind == "list":
             parser.add_argument(flag, action="append", default=None, help=help_text)
+        elif kind == "bool":
+            parser.add_argument(
+                flag, action="store_const", const="true", default=None, help=help_text
+            )
         else:
             parser.add_argument(flag, default=None, help=help_text)
     for name in _BANK_FIELDS:
         parser.add_argument(
-            f"--bank-{name}", dest=f"bank_{name}", default=None, help=f"bank contact: {name}"
+            f"--bank-{name}",
+            dest=f"bank_{name}",
+            default=None,
+            help=f"the bank's look and contact: {name}",
         )
     parser.add_argument(
         "--limit",
@@ -281,12 +456,15 @@ def split_ice_url(url: str) -> tuple[str, str | None, str | None]:
     return f"{scheme}:{rest}", username, credential
 
 
-def split_host_port(value: str) -> tuple[str, int]:
-    """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen``."""
+def split_host_port(value: str, flag: str = "--metrics-listen") -> tuple[str, int]:
+    """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen`` (or
+    ``flag``)."""
+    """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen``
+    and ``--smtp``."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--metrics-listen expects HOST:PORT, not {value!r}")
+        raise ValueError(f"{flag} expects HOST:PORT, not {value!r}")
     return host, int(port)
 
 
@@ -299,6 +477,13 @@ def _coerce(kind: str, value: Any) -> Any:
         return float(value)
     if kind == "path":
         return Path(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"expected true or false, not {value!r}")
+        return text in ("1", "true", "yes", "on")
     if kind == "list":
         if isinstance(value, str):
             return [v for v in (p.strip() for p in value.split(",")) if v]
@@ -319,9 +504,39 @@ def _set_bank(bank: Bank, name: str, value: Any, where: object) -> None:
     if not isinstance(value, str):
         raise ValueError(f"{where}: bank setting {name!r} must be text")
     value = value.strip()
-    if name == "website" and value and not value.startswith(("https://", "http://")):
+    if (
+        name in ("website", "imprint", "privacy")
+        and value
+        and not value.startswith(("https://", "http://"))
+    ):
         # it becomes a link on the customer's page: never javascript: or data:
-        raise ValueError(f"{where}: bank website must be an http(s) URL, not {value!r}")
+        raise ValueError(f"{where}: bank {name} must be an http(s) URL, not {value!r}")
+    if name == "color" and value:
+        if re.fullmatch(r"#[0-9a-fA-F]{6}", value) is None:
+            raise ValueError(f"{where}: bank color must be #rrggbb, not {value!r}")
+        ratio = contrast_with_white(value)
+        if ratio < MIN_CONTRAST_ON_WHITE:
+            raise ValueError(
+                f"{where}: bank color {value} is too light for white text on it "
+                f"(contrast {ratio:.1f}:1, at least {MIN_CONTRAST_ON_WHITE}:1 needed, "
+                "WCAG 2.1 SC 1.4.3); choose a darker shade"
+            )
+    if name == "logo" and value:
+        path = Path(value).expanduser()
+        if path.suffix.lower() not in LOGO_TYPES:
+            raise ValueError(
+                f"{where}: bank logo must be one of {', '.join(sorted(LOGO_TYPES))}, not {value!r}"
+            )
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ValueError(f"{where}: bank logo {value!r} cannot be read: {exc}") from None
+        if not path.is_file() or size > LOGO_MAX_BYTES:
+            raise ValueError(
+                f"{where}: bank logo {value!r} must be a file of at most "
+                f"{LOGO_MAX_BYTES // 1024} KB"
+            )
+        value = str(path.resolve())
     setattr(bank, name, value)
 
 
@@ -341,7 +556,11 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
                 limit_values.update(value)
             elif key == "bank" and isinstance(value, dict):
                 for name, text in value.items():
-                    _set_bank(cfg.bank, name.replace("-", "_"), text, config_path)
+                    name = name.replace("-", "_")
+                    if name == "logo" and isinstance(text, str) and text.strip():
+                        # a relative logo path is read beside the TOML file
+                        text = str(Path(config_path).parent / Path(text.strip()).expanduser())
+                    _set_bank(cfg.bank, name, text, config_path)
             elif key.startswith("bank_"):  # the flag's name, as for every other flag
                 _set_bank(cfg.bank, key.removeprefix("bank_"), value, config_path)
             elif key in _FLAGS:
@@ -388,6 +607,15 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         raise ValueError(f"--event-loop must be uvloop or asyncio, not {cfg.event_loop!r}")
     if cfg.metrics_listen is not None:
         split_host_port(cfg.metrics_listen)  # raises ValueError naming the flag
+    if cfg.database is not None and not cfg.database.startswith(("postgresql://", "postgres://")):
+        raise ValueError("--database expects a postgresql:// URL")
+    if cfg.redis is not None and not cfg.redis.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("--redis expects a redis://, rediss:// or unix:// URL")
+    if cfg.rtmp_url is not None and not cfg.rtmp_url.startswith(("rtmp://", "rtmps://")):
+        raise ValueError("--rtmp-url expects an rtmp:// URL")
+    if cfg.heartbeat <= 0 or cfg.drain_timeout < 0:
+        raise ValueError("--heartbeat must be positive and --drain-timeout not negative")
+    cfg.smtp_settings()  # --smtp HOST:PORT, or a ValueError naming the flag
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     if cfg.tls_min_version not in TLS_VERSIONS:
@@ -398,6 +626,29 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
     for flag, port in (("--http-port", cfg.http_port), ("--rtmps-port", cfg.rtmps_port)):
         if not 0 <= port <= 65535:
             raise ValueError(f"{flag} must be a port number, not {port}")
+    if not 0 <= cfg.sip_port <= 65535:
+        raise ValueError(f"--sip-port must be a port number (0 = off), not {cfg.sip_port}")
+    for cidr in cfg.sip_allow:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"--sip-allow expects an address or CIDR, not {cidr!r}") from None
+    if cfg.sip_port and not cfg.sip_allow:
+        raise ValueError("--sip-port needs --sip-allow (the PBX's addresses): port 5060 is scanned")
+    if cfg.sip_trunk is not None:
+        split_host_port(cfg.sip_trunk, "--sip-trunk")
+    if cfg.limits.phone_code_digits < 8:
+        raise ValueError("phone_code_digits must be at least 8")
     if not 0 <= cfg.rtmp_port <= 65535:
         raise ValueError(f"--rtmp-port must be a port number (0 = off), not {cfg.rtmp_port}")
+    if cfg.rtp_receive not in RTP_RECEIVE_MODES:
+        raise ValueError(
+            f"--rtp-receive must be one of {', '.join(RTP_RECEIVE_MODES)}, not {cfg.rtp_receive!r}"
+        )
+    for flag, ms in (
+        ("--rtp-reorder-ms", cfg.rtp_reorder_ms),
+        ("--rtp-video-wait-ms", cfg.rtp_video_wait_ms),
+    ):
+        if not 0 <= ms <= 1000:
+            raise ValueError(f"{flag} must be between 0 and 1000 milliseconds, not {ms}")
     return cfg

@@ -1,19 +1,20 @@
 """The latency the gateway itself adds, per direction and path.
 
-Measured from the moment a complete source frame is available to the gateway to the
-moment its packets leave for the receiver:
+Measured from the moment a complete source frame reached the gateway to the moment its
+packets leave for the receiver:
 
-* start: an RTMP message complete (the read that completed it, before parsing), or a
-  WebRTC frame out of aiortc's jitter buffer (stamped on aiortc's decoder thread by
-  the passthrough decoder seam, ``webrtc/seams.py``);
+* start: an RTMP message complete (the read that completed it, before parsing), or the
+  arrival of a WebRTC frame's last RTP packet (``webrtc/receive.py``), so the receive
+  buffering (reordering, and with ``--rtp-receive aiortc`` aiortc's playout buffer) is
+  included, as issue 14 asks;
 * end: an RTMP player's FLV tag handed to the socket write, or a WHEP sender's
-  ``av.Packet`` taken by aiortc's ``RTCRtpSender`` to packetise and send.
+  ``av.Packet`` taken by aiortc's ``RTCRtpSender`` to packetise (or forward) and send.
 
 Front-ends stamp :attr:`gateway.media.MediaUnit.arrived` (``time.perf_counter()``) and
 ``origin``; a transcoder copies both onto its output and marks it ``transcoded``. The
-delay of aiortc's receive jitter buffer itself is measured separately (from the last
-RTP packet of a frame to the frame leaving the buffer) and reported beside it, as the
-issue asks; it is not the gateway's own work.
+receive buffer's own share (a frame's last RTP packet in to the frame out) is kept
+beside it (``vb_webrtc_jitter_buffer_seconds``). Paths: ``passthrough``, ``forwarded``
+(sent in the RTP payloads it arrived in, docs/webrtc.md), ``transcoded``.
 
 The meter is process-wide (like prometheus_client's default registry); its histograms
 are exposed by ``/metrics`` and its exact percentiles (a bounded reservoir of recent
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import math
 import threading
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterator
 from time import perf_counter
@@ -64,9 +66,17 @@ def direction(origin: str, sink: str) -> str:
     return f"{ORIGIN_SINK_NAMES.get(origin, origin or 'unknown')}_to_{sink}"
 
 
+def _when(sample: tuple[float, float]) -> float:
+    return sample[0]
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile of a non-empty list (q in 0..100)."""
-    ordered = sorted(values)
+    return ranked(sorted(values), q)
+
+
+def ranked(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of a non-empty list already sorted."""
     index = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[index]
 
@@ -84,8 +94,8 @@ class LatencyMeter:
         )
         self.jitter = Histogram(
             "vb_webrtc_jitter_buffer_seconds",
-            "Delay in aiortc's receive jitter buffer (last RTP packet of a frame to the "
-            "frame leaving the buffer), beside the gateway's own latency.",
+            "Delay in the WebRTC receive buffer (last RTP packet of a frame to the frame "
+            "leaving the buffer), part of the added latency.",
             ["kind"],
             buckets=BUCKETS,
             registry=None,
@@ -105,6 +115,11 @@ class LatencyMeter:
         # frames and bytes sent without transcoding, per (direction, kind): the ops
         # charts count a browser-to-browser call too, which has no transcoder
         self._passed: dict[tuple[str, str], list[int]] = {}
+        # (origin, sink, transcoded, forwarded, kind) -> what observe() updates
+        self._slots: dict[
+            tuple[str, str, bool, bool, str],
+            tuple[list[int] | None, Any, deque[tuple[float, float]]],
+        ] = {}
 
     def _child(self, key: tuple[str, ...]) -> Any:
         child = self._children.get(key)
@@ -126,19 +141,36 @@ class LatencyMeter:
         seconds: float,
         kind: str = "video",
         size: int = 0,
+        forwarded: bool = False,
     ) -> None:
         """One unit sent: ``sink`` is ``flash`` or ``webrtc``, ``kind`` video or audio,
-        ``size`` its payload in bytes (counted for passthrough)."""
-        if not transcoded:
-            counter = self._passed.setdefault((direction(origin, sink), kind), [0, 0])
-            counter[0] += 1
-            counter[1] += size
+        ``size`` its payload in bytes (counted for passthrough); ``forwarded``: sent in
+        the RTP payloads it arrived in (path ``forwarded``, a kind of passthrough)."""
+        # Called for every unit sent (issue 14: on the hot path of every relay): one
+        # dict lookup finds the counters, the histogram child and the reservoir.
+        slot = self._slots.get((origin, sink, transcoded, forwarded, kind))
+        if slot is None:
+            slot = self._slot(origin, sink, transcoded, forwarded, kind)
+        passed, child, samples = slot
+        if passed is not None:
+            passed[0] += 1
+            passed[1] += size
         if seconds < 0:
             return
-        path = "transcoded" if transcoded else "passthrough"
-        key = ("added", direction(origin, sink), path, kind)
-        self._child(key).observe(seconds)
-        self._samples[key].append((perf_counter(), seconds))
+        child.observe(seconds)
+        samples.append((perf_counter(), seconds))
+
+    def _slot(
+        self, origin: str, sink: str, transcoded: bool, forwarded: bool, kind: str
+    ) -> tuple[list[int] | None, Any, deque[tuple[float, float]]]:
+        way = direction(origin, sink)
+        passed = None if transcoded else self._passed.setdefault((way, kind), [0, 0])
+        path = "transcoded" if transcoded else "forwarded" if forwarded else "passthrough"
+        key = ("added", way, path, kind)
+        child = self._child(key)
+        slot = (passed, child, self._samples[key])
+        self._slots[(origin, sink, transcoded, forwarded, kind)] = slot
+        return slot
 
     def observe_codec(self, stage: str, direction: str, codec: str, seconds: float) -> None:
         """One frame decoded or encoded (``stage``) in a transcoder's worker thread."""
@@ -171,23 +203,18 @@ class LatencyMeter:
         with self._lock:
             items = [(key, list(samples)) for key, samples in self._samples.items()]
         for key, samples in items:
-            if since is None:
-                values = [v for _, v in samples]
-            else:
-                # samples are in time order: walk back from the newest to the window's start
-                values = []
-                for when, value in reversed(samples):
-                    if when <= since:
-                        break
-                    values.append(value)
-            if not values:
+            # samples are in time order: the window starts after the last one at `since`
+            # (the ops monitor asks every second: one sort per key, no Python walk)
+            start = 0 if since is None else bisect_right(samples, since, key=_when)
+            if start >= len(samples):
                 continue
+            ordered = sorted([v for _, v in samples[start:]])
             summary = {
-                "count": len(values),
-                "p50_ms": round(percentile(values, 50) * 1000, 3),
-                "p95_ms": round(percentile(values, 95) * 1000, 3),
-                "p99_ms": round(percentile(values, 99) * 1000, 3),
-                "max_ms": round(max(values) * 1000, 3),
+                "count": len(ordered),
+                "p50_ms": round(ranked(ordered, 50) * 1000, 3),
+                "p95_ms": round(ranked(ordered, 95) * 1000, 3),
+                "p99_ms": round(ranked(ordered, 99) * 1000, 3),
+                "max_ms": round(ordered[-1] * 1000, 3),
             }
             if key[0] == "added":
                 out["added"][f"{key[1]}/{key[2]}/{key[3]}"] = summary

@@ -154,6 +154,7 @@ class Service:
         # documents under <data-dir>/sessions, statistics in <data-dir>/stats.sqlite
         self.gateway.open_storage()
         self._monitoring: asyncio.Task[None] | None = None
+        self.phone: Any = None  # gateway.phone.server.PhoneFrontEnd with --sip-port
         self.webrtc = WebRtcFrontEnd(self.gateway)
         # one partial-message budget and write batch for RTMP, RTMPS and RTMPT sessions
         self.rtmp_shared = RtmpShared(cfg.limits)
@@ -198,6 +199,12 @@ class Service:
             await rtmps.start(cfg.host, cfg.rtmps_port)
             self.rtmp_servers.append(rtmps)
             counters["rtmps"] = lambda: len(rtmps.sessions)
+        if cfg.sip_port:  # the telephone leg (docs/phone.md), off by default
+            from gateway.phone.server import PhoneFrontEnd
+
+            self.phone = phone = PhoneFrontEnd(self.gateway, host=cfg.host, port=cfg.sip_port)
+            await phone.start()
+            counters["phone"] = lambda: len(phone.legs)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweeper")
         self._monitoring = asyncio.create_task(self._monitor_forever(), name="monitor")
 
@@ -282,6 +289,8 @@ class Service:
 
     async def stop(self) -> None:
         self.gateway.accepting = False
+        if self.phone is not None:
+            await self.phone.stop()
         self.gateway.directory.end_all("shutdown")
         for task in (self._sweeper, self._monitoring):
             if task is not None:

@@ -6,7 +6,7 @@ So the gateway measures the customer's uplink itself and tells the consultation 
 ``quality`` event every few seconds. :class:`UplinkMeter` is the pure part (two samples
 of counters in, one event out), shared by every front-end: the WebRTC front end feeds it
 from aiortc's statistics (``webrtc/quality.py``), the RTMP session from the bytes and
-messages of the customer's publish (``rtmp/session.py``).
+messages of the customer's publish (``rtmp/publisher.py``).
 """
 
 from __future__ import annotations

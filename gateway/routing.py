@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from gateway.codecs import h264
-from gateway.consultation import Consultation, Role
+from gateway.consultation import CAMERA, Consultation, Role
 from gateway.events import Notice
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream, Receiver
 from gateway.transcode.formats import TargetFormat
@@ -143,6 +143,10 @@ class _Path:
     attachment: _KindFilter | None = None
     refused_at: float | None = None  # no capacity for the transcoder this kind needs
 
+    def retry_due(self, now: float) -> bool:
+        """Whether a refused path may ask the pool again (``now`` passed in)."""
+        return self.refused_at is not None and now - self.refused_at >= REFUSAL_RETRY_SECONDS
+
 
 @dataclass
 class RouteStats:
@@ -161,6 +165,7 @@ class Route:
         pool: TranscoderSource | None,
         target_factory: Callable[..., TargetFormat] = TargetFormat,
         on_refused: Callable[[str], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.source = source
         self.sink = sink
@@ -173,6 +178,10 @@ class Route:
         # Told when a kind cannot be delivered for want of transcoding capacity (the
         # owner tells the participant); called with the kind.
         self.on_refused = on_refused
+        # Time is needed only for the refusal retry. The fan-out passes none with a unit,
+        # so the route reads its clock at this edge, only when a retry may be due, and
+        # hands ``now`` to the decisions (time.monotonic unless a test passes a fake).
+        self.clock = clock or time.monotonic
         # the receiver's latest estimate (REMB), filed with the pool for a transcoder
         self.video_bitrate: int | None = None
         source.add_receiver(self)
@@ -187,16 +196,13 @@ class Route:
                 return self.sink.deliver(unit)
             return True
         path = self._paths.get(kind)
-        if (
-            path is None
-            or path.codec != unit.codec
-            or (
-                path.refused_at is not None  # refused for capacity: try again now and then
-                and (kind == AUDIO or unit.keyframe)
-                and time.monotonic() - path.refused_at >= REFUSAL_RETRY_SECONDS
-            )
-        ):
-            path = self._choose(kind, unit)
+        if path is None or path.codec != unit.codec:
+            path = self._choose(kind, unit, self.clock())
+        elif path.refused_at is not None and (kind == AUDIO or unit.keyframe):
+            # refused for capacity: try again now and then, on a unit a path can start with
+            now = self.clock()
+            if path.retry_due(now):
+                path = self._choose(kind, unit, now)
         if path.refused_at is not None:
             return True  # nothing of this kind for now; the sink was told
         if path.transcoder is not None:
@@ -227,7 +233,7 @@ class Route:
             return True
         return unit.codec in caps.audio_pass
 
-    def _choose(self, kind: str, unit: MediaUnit) -> _Path:
+    def _choose(self, kind: str, unit: MediaUnit, now: float) -> _Path:
         old = self._paths.pop(kind, None)
         if old is not None:
             self._drop_path(old)
@@ -247,7 +253,7 @@ class Route:
                 transcoder = self.pool.acquire(self.source, target)
             except CapacityRefused:
                 refused = old is None or old.refused_at is None  # tell once, not per retry
-                path = _Path(unit.codec, refused_at=time.monotonic())
+                path = _Path(unit.codec, refused_at=now)
                 self._paths[kind] = path
                 self.stats.transcoded[kind] = f"{unit.codec}>{target_codec} refused (capacity)"
                 if refused and self.on_refused is not None:
@@ -332,9 +338,11 @@ def connect(
     sink: Receiver,
     caps: SinkCaps,
     pool: TranscoderSource | None,
+    stream: str = CAMERA,
 ) -> Route:
     """The one way a front-end's receiver gets media: ``role`` (the receiving participant)
-    watches what the other role publishes in ``consultation``.
+    watches what the other role publishes in ``consultation`` (``stream``: its camera,
+    or ``SCREEN``, the advisor's shared screen: ``Consultation.source``).
 
     Every front-end (RTMP players, WHEP peers, a later telephone leg) comes through here,
     so the wiring is the same for all: passthrough or the pool's shared transcoder per
@@ -344,7 +352,7 @@ def connect(
     ``pool`` None: passthrough only. Close the returned route to detach.
     """
     route = Route(
-        consultation.streams[role.other],
+        consultation.source(role, stream),
         sink,
         caps,
         pool,

@@ -5,36 +5,41 @@ protocol) and the gateway core (consultations, published streams). It does no so
 I/O itself: the TCP/TLS server and the RTMPT tunnel hand it bytes and give it a
 ``write`` callable, so both transports share every rule here.
 
-Authorisation (INTERFACE.md): the token may come as the first extra ``connect``
-argument (the Flash client), as ``?token=`` on the app/tcUrl, or on the stream name
-(ffmpeg/librtmp). A ``connect`` without a token is accepted; publish/play then need one.
+A newcomer reads it in this order:
+
+* this module: the session's state, the transport boundary (:meth:`~RtmpSession.receive_data`,
+  :meth:`~RtmpSession.flush`, :meth:`~RtmpSession.tick`, closing), the dispatch of the
+  protocol's events, and who the connection is (``bind``, ``authorize_stream``);
+* ``rtmp/commands.py``: every command by name (``connect``, ``createStream``, the
+  consultation's calls such as ``chat`` and ``documents``);
+* ``rtmp/publisher.py``: ``publish`` and the media a publisher sends into the core;
+* ``rtmp/player.py``: ``play`` and :class:`~rtmp.player.PlayerReceiver`, which writes a
+  published stream to the socket;
+* ``rtmp/output.py``: the write batch shared by a gateway's sessions and the time
+  behind live of one session's output.
+
+Time: the transport passes ``now`` to ``receive_data`` and ``tick`` for the timers
+(handshake, connect, idle, pings). The output's time behind live is kept on the
+session's ``clock`` (``time.monotonic`` unless a test passes a fake one): the fan-out
+into a player has no time to pass in, so :meth:`rtmp.player.PlayerReceiver.deliver`
+reads the clock once per unit and hands that ``now`` to the lag check and the write;
+:class:`rtmp.output.LagMeter` itself reads no clock.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import Callable
-from time import perf_counter
 from typing import Any
-from urllib.parse import parse_qs
 
 from gateway.channel import ParticipantChannel
-from gateway.config import Limits
-from gateway.consultation import ChatRejected, Connection, Consultation, Grant, Role
+from gateway.consultation import Connection, Grant
 from gateway.events import ChatMessage, ConsultationEvent, SessionEnded
-from gateway.latency import METER
-from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
+from gateway.media import PublishedStream
 from gateway.quality import INTERVAL as QUALITY_INTERVAL
-from gateway.quality import UplinkMeter, UplinkSample
-from gateway.redact import log_safe, redact_url
-from gateway.routing import Route, connect, flash_caps
 from gateway.service import Gateway
-from rtmp import messages as m
-from rtmp.amf import encode_command_payload
-from rtmp.chunk import BufferBudget
+from rtmp.commands import COMMANDS, split_query
 from rtmp.connection import RtmpConnection, Stages
 from rtmp.events import (
     CommandReceived,
@@ -46,170 +51,19 @@ from rtmp.events import (
     RtmpEvent,
     SharedObjectReceived,
 )
-from rtmp.flv import FlvError, audio_tag, audio_unit, video_tag, video_unit
-from rtmp.messages import ProtocolError
+from rtmp.output import LagMeter, RtmpShared
+from rtmp.player import PlayerReceiver
+from rtmp.publisher import Uplink, on_data, on_media, stop_publishing, uplink_ended
+
+__all__ = ["PING_INTERVAL", "PlayerReceiver", "RtmpSession", "RtmpShared"]
 
 log = logging.getLogger("rtmp")
-# One line per connect in the access log (gateway/accesslog.py): address, time, the
-# player version as its "browser", the URL with tokens redacted, the outcome.
-access_log = logging.getLogger("gateway.access")
 
-APP_NAME = "consult"
 PING_INTERVAL = 30.0
 
 # connect capability bits (Adobe RTMP spec 7.2.1.1)
 SUPPORT_VID_H264 = 0x0080
 SUPPORT_SND_AAC = 0x0400
-
-
-def split_query(name: str) -> tuple[str, dict[str, str]]:
-    """``"customer?token=T"`` → ``("customer", {"token": "T"})``; first value wins."""
-    base, _, query = name.partition("?")
-    params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items() if v}
-    return base, params
-
-
-class WriteBatch:
-    """Players written to while a publisher's read is processed: each gets one write when
-    the read is done instead of one per message (the socket write is the relay's biggest
-    cost). One event-loop thread; shared by every session of a gateway (:class:`RtmpShared`)
-    because the publisher's read fills other sessions' output."""
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.dirty: set[RtmpSession] = set()
-
-
-class RtmpShared:
-    """What all RTMP sessions of one gateway share, whatever their transport (TCP, TLS,
-    RTMPT): the partial-message budget (the process-wide bound of issue 11, item 3) and
-    the write batch. The composition root makes one and passes it to every RTMP server
-    and the RTMPT tunnels; nothing of it is module state."""
-
-    def __init__(self, limits: Limits) -> None:
-        self.budget = BufferBudget(limits.rtmp_buffer_budget)
-        self.batch = WriteBatch()
-
-
-class PlayerReceiver:
-    """Delivers a published stream to one RTMP NetStream, bounded by the socket buffer."""
-
-    def __init__(self, session: RtmpSession, stream_id: int, source: PublishedStream) -> None:
-        self.session = session
-        self.stream_id = stream_id
-        self.source = source
-        self.receive_audio = True
-        self.receive_video = True
-        self.paused = False
-        self.waiting = False
-        self.route: Route | None = None
-        self._codecs_seen: set[str] = set()
-
-    def detach(self) -> None:
-        if self.route is not None:
-            self.route.close()
-            self.route = None
-
-    def resync(self) -> None:
-        if self.route is not None:
-            self.source.resync(self.route)
-
-    def deliver(self, unit: MediaUnit) -> bool:
-        session = self.session
-        if session.closed:
-            return False
-        if self.paused:
-            return False
-        backlog = session.buffer_size()  # one system call per unit and player
-        if backlog > session.player_buffer_limit or session.lag(backlog) > session.max_lag:
-            # slow or stalled player: video drops until the next keyframe, audio with it
-            # (gateway/media.py counts the drops); the publisher never waits
-            return False
-        conn = session.conn
-        kind = unit.kind
-        if kind not in self._codecs_seen and kind != "data":
-            self._codecs_seen.add(kind)
-            pc = session.participant_connection
-            if pc is not None:
-                pc.codecs_out[kind] = unit.codec
-        if kind == VIDEO:
-            if not self.receive_video:
-                return True
-            conn.send_media(self.stream_id, m.VIDEO, unit.timestamp, video_tag(unit))
-        elif kind == AUDIO:
-            if not self.receive_audio:
-                return True
-            conn.send_media(self.stream_id, m.AUDIO, unit.timestamp, audio_tag(unit))
-        elif unit.wire is not None:
-            conn.send_data_raw(self.stream_id, unit.wire, unit.timestamp)
-        if unit.arrived:
-            METER.observe(
-                unit.origin,
-                "flash",
-                unit.transcoded,
-                perf_counter() - unit.arrived,
-                kind,
-                len(unit.payload),
-            )
-        batch = session.batch
-        if batch.depth:
-            batch.dirty.add(session)  # written once when the publisher's read is done
-        else:
-            session.flush()
-        return True
-
-    def stream_started(self, stream: PublishedStream) -> None:
-        self._codecs_seen.clear()
-        if self.session.closed:
-            return
-        if self.waiting:
-            # The other side (re)started publishing while we were waiting (FMS semantics).
-            conn = self.session.conn
-            conn.stream_begin(self.stream_id)
-            conn.send_status(
-                self.stream_id, "NetStream.Play.PublishNotify", f"{stream.name} is now published."
-            )
-            self.session.flush()
-        self.waiting = False
-
-    def stream_stopped(self, stream: PublishedStream) -> None:
-        if self.session.closed:
-            return
-        conn = self.session.conn
-        conn.send_status(
-            self.stream_id, "NetStream.Play.UnpublishNotify", f"{stream.name} is now unpublished."
-        )
-        conn.stream_eof(self.stream_id)
-        self.session.flush()
-        self.waiting = True
-
-
-class _Uplink:
-    """A Flash/RTMP customer's uplink as the gateway sees it, for the advisor's page: the
-    same ``quality`` events as for a WHIP customer (``gateway/quality.py``,
-    docs/webrtc.md). ``_on_media`` only adds to two counters; the session's 1 s timer
-    turns them into an event every ``QUALITY_INTERVAL``. TCP loses nothing (a bad link
-    shows as a lower rate or a stall), so ``loss_pct`` stays 0; the round trip is the
-    last RTMP ping answered (User Control PingRequest/PingResponse, Adobe RTMP spec
-    7.1.7), sent with each event."""
-
-    def __init__(self, consultation: Consultation, now: float) -> None:
-        self.consultation = consultation
-        self.meter = UplinkMeter(str(Role.CUSTOMER))
-        # counted from the publish on, so the first event already has a rate and can
-        # tell a stall (a WHIP peer's first sample has no predecessor to compare with)
-        self.meter.previous = UplinkSample(now, 0, 0, 0)
-        self.bytes = 0
-        self.frames = 0
-        self.rtt_ms: int | None = None
-        self.next_at = now + QUALITY_INTERVAL
-
-    def event(self, now: float) -> dict[str, Any]:
-        customer = self.consultation.participants[Role.CUSTOMER]
-        sample = UplinkSample(now, self.bytes, self.frames, 0)
-        return self.meter.event(
-            sample, expecting=customer.camera or customer.microphone, rtt_ms=self.rtt_ms
-        )
 
 
 class RtmpSession:
@@ -226,6 +80,7 @@ class RtmpSession:
         close: Callable[[], None],
         buffer_size: Callable[[], int],
         now: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gateway = gateway
         limits = gateway.config.limits
@@ -234,13 +89,12 @@ class RtmpSession:
         self._write = write
         self._close_transport = close
         self.buffer_size = buffer_size
+        self.clock = clock
         self.player_buffer_limit = limits.player_buffer_bytes
         # Time behind live (issue 11, item 5): what was written but is not at the peer
-        # yet, by when it was written. buffer_size() is the backlog in bytes; _marks maps
-        # byte offsets of the output to the time they were written.
+        # yet, by when it was written (rtmp/output.py).
         self.max_lag = limits.player_max_lag
-        self._written = 0
-        self._marks: deque[tuple[int, float]] = deque()
+        self.output = LagMeter()
         self.conn = RtmpConnection(
             max_message_size=limits.max_message_size,
             max_chunk_size=limits.max_chunk_size,
@@ -255,7 +109,7 @@ class RtmpSession:
         )
         self.batch = shared.batch
         self.closed = False
-        self.started = time.monotonic() if now is None else now
+        self.started = clock() if now is None else now
         # the idle timer restarts with each complete message, not with each byte: one
         # byte every so often must not hold a slot (issue 11, item 4)
         self.last_receive = self.started
@@ -269,17 +123,19 @@ class RtmpSession:
         self.playing: dict[int, PlayerReceiver] = {}
         self._participant_conn: Connection | None = None
         # the participant's channel (gateway/channel.py): its events, listings and URLs
-        self._channel: ParticipantChannel | None = None
+        self.channel: ParticipantChannel | None = None
         self.media_errors = 0
-        self._read_at = 0.0
-        self._uplink: _Uplink | None = None  # while publishing as the customer
+        # when the read being processed began (time.perf_counter(), the latency meter's
+        # clock, gateway/latency.py): the arrival of the messages it completes
+        self.read_at = 0.0
+        self.uplink: Uplink | None = None  # while publishing as the customer
 
     # -- transport boundary -------------------------------------------------------------
     def receive_data(self, data: bytes, now: float | None = None) -> None:
         if self.closed:
             return
-        now = time.monotonic() if now is None else now
-        self._read_at = time.perf_counter()  # the messages this read completes arrived
+        now = self.clock() if now is None else now
+        self.read_at = time.perf_counter()  # the messages this read completes arrived
         conn = self.conn
         before = conn.messages_received
         conn.receive_data(data)
@@ -290,50 +146,26 @@ class RtmpSession:
         # One read often completes several messages: players get one write per read
         # instead of one per message (the socket write is the relay's biggest cost).
         batch = self.batch
-        batch.depth += 1
+        batch.begin()
         try:
             event = conn.next_event()
             while event is not None:
                 if type(event) is MediaReceived:
-                    self._on_media(event)
+                    on_media(self, event)
                 else:
                     self._on_event(event)
                 if self.closed:
                     return
                 event = conn.next_event()
         finally:
-            batch.depth -= 1
-            if not batch.depth and batch.dirty:
-                dirty = batch.dirty
-                batch.dirty = set()
-                for player in dirty:
-                    player.flush()
-        self.flush()
+            batch.end()
+        self.flush(now)  # the read's time: microseconds do not matter to a lag in seconds
 
-    def flush(self) -> None:
+    def flush(self, now: float | None = None) -> None:
         data = self.conn.data_to_send()
         if data and not self.closed:
-            self._written += len(data)
-            marks = self._marks
-            now = time.monotonic()
-            if marks and now - marks[-1][1] < 0.01:
-                marks[-1] = (self._written, marks[-1][1])  # one mark per 10 ms is enough
-            else:
-                marks.append((self._written, now))
+            self.output.wrote(len(data), self.clock() if now is None else now)
             self._write(data)
-
-    def lag(self, backlog: int | None = None, now: float | None = None) -> float:
-        """Seconds since the oldest byte the peer has not received yet was written
-        (``backlog``: those bytes, when the caller has just asked ``buffer_size``)."""
-        marks = self._marks
-        if not marks:
-            return 0.0
-        delivered = self._written - (self.buffer_size() if backlog is None else backlog)
-        while marks and marks[0][0] <= delivered:
-            marks.popleft()
-        if not marks:
-            return 0.0
-        return (time.monotonic() if now is None else now) - marks[0][1]
 
     def tick(self, now: float) -> None:
         """Timers: handshake timeout, idle timeout, keep-alive pings (time passed in)."""
@@ -355,7 +187,7 @@ class RtmpSession:
         if now - self.last_receive > limits.idle_timeout:
             self.abort("idle timeout")
             return
-        uplink = self._uplink
+        uplink = self.uplink
         if uplink is not None and now >= uplink.next_at:
             uplink.next_at = now + QUALITY_INTERVAL
             uplink.consultation.emit(uplink.event(now))
@@ -363,7 +195,7 @@ class RtmpSession:
             # interval counts (a frozen client answers none, and shows no stale one)
             uplink.rtt_ms = None
             self._last_ping = now
-            self.conn.ping(int(time.monotonic() * 1000))
+            self.conn.ping(int(self.clock() * 1000))
             self.flush()
         # Pings are what an honest player (which sends nothing else) answers with a whole
         # message; they come often enough that a short idle_timeout never cuts it.
@@ -399,46 +231,23 @@ class RtmpSession:
         for stream in self.publishing.values():
             stream.stop(owner=self)
         self.publishing.clear()
-        self._uplink_ended()
+        uplink_ended(self)
         for receiver in self.playing.values():
             receiver.detach()
         self.playing.clear()
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
         if self.grant is not None and self._participant_conn is not None:
             self.grant.consultation.detach(self.grant.role, self._participant_conn)
             self._participant_conn = None
 
     # -- events -------------------------------------------------------------------------
-    def _on_media(self, event: MediaReceived) -> None:
-        stream = self.publishing.get(event.stream_id)
-        if stream is None:
-            return  # media on a stream that is not publishing: ignore (FMS does too)
-        try:
-            if event.type_id == m.VIDEO:
-                unit = video_unit(event.payload, event.timestamp)
-            else:
-                unit = audio_unit(event.payload, event.timestamp)
-        except FlvError:
-            self.media_errors += 1
-            return
-        unit.arrived = self._read_at
-        unit.origin = "rtmp"
-        uplink = self._uplink
-        if uplink is not None:
-            uplink.bytes += len(event.payload)
-            uplink.frames += 1
-        stream.push(unit)
-        pc = self._participant_conn
-        if pc is not None and unit.kind not in pc.codecs_in:
-            pc.codecs_in[unit.kind] = unit.codec
-
     def _on_event(self, event: RtmpEvent) -> None:
         if isinstance(event, CommandReceived):
-            self._on_command(event)
+            self.on_command(event)
         elif isinstance(event, DataReceived):
-            self._on_data(event)
+            on_data(self, event)
         elif isinstance(event, ProtocolViolation):
             self.abort(event.reason)
         elif isinstance(event, HandshakeCompleted):
@@ -448,28 +257,15 @@ class RtmpSession:
         elif isinstance(event, SharedObjectReceived):
             # Remote shared objects are not part of the consultation: ignore cleanly.
             log.debug("rtmp %s: shared object %r ignored", self.peer, event.name[:40])
-        elif isinstance(event, PingResponse) and self._uplink is not None:
-            # our PingRequest carried time.monotonic() in ms, echoed back: the round
-            # trip, modulo the field's 32 bits (a keep-alive ping's too)
-            rtt = (int(time.monotonic() * 1000) - event.timestamp) & 0xFFFFFFFF
+        elif isinstance(event, PingResponse) and self.uplink is not None:
+            # our PingRequest carried the clock in ms, echoed back: the round trip,
+            # modulo the field's 32 bits (a keep-alive ping's too)
+            rtt = (int(self.clock() * 1000) - event.timestamp) & 0xFFFFFFFF
             if rtt < 60_000:
-                self._uplink.rtt_ms = rtt
+                self.uplink.rtt_ms = rtt
 
-    def _on_data(self, event: DataReceived) -> None:
-        stream = self.publishing.get(event.stream_id)
-        if stream is None or not event.values:
-            return
-        head = event.values[0]
-        if head == "@setDataFrame" and len(event.values) >= 3:
-            payload = encode_command_payload(list(event.values[1:]), False)
-        elif head == "onMetaData":
-            payload = event.payload
-        else:
-            return
-        stream.push(MediaUnit("data", "amf0", event.timestamp, b"", wire=payload))
-
-    def _on_command(self, cmd: CommandReceived) -> None:
-        handler = _COMMANDS.get(cmd.name)
+    def on_command(self, cmd: CommandReceived) -> None:
+        handler = COMMANDS.get(cmd.name)
         if handler is None:
             if cmd.transaction_id > 0:
                 self.conn.send_error(
@@ -482,375 +278,6 @@ class RtmpSession:
             self.abort(f"{cmd.name!r} before connect")
             return
         handler(self, cmd)
-
-    # -- NetConnection ------------------------------------------------------------------------
-    def _cmd_connect(self, cmd: CommandReceived) -> None:
-        if self.connected:
-            self.abort("second connect")
-            return
-        props = cmd.command_object if isinstance(cmd.command_object, dict) else {}
-        app_raw = props.get("app")
-        app_raw = app_raw if isinstance(app_raw, str) else ""
-        app, app_query = split_query(app_raw)
-        app = app.strip("/")
-        tc_url = props.get("tcUrl") if isinstance(props.get("tcUrl"), str) else ""
-        _, tc_query = split_query(str(tc_url))
-        token: str | None = None
-        if cmd.args and isinstance(cmd.args[0], str) and cmd.args[0]:
-            token = cmd.args[0]
-        token = token or app_query.get("token") or tc_query.get("token")
-        flash_ver = props.get("flashVer")
-        self.flash_version = flash_ver[:64] if isinstance(flash_ver, str) else ""
-        target = str(tc_url) or f"/{app_raw}"
-        if app != APP_NAME:
-            self._log_connect(target, "NetConnection.Connect.Rejected")
-            self.conn.reject_connect(cmd.transaction_id, f"Unknown application {app[:40]!r}.")
-            self.flush()
-            self.abort("connect to an unknown application")
-            return
-        if token is not None:
-            grant = self.gateway.authorize(token)
-            if grant is None:
-                self._log_connect(target, "NetConnection.Connect.Rejected")
-                self.conn.reject_connect(
-                    cmd.transaction_id, "Invalid or expired token: please use your current link."
-                )
-                self.flush()
-                self.abort("connect with an invalid token")
-                return
-            self._bind(grant)
-        encoding = props.get("objectEncoding", 0)
-        self.capabilities = {
-            "videoCodecs": int(_num(props.get("videoCodecs"))),
-            "audioCodecs": int(_num(props.get("audioCodecs"))),
-        }
-        self.connected = True
-        self._log_connect(target, "NetConnection.Connect.Success")
-        self.conn.accept_connect(cmd.transaction_id, 3 if _num(encoding) == 3 else 0)
-
-    def _log_connect(self, target: str, status: str) -> None:
-        """The access log entry of a connect (the terms of use: address, time, browser,
-        page, status); the tcUrl without its query and token-like segments."""
-        access_log.info(
-            '%s "CONNECT %s %s" %s "%s"',
-            self.peer or "-",
-            log_safe(redact_url(target), 500),
-            self.transport.upper(),
-            status,
-            log_safe(self.flash_version or "-", 64),
-        )
-
-    @property
-    def participant_connection(self) -> Connection | None:
-        return self._participant_conn
-
-    @property
-    def supports_h264(self) -> bool:
-        return bool(self.capabilities.get("videoCodecs", 0) & SUPPORT_VID_H264)
-
-    @property
-    def supports_aac(self) -> bool:
-        return bool(self.capabilities.get("audioCodecs", 0) & SUPPORT_SND_AAC)
-
-    def _bind(self, grant: Grant) -> bool:
-        """Tie this connection to a participant. A second, different grant is refused."""
-        if self.grant is not None:
-            return self.grant.consultation is grant.consultation and self.grant.role is grant.role
-        self.grant = grant
-        self._participant_conn = Connection(kind=self.transport, close=self.close)
-        grant.consultation.attach(grant.role, self._participant_conn)
-        self._channel = self.gateway.channel(grant.consultation, grant.role)
-        # no snapshot for Flash: the SWF asks for documents() and forms() itself
-        self._channel.subscribe(self._on_session_event)
-        return True
-
-    def _authorize_stream(self, params: dict[str, str]) -> Grant | None:
-        token = params.get("token")
-        if token is not None:
-            grant = self.gateway.authorize(token)
-            if grant is None or not self._bind(grant):
-                return None
-            return grant
-        if self.grant is not None and self.gateway.authorize(
-            self.grant.consultation.participants[self.grant.role].token
-        ):
-            return self.grant
-        return None
-
-    def _cmd_create_stream(self, cmd: CommandReceived) -> None:
-        try:
-            sid = self.conn.allocate_stream()
-        except ProtocolError as exc:
-            self.abort(str(exc))
-            return
-        self.conn.send_result(cmd.transaction_id, None, float(sid))
-
-    def _cmd_ack_only(self, cmd: CommandReceived) -> None:
-        # releaseStream, FCPublish, FCUnpublish, FCSubscribe: FMS answers with _result.
-        if cmd.transaction_id > 0:
-            self.conn.send_result(cmd.transaction_id, None)
-        if cmd.name == "FCUnpublish":
-            for sid, _stream in list(self.publishing.items()):
-                self._stop_publishing(sid)
-
-    def _cmd_check_bw(self, cmd: CommandReceived) -> None:
-        if cmd.transaction_id > 0:
-            self.conn.send_result(cmd.transaction_id, None)
-
-    def _cmd_delete_stream(self, cmd: CommandReceived) -> None:
-        sid = int(_num(cmd.args[0])) if cmd.args else cmd.stream_id
-        self._close_stream(sid)
-        self.conn.release_stream(sid)
-
-    def _cmd_close_stream(self, cmd: CommandReceived) -> None:
-        self._close_stream(cmd.stream_id)
-
-    def _close_stream(self, sid: int) -> None:
-        if sid in self.publishing:
-            self._stop_publishing(sid)
-        receiver = self.playing.pop(sid, None)
-        if receiver is not None:
-            receiver.detach()
-
-    # -- NetStream ----------------------------------------------------------------------------
-    def _stream_name(self, cmd: CommandReceived) -> tuple[str, dict[str, str]]:
-        raw = cmd.args[0] if cmd.args and isinstance(cmd.args[0], str) else ""
-        name, params = split_query(raw)
-        # FMS accepts "mp4:" style prefixes and a trailing extension; neither applies here.
-        return name.strip("/"), params
-
-    def _cmd_publish(self, cmd: CommandReceived) -> None:
-        sid = cmd.stream_id
-        name, params = self._stream_name(cmd)
-        if sid not in self.conn.streams:
-            self._publish_bad(sid, name, "Publishing on a stream that was not created.")
-            return
-        grant = self._authorize_stream(params)
-        if grant is None:
-            self._publish_bad(sid, name, "Invalid or expired token.")
-            return
-        if name != str(grant.role):
-            self._publish_bad(sid, name, f"You may only publish as {grant.role}.")
-            return
-        if sid in self.publishing:
-            self._publish_bad(sid, name, "This stream is already publishing.")
-            return
-        stream = grant.consultation.streams[grant.role]
-        self.publishing[sid] = stream
-        self.conn.allow_publish(sid)
-        self.conn.stream_begin(sid)
-        self.conn.send_status(
-            sid, "NetStream.Publish.Start", f"{name} is now published.", details=name
-        )
-        self.flush()
-        # A participant who reconnects (dropped Wi-Fi) takes over from its stale
-        # connection instead of being locked out until that one times out.
-        stream.start(self.transport, owner=self, on_preempt=lambda: self._preempted(sid))
-        if grant.role is Role.CUSTOMER and self._uplink is None:
-            self._uplink = _Uplink(grant.consultation, time.monotonic())
-
-    def _preempted(self, sid: int) -> None:
-        """Another connection of the same participant publishes now: this one is stale.
-
-        The newer one wins. The older is told once, with ``reason: "replaced"`` so that a
-        client can tell it from a refused name and stand down instead of reconnecting
-        and taking the stream back (two tabs would preempt each other for ever); the SWF
-        offers a button, as the browser page does."""
-        if self.publishing.pop(sid, None) is not None and not self.closed:
-            self.conn.end_publish(sid)
-            self._uplink_ended()
-            self.conn.send_status(
-                sid,
-                "NetStream.Publish.BadName",
-                "Published from another connection.",
-                level="error",
-                reason="replaced",
-            )
-            self.flush()
-            self.abort("publisher replaced by a newer connection")
-
-    def _uplink_ended(self) -> None:
-        """The customer's publish from this connection ended: one last ``quality`` event
-        says so, as when a WHIP session ends (the advisor's page keeps "Kunde verbindet
-        neu …" while a device is still announced on)."""
-        uplink, self._uplink = self._uplink, None
-        if uplink is not None and not uplink.consultation.ended:
-            uplink.consultation.emit(uplink.meter.event(None, expecting=False, rtt_ms=None))
-
-    def _publish_bad(self, sid: int, name: str, description: str) -> None:
-        self.conn.send_status(sid, "NetStream.Publish.BadName", description, level="error")
-        self.flush()
-        self.abort(f"publish refused: {description}")
-
-    def _stop_publishing(self, sid: int) -> None:
-        stream = self.publishing.pop(sid, None)
-        if stream is not None:
-            self.conn.end_publish(sid)
-            stream.stop(owner=self)
-            if not self.publishing:
-                self._uplink_ended()
-            self.conn.send_status(sid, "NetStream.Unpublish.Success", "Stream unpublished.")
-
-    def _cmd_play(self, cmd: CommandReceived) -> None:
-        sid = cmd.stream_id
-        name, params = self._stream_name(cmd)
-        if sid not in self.conn.streams:
-            self._play_failed(sid, "Playing on a stream that was not created.")
-            return
-        grant = self._authorize_stream(params)
-        if grant is None:
-            self._play_failed(sid, "Invalid or expired token.")
-            return
-        if name != str(grant.role.other):
-            self._play_failed(sid, f"You may only play {grant.role.other}.")
-            return
-        if sid in self.playing:
-            self.playing.pop(sid).detach()
-        source = grant.consultation.streams[grant.role.other]
-        receiver = PlayerReceiver(self, sid, source)
-        self.playing[sid] = receiver
-        conn = self.conn
-        conn.stream_begin(sid)
-        conn.send_status(
-            sid, "NetStream.Play.Reset", f"Playing and resetting {name}.", details=name
-        )
-        conn.send_status(sid, "NetStream.Play.Start", f"Started playing {name}.", details=name)
-        conn.send_data(sid, ["|RtmpSampleAccess", True, True])
-        conn.send_data(sid, ["onStatus", {"code": "NetStream.Data.Start"}])
-        self.flush()
-        # Waiting for a publisher that has not started: its start is announced with
-        # NetStream.Play.PublishNotify, as FMS does for live streams.
-        receiver.waiting = not source.live
-        # Flash gets H.264/AAC only when its connect capabilities say so (docs/architecture.md);
-        # what it cannot take goes through the shared transcoder for its format.
-        receiver.route = connect(
-            grant.consultation,
-            grant.role,
-            receiver,
-            flash_caps(self.supports_h264, self.supports_aac),
-            self.gateway.transcoders,
-        )
-
-    def _play_failed(self, sid: int, description: str) -> None:
-        self.conn.send_status(sid, "NetStream.Play.Failed", description, level="error")
-        self.flush()
-        self.abort(f"play refused: {description}")
-
-    def _cmd_receive(self, cmd: CommandReceived) -> None:
-        receiver = self.playing.get(cmd.stream_id)
-        if receiver is None or not cmd.args:
-            return
-        flag = bool(cmd.args[0])
-        if cmd.name == "receiveAudio":
-            receiver.receive_audio = flag
-        else:
-            receiver.receive_video = flag
-            if flag:
-                receiver.resync()
-
-    def _cmd_pause(self, cmd: CommandReceived) -> None:
-        receiver = self.playing.get(cmd.stream_id)
-        if receiver is None:
-            return
-        pausing = bool(cmd.args[0]) if cmd.args else True
-        receiver.paused = pausing
-        if pausing:
-            self.conn.send_status(cmd.stream_id, "NetStream.Pause.Notify", "Paused live stream.")
-        else:
-            self.conn.send_status(
-                cmd.stream_id, "NetStream.Unpause.Notify", "Unpaused live stream."
-            )
-            receiver.resync()  # restart at the cached GOP
-
-    # -- consultation RPC -----------------------------------------------------------------------
-    def _cmd_chat(self, cmd: CommandReceived) -> None:
-        text = cmd.args[0] if cmd.args else None
-        if self.grant is None:
-            self._call_failed(cmd, "Not part of a consultation.")
-            return
-        try:
-            self.grant.consultation.chat(self.grant.role, text, origin=self._participant_conn)
-        except ChatRejected as exc:
-            self._call_failed(cmd, str(exc))
-            return
-        if cmd.transaction_id > 0:
-            self.conn.send_result(cmd.transaction_id, None, True)
-
-    def _cmd_media(self, cmd: CommandReceived) -> None:
-        if self.grant is None:
-            self._call_failed(cmd, "Not part of a consultation.")
-            return
-        camera = bool(cmd.args[0]) if cmd.args else False
-        microphone = bool(cmd.args[1]) if len(cmd.args) > 1 else False
-        self.grant.consultation.set_media_state(self.grant.role, camera, microphone)
-        if cmd.transaction_id > 0:
-            self.conn.send_result(cmd.transaction_id, None, True)
-
-    def _cmd_documents(self, cmd: CommandReceived) -> None:
-        """``documents()`` → the consultation's documents, each with a fresh one-time
-        ``url`` (2 minutes) that the SWF hands to ``navigateToURL``."""
-        channel = self._channel
-        if channel is None or self.gateway.documents is None:
-            self._call_failed(cmd, "Not part of a consultation.")
-            return
-        if cmd.transaction_id > 0:
-            listing = [event.wire() for event in channel.documents()]
-            self.conn.send_result(cmd.transaction_id, None, listing)
-
-    def _cmd_document_url(self, cmd: CommandReceived) -> None:
-        """``documentUrl(id)`` → a fresh one-time URL for one document (the one in a
-        ``document`` event expires after 2 minutes)."""
-        channel = self._channel
-        doc_id = cmd.args[0] if cmd.args else None
-        if channel is None or self.gateway.documents is None:
-            self._call_failed(cmd, "Not part of a consultation.")
-            return
-        if not isinstance(doc_id, str) or not channel.has_document(doc_id):
-            self._call_failed(cmd, "No such document in this consultation.")
-            return
-        if cmd.transaction_id > 0:
-            self.conn.send_result(cmd.transaction_id, None, channel.document_url(doc_id))
-
-    def _cmd_upload_url(self, cmd: CommandReceived) -> None:
-        """``uploadUrl()`` → ``{url, max_bytes, expires_in}``: a one-time URL for the SWF's
-        ``FileReference.upload()``, which cannot send a token (web/documents.py)."""
-        store = self.gateway.documents
-        if self._channel is None or store is None:
-            self._call_failed(cmd, "Not part of a consultation.")
-            return
-        if cmd.transaction_id > 0:
-            url = self._channel.upload_url()
-            answer = {"url": url, "max_bytes": store.max_bytes, "expires_in": store.ticket_ttl}
-            self.conn.send_result(cmd.transaction_id, None, answer)
-
-    def _cmd_forms(self, cmd: CommandReceived) -> None:
-        """``forms()`` → the consultation's forms as ``form`` events, each with a fresh
-        ``url`` (the customer's opens the fill page once, without a cookie)."""
-        channel = self._channel
-        if channel is None or self.gateway.forms is None:
-            self._call_failed(cmd, "Not part of a consultation.")
-            return
-        if cmd.transaction_id > 0:
-            listing = [event.wire() for event in channel.forms()]
-            self.conn.send_result(cmd.transaction_id, None, listing)
-
-    def _cmd_form_url(self, cmd: CommandReceived) -> None:
-        """``formUrl(id)`` → a fresh one-time URL of one form (the one in a ``form``
-        event is good for one use within 30 minutes)."""
-        channel = self._channel
-        form_id = cmd.args[0] if cmd.args else None
-        if channel is None or self.gateway.forms is None:
-            self._call_failed(cmd, "Not part of a consultation.")
-            return
-        if not isinstance(form_id, str) or not channel.has_form(form_id):
-            self._call_failed(cmd, "No such form in this consultation.")
-            return
-        if cmd.transaction_id > 0:
-            self.conn.send_result(cmd.transaction_id, None, channel.form_url(form_id))
-
-    def _call_failed(self, cmd: CommandReceived, description: str) -> None:
-        if cmd.transaction_id > 0:
-            self.conn.send_error(cmd.transaction_id, "NetConnection.Call.Failed", description)
 
     def _on_session_event(self, event: ConsultationEvent) -> None:
         """One event of the participant's channel (already meant for it, documents and
@@ -871,37 +298,57 @@ class RtmpSession:
         if isinstance(event, SessionEnded):
             self.close()
 
+    # -- who this connection is ---------------------------------------------------------
+    @property
+    def participant_connection(self) -> Connection | None:
+        return self._participant_conn
 
-def _num(value: Any) -> float:
-    """A finite number from an AMF value (NaN and infinities, legal in AMF0, are 0)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return 0.0
-    number = float(value)
-    return number if math.isfinite(number) else 0.0
+    @property
+    def supports_h264(self) -> bool:
+        return bool(self.capabilities.get("videoCodecs", 0) & SUPPORT_VID_H264)
 
+    @property
+    def supports_aac(self) -> bool:
+        return bool(self.capabilities.get("audioCodecs", 0) & SUPPORT_SND_AAC)
 
-_COMMANDS: dict[str, Callable[[RtmpSession, CommandReceived], None]] = {
-    "connect": RtmpSession._cmd_connect,
-    "createStream": RtmpSession._cmd_create_stream,
-    "releaseStream": RtmpSession._cmd_ack_only,
-    "FCPublish": RtmpSession._cmd_ack_only,
-    "FCUnpublish": RtmpSession._cmd_ack_only,
-    "FCSubscribe": RtmpSession._cmd_ack_only,
-    "FCUnsubscribe": RtmpSession._cmd_ack_only,
-    "_checkbw": RtmpSession._cmd_check_bw,
-    "getStreamLength": RtmpSession._cmd_check_bw,
-    "deleteStream": RtmpSession._cmd_delete_stream,
-    "closeStream": RtmpSession._cmd_close_stream,
-    "publish": RtmpSession._cmd_publish,
-    "play": RtmpSession._cmd_play,
-    "receiveAudio": RtmpSession._cmd_receive,
-    "receiveVideo": RtmpSession._cmd_receive,
-    "pause": RtmpSession._cmd_pause,
-    "chat": RtmpSession._cmd_chat,
-    "media": RtmpSession._cmd_media,
-    "documents": RtmpSession._cmd_documents,
-    "documentUrl": RtmpSession._cmd_document_url,
-    "uploadUrl": RtmpSession._cmd_upload_url,
-    "forms": RtmpSession._cmd_forms,
-    "formUrl": RtmpSession._cmd_form_url,
-}
+    def bind(self, grant: Grant) -> bool:
+        """Tie this connection to a participant. A second, different grant is refused."""
+        if self.grant is not None:
+            return self.grant.consultation is grant.consultation and self.grant.role is grant.role
+        self.grant = grant
+        self._participant_conn = Connection(kind=self.transport, close=self.close)
+        grant.consultation.attach(grant.role, self._participant_conn)
+        self.channel = self.gateway.channel(grant.consultation, grant.role)
+        # no snapshot for Flash: the SWF asks for documents() and forms() itself
+        self.channel.subscribe(self._on_session_event)
+        return True
+
+    def authorize_stream(self, params: dict[str, str]) -> Grant | None:
+        """The grant for a ``publish``/``play``: a token on the stream name (bound to this
+        connection), or the connection's own grant while its token is still valid."""
+        token = params.get("token")
+        if token is not None:
+            grant = self.gateway.authorize(token)
+            if grant is None or not self.bind(grant):
+                return None
+            return grant
+        if self.grant is not None and self.gateway.authorize(
+            self.grant.consultation.participants[self.grant.role].token
+        ):
+            return self.grant
+        return None
+
+    # -- NetStreams ---------------------------------------------------------------------
+    def stream_name(self, cmd: CommandReceived) -> tuple[str, dict[str, str]]:
+        """The stream name of a ``publish``/``play`` and its query (``?token=``)."""
+        raw = cmd.args[0] if cmd.args and isinstance(cmd.args[0], str) else ""
+        name, params = split_query(raw)
+        # FMS accepts "mp4:" style prefixes and a trailing extension; neither applies here.
+        return name.strip("/"), params
+
+    def close_stream(self, sid: int) -> None:
+        if sid in self.publishing:
+            stop_publishing(self, sid)
+        receiver = self.playing.pop(sid, None)
+        if receiver is not None:
+            receiver.detach()

@@ -11,8 +11,10 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiortc  # noqa: F401  (see below)
 import pytest
 
+import tests.fuzzing  # noqa: F401  (loads the hypothesis profile for make unit)
 from tests import gwproc
 from tests.gwproc import GatewayProcess
 
@@ -105,6 +107,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         home = item.module.__name__ if item.module is not None else ""
         if any(_spawns(c, seen, home) for c in candidates):
             item.add_marker(pytest.mark.e2e)
+
+
+# aiortc's import runs ``ldconfig -p`` once (aioice -> ifaddr -> ctypes.util.find_library):
+# importing it here, at collection, keeps that library lookup out of the guard below, so
+# a unit test that is the first to import aiortc is not taken for one starting a process.
 
 
 class _ProcessStarted(Exception):

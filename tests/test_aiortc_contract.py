@@ -25,8 +25,20 @@ from aiortc import (
 from aiortc.codecs import get_encoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcicetransport import RTCIceGatherer
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
+from aiortc.rtcrtpparameters import (
+    RTCRtcpParameters,
+    RTCRtpCodecParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtp import (
+    RTCP_RTPFB_NACK,
+    RtcpPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    RtpPacket,
+)
 
 from webrtc import seams
 
@@ -193,3 +205,172 @@ async def test_negotiated_codecs_live_on_the_transceiver() -> None:
         assert transceiver.receiver.track is None  # recvonly offer: nothing to receive
     finally:
         await asyncio.gather(offerer.close(), answerer.close())
+
+
+# -- receive without playout delay, and forwarding (issue 14) ---------------------------
+
+
+class FakeTransport:
+    """What an RTCRtpReceiver/RTCRtpSender use of their RTCDtlsTransport, recording the
+    RTP/RTCP they send."""
+
+    state = "connected"
+    _stats_id = "transport"
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def _register_rtp_receiver(self, receiver: object, parameters: object) -> None:
+        pass
+
+    def _unregister_rtp_receiver(self, receiver: object) -> None:
+        pass
+
+    def _register_rtp_sender(self, sender: object, parameters: object) -> None:
+        pass
+
+    def _unregister_rtp_sender(self, sender: object) -> None:
+        pass
+
+    async def _send_rtp(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def _get_stats(self) -> dict[str, object]:
+        return {}
+
+    def rtcp(self) -> list[object]:
+        out: list[object] = []
+        for data in self.sent:
+            if 192 <= data[1] <= 223:  # RTCP packet types 192..223 (RFC 5761 §4)
+                out.extend(RtcpPacket.parse(data))
+        return out
+
+
+def test_receiver_jitter_buffer_seam() -> None:
+    """_handle_rtp_packet unwraps RTX, NACKs and depayloads before the buffer's add()."""
+    source = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+    add = source.index("pli_flag, encoded_frame = self.__jitter_buffer.add(packet)")
+    assert source.index("packet = unwrap_rtx(") < add
+    assert source.index("self.__nack_generator.add(packet)") < add
+    assert source.index("packet._data = depayload(codec, packet.payload)") < add
+    assert "if encoded_frame is not None and self.__decoder_thread:" in source
+    assert "self.__jitter_buffer = JitterBuffer(" in inspect.getsource(RTCRtpReceiver.__init__)
+
+
+def test_sender_encoder_seam() -> None:
+    """The sender keeps an encoder set before its first frame and packs packets with it."""
+    source = inspect.getsource(RTCRtpSender._next_encoded_frame)
+    assert "if self.__encoder is None:" in source
+    assert "payloads, timestamp = self.__encoder.pack(data)" in source
+    run = inspect.getsource(RTCRtpSender._run_rtp)
+    assert "packet.ssrc = self._ssrc" in run and "timestamp_origin" in run
+    assert "self.__rtp_history[" in run  # NACKs are answered from the history
+    assert "self.__encoder: Optional[Encoder] = None" in inspect.getsource(RTCRtpSender.__init__)
+
+
+def vp8_rtp(seq: int, ts: int, marker: bool, first: bool, key: bool = False) -> RtpPacket:
+    packet = RtpPacket(payload_type=97, sequence_number=seq, timestamp=ts, marker=int(marker))
+    packet.ssrc = 0x1234
+    body = (b"\x00" if key else b"\x01") if first else b"\xaa"
+    packet.payload = (b"\x10" if first else b"\x00") + body + bytes([seq & 0xFF])
+    return packet
+
+
+async def test_tapped_receiver_releases_at_the_marker_and_nacks_a_gap() -> None:
+    """A real aiortc receiver with the gateway's tap: crafted VP8 RTP comes out as frames
+    at each marker bit, depayloaded by aiortc; a gap is NACKed by aiortc (RFC 4585
+    §6.2.1) and, given up, asked for as a keyframe (PLI) through the gateway."""
+    from aiortc.rtcrtpreceiver import RemoteStreamTrack
+
+    from webrtc.receive import ReceiveSettings, RtpReceive
+
+    transport = FakeTransport()
+    receiver = RTCRtpReceiver("video", transport)  # type: ignore[arg-type]
+    receiver._track = RemoteStreamTrack(kind="video")
+    receiver._set_rtcp_ssrc(0x9999)
+    await receiver.receive(RTCRtpReceiveParameters(codecs=[VP8], encodings=[]))
+    frames: list[tuple[bytes, int]] = []
+    plis: list[bool] = []
+    glue = RtpReceive(
+        True,
+        "vp8",
+        ReceiveSettings(video_wait_ms=5.0),
+        lambda frame, pts: frames.append((frame.data, pts)),
+        lambda: plis.append(True),
+    )
+    seams.tap_receiver(receiver, glue.on_packet)
+    try:
+        await receiver._handle_rtp_packet(vp8_rtp(10, 1000, False, True, key=True), 0)
+        assert frames == []  # no marker yet
+        await receiver._handle_rtp_packet(vp8_rtp(11, 1000, True, False), 0)
+        assert frames == [(b"\x00\x0a\xaa\x0b", 0)]  # descriptors stripped by aiortc
+        # 12 is lost: 13 (the next frame's end) waits, and aiortc NACKs 12
+        await receiver._handle_rtp_packet(vp8_rtp(13, 4000, True, False), 0)
+        nacks = [p for p in transport.rtcp() if isinstance(p, RtcpRtpfbPacket)]
+        assert nacks and nacks[0].lost == [12] and nacks[0].media_ssrc == 0x1234
+        assert len(frames) == 1
+        deadline = time.monotonic() + 5
+        while not plis and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)  # the glue's loop timer gives the gap up
+        assert plis == [True]
+        await receiver._handle_rtp_packet(vp8_rtp(14, 7000, True, True, key=True), 0)
+        assert frames[-1] == (b"\x00\x0e", 6000)
+    finally:
+        glue.close()
+        await receiver.stop()
+
+
+async def test_forwarded_payloads_leave_a_real_sender_rewritten() -> None:
+    """Crafted RTP through the reorder buffer, the sink and a real aiortc sender with the
+    forwarding encoder: the payloads go out byte for byte, under the sender's own SSRC,
+    sequence numbers and timestamps; a NACK for one is answered from its history."""
+    from gateway.media import VIDEO, MediaUnit
+    from webrtc.reorder import ReorderBuffer, RtpIn
+    from webrtc.sink import WebRtcSink
+
+    buffer = ReorderBuffer(video=True, is_keyframe=lambda data: data[:1] == b"\x00")
+    incoming = [vp8_rtp(40000, 90000, False, True, key=True), vp8_rtp(40001, 90000, True, False)]
+    incoming.append(vp8_rtp(40002, 93000, True, True))
+    frames = []
+    for p in incoming:
+        data = p.payload[1:]
+        frames += buffer.add(
+            RtpIn(p.sequence_number, p.timestamp, bool(p.marker), p.payload, data, 0.0), 0.0
+        )
+    assert len(frames) == 2
+
+    transport = FakeTransport()
+    sink = WebRtcSink({"video": "vp8"})
+    sender = RTCRtpSender(sink.tracks["video"], transport)  # type: ignore[arg-type]
+    encoder = seams.forward_sender(sender, VP8)
+    for i, frame in enumerate(frames):
+        unit = MediaUnit(
+            VIDEO, "vp8", 1000 + 33 * i, frame.data, frame.keyframe, rtp=frame.payloads
+        )
+        assert sink.deliver(unit)
+    await sender.send(
+        RTCRtpSendParameters(codecs=[VP8], muxId="0", rtcp=RTCRtcpParameters(cname="x"))
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while len(transport.sent) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        out = [RtpPacket.parse(d) for d in transport.sent if not 192 <= d[1] <= 223]
+        assert [p.payload for p in out] == [p.payload for p in incoming]
+        assert {p.ssrc for p in out} == {sender._ssrc} != {0x1234}
+        assert [p.marker for p in out] == [0, 1, 1]
+        seqs = [p.sequence_number for p in out]
+        assert seqs == [seqs[0], (seqs[0] + 1) & 0xFFFF, (seqs[0] + 2) & 0xFFFF]
+        assert out[0].timestamp == out[1].timestamp
+        assert (out[2].timestamp - out[0].timestamp) & 0xFFFFFFFF == 33 * 90
+        assert encoder.forwarded == 2
+        # the receiving browser lost the second packet: answered from the history
+        nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=sender._ssrc)
+        nack.lost = [seqs[1]]
+        before = len(transport.sent)
+        await sender._handle_rtcp_packet(nack)
+        (again,) = [RtpPacket.parse(d) for d in transport.sent[before:]]
+        assert again.payload == incoming[1].payload and again.sequence_number == seqs[1]
+    finally:
+        sink.close()
+        await sender.stop()

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from rtmp import messages as m
 from rtmp.chunk import ChunkError, ChunkReader, ChunkWriter
 from rtmp.messages import Message, ProtocolError
+from tests.fuzzing import examples
 
 M32 = 0xFFFFFFFF
 
@@ -532,7 +533,7 @@ def test_rich_stream_every_split() -> None:
         assert parse(data, piece=piece) == msgs
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.data())
 def test_rich_stream_random_splits(data: st.DataObject) -> None:
     wire, msgs = rich_stream()
@@ -569,7 +570,7 @@ def build_ops(ops: list[tuple]) -> tuple[bytes, list[Message]]:
     return w.write_many(msgs), expected(msgs)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op_strategy, max_size=25), data=st.data())
 def test_random_round_trip(ops: list[tuple], data: st.DataObject) -> None:
     wire, msgs = build_ops(ops)
@@ -754,7 +755,7 @@ def assert_split_invariant(data: bytes, piece: int, **limits: int) -> None:
         assert 0 <= msg.timestamp <= M32
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.binary(max_size=600), st.integers(1, 64))
 def test_fuzz_arbitrary_bytes(data: bytes, piece: int) -> None:
     assert_split_invariant(
@@ -762,7 +763,7 @@ def test_fuzz_arbitrary_bytes(data: bytes, piece: int) -> None:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     ops=st.lists(op_strategy, min_size=1, max_size=8),
     flips=st.lists(st.tuples(st.integers(0), st.integers(0, 255)), max_size=6),

@@ -33,6 +33,7 @@ from rtmp.events import (
     UserControlReceived,
 )
 from rtmp.messages import Message
+from tests.fuzzing import examples
 
 HANDSHAKE_C0C1 = 1 + 1536
 HANDSHAKE_C2 = 1536
@@ -563,7 +564,7 @@ def _fresh_server_past_handshake() -> RtmpConnection:
     return server
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_hostile_input())
 def test_arbitrary_bytes_after_the_handshake_never_raise(pieces: list[bytes]) -> None:
     server = _fresh_server_past_handshake()

@@ -44,6 +44,7 @@ from gateway.documents import (
     sanitize_filename,
     sniff_file,
 )
+from tests.fuzzing import examples
 from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 from web.documents import content_disposition
 
@@ -123,7 +124,7 @@ def test_long_names_keep_their_extension() -> None:
     assert name.endswith(".pdf")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.text(max_size=400))
 def test_sanitized_names_are_harmless(raw: str) -> None:
     name = sanitize_filename(raw)

@@ -210,7 +210,7 @@ def test_shipped_swf_is_built_from_the_current_sources() -> None:
 def test_the_server_answers_every_call_the_swf_makes() -> None:
     """The SWF's ``nc.call`` names are commands of the ``consult`` application, and the
     callbacks it offers are the ones the server invokes."""
-    from rtmp import session
+    from rtmp import commands, session
 
     source = (swf.FLASH_SRC / "src" / "VideoBeratung.hx").read_text()
     calls = set(re.findall(r'nc\.call\("(\w+)"', source))
@@ -221,7 +221,7 @@ def test_the_server_answers_every_call_the_swf_makes() -> None:
     assert calls == {"chat", "media", "documents", "forms", "documentUrl", "formUrl", "uploadUrl"}
     body = read_swf(swf.SWF_PATH.read_bytes()).body
     for name in calls:
-        assert name in session._COMMANDS, name
+        assert name in commands.COMMANDS, name
         assert name.encode() in body, name
     server = Path(session.__file__).read_text()
     for callback in ("onChat", "onSessionEvent"):

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.codecs import h264
+from tests.fuzzing import examples
 
 
 def x264_frames(
@@ -204,7 +205,7 @@ def _only_value_error(func: object, *args: object) -> None:
         func(*args)  # type: ignore[operator]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.binary(max_size=300), st.sampled_from([1, 2, 3, 4]))
 def test_fuzz_parsers_raise_only_value_error(data: bytes, length_size: int) -> None:
     _only_value_error(h264.split_annexb, data)
@@ -216,7 +217,7 @@ def test_fuzz_parsers_raise_only_value_error(data: bytes, length_size: int) -> N
     _only_value_error(h264.prepend_parameter_sets, data, b"\x67\x42\xc0\x1e", b"\x68\xce")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.binary(max_size=120), st.integers(0, 255), st.integers(0, 255))
 def test_fuzz_sps_parsing_raises_only_value_error(body: bytes, profile: int, flags: int) -> None:
     sps = bytes((0x67, profile, flags, 0x1F)) + body
@@ -245,7 +246,7 @@ nal_units = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(nal_units, min_size=1, max_size=8), st.sampled_from([1, 2, 4]))
 def test_fuzz_round_trips(nals: list[bytes], length_size: int) -> None:
     annexb = h264.join_annexb(nals)

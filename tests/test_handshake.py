@@ -32,6 +32,7 @@ from rtmp.handshake import (
     make_digest_block,
 )
 from tests.conftest import require_tool
+from tests.fuzzing import examples
 
 # --- independent reference --------------------------------------------------------------------
 
@@ -448,7 +449,7 @@ def test_c0_0x47_rejected_after_single_byte() -> None:
         server.receive_data(b"G")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     prefix=st.sampled_from([b"", b"\x03"]),
     chunks=st.lists(st.binary(max_size=2500), max_size=6),

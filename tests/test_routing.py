@@ -281,3 +281,40 @@ def test_routing_the_monitor_and_the_transcode_types_load_without_pyav() -> None
         "assert 'av' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_refused_kind_is_retried_after_the_interval_on_the_routes_clock() -> None:
+    """The refusal retry (REFUSAL_RETRY_SECONDS) on a fake clock, no sleeps: video asks the
+    pool again on the first keyframe at or after the interval, audio on any unit."""
+    from gateway.routing import REFUSAL_RETRY_SECONDS
+
+    t = [100.0]
+    source = PublishedStream("c/customer")
+    source.start("rtmp")
+    pool = AnyTargetPool()
+    pool.refuse = True
+    refused: list[str] = []
+    route = Route(
+        source,
+        Sink(),
+        webrtc_caps("vp8", "opus"),
+        pool,
+        on_refused=refused.append,
+        clock=lambda: t[0],
+    )
+    source.push(_video("spark", True))
+    source.push(_audio("speex"))
+    assert refused == ["video", "audio"] and not pool.live
+    pool.refuse = False
+    t[0] = 100.0 + REFUSAL_RETRY_SECONDS - 0.5
+    source.push(_video("spark", True, ts=40))
+    source.push(_audio("speex", ts=40))
+    assert not pool.live, "retried before the interval"
+    t[0] = 100.0 + REFUSAL_RETRY_SECONDS  # exactly the interval: due
+    source.push(_video("spark", False, ts=80))  # not a keyframe: a path cannot start here
+    assert not pool.live
+    source.push(_audio("speex", ts=80))
+    source.push(_video("spark", True, ts=120))
+    assert len(pool.live) == 2
+    assert route.describe() == {"video": "spark>vp8", "audio": "speex>opus"}
+    assert refused == ["video", "audio"], "told once, not again on the retry"

@@ -19,6 +19,7 @@ from rtmp.connection import RtmpConnection, Stages
 from rtmp.events import CommandReceived, DataReceived, MediaReceived, ProtocolViolation
 from rtmp.messages import Message
 from rtmp.server import AdmissionControl
+from tests.fuzzing import examples
 from tests.test_connection import _amf_values, _hostile_input, _plain_opening, pump, seeded
 
 
@@ -67,7 +68,7 @@ def _count(value: object) -> int:
     return 1
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(values=st.lists(_amf_values, min_size=1, max_size=4), cap=st.integers(1, 40))
 def test_amf_value_bound_is_exact(values: list[object], cap: int) -> None:
     """Up to the cap a message decodes as without one; above it, an AmfError and nothing
@@ -83,7 +84,7 @@ def test_amf_value_bound_is_exact(values: list[object], cap: int) -> None:
 # -- stages ----------------------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pieces=_hostile_input(), connected=st.booleans(), publishing=st.booleans())
 def test_a_staged_server_never_raises_on_hostile_input(
     pieces: list[bytes], connected: bool, publishing: bool
@@ -178,7 +179,7 @@ def _wire(sizes: list[int], chunk_size: int) -> bytes:
     return b"".join(out)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     sizes=st.lists(st.integers(1, 20_000), min_size=1, max_size=6),
     chunk_size=st.sampled_from([128, 1000, 4096, 65536]),

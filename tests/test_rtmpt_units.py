@@ -24,6 +24,7 @@ from rtmp.rtmpt import (
     Tunnel,
 )
 from rtmp.session import RtmpSession, RtmpShared
+from tests.fuzzing import examples
 
 
 class FakeSession:
@@ -476,7 +477,7 @@ _ops = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_ops, max_size=40), st.binary(max_size=50))
 def test_fuzz_any_request_sequence_keeps_the_invariants(
     ops: list[tuple[Any, ...]], session_reply: bytes
@@ -523,7 +524,7 @@ def test_fuzz_any_request_sequence_keeps_the_invariants(
     assert admission.count == 0
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=3000), max_size=8))
 def test_fuzz_garbage_rtmp_through_the_tunnel_never_raises(bodies: list[bytes]) -> None:
     gateway = Gateway.from_config(Config())

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -71,7 +73,12 @@ class Peer:
     """
 
     def __init__(
-        self, gateway: Gateway, *, transport: str = "rtmp", shared: RtmpShared | None = None
+        self,
+        gateway: Gateway,
+        *,
+        transport: str = "rtmp",
+        shared: RtmpShared | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.written = bytearray()
         self.writes = 0  # calls of the transport's write
@@ -88,6 +95,7 @@ class Peer:
             close=self._close,
             buffer_size=lambda: self.buffered,
             now=0.0,
+            clock=clock,
         )
         self.client = RtmpConnection(is_client=True)
         self.events: list[RtmpEvent] = []
@@ -525,6 +533,43 @@ def test_one_read_of_the_publisher_is_one_write_to_a_player(
     assert advisor.media()[-3:] == sent
 
 
+def test_a_player_backlog_is_asked_once_per_publisher_read(
+    gateway: Gateway, consultation: Consultation
+) -> None:
+    """Issue 14: the socket backlog (a system call on a real transport) is asked once per
+    player and publisher read, not once per message: what a read gives the player waits
+    in its output until the read ends, so the backlog cannot change in between. A message
+    outside a read (a transcoder's output) is checked on its own."""
+    advisor = Peer(gateway)
+    asked = [0]
+
+    def backlog() -> int:
+        asked[0] += 1
+        return advisor.buffered
+
+    advisor.session.buffer_size = backlog
+    assert advisor.connect(token(consultation, Role.ADVISOR))["code"].endswith("Success")
+    advisor.play("customer")
+    customer, sid = publishing_customer(gateway, consultation)
+    customer.send_media(sid, m.VIDEO, 0, AVC_CONFIG)
+    advisor.pump()
+    sent = [(m.VIDEO, keyframe(1)), (m.AUDIO, aac(1)), (m.VIDEO, inter(2)), (m.VIDEO, inter(3))]
+    for i, (type_id, payload) in enumerate(sent):
+        customer.client.send_media(sid, type_id, 20 + i * 20, payload)
+    before = asked[0]
+    customer.session.receive_data(customer.client.data_to_send())  # one read, four messages
+    assert asked[0] - before == 1
+    advisor.pump()
+    assert advisor.media()[-4:] == sent
+    # a player already over its byte limit in this read still gets nothing of it
+    advisor.buffered = gateway.config.limits.player_buffer_bytes + 1
+    for i in range(2):
+        customer.client.send_media(sid, m.VIDEO, 100 + i * 20, inter(4 + i))
+    customer.session.receive_data(customer.client.data_to_send())
+    advisor.pump()
+    assert advisor.media()[-4:] == sent
+
+
 def test_slow_player_drops_without_stalling_the_publisher_and_resumes_at_a_keyframe(
     gateway: Gateway, consultation: Consultation
 ) -> None:
@@ -566,6 +611,47 @@ def test_slow_player_drops_without_stalling_the_publisher_and_resumes_at_a_keyfr
     assert advisor.take_media() == [(m.VIDEO, keyframe(6)), (m.AUDIO, aac(6)), (m.VIDEO, inter(7))]
     assert stream.stats.dropped == 2
     assert not advisor.transport_closed, "a slow player is not disconnected"
+
+
+def test_player_behind_live_by_more_than_max_lag_drops_on_the_sessions_clock(
+    gateway: Gateway, consultation: Consultation
+) -> None:
+    """Time behind live (player_max_lag) on a fake clock, no sleeps: a player whose bytes
+    sit unread gets frames until the oldest unread byte is older than max_lag, then drops
+    until it has caught up and a keyframe comes."""
+    t = [0.0]
+    customer, sid = publishing_customer(gateway, consultation)
+    advisor = Peer(gateway, clock=lambda: t[0])
+    assert advisor.connect(token(consultation, Role.ADVISOR))["code"].endswith("Success")
+    advisor.play("customer")
+    stream: PublishedStream = consultation.streams[Role.CUSTOMER]
+    max_lag = gateway.config.limits.player_max_lag
+    for type_id, payload in [(m.VIDEO, AVC_CONFIG), (m.VIDEO, keyframe(1))]:
+        customer.send_media(sid, type_id, 0, payload)
+    advisor.pump()
+    advisor.take_media()
+
+    def send(ts: int, payload: bytes) -> None:
+        customer.send_media(sid, m.VIDEO, ts, payload)
+        advisor.buffered = len(advisor.written)  # the player reads nothing: all unread
+
+    send(40, inter(2))  # written at t=0
+    t[0] = max_lag - 0.1
+    send(80, inter(3))  # the oldest unread byte waits max_lag - 0.1: still sent
+    assert stream.stats.dropped == 0
+    t[0] = max_lag + 0.1
+    send(120, inter(4))  # now it waits longer than max_lag: dropped, bytes are not
+    assert stream.stats.dropped == 1
+    assert advisor.session.output.lag(advisor.buffered, t[0]) == pytest.approx(max_lag + 0.1)
+    advisor.buffered = 0
+    advisor.pump()  # the player reads everything: no lag, the next keyframe flows
+    send(160, keyframe(5))
+    advisor.pump()
+    assert advisor.take_media() == [
+        (m.VIDEO, inter(2)),
+        (m.VIDEO, inter(3)),
+        (m.VIDEO, keyframe(5)),
+    ]
 
 
 # --- consultation RPC -------------------------------------------------------------------------

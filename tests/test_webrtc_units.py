@@ -15,7 +15,7 @@ from gateway.config import Config
 from gateway.media import MediaUnit, PublishedStream
 from webrtc.clock import SessionClock
 from webrtc.peers import PeerFactory, parse_ice_server
-from webrtc.sink import QUEUE_SIZE, WebRtcSink
+from webrtc.sink import KEYFRAME_REQUEST_INTERVAL, QUEUE_SIZE, WebRtcSink
 
 # -- session clock -------------------------------------------------------------------------
 
@@ -164,6 +164,28 @@ async def test_sink_full_queue_drops_until_keyframe_and_asks_for_one() -> None:
     assert sink.queues["video"].empty()
     assert sink.deliver(unit("video", "vp8", 10033, b"\x10", keyframe=True))
     assert sink.queues["video"].qsize() == 1
+
+
+def test_sink_keyframe_requests_are_rate_limited_on_the_sinks_clock() -> None:
+    """PLI storms and repeated drops ask upstream at most once per interval: a fake
+    clock, no sleeps; ``now`` passed in counts the same as the clock's."""
+    now = FakeTime()
+    sink = WebRtcSink({"video": "vp8"}, clock=now)
+    asked: list[int] = []
+    sink.bind_feedback(lambda: asked.append(1), lambda bps: None)
+    sink.request_keyframe()  # as aiortc's sender calls it: the clock's now
+    sink.request_keyframe()
+    assert len(asked) == 1
+    now.t += KEYFRAME_REQUEST_INTERVAL - 0.01
+    sink.request_keyframe()
+    assert len(asked) == 1
+    now.t += 0.01
+    sink.request_keyframe()
+    assert len(asked) == 2 and sink.keyframe_requests == 2
+    sink.request_keyframe(now=now.t + KEYFRAME_REQUEST_INTERVAL / 2)
+    assert len(asked) == 2
+    sink.request_keyframe(now=now.t + KEYFRAME_REQUEST_INTERVAL)
+    assert len(asked) == 3
 
 
 async def test_sink_restart_keeps_output_time_moving_forward() -> None:

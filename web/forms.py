@@ -154,7 +154,7 @@ async def form_ticket(request: web.Request) -> web.Response:
 
 
 def _view(request: web.Request) -> View:
-    return View(negotiate(request))
+    return View(negotiate(request), gateway_of(request).config.bank)
 
 
 def _page(request: web.Request, html: str, status: int = 200) -> web.Response:

@@ -30,8 +30,12 @@ from web.keys import GATEWAY_KEY
 from web.pins import PinGuard, PinOutcome
 from web.swf import SWF_PATH, SWF_URL_PATH, crossdomain_policy, flash_vars, shipped_hash
 from web.templates import (
+    BRAND_CSS_PATH,
+    BRAND_FLASH_CSS_PATH,
+    BRAND_LOGO_PATH,
     FLASH_STYLESHEET,
     View,
+    brand_css,
     customer_room,
     esc,
     flash_missing_notice,
@@ -48,7 +52,7 @@ routes = web.RouteTableDef()
 
 
 def view(request: web.Request) -> View:
-    return View(negotiate(request))
+    return View(negotiate(request), gateway_of(request).config.bank)
 
 
 def html_response(request: web.Request, page: str, *, status: int = 200) -> web.Response:
@@ -331,6 +335,44 @@ async def flash_swf(request: web.Request) -> web.FileResponse:
     # Registered before the static route: the classic Flash type, which Flash Player
     # and Ruffle expect (mimetypes says application/vnd.adobe.flash.movie).
     return web.FileResponse(SWF_PATH, headers={"Content-Type": "application/x-shockwave-flash"})
+
+
+# -- the bank's look (docs/web.md "The bank's look") ----------------------------------------
+
+
+@routes.get(BRAND_CSS_PATH)
+async def brand_stylesheet(request: web.Request) -> web.Response:
+    return _brand_css(request, flash=False)
+
+
+@routes.get(BRAND_FLASH_CSS_PATH)
+async def brand_flash_stylesheet(request: web.Request) -> web.Response:
+    return _brand_css(request, flash=True)
+
+
+def _brand_css(request: web.Request, *, flash: bool) -> web.Response:
+    css = brand_css(gateway_of(request).config.bank, flash=flash)
+    # the look changes only with a restart: a browser may keep it for an hour
+    return web.Response(
+        text=css, content_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
+    )
+
+
+@routes.get(BRAND_LOGO_PATH)
+async def brand_logo(request: web.Request) -> web.StreamResponse:
+    """The bank's logo from the configured local file: the pages never load it from the
+    bank's web site (no third-party request). An SVG gets a CSP of its own so that no
+    script in it runs, even when opened directly."""
+    bank = gateway_of(request).config.bank
+    media_type = bank.logo_type()
+    if media_type is None:
+        raise web.HTTPNotFound()
+    headers = {"Content-Type": media_type, "Cache-Control": "public, max-age=3600"}
+    if media_type == "image/svg+xml":
+        headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+        )
+    return web.FileResponse(bank.logo, headers=headers)
 
 
 @routes.get("/crossdomain.xml")

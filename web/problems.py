@@ -148,10 +148,13 @@ def _wants_page(request: web.BaseRequest) -> bool:
 def _not_found_page(request: web.Request) -> web.Response:
     # imported here: the pages import this module
     from web.i18n import negotiate
+    from web.keys import GATEWAY_KEY
     from web.templates import View, not_found_page
 
+    gateway = request.app.get(GATEWAY_KEY)
+    brand = gateway.config.bank if gateway is not None else None
     return web.Response(
-        status=404, text=not_found_page(View(negotiate(request))), content_type="text/html"
+        status=404, text=not_found_page(View(negotiate(request), brand)), content_type="text/html"
     )
 
 

@@ -123,8 +123,22 @@ def flash_vars(config: Config, *, token: str, lang: str, advisor_name: str | Non
         "base": f"{origin.scheme}://{origin.netloc}",
         "lang": lang,
         **({"advisor": advisor_name} if advisor_name else {}),
+        # the bank's look (docs/web.md "The bank's look"): primary colour as rrggbb and
+        # the bank's name in the title bar; absent, the SWF keeps its neutral blue
+        **_brand_vars(config),
     }
     return "&".join(f"{k}={quote(v, safe='')}" for k, v in values.items())
+
+
+def _brand_vars(config: Config) -> dict[str, str]:
+    bank = config.bank
+    values: dict[str, str] = {}
+    palette = bank.palette()
+    if palette is not None:
+        values["color"] = palette["primary"].removeprefix("#")
+    if bank.name:
+        values["bank"] = bank.name
+    return values
 
 
 def crossdomain_policy(config: Config) -> str:

@@ -47,6 +47,8 @@ _ICONS = {
     'stroke-width="2" stroke-linecap="round" stroke-linejoin="round"/>',
     "download": '<path d="M12 4v12M7 11l5 5 5-5M4 16v4h16v-4" fill="none" '
     'stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"/>',
+    "screen": '<path d="M3 4h18a1 1 0 0 1 1 1v11a1 1 0 0 1-1 1H3a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1zM8 '
+    '21h8M12 17v4" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"/>',
     "star": '<path d="M12 2.5l2.9 6.1 6.6.8-4.9 4.6 1.3 6.6L12 17.3l-5.9 3.3 1.3-6.6-4.9-4.6 '
     '6.6-.8z"/>',
     "fullscreen": '<path d="M4 9V4h5M15 4h5v5M20 15v5h-5M9 20H4v-5" fill="none" '
@@ -75,10 +77,13 @@ def _toggle_icon(name: str) -> str:
 
 
 class View:
-    """Strings of one language for one page."""
+    """Strings of one language for one page; ``brand``: the bank's look and contact
+    (``gateway.config.Bank``), shown on every page (:func:`brand_header`,
+    :func:`brand_footer`); None keeps the neutral look."""
 
-    def __init__(self, lang: str) -> None:
+    def __init__(self, lang: str, brand: Any = None) -> None:
         self.lang = lang
+        self.brand = brand
 
     def t(self, key: str, **params: Any) -> str:
         return translate(self.lang, key, **params)
@@ -136,11 +141,97 @@ class View:
             f'<!doctype html>\n<html lang="{esc(self.lang)}"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{esc(tab_title)}</title>"
-            f'<link rel="stylesheet" href="/static/{esc(stylesheet)}">{metas}{tags}</head>'
+            f'<link rel="stylesheet" href="/static/{esc(stylesheet)}">'
+            f"{brand_stylesheet(self.brand, stylesheet)}{metas}{tags}</head>"
             f"<body{body_attrs}>"
-            f'<header class="topbar"><h1>{h1}</h1><nav>{nav}{switch}</nav></header>'
-            f"<main>\n{main}\n</main></body></html>\n"
+            f'<header class="topbar">{brand_header(self)}<h1>{h1}</h1>'
+            f"<nav>{nav}{switch}</nav></header>"
+            f"<main>\n{main}\n</main>{brand_footer(self)}</body></html>\n"
         )
+
+
+# -- the bank's look (docs/web.md "The bank's look") ---------------------------------------
+# The colours come from /brand.css (web/pages.py), a stylesheet the gateway writes from the
+# configuration: the CSP allows no inline style, and the Flash page's own stylesheet has no
+# custom properties (Internet Explorer 11), so brand.css sets both.
+BRAND_CSS_PATH = "/brand.css"
+BRAND_FLASH_CSS_PATH = "/brand-flash.css"
+BRAND_LOGO_PATH = "/brand/logo"
+
+
+def brand_stylesheet(brand: Any, stylesheet: str = "style.css") -> str:
+    if brand is None or not brand.palette():
+        return ""
+    path = BRAND_FLASH_CSS_PATH if stylesheet == FLASH_STYLESHEET else BRAND_CSS_PATH
+    return f'<link rel="stylesheet" href="{path}">'
+
+
+def brand_css(brand: Any, *, flash: bool = False) -> str:
+    """The stylesheet at ``/brand.css``: the primary colour and its shades as the
+    pages' custom properties; at ``/brand-flash.css`` the same as plain rules over the
+    Flash page family's stylesheet (Internet Explorer 11 has no custom properties)."""
+    palette = brand.palette() if brand is not None else None
+    if palette is None:
+        return "/* neutral default: no bank colours configured */\n"
+    p, d, light = palette["primary"], palette["dark"], palette["light"]
+    if not flash:
+        return f":root {{ --blue: {p}; --blue-dark: {d}; --blue-light: {light}; }}\n"
+    return (
+        f"a {{ color: {p}; }}\n"
+        f".topbar {{ background: {p}; }}\n"
+        f"button, .button {{ border-color: {p}; color: {p}; }}\n"
+        f".primary {{ background: {p}; color: #fff; }}\n"
+        f".primary:hover {{ background: {d}; border-color: {d}; }}\n"
+        f".privacy {{ background: {light}; border-left-color: {p}; }}\n"
+    )
+
+
+def brand_header(v: View) -> str:
+    """The bank's logo (served by the gateway) or name at the start of the top bar."""
+    brand = v.brand
+    if brand is None:
+        return ""
+    if brand.logo_type():
+        alt = brand.name or v.t("brand.logo_alt")
+        return (
+            f'<span class="brand"><img class="brand-logo" src="{BRAND_LOGO_PATH}" '
+            f'alt="{esc(alt)}" height="32"></span>'
+        )
+    if brand.name:
+        return f'<span class="brand brand-name">{esc(brand.name)}</span>'
+    return ""
+
+
+def brand_footer(v: View) -> str:
+    """The bank's name, contact, imprint and privacy links at the foot of every page;
+    nothing for the neutral default."""
+    brand = v.brand
+    if brand is None:
+        return ""
+    items = []
+    if brand.name:
+        items.append(f'<span class="footer-name">{esc(brand.name)}</span>')
+    if brand.address:
+        items.append(f"<span>{esc(brand.address)}</span>")
+    if brand.phone:
+        tel = "".join(ch for ch in brand.phone if ch.isdigit() or ch == "+")
+        items.append(f'<a href="tel:{esc(tel)}">{esc(brand.phone)}</a>')
+    if brand.email:
+        items.append(f'<a href="mailto:{esc(brand.email)}">{esc(brand.email)}</a>')
+    for field, key in (("imprint", "brand.imprint"), ("privacy", "brand.privacy")):
+        url = getattr(brand, field)
+        if url:
+            items.append(
+                f'<a href="{esc(url)}" rel="noopener noreferrer" '
+                f'data-brand-link="{field}">' + v.tr(key) + "</a>"
+            )
+    if not items:
+        return ""
+    return (
+        f'<footer class="site-footer" {v.attr("aria-label", "brand.footer")}>'
+        + "".join(items)
+        + "</footer>"
+    )
 
 
 def not_found_page(v: View) -> str:
@@ -206,6 +297,7 @@ def _stage(
     self_label: str,
     placeholder: str,
     label_params: Mapping[str, Any] | None = None,
+    extra: str = "",
 ) -> str:
     return "".join(
         (
@@ -226,7 +318,45 @@ def _stage(
             '<button type="button" id="unmute" class="unmute" hidden>',
             icon("sound"),
             v.tr("cust.unmute"),
-            "</button></section>",
+            "</button>",
+            extra,
+            "</section>",
+        )
+    )
+
+
+def _screen_view(v: View, named: Mapping[str, Any]) -> str:
+    """The advisor's shared screen on the customer's page (``static/screen.js``), over
+    the advisor's picture while it is shared (the voice goes on), with the line that
+    says what it is."""
+    return "".join(
+        (
+            '<section id="screen-share" class="screen-share" '
+            'aria-labelledby="screen-label" hidden>',
+            '<video id="screen-video" autoplay muted playsinline></video>',
+            v.tr(
+                "cust.named.screen_label" if named else "cust.screen.label",
+                "p",
+                'id="screen-label" class="screen-label" role="status"',
+                **named,
+            ),
+            "</section>",
+        )
+    )
+
+
+def _screen_controls(v: View) -> str:
+    """The advisor's "Bildschirm teilen" / "Teilen beenden" (``static/screen.js``);
+    hidden where the browser cannot share a screen (phones)."""
+    return "".join(
+        (
+            '<div class="screen-controls">',
+            '<button type="button" id="share-screen" class="toggle" data-on="false" hidden>',
+            icon("screen"),
+            v.tr("screen.share", "span", 'class="toggle-label"'),
+            "</button>",
+            '<p id="screen-status" class="screen-status" role="status" hidden></p>',
+            "</div>",
         )
     )
 
@@ -623,6 +753,7 @@ def customer_room(
                 "cust.self_label",
                 "cust.remote.connecting",
                 named,
+                extra=_screen_view(v, named),
             ),
             '<div class="controls" id="media-controls">',
             _toggle(v, "camera", "camera", "media.camera.turn_on", False),
@@ -666,6 +797,7 @@ def customer_room(
             "sounds.js",
             "devices.js",
             "room.js",
+            "screen.js",
             "customer.js",
         ),
         meta={"vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
@@ -824,6 +956,7 @@ def advisor_room(
             _toggle(v, "camera", "camera", "media.camera.turn_on", False),
             _toggle(v, "microphone", "mic", "media.mic.turn_on", False),
             "</div>",
+            _screen_controls(v),
             _quality(v),
             '</div><div class="side-column">',
             _customer_card(v),
@@ -857,6 +990,7 @@ def advisor_room(
             "sounds.js",
             "devices.js",
             "room.js",
+            "screen.js",
             "advisor-room.js",
             "access.js",
         ),

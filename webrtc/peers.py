@@ -17,6 +17,7 @@ from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from gateway.config import Config, split_ice_url
 from webrtc import seams
+from webrtc.receive import ReceiveSettings
 
 
 def parse_ice_server(url: str) -> RTCIceServer:
@@ -47,6 +48,9 @@ class PeerFactory:
                 ipaddress.ip_address(host)
             except ValueError:
                 raise ValueError(f"--ice-host takes IP addresses, not {host!r}") from None
+        self.receive = ReceiveSettings(
+            config.rtp_receive, config.rtp_reorder_ms, config.rtp_video_wait_ms
+        )
         seams.install()
 
     def configuration(self) -> RTCConfiguration:

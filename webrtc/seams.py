@@ -15,6 +15,18 @@ upgrade moves one of them (docs/architecture.md, "Facts the code relies on"; doc
   otherwise uses every interface. Inside :func:`ice_hosts` (a context variable, so only
   the peer being set up is affected) gathering uses exactly the configured addresses
   (``--ice-host``; tests use 127.0.0.1).
+* ``RTCRtpReceiver.__jitter_buffer`` – ``_handle_rtp_packet`` unwraps RTX, sends NACKs
+  and depayloads (``packet._data``), then hands each packet to this object's
+  ``add(packet)`` and decodes the frame it returns. :func:`tap_receiver` puts a
+  :class:`ReceiveTap` there for the gateway's own receivers: every packet goes to the
+  gateway's reorder-only buffer (``webrtc/receive.py``) at once, and aiortc's playout
+  buffer (about 80 ms audio, a frame interval video) is out of the path.
+* ``RTCRtpSender.__encoder`` – the sender packs a pre-encoded ``av.Packet`` with
+  ``encoder.pack(packet)``, creating the encoder on the first frame if none is set.
+  :func:`forward_sender` sets a :class:`ForwardingEncoder` first: a packet that carries
+  the RTP payloads it arrived in goes out in exactly those payloads (an SFU's
+  forwarding; aiortc's sender still rewrites SSRC, sequence numbers and timestamps and
+  answers NACKs from its history), any other is packed by aiortc's encoder.
 * The RTCP hooks on senders and receivers are set per instance where they are used
   (``webrtc/whep.py``, ``webrtc/whip.py``).
 
@@ -30,25 +42,29 @@ import ipaddress
 import logging
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from time import perf_counter
 from typing import Any, NamedTuple
 
 import aioice.ice
 import aiortc.rtcrtpreceiver
 import av
-from aiortc import RTCRtpReceiver
+from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs import get_encoder
 from aiortc.codecs.base import Decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
 
 from gateway.codecs import h264, vp8
 
 log = logging.getLogger(__name__)
 
-# The name-mangled attributes of RTCRtpReceiver read here (contract-tested).
+# The name-mangled attributes of RTCRtpReceiver/RTCRtpSender used here (contract-tested).
 DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 TIMESTAMP_MAPPER_ATTR = "_RTCRtpReceiver__timestamp_mapper"
+JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+ENCODER_ATTR = "_RTCRtpSender__encoder"
 
 
 class FrameInfo(NamedTuple):
@@ -121,6 +137,86 @@ def get_decoder(codec: RTCRtpCodecParameters) -> Decoder:
     if _is_passthrough_thread(threading.current_thread()):
         return PacketDecoder(codec)
     return _original_get_decoder(codec)
+
+
+# -- receive without aiortc's playout buffer ----------------------------------------------
+
+
+class ReceiveTap:
+    """Stands in for aiortc's ``JitterBuffer`` on a receiver the gateway owns.
+
+    aiortc calls ``add(packet)`` with every RTP packet of the receiver, RTX already
+    unwrapped and the payload depayloaded into ``packet._data``; the packet and its
+    arrival time (``time.perf_counter()``) go to ``on_packet`` right away. Returning no
+    frame keeps aiortc's decoder thread idle; returning no PLI flag leaves picture loss
+    to the gateway (paced, ``webrtc/whip.py``)."""
+
+    def __init__(self, on_packet: Callable[[RtpPacket, float], None]) -> None:
+        self.on_packet = on_packet
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        try:
+            self.on_packet(packet, perf_counter())
+        except Exception:  # never into aiortc's transport loop
+            log.exception("receiving an RTP packet failed")
+        return False, None
+
+
+def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[RtpPacket, float], None]) -> None:
+    """Send ``receiver``'s packets to ``on_packet`` instead of aiortc's jitter buffer."""
+    if not hasattr(receiver, JITTER_BUFFER_ATTR):
+        raise RuntimeError("aiortc moved RTCRtpReceiver.__jitter_buffer (contract test)")
+    setattr(receiver, JITTER_BUFFER_ATTR, ReceiveTap(on_packet))
+
+
+def depayloaded(packet: RtpPacket) -> bytes:
+    """What aiortc's ``depayload`` made of the packet's payload (set before ``add``)."""
+    data = getattr(packet, "_data", b"")
+    return data if isinstance(data, bytes) else b""
+
+
+# -- forwarding RTP payloads -------------------------------------------------------------
+
+
+class Forwarded(NamedTuple):
+    """``av.Packet.opaque`` of a packet for a :class:`ForwardingEncoder`."""
+
+    payloads: tuple[bytes, ...]  # the RTP payloads the frame arrived in, in order
+    arrived: float  # for the latency meter (gateway/latency.py)
+    origin: str
+    transcoded: bool
+
+
+class ForwardingEncoder:
+    """aiortc's encoder for a sender, except that a packet whose ``opaque`` is a
+    :class:`Forwarded` is sent in the RTP payloads it arrived in (no depacketize and
+    packetize again). ``pack`` returns (payloads, timestamp) as aiortc's encoders do."""
+
+    def __init__(self, codec: RTCRtpCodecParameters) -> None:
+        self.inner: Any = get_encoder(codec)
+        self.forwarded = 0
+
+    def pack(self, packet: av.Packet) -> tuple[list[bytes], int]:
+        info = packet.opaque
+        if isinstance(info, Forwarded) and info.payloads:
+            assert packet.pts is not None
+            self.forwarded += 1
+            return list(info.payloads), int(packet.pts)
+        payloads, timestamp = self.inner.pack(packet)
+        return payloads, timestamp
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        payloads, timestamp = self.inner.encode(frame, force_keyframe)
+        return payloads, timestamp
+
+
+def forward_sender(sender: RTCRtpSender, codec: RTCRtpCodecParameters) -> ForwardingEncoder:
+    """Give ``sender`` a :class:`ForwardingEncoder` before it packs its first frame."""
+    if getattr(sender, ENCODER_ATTR, False) is not None:
+        raise RuntimeError("aiortc moved RTCRtpSender.__encoder (contract test)")
+    encoder = ForwardingEncoder(codec)
+    setattr(sender, ENCODER_ATTR, encoder)
+    return encoder
 
 
 # -- ICE host addresses ------------------------------------------------------------------

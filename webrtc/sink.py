@@ -22,6 +22,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from gateway.codecs import h264
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
+from webrtc.seams import Forwarded
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,19 @@ class PacketTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError
         source = packet.opaque
-        if isinstance(source, tuple):
+        if isinstance(source, Forwarded):
+            # sent in the RTP payloads it arrived in (seams.ForwardingEncoder)
+            if source.arrived:
+                METER.observe(
+                    source.origin,
+                    "webrtc",
+                    source.transcoded,
+                    perf_counter() - source.arrived,
+                    self.kind,
+                    packet.size,
+                    forwarded=True,
+                )
+        elif isinstance(source, tuple):
             # aiortc's sender packetises and sends what this returns right away.
             arrived, origin, transcoded = source
             METER.observe(
@@ -72,8 +85,13 @@ class WebRtcSink:
     counted in ``mismatched`` (routing sends a transcoder's output instead).
     """
 
-    def __init__(self, negotiated: dict[str, str]) -> None:
+    def __init__(
+        self, negotiated: dict[str, str], *, clock: Callable[[], float] | None = None
+    ) -> None:
         self.negotiated = dict(negotiated)
+        # for the keyframe requests' rate limit only: read where a request comes in
+        # without a time (aiortc's sender, a drop in deliver) and passed on as ``now``
+        self.clock = clock or time.monotonic
         self.queues: dict[str, asyncio.Queue[av.Packet | None]] = {
             kind: asyncio.Queue(QUEUE_SIZE[kind]) for kind in negotiated
         }
@@ -192,7 +210,10 @@ class WebRtcSink:
         packet.dts = pts
         packet.time_base = TIME_BASES[kind]
         packet.is_keyframe = unit.keyframe or kind == AUDIO
-        if unit.arrived:
+        if unit.rtp:
+            # the browser's own RTP payloads go out again (docs/webrtc.md, "Forwarding")
+            packet.opaque = Forwarded(unit.rtp, unit.arrived, unit.origin, unit.transcoded)
+        elif unit.arrived:
             packet.opaque = (unit.arrived, unit.origin, unit.transcoded)
         return packet
 
@@ -214,9 +235,12 @@ class WebRtcSink:
         return h264.join_annexb(framed)
 
     # -- control --------------------------------------------------------------------------
-    def request_keyframe(self) -> None:
-        """The browser lost a picture (PLI/FIR), or we dropped video: ask upstream."""
-        now = time.monotonic()
+    def request_keyframe(self, now: float | None = None) -> None:
+        """The browser lost a picture (PLI/FIR), or we dropped video: ask upstream, at
+        most once per ``KEYFRAME_REQUEST_INTERVAL``. aiortc's sender calls it without
+        arguments (``_send_keyframe``, webrtc/whep.py), so ``now`` is the clock's then."""
+        if now is None:
+            now = self.clock()
         if now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
             return
         self._last_keyframe_request = now

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from aiortc import RTCRtpSender
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, unpack_remb_fci
 
-from gateway.consultation import Consultation, Role
+from gateway.consultation import CAMERA, Consultation, Role
 from gateway.routing import Route, TranscoderSource, connect, webrtc_caps
+from webrtc import seams
 from webrtc.offer import OfferError, check_offer, restrict_codecs
 from webrtc.peers import PeerFactory
 from webrtc.session import PeerSession
@@ -66,8 +67,11 @@ class WhepSession(PeerSession):
         resource_id: str,
         on_closed: Callable[[PeerSession], None],
         pool: TranscoderSource | None,
+        stream: str = CAMERA,
     ) -> None:
         super().__init__(factory, consultation, role, resource_id, on_closed)
+        self.stream_name = stream
+        consultation.source(role, stream)  # ValueError for a stream this role cannot watch
         self.source_role = role.other
         self._pool = pool
         self.sink: WebRtcSink | None = None
@@ -88,6 +92,8 @@ class WhepSession(PeerSession):
             transceiver.direction = "sendonly"
             transceiver.sender.replaceTrack(track)
             hook_sender_feedback(transceiver.sender, sink)
+            # frames that carry their RTP payloads go out in them (forwarding)
+            seams.forward_sender(transceiver.sender, transceiver._codecs[0])
         if not sink.tracks:
             raise OfferError("No media section of the offer receives media.")
         await self._answer(offer)
@@ -99,7 +105,9 @@ class WhepSession(PeerSession):
             return
         negotiated = self.sink.negotiated
         caps = webrtc_caps(negotiated.get("video"), negotiated.get("audio"))
-        self.route = connect(self.consultation, self.role, self.sink, caps, self._pool)
+        self.route = connect(
+            self.consultation, self.role, self.sink, caps, self._pool, stream=self.stream_name
+        )
         # Start with a fresh picture, not the publisher's next scheduled keyframe.
         self.route.request_keyframe()
 

@@ -1,9 +1,14 @@
 """WHIP (RFC 9725): a participant's camera and microphone from a browser into the core.
 
-The peer's receivers are registered for passthrough (``webrtc.seams``): their tracks
-yield the depayloaded, still encoded frames as ``av.Packet``s, which are turned into
-``MediaUnit``s (``vp8``/``h264``/``opus``) on the session clock (``webrtc.clock``) and
-pushed into ``consultation.streams[role]``.
+Each receiver's RTP goes to the gateway's reorder-only buffer (``webrtc/receive.py``,
+through aiortc's jitter-buffer seam in ``webrtc.seams``): a frame is handed on, still
+encoded, as soon as it is complete and in order – no playout delay (issue 14,
+docs/webrtc.md). Frames become ``MediaUnit``s (``vp8``/``h264``/``opus``) on the session
+clock (``webrtc.clock``), pushed into ``consultation.streams[role]``; with
+``--rtp-receive forward`` they keep the RTP payloads they arrived in, so a WebRTC
+receiver of the same codec forwards those instead of packetizing again.
+``--rtp-receive aiortc`` keeps aiortc's own jitter buffer (the receivers are registered
+for passthrough: their tracks yield the depayloaded frames as ``av.Packet``s).
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import AnyRtcpPacket, RtcpSrPacket, RtpPacket
 
 from gateway.codecs import h264, vp8
-from gateway.consultation import Consultation, Role
+from gateway.consultation import CAMERA, Consultation, Role
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, AudioParams, MediaUnit, VideoParams
 from webrtc import seams
 from webrtc.clock import LagMonitor, SessionClock, TrackClock
 from webrtc.offer import OfferError, check_offer, media_ssrc, restrict_codecs
 from webrtc.peers import PeerFactory
+from webrtc.receive import AIORTC, FORWARD, RtpReceive
+from webrtc.reorder import RtpFrame
 from webrtc.session import PeerSession
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,12 @@ class _Ingest:
         # RTP timestamp -> when its latest packet arrived (the jitter buffer's share of
         # the delay is measured from there to the frame leaving the buffer)
         self.arrivals: dict[int, float] = {}
+        # the reorder-only receive path (None: aiortc's jitter buffer, --rtp-receive aiortc)
+        self.rtp: RtpReceive | None = None
+
+
+def _no_pli() -> None:
+    """Audio has no picture to lose."""
 
 
 class WhipSession(PeerSession):
@@ -68,9 +81,11 @@ class WhipSession(PeerSession):
         role: Role,
         resource_id: str,
         on_closed: Callable[[PeerSession], None],
+        stream: str = CAMERA,
     ) -> None:
         super().__init__(factory, consultation, role, resource_id, on_closed)
-        self.stream = consultation.streams[role]
+        self.stream_name = stream
+        self.stream = consultation.published(role, stream)
         self.clock = SessionClock()
         self.ingests: dict[str, _Ingest] = {}
         self.negotiated: dict[str, str] = {}
@@ -92,13 +107,29 @@ class WhipSession(PeerSession):
             track = receiver.track
             if track is None:
                 continue
-            seams.register_passthrough(receiver)
             rate = transceiver._codecs[0].clockRate
-            clock = self.clock.track(rate, functools.partial(seams.rtp_origin, receiver))
-            ingest = _Ingest(receiver, track, clock)
+            settings = self.factory.receive
+            ingest: _Ingest
+            if settings.mode == AIORTC:
+                seams.register_passthrough(receiver)
+                clock = self.clock.track(rate, functools.partial(seams.rtp_origin, receiver))
+                ingest = _Ingest(receiver, track, clock)
+                self._hook_arrivals(ingest)
+            else:
+                kind = track.kind
+                rtp = RtpReceive(
+                    kind == VIDEO,
+                    self.negotiated.get(kind, ""),
+                    settings,
+                    functools.partial(self._on_rtp_frame, kind),
+                    self.request_keyframe if kind == VIDEO else _no_pli,
+                )
+                clock = self.clock.track(rate, functools.partial(getattr, rtp, "origin"))
+                ingest = _Ingest(receiver, track, clock)
+                ingest.rtp = rtp
+                seams.tap_receiver(receiver, rtp.on_packet)
             ingest.media_ssrc = media_ssrc(description, transceiver)
             self._hook_sender_reports(ingest)
-            self._hook_arrivals(ingest)
             self.ingests[track.kind] = ingest
         if not self.ingests:
             raise OfferError("No media section of the offer sends media.")
@@ -109,7 +140,8 @@ class WhipSession(PeerSession):
     def start(self) -> None:
         super().start()
         for kind, ingest in self.ingests.items():
-            ingest.task = asyncio.ensure_future(self._read(kind, ingest))
+            if ingest.rtp is None:  # aiortc's path: frames come from the track
+                ingest.task = asyncio.ensure_future(self._read(kind, ingest))
 
     # -- RTCP -------------------------------------------------------------------------------
     def _hook_sender_reports(self, ingest: _Ingest) -> None:
@@ -190,26 +222,55 @@ class WhipSession(PeerSession):
         return self.publishing and self.stream.owner is self
 
     def _on_packet(self, kind: str, ingest: _Ingest, packet: av.Packet) -> None:
+        """A frame out of aiortc's own jitter buffer and decoder thread (``--rtp-receive
+        aiortc``): its latency counts from its last packet's arrival, as with ours."""
+        frame_info = packet.opaque
+        codec, released = self.negotiated[kind], perf_counter()
+        arrived = released
+        if isinstance(frame_info, seams.FrameInfo):
+            codec, released = frame_info.codec, frame_info.left_jitter_buffer
+            arrived = released
+            origin = seams.rtp_origin(ingest.receiver)
+            if origin is not None and packet.pts is not None:
+                last_packet = ingest.arrivals.pop((packet.pts + origin) & 0xFFFFFFFF, None)
+                if last_packet is not None:
+                    METER.observe_jitter(kind, released - last_packet)
+                    arrived = last_packet
+        assert packet.pts is not None
+        self._on_frame(kind, ingest, codec, packet.pts, bytes(packet), packet.is_keyframe, arrived)
+
+    def _on_rtp_frame(self, kind: str, frame: RtpFrame, pts: int) -> None:
+        """A frame from the reorder-only buffer (``webrtc/receive.py``), on the loop."""
+        ingest = self.ingests.get(kind)
+        if self.closed or ingest is None:
+            return
+        METER.observe_jitter(kind, perf_counter() - frame.arrived)
+        payloads = frame.payloads if self.factory.receive.mode == FORWARD else None
+        codec = self.negotiated[kind]
+        keyframe = frame.keyframe or kind == AUDIO
+        self._on_frame(kind, ingest, codec, pts, frame.data, keyframe, frame.arrived, payloads)
+
+    def _on_frame(
+        self,
+        kind: str,
+        ingest: _Ingest,
+        codec: str,
+        pts: int,
+        data: bytes,
+        keyframe: bool,
+        arrived: float,
+        payloads: tuple[bytes, ...] | None = None,
+    ) -> None:
+        if not data:
+            return
         if not self.publishing:
             self._start_publishing()
         elif not self._owns_stream():
             return  # another publisher (a newer WHIP session, RTMP) took the stream over
         ingest.frames += 1
-        frame_info = packet.opaque
-        if isinstance(frame_info, seams.FrameInfo):
-            codec = frame_info.codec
-            arrived = frame_info.left_jitter_buffer
-            origin = seams.rtp_origin(ingest.receiver)
-            if origin is not None and packet.pts is not None:
-                last_packet = ingest.arrivals.pop((packet.pts + origin) & 0xFFFFFFFF, None)
-                if last_packet is not None:
-                    METER.observe_jitter(kind, arrived - last_packet)
-        else:
-            codec, arrived = self.negotiated[kind], perf_counter()
         if self.connection.codecs_in.get(kind) != codec:
             self.connection.codecs_in[kind] = codec
-        assert packet.pts is not None
-        timestamp = ingest.clock.to_ms(packet.pts)
+        timestamp = ingest.clock.to_ms(pts)
         # An overloaded loop lets frames pile up in aiortc's unbounded receive queues:
         # forwarding them late only grows the delay. Drop what is over a second behind
         # (counted) and restart video at a fresh keyframe.
@@ -220,10 +281,9 @@ class WhipSession(PeerSession):
                 self.request_keyframe()
             return
         if ingest.skipping:
-            if not packet.is_keyframe:
+            if not keyframe:
                 return
             ingest.skipping = False
-        data = bytes(packet)
         if kind == AUDIO:
             first = OPUS_PARAMS if ingest.frames == 1 else None
             self.stream.push(
@@ -236,13 +296,14 @@ class WhipSession(PeerSession):
                     audio=first,
                     arrived=arrived,
                     origin="webrtc",
+                    rtp=payloads,
                 )
             )
         elif codec == "h264":
-            self._push_h264(timestamp, data, arrived)
+            self._push_h264(timestamp, data, arrived, payloads)
         else:
             params: VideoParams | None = None
-            if packet.is_keyframe:
+            if keyframe:
                 dims = vp8.dimensions(data)
                 if dims is not None:
                     params = VideoParams(*dims)
@@ -252,14 +313,17 @@ class WhipSession(PeerSession):
                     codec,
                     timestamp,
                     data,
-                    keyframe=packet.is_keyframe,
+                    keyframe=keyframe,
                     video=params,
                     arrived=arrived,
                     origin="webrtc",
+                    rtp=payloads,
                 )
             )
 
-    def _push_h264(self, timestamp: int, data: bytes, arrived: float) -> None:
+    def _push_h264(
+        self, timestamp: int, data: bytes, arrived: float, payloads: tuple[bytes, ...] | None
+    ) -> None:
         """Annex-B → AVCC, with a config unit (avcC) before the first IDR and whenever
         SPS/PPS change (docs/media-pipeline.md). Parameter sets travel in the config unit
         only; frames before the first configuration cannot be decoded and are dropped."""
@@ -294,11 +358,15 @@ class WhipSession(PeerSession):
                 annexb=data if not keyframe or (sps and pps) else None,
                 arrived=arrived,
                 origin="webrtc",
+                rtp=payloads,
             )
         )
 
     # -- end ----------------------------------------------------------------------------------
     def before_close(self) -> None:
+        for ingest in self.ingests.values():
+            if ingest.rtp is not None:
+                ingest.rtp.close()
         if self._owns_stream():
             self.stream.stop(owner=self)
         self.publishing = False

@@ -15,6 +15,15 @@ class Ui {
 	public static inline var TEXT = 0x1B1F24;
 	public static inline var MUTED = 0x5B6570;
 	public static inline var PRIMARY = 0x0B5CAD;
+	/** The bank's colour (FlashVar `color`, rrggbb; the gateway checked its contrast with white). **/
+	public static var primary:Int = PRIMARY;
+
+	/** `rrggbb` from the FlashVars, or `fallback` when it is not six hex digits. **/
+	public static function parseColor(text:String, fallback:Int):Int {
+		if (text == null || !~/^[0-9a-fA-F]{6}$/.match(text))
+			return fallback;
+		return Std.parseInt("0x" + text);
+	}
 	public static inline var DANGER = 0xB3261E;
 	public static inline var ON = 0x1E7B34;
 	public static inline var PANEL = 0xFFFFFF;

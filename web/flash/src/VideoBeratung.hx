@@ -40,7 +40,9 @@ import Logic;
 	native `rtmps://` under TLS), `rtmpt` (the fallback on the web port: `rtmpt://`, or
 	`rtmps://` = RTMPT over HTTPS under TLS), `publish`/`play` (the own and the other
 	role's stream name), `base` (the gateway's origin, for document and form links),
-	`lang` (`de` default, `en`).
+	`lang` (`de` default, `en`), `advisor` (the advisor's display name), `color` (the bank's
+	primary colour, rrggbb), `bank` (the bank's name for the title bar), `screen` (the stream
+	name of the advisor's screen share).
 
 	Camera and microphone are off until the customer switches them on; nothing is
 	published before that, and the server is told the state with `media(camera, mic)`
@@ -117,6 +119,8 @@ class VideoBeratung extends Sprite {
 	var lang:String;
 	// the advisor's display name (FlashVar "advisor", from the account); "" = neutral wording
 	var advisorName:String;
+	// the bank's name (FlashVar "bank"), shown in the title bar; "" = the service's name only
+	var bankName:String;
 
 	public static function main():Void {
 		var stage = Lib.current.stage;
@@ -130,6 +134,8 @@ class VideoBeratung extends Sprite {
 		var params:Dynamic = Lib.current.loaderInfo.parameters;
 		lang = param(params, "lang", "de");
 		advisorName = StringTools.trim(param(params, "advisor", ""));
+		Ui.primary = Ui.parseColor(param(params, "color", ""), Ui.PRIMARY);
+		bankName = StringTools.trim(param(params, "bank", ""));
 		strings = TABLES.exists(lang) ? TABLES.get(lang) : TABLES.get("de");
 		token = param(params, "token", "");
 		publishName = param(params, "publish", "customer");
@@ -180,11 +186,11 @@ class VideoBeratung extends Sprite {
 		graphics.beginFill(0xF4F6F8);
 		graphics.drawRect(0, 0, W, H);
 		graphics.endFill();
-		graphics.beginFill(Ui.PRIMARY);
+		graphics.beginFill(Ui.primary);
 		graphics.drawRect(0, 0, W, 40);
 		graphics.endFill();
 
-		var title = Ui.label(t("title"), 18, 0xFFFFFF, true);
+		var title = Ui.label(bankName == "" ? t("title") : bankName + " · " + t("title"), 18, 0xFFFFFF, true);
 		title.x = 16;
 		title.y = 8;
 		addChild(title);
@@ -238,11 +244,11 @@ class VideoBeratung extends Sprite {
 		selfView.visible = false;
 		addChild(selfView);
 
-		cameraButton = new Button(t("camera.turn_on"), 150, 34, Ui.PRIMARY, toggleCamera);
+		cameraButton = new Button(t("camera.turn_on"), 150, 34, Ui.primary, toggleCamera);
 		cameraButton.x = 16;
 		cameraButton.y = 424;
 		addChild(cameraButton);
-		micButton = new Button(t("mic.turn_on"), 160, 34, Ui.PRIMARY, toggleMic);
+		micButton = new Button(t("mic.turn_on"), 160, 34, Ui.primary, toggleMic);
 		micButton.x = 176;
 		micButton.y = 424;
 		addChild(micButton);
@@ -280,7 +286,7 @@ class VideoBeratung extends Sprite {
 		chatInput.y = 274;
 		chatInput.addEventListener(KeyboardEvent.KEY_DOWN, function(e:KeyboardEvent) if (e.keyCode == 13) sendChat());
 		addChild(chatInput);
-		sendButton = new Button(t("chat.send"), 72, 28, Ui.PRIMARY, sendChat);
+		sendButton = new Button(t("chat.send"), 72, 28, Ui.primary, sendChat);
 		sendButton.x = W - 16 - 72;
 		sendButton.y = 274;
 		addChild(sendButton);
@@ -291,7 +297,7 @@ class VideoBeratung extends Sprite {
 		docsTitle.y = 312;
 		addChild(docsTitle);
 		// upload: the limits stated before choosing a file (issue 10)
-		uploadButton = new Button(t("upload.button"), colW, 28, Ui.PRIMARY, chooseFile);
+		uploadButton = new Button(t("upload.button"), colW, 28, Ui.primary, chooseFile);
 		uploadButton.x = x0;
 		uploadButton.y = 338;
 		addChild(uploadButton);
@@ -677,7 +683,7 @@ class VideoBeratung extends Sprite {
 			mediaChanged();
 			showNotice(t("status.replaced"));
 			setStatus(t("status.offline"));
-			leaveButton.setStyle(t("rejoin_here"), Ui.PRIMARY);
+			leaveButton.setStyle(t("rejoin_here"), Ui.primary);
 		}
 	}
 
@@ -699,8 +705,8 @@ class VideoBeratung extends Sprite {
 			publishStream = null;
 		}
 		selfView.visible = cameraOn;
-		cameraButton.setStyle(t(cameraOn ? "camera.turn_off" : "camera.turn_on"), cameraOn ? Ui.ON : Ui.PRIMARY);
-		micButton.setStyle(t(micOn ? "mic.turn_off" : "mic.turn_on"), micOn ? Ui.ON : Ui.PRIMARY);
+		cameraButton.setStyle(t(cameraOn ? "camera.turn_off" : "camera.turn_on"), cameraOn ? Ui.ON : Ui.primary);
+		micButton.setStyle(t(micOn ? "mic.turn_off" : "mic.turn_on"), micOn ? Ui.ON : Ui.primary);
 		privacy.text = t(cameraOn ? (micOn ? "privacy.both" : "privacy.camera") : (micOn ? "privacy.mic" : "privacy.off"));
 		announceMedia();
 	}
@@ -751,7 +757,7 @@ class VideoBeratung extends Sprite {
 		selfView.visible = false;
 		showNotice("");
 		setStatus(t("status.left"));
-		leaveButton.setStyle(t("rejoin"), Ui.PRIMARY);
+		leaveButton.setStyle(t("rejoin"), Ui.primary);
 	}
 
 	// -- chat and session events ----------------------------------------------------------------
@@ -849,7 +855,7 @@ class VideoBeratung extends Sprite {
 		var link = links.get(id);
 		if (link == null) {
 			link = new DocLink(kind, Std.string(rawId));
-			link.button = new Button(label, 258, 20, Ui.PRIMARY, function() openLink(link), true);
+			link.button = new Button(label, 258, 20, Ui.primary, function() openLink(link), true);
 			// renew an old URL before it is needed: pointer over it, or keyboard focus
 			link.button.addEventListener(flash.events.MouseEvent.ROLL_OVER, function(_) refreshIfStale(link));
 			link.button.addEventListener(FocusEvent.FOCUS_IN, function(_) refreshIfStale(link));
@@ -862,7 +868,7 @@ class VideoBeratung extends Sprite {
 				order[i].button.y = i * 21;
 			docsEmpty.visible = false;
 		} else {
-			link.button.setStyle(label, Ui.PRIMARY);
+			link.button.setStyle(label, Ui.primary);
 		}
 		link.ticket.set(safeUrl(rawUrl), flash.Lib.getTimer());
 	}
