@@ -379,10 +379,11 @@ def _stage_tools(v: View) -> str:
     )
 
 
-def _device_check(v: View) -> str:
+def _device_check(v: View, advisor: bool = False) -> str:
     """The device check between the PIN and the room (static/devices.js): the camera's
     picture, the microphone's level, a test sound and the choice of devices, remembered
-    on this device. Shown only while ``body.stage-check``; nothing is sent from here."""
+    on this device. Shown only while ``body.stage-check``; nothing is sent from here.
+    ``advisor``: the same in the advisor's room, as a dialog ("Geräte wählen")."""
     selects = "".join(
         f'<p class="check-field" id="check-{kind}-field">'
         + v.tr(f"check.{kind}", "label", f'for="check-{kind}"')
@@ -393,7 +394,7 @@ def _device_check(v: View) -> str:
         (
             '<section id="device-check" class="card device-check" aria-labelledby="check-title">',
             v.tr("check.title", "h2", 'id="check-title"'),
-            v.tr("check.intro", "p", 'class="privacy"'),
+            v.tr("check.intro_advisor" if advisor else "check.intro", "p", 'class="privacy"'),
             '<div class="check-grid"><figure class="check-preview">',
             '<video id="check-video" autoplay muted playsinline></video>',
             v.tr("check.starting", "p", 'id="check-video-note" class="check-video-note"'),
@@ -416,13 +417,13 @@ def _device_check(v: View) -> str:
             '<button type="button" id="check-retry" class="secondary" hidden>',
             v.tr("check.retry"),
             "</button>",
-            v.tr("check.off_note", "p", 'class="privacy"'),
+            "" if advisor else v.tr("check.off_note", "p", 'class="privacy"'),
             '<div class="check-actions">',
             '<button type="button" id="check-join" class="primary">',
-            v.tr("check.join"),
+            v.tr("check.apply" if advisor else "check.join"),
             "</button>",
             '<button type="button" id="check-skip" class="secondary">',
-            v.tr("check.skip"),
+            v.tr("check.cancel" if advisor else "check.skip"),
             "</button></div>",
             v.tr("check.remembered", "p", 'class="hint"'),
             "</section>",
@@ -957,6 +958,13 @@ def advisor_room(
             _toggle(v, "microphone", "mic", "media.mic.turn_on", False),
             "</div>",
             _screen_controls(v),
+            # the advisor's choice of devices (static/devices.js), the customer's check
+            '<p class="devices-open"><button type="button" id="devices-open" class="secondary">',
+            v.tr("check.open"),
+            "</button></p>",
+            '<dialog id="devices-dialog" class="devices-dialog" aria-labelledby="check-title">',
+            _device_check(v, advisor=True),
+            "</dialog>",
             _quality(v),
             '</div><div class="side-column">',
             _customer_card(v),

@@ -329,8 +329,32 @@
         this.toneOut.el.srcObject = null;
         this.toneOut = null;
       }
-      this.done();
+      this.done(keep);
     }
+  }
+
+  // The same check as a dialog (the advisor's room): opened again and again; closing it
+  // any way (Escape too) stops its tracks. onClose(applied) after each.
+  function chooser(dialog, onClose) {
+    let dc = null;
+    dialog.addEventListener("close", function () {
+      if (dc && !dc.closed) {
+        dc.close(false);
+      }
+    });
+    return function open() {
+      if (!dc) {
+        dc = new DeviceCheck(function (applied) {
+          if (dialog.open) {
+            dialog.close();
+          }
+          onClose(applied);
+        });
+      }
+      dc.closed = false;
+      dialog.showModal();
+      dc.open();
+    };
   }
 
   // Runs the check if the page asks for one (data-check on #room: the customer's first
@@ -358,5 +382,6 @@
     applySpeaker: applySpeaker,
     canChooseSpeaker: canChooseSpeaker,
     check: check,
+    chooser: chooser,
   };
 })();
