@@ -23,9 +23,9 @@ import av
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect
 
-from testkit.webrtc_client import close_all, http_poster, player, publisher, wait_for
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.webrtc_client import close_all, http_poster, player, publisher, wait_for
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess
 from tests.test_pages import (  # noqa: F401  (fixtures used by name)
     CHROMIUM,
     CHROMIUM_ARGS,
