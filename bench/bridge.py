@@ -162,9 +162,9 @@ async def worker(args: argparse.Namespace) -> dict[str, Any]:
     from aiortc import MediaStreamTrack
     from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
+    from bench.testkit import webrtc_client as wc
+    from bench.testkit.media import read_flv_tags
     from rtmp.client import RtmpClient
-    from testkit import webrtc_client as wc
-    from testkit.media import read_flv_tags
     from webrtc import seams
 
     session = json.loads(args.session)
@@ -619,7 +619,7 @@ def gateway_log_counts(gw: Any) -> dict[str, int]:
 
 
 def with_gateway(fn: Any) -> Any:
-    from testkit.gwproc import GatewayProcess
+    from bench.testkit.gwproc import GatewayProcess
 
     data = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     gw = GatewayProcess(data)

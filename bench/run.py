@@ -45,7 +45,7 @@ from typing import Any
 from bench.media import PAIR_360P, RELAY_720P, FlvCounter, flv_totals, make_flv
 from bench.nginx_rtmp import NginxRtmp, free_port
 from bench.procstat import cpu_delta, cpu_sample, rss_bytes
-from testkit.gwproc import GatewayProcess
+from bench.testkit.gwproc import GatewayProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,6 +23,7 @@ from typing import TextIO
 
 from gateway import config as config_mod
 from gateway.advisors import AccountError, AdvisorAccounts
+from gateway.store import open_backends
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             )
         action.add_argument("--config", type=Path, help="TOML configuration file")
         action.add_argument("--data-dir", default=None, help="state directory (default ./var)")
+        action.add_argument(
+            "--database", default=None, help="postgresql://… of a cluster (docs/cluster.md)"
+        )
 
 
 def read_password(from_stdin: bool, stdin: TextIO | None = None) -> str:
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"videoberatung: {exc}", file=sys.stderr)
         return 2
-    accounts = AdvisorAccounts(cfg.data_dir)
+    store = open_backends(cfg.database, cfg.data_dir) if cfg.database else None
+    accounts = AdvisorAccounts(cfg.data_dir, store=store.accounts if store else None)
     try:
         if args.action == "list":
             for account in accounts.accounts():
@@ -100,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         password = read_password(args.password_stdin)
         if args.action == "add":
             account = accounts.add(args.name, password, args.display_name)
-            print(f"advisor {account.name!r} added ({accounts.path})")
+            where = "the cluster's database" if store else accounts.path
+            print(f"advisor {account.name!r} added ({where})")
         else:
             accounts.set_password(args.name, password)
             print(f"password of advisor {args.name!r} changed")
@@ -111,3 +117,6 @@ def run(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, EOFError):
         print(file=sys.stderr)
         return 1
+    finally:
+        if store is not None:
+            store.close()

@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
 import secrets
-import sqlite3
 import time
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from gateway.store.base import AccountExists, AccountRecord, AccountStore
+from gateway.store.sqlite import SqliteAccounts
 
 FILE_NAME = "advisors.sqlite"
 # Letters of any script (``Müller``, ``Łukasz``), digits and . _ @ -, starting with a
@@ -45,20 +45,6 @@ MAX_PASSWORD = 1024  # argon2 takes any length; a megabyte "password" is a DoS, 
 # The name the customer sees ("Frau Schmidt"): one line of printable text, as short as a
 # name on a door sign; the PIN page and the room's status lines put it in a sentence.
 MAX_DISPLAY_NAME = 60
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS advisor (
-    name TEXT PRIMARY KEY COLLATE NOCASE,
-    hash TEXT NOT NULL,
-    generation TEXT NOT NULL,
-    created TEXT NOT NULL,
-    changed TEXT NOT NULL,
-    display_name TEXT
-)
-"""
-# Files made before display names existed (issue 10, item 11) get the column on first
-# open; SQLite's ADD COLUMN keeps every row (NULL: no display name).
-_MIGRATIONS = (("display_name", "ALTER TABLE advisor ADD COLUMN display_name TEXT"),)
 
 
 class AccountError(ValueError):
@@ -116,24 +102,24 @@ def check_display_name(display_name: str | None) -> str | None:
     return cleaned
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    columns = {row[1] for row in db.execute("PRAGMA table_info(advisor)")}
-    for column, statement in _MIGRATIONS:
-        if column not in columns:
-            with db:
-                db.execute(statement)
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class AdvisorAccounts:
-    """The account table. Every call opens its own short SQLite connection, so the
-    object may be used from any thread and beside the command line tool."""
+    """The account table, in the data-access layer's account store (gateway/store/):
+    ``advisors.sqlite`` by default, the cluster's PostgreSQL with ``--database``. The
+    store keeps no cache, so the object may be used from any thread and beside the
+    command line tool."""
 
-    def __init__(self, data_dir: Path, hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        hasher: PasswordHasher | None = None,
+        store: AccountStore | None = None,
+    ) -> None:
         self.path = data_dir / FILE_NAME
+        self.store: AccountStore = store if store is not None else SqliteAccounts(self.path)
         self.hasher = hasher or PasswordHasher()
 
     @functools.cached_property
@@ -143,87 +129,48 @@ class AdvisorAccounts:
         per construction otherwise, and a process that never signs anyone in needs none."""
         return self.hasher.hash(secrets.token_urlsafe(16))
 
-    @contextlib.contextmanager
-    def _db(self, create: bool = False) -> Iterator[sqlite3.Connection]:
-        if not self.path.exists():
-            if not create:
-                # nothing to read: an empty table without creating the file
-                db = sqlite3.connect(":memory:")
-                db.execute(_SCHEMA)
-                try:
-                    yield db
-                finally:
-                    db.close()
-                return
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        db = sqlite3.connect(self.path, timeout=5.0)
-        try:
-            db.execute(_SCHEMA)
-            _migrate(db)
-            with db:
-                yield db
-        finally:
-            db.close()
-
     # -- command line -----------------------------------------------------------------------
     def add(self, name: str, password: str, display_name: str | None = None) -> Account:
         name = check_name(name)
         shown = check_display_name(display_name)
         digest = self.hasher.hash(check_password(password))
         now = _now()
-        with self._db(create=True) as db:
-            try:
-                db.execute(
-                    "INSERT INTO advisor (name, hash, generation, created, changed, display_name)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, digest, secrets.token_hex(8), now, now, shown),
-                )
-            except sqlite3.IntegrityError:
-                raise AccountError(f"An advisor named {name!r} exists already.") from None
+        try:
+            self.store.add_account(
+                AccountRecord(name, digest, secrets.token_hex(8), now, now, shown)
+            )
+        except AccountExists:
+            raise AccountError(f"An advisor named {name!r} exists already.") from None
         return Account(name, now, now, shown)
 
     def set_display_name(self, name: str, display_name: str | None) -> str | None:
         """Set (or with None/empty, remove) the name the customer sees. Consultations
         created afterwards carry it; running ones keep the one they were created with."""
         shown = check_display_name(display_name)
-        with self._db(create=True) as db:
-            cur = db.execute(
-                "UPDATE advisor SET display_name = ? WHERE name = ?", (shown, normalize_name(name))
-            )
-            if cur.rowcount == 0:
-                raise AccountError(f"No advisor named {name!r}.")
+        if not self.store.update_account(normalize_name(name), display_name=shown):
+            raise AccountError(f"No advisor named {name!r}.")
         return shown
 
     def display_name(self, name: str) -> str | None:
         """The account's display name, None without one (or without the account)."""
-        with self._db() as db:
-            row = db.execute("SELECT display_name FROM advisor WHERE name = ?", (name,)).fetchone()
-        return None if row is None or row[0] is None else str(row[0])
+        record = self.store.account(name)
+        return None if record is None else record.display_name
 
     def set_password(self, name: str, password: str) -> None:
         digest = self.hasher.hash(check_password(password))
-        with self._db(create=True) as db:
-            cur = db.execute(
-                "UPDATE advisor SET hash = ?, generation = ?, changed = ? WHERE name = ?",
-                (digest, secrets.token_hex(8), _now(), normalize_name(name)),
-            )
-            if cur.rowcount == 0:
-                raise AccountError(f"No advisor named {name!r}.")
+        if not self.store.update_account(
+            normalize_name(name), hash=digest, generation=secrets.token_hex(8), changed=_now()
+        ):
+            raise AccountError(f"No advisor named {name!r}.")
 
     def remove(self, name: str) -> None:
-        with self._db(create=True) as db:
-            cur = db.execute("DELETE FROM advisor WHERE name = ?", (normalize_name(name),))
-            if cur.rowcount == 0:
-                raise AccountError(f"No advisor named {name!r}.")
+        if not self.store.remove_account(normalize_name(name)):
+            raise AccountError(f"No advisor named {name!r}.")
 
     def accounts(self) -> list[Account]:
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT name, created, changed, display_name FROM advisor ORDER BY name"
-            ).fetchall()
-        return [Account(*row) for row in rows]
+        return [
+            Account(r.name, r.created, r.changed, r.display_name) for r in self.store.accounts()
+        ]
 
     # -- login --------------------------------------------------------------------------------
     def verify(self, name: str, password: str) -> tuple[str, str] | None:
@@ -235,25 +182,17 @@ class AdvisorAccounts:
         if len(password) > MAX_PASSWORD or not NAME_PATTERN.fullmatch(name):
             self._burn(password[:MAX_PASSWORD])
             return None
-        with self._db() as db:
-            row = db.execute(
-                "SELECT name, hash, generation FROM advisor WHERE name = ?", (name,)
-            ).fetchone()
-        if row is None:
+        record = self.store.account(name)
+        if record is None:
             self._burn(password)
             return None
-        canonical, digest, generation = row
         try:
-            self.hasher.verify(digest, password)
+            self.hasher.verify(record.hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
-        if self.hasher.check_needs_rehash(digest):
-            with self._db(create=True) as db:
-                db.execute(
-                    "UPDATE advisor SET hash = ? WHERE name = ? AND hash = ?",
-                    (self.hasher.hash(password), canonical, digest),
-                )
-        return canonical, generation
+        if self.hasher.check_needs_rehash(record.hash):
+            self.store.replace_hash(record.name, record.hash, self.hasher.hash(password))
+        return record.name, record.generation
 
     def _burn(self, password: str) -> None:
         with contextlib.suppress(VerificationError, InvalidHashError):
@@ -261,6 +200,5 @@ class AdvisorAccounts:
 
     def generation(self, name: str) -> str | None:
         """The account's password generation (changes with ``passwd``); None once removed."""
-        with self._db() as db:
-            row = db.execute("SELECT generation FROM advisor WHERE name = ?", (name,)).fetchone()
-        return None if row is None else str(row[0])
+        record = self.store.account(name)
+        return None if record is None else record.generation

@@ -75,6 +75,22 @@ class Limits:
     pin_max_wrong_per_address: int = 10
     pin_address_window: float = 900.0
     pin_address_lockout: float = 900.0
+    # The telephone leg (docs/phone.md): the phone code's length (>= 8 digits: guessing
+    # one of the open consultations' codes is hopeless under the limits below), tries per
+    # call, wrong codes per calling number and over all calls in the window before a
+    # lock-out; the seconds without RTP that end a leg (the PBX went
+    # away without a BYE) and that a caller may take for the code.
+    phone_code_digits: int = 10
+    phone_code_tries: int = 3
+    phone_wrong_per_caller: int = 6
+    phone_wrong_global: int = 100
+    phone_wrong_window: float = 900.0
+    phone_wrong_lockout: float = 900.0
+    phone_rtp_timeout: float = 30.0
+    phone_code_timeout: float = 60.0
+    # SIP requests per second an address outside --sip-allow gets an answer (403) for;
+    # past that it gets none (a scanner learns nothing and costs nothing)
+    sip_refusals_per_second: float = 2.0
     # Documents (gateway/documents.py): per file, per consultation, and the lifetime of
     # a one-time download URL (for Flash's navigateToURL, which cannot send a token).
     document_max_bytes: int = 20 * 1024 * 1024
@@ -186,6 +202,19 @@ def contrast_with_white(color: str) -> float:
 _BANK_FIELDS = tuple(f.name for f in fields(Bank))
 
 
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """The relay for invitation e-mails (``--smtp HOST:PORT``, docs/web.md "Invitations
+    by e-mail"): the bank's own mail server; STARTTLS (RFC 3207) and login optional."""
+
+    host: str
+    port: int
+    starttls: bool = False
+    user: str | None = None
+    password: str | None = None
+    sender: str | None = None  # From: address; default no-reply@<the gateway's host>
+
+
 @dataclass(slots=True)
 class Config:
     host: str = "127.0.0.1"
@@ -219,8 +248,40 @@ class Config:
     rtp_receive: str = "forward"
     rtp_reorder_ms: float = 20.0
     rtp_video_wait_ms: float = 100.0
+    # the telephone leg (gateway/phone/, docs/phone.md); sip_port 0: off
+    sip_port: int = 0
+    sip_allow: list[str] = field(default_factory=list)
+    phone_number: str = ""
+    sip_trunk: str | None = None
     limits: Limits = field(default_factory=Limits)
     bank: Bank = field(default_factory=Bank)
+    # cluster mode (docs/cluster.md); without these the node runs alone on SQLite
+    database: str | None = None
+    redis: str | None = None
+    node_id: str | None = None
+    rtmp_url: str | None = None
+    node_url: str | None = None
+    drain_timeout: float = 4 * 3600.0
+    heartbeat: float = 2.0
+    # invitation e-mails (gateway/invitations.py): none unless a relay is configured
+    smtp: str | None = None
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str | None = None
+
+    def smtp_settings(self) -> SmtpSettings | None:
+        if not self.smtp:
+            return None
+        host, port = split_host_port(self.smtp, flag="--smtp")
+        return SmtpSettings(
+            host=host,
+            port=port,
+            starttls=self.smtp_starttls,
+            user=self.smtp_user,
+            password=self.smtp_password,
+            sender=self.smtp_from,
+        )
 
     @property
     def tls(self) -> bool:
@@ -257,6 +318,8 @@ class Config:
         return f"{s}://{host}:{self.http_port}"
 
     def rtmp_base(self) -> str:
+        if self.rtmp_url:
+            return self.rtmp_url.rstrip("/")
         host = self.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
@@ -321,6 +384,26 @@ _FLAGS: dict[str, tuple[str, str]] = {
         "ms a video frame waits for a lost packet's retransmission (NACK) before the gap is "
         "given up and a keyframe asked for (default 100)",
     ),
+    "sip_port": ("int", "SIP port for the telephone leg, UDP and TCP (default 0: off)"),
+    "sip_allow": (
+        "list",
+        "address or CIDR of the PBX/SIP trunk allowed to send INVITEs (repeatable; "
+        "others get 403, rate-limited)",
+    ),
+    "phone_number": ("str", "the dial-in number shown to customers (display only)"),
+    "sip_trunk": ("str", "HOST:PORT of the SIP proxy/trunk the advisor's dial-out goes through"),
+    "database": ("str", "postgresql://… for accounts, sign-ins and statistics (default SQLite)"),
+    "redis": ("str", "redis://… : cluster mode, this node joins the others (docs/cluster.md)"),
+    "node_id": ("str", "this node's name in the cluster (default: host and HTTP port)"),
+    "rtmp_url": ("str", "this node's public RTMP base, e.g. rtmp://n1.example:1935"),
+    "node_url": ("str", "where the other nodes reach this one (default: --public-url)"),
+    "drain_timeout": ("float", "seconds a draining node waits for its consultations"),
+    "heartbeat": ("float", "seconds between cluster heartbeats (TTL: three of them)"),
+    "smtp": ("str", "mail relay HOST:PORT for invitation e-mails (none by default)"),
+    "smtp_starttls": ("bool", "use STARTTLS with the mail relay"),
+    "smtp_user": ("str", "user name at the mail relay"),
+    "smtp_password": ("str", "password at the mail relay (better: VB_SMTP_PASSWORD)"),
+    "smtp_from": ("str", "From: address of invitations (default no-reply@ the gateway's host)"),
 }
 
 RTP_RECEIVE_MODES = ("forward", "reorder", "aiortc")
@@ -337,6 +420,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         if kind == "list":
             parser.add_argument(flag, action="append", default=None, help=help_text)
+        elif kind == "bool":
+            parser.add_argument(
+                flag, action="store_const", const="true", default=None, help=help_text
+            )
         else:
             parser.add_argument(flag, default=None, help=help_text)
     for name in _BANK_FIELDS:
@@ -371,12 +458,15 @@ def split_ice_url(url: str) -> tuple[str, str | None, str | None]:
     return f"{scheme}:{rest}", username, credential
 
 
-def split_host_port(value: str) -> tuple[str, int]:
-    """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen``."""
+def split_host_port(value: str, flag: str = "--metrics-listen") -> tuple[str, int]:
+    """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen`` (or
+    ``flag``)."""
+    """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen``
+    and ``--smtp``."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--metrics-listen expects HOST:PORT, not {value!r}")
+        raise ValueError(f"{flag} expects HOST:PORT, not {value!r}")
     return host, int(port)
 
 
@@ -389,6 +479,13 @@ def _coerce(kind: str, value: Any) -> Any:
         return float(value)
     if kind == "path":
         return Path(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"expected true or false, not {value!r}")
+        return text in ("1", "true", "yes", "on")
     if kind == "list":
         if isinstance(value, str):
             return [v for v in (p.strip() for p in value.split(",")) if v]
@@ -512,6 +609,15 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         raise ValueError(f"--event-loop must be uvloop or asyncio, not {cfg.event_loop!r}")
     if cfg.metrics_listen is not None:
         split_host_port(cfg.metrics_listen)  # raises ValueError naming the flag
+    if cfg.database is not None and not cfg.database.startswith(("postgresql://", "postgres://")):
+        raise ValueError("--database expects a postgresql:// URL")
+    if cfg.redis is not None and not cfg.redis.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("--redis expects a redis://, rediss:// or unix:// URL")
+    if cfg.rtmp_url is not None and not cfg.rtmp_url.startswith(("rtmp://", "rtmps://")):
+        raise ValueError("--rtmp-url expects an rtmp:// URL")
+    if cfg.heartbeat <= 0 or cfg.drain_timeout < 0:
+        raise ValueError("--heartbeat must be positive and --drain-timeout not negative")
+    cfg.smtp_settings()  # --smtp HOST:PORT, or a ValueError naming the flag
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     if cfg.tls_min_version not in TLS_VERSIONS:
@@ -522,6 +628,19 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
     for flag, port in (("--http-port", cfg.http_port), ("--rtmps-port", cfg.rtmps_port)):
         if not 0 <= port <= 65535:
             raise ValueError(f"{flag} must be a port number, not {port}")
+    if not 0 <= cfg.sip_port <= 65535:
+        raise ValueError(f"--sip-port must be a port number (0 = off), not {cfg.sip_port}")
+    for cidr in cfg.sip_allow:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"--sip-allow expects an address or CIDR, not {cidr!r}") from None
+    if cfg.sip_port and not cfg.sip_allow:
+        raise ValueError("--sip-port needs --sip-allow (the PBX's addresses): port 5060 is scanned")
+    if cfg.sip_trunk is not None:
+        split_host_port(cfg.sip_trunk, "--sip-trunk")
+    if cfg.limits.phone_code_digits < 8:
+        raise ValueError("phone_code_digits must be at least 8")
     if not 0 <= cfg.rtmp_port <= 65535:
         raise ValueError(f"--rtmp-port must be a port number (0 = off), not {cfg.rtmp_port}")
     if cfg.rtp_receive not in RTP_RECEIVE_MODES:

@@ -24,14 +24,22 @@ from gateway.events import (
     ChatMessage,
     ConsultationEvent,
     MediaState,
+    PhoneState,
     Presence,
+    ScreenShare,
     SessionEnded,
     WireEvent,
 )
 from gateway.media import PublishedStream
+from gateway.phonecall import PhoneCall, new_phone_code
 from gateway.roles import Role
 
-__all__ = ["Role"]  # re-exported: the roles' home was here
+__all__ = ["CAMERA", "SCREEN", "Role"]  # Role re-exported: the roles' home was here
+
+# The streams of a consultation (docs/web.md "Screen sharing"): each participant's camera
+# and microphone under its role name, and the advisor's shared screen.
+CAMERA = "camera"
+SCREEN = "screen"
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +222,13 @@ class Consultation:
         }
         for role, stream in self.streams.items():
             stream.on_change = self._stream_changed_callback(role)
+        # The advisor's shared screen (docs/web.md "Screen sharing"): a second published
+        # stream, routed and transcoded like the camera, without the camera/microphone
+        # gates (the advisor starts and stops it with its own button).
+        self.screen = PublishedStream(
+            f"{consultation_id}/{SCREEN}", gop_cache_bytes=gop_cache_bytes
+        )
+        self.screen.on_change = lambda stream: self.emit(self.screen_state())
         # Chat lives in memory for the session only, bounded.
         self.chat_log: deque[ChatMessage] = deque(maxlen=chat_history)
         self._listeners: dict[int, EventListener] = {}
@@ -226,6 +241,10 @@ class Consultation:
         self.empty_since: float | None = None
         self.together_since: float | None = None
         self.together_seconds = 0.0
+        # The telephone leg (gateway/phonecall.py, docs/phone.md): the dial-in code (set by
+        # the Directory when phone codes are on) and the call carrying the customer's audio.
+        self.phone_code: str | None = None
+        self.phone: PhoneCall | None = None
 
     # -- events -----------------------------------------------------------------------
     def listen(self, listener: EventListener) -> Callable[[], None]:
@@ -263,6 +282,15 @@ class Consultation:
             self.emit(self.media_state(role))
 
         return changed
+
+    def phone_state(self) -> PhoneState:
+        """The telephone leg now (the ``phone`` event; docs/phone.md)."""
+        call = self.phone
+        if call is None:
+            return PhoneState(active=False)
+        return PhoneState(
+            active=True, number=call.masked_number, since=call.since, codec=call.codec
+        )
 
     def media_state(self, role: Role) -> MediaState:
         """``role``'s devices and publishing now (the ``media`` event)."""
@@ -302,6 +330,34 @@ class Consultation:
         participant.admitted = False
         self.streams[role].set_gates(False, False)
         self.emit(self.admission(role))
+
+    def screen_state(self) -> ScreenShare:
+        """Whether the advisor shares the screen now (the ``screen`` event)."""
+        live = self.screen.live
+        return ScreenShare(
+            sender=Role.ADVISOR,
+            role=Role.ADVISOR,
+            sharing=live,
+            via=self.screen.kind if live else None,
+        )
+
+    def source(self, receiver: Role, stream: str = CAMERA) -> PublishedStream:
+        """What ``receiver`` watches: the other participant's camera, or (``SCREEN``,
+        the customer only) the advisor's shared screen. ValueError for anything else."""
+        if stream == CAMERA:
+            return self.streams[receiver.other]
+        if stream == SCREEN and receiver is Role.CUSTOMER:
+            return self.screen
+        raise ValueError(f"{receiver} cannot receive the stream {stream!r}")
+
+    def published(self, publisher: Role, stream: str = CAMERA) -> PublishedStream:
+        """Where ``publisher`` sends: its camera/microphone, or (``SCREEN``, the advisor
+        only) the shared screen. ValueError for anything else."""
+        if stream == CAMERA:
+            return self.streams[publisher]
+        if stream == SCREEN and publisher is Role.ADVISOR:
+            return self.screen
+        raise ValueError(f"{publisher} cannot publish the stream {stream!r}")
 
     # -- participants -------------------------------------------------------------------
     def attach(self, role: Role, connection: Connection) -> None:
@@ -422,8 +478,14 @@ class Consultation:
             self.together_seconds += self.ended_at - self.together_since
             self.together_since = None
         self.emit(SessionEnded(reason=reason))
+        if self.phone is not None:  # the call is told (a goodbye, then BYE) and ended
+            try:
+                self.phone.hang_up()
+            except Exception:
+                log.exception("ending the phone call failed")
         for stream in self.streams.values():
             stream.stop()
+        self.screen.stop()
         for participant in self.participants.values():
             for connection in list(participant.connections):
                 try:
@@ -462,6 +524,27 @@ class Consultation:
                 }
                 for r, s in self.streams.items()
             },
+            # the telephone leg carrying the customer's audio (docs/phone.md), masked
+            "phone": None
+            if self.phone is None
+            else {
+                "number": self.phone.masked_number,
+                "codec": self.phone.codec,
+                "direction": self.phone.direction,
+                "since": _iso(self.phone.since),
+            },
+            # the advisor's shared screen (docs/web.md "Screen sharing")
+            "screen": {
+                "live": self.screen.live,
+                "via": self.screen.kind or None,
+                "video_codec": self.screen.video_codec,
+                "receivers": len(self.screen.receivers),
+                "routes": [
+                    describe()
+                    for r in self.screen.receivers
+                    if callable(describe := getattr(r.receiver, "describe", None))
+                ],
+            },
         }
 
 
@@ -492,8 +575,13 @@ class Directory:
         grace: float = 300.0,
         unjoined_ttl: float = 4 * 3600.0,
         pin_max_wrong: int = 5,
+        phone_code_digits: int = 0,
     ) -> None:
         self.ttl = ttl
+        # digits of each consultation's phone code (0: no telephone leg, no codes)
+        self.phone_code_digits = phone_code_digits
+        # open consultations by phone code (unique among them; a code dies with its own)
+        self._phone_codes: dict[str, Consultation] = {}
         # seconds after its start (creation, or a later appointment) a consultation the
         # customer never joined is removed ("unjoined"); the advisor is told (notices)
         self.unjoined_ttl = unjoined_ttl
@@ -553,6 +641,18 @@ class Directory:
         self._links[consultation.customer_link] = consultation
         for role, participant in consultation.participants.items():
             self._tokens[participant.token] = Grant(consultation, role)
+        if self.phone_code_digits:
+            code = new_phone_code(self.phone_code_digits, self._phone_codes)
+            consultation.phone_code = code
+            self._phone_codes[code] = consultation
+        return consultation
+
+    def by_phone_code(self, code: str) -> Consultation | None:
+        """The open consultation whose phone code is ``code`` (constant time per
+        candidate is not needed: the code is the key and guessing is limited)."""
+        consultation = self._phone_codes.get(code)
+        if consultation is None or consultation.ended:
+            return None
         return consultation
 
     def get(self, consultation_id: str) -> Consultation | None:
@@ -619,6 +719,8 @@ class Directory:
         for participant in consultation.participants.values():
             self._tokens.pop(participant.token, None)
         self._links.pop(consultation.customer_link, None)
+        if consultation.phone_code is not None:
+            self._phone_codes.pop(consultation.phone_code, None)
         if reason == "unjoined":
             notes = self.removed_unjoined.setdefault(consultation.owner, deque(maxlen=20))
             notes.append((consultation.created_at, time.time()))

@@ -98,6 +98,19 @@ class Typing(ConsultationEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScreenShare(ConsultationEvent):
+    """Whether the advisor shares the screen (``Consultation.screen``, docs/web.md
+    "Screen sharing"): the customer's page then receives the ``screen`` stream."""
+
+    role: Role
+    sharing: bool
+    via: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return {"type": "screen", "role": str(self.role), "sharing": self.sharing, "via": self.via}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccessChanged(ConsultationEvent):
     """The customer's way in was locked (too many wrong PINs) or renewed: the advisor's
     business only."""
@@ -190,6 +203,28 @@ class FormChanged(ConsultationEvent):
 
     def addressed(self, role: Role, url: str | None) -> FormChanged:
         return replace(self, url=url, addressed_to=role)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhoneState(ConsultationEvent):
+    """A telephone leg carries the customer's audio (``active``) or no longer does
+    (docs/phone.md): the customer page stops publishing its microphone and playing the
+    advisor's audio while it is active; the advisor sees the masked number and since
+    when. ``outcome`` says how a call ended (``hangup``, ``timeout``, ``ended``)."""
+
+    active: bool
+    number: str = ""  # masked (gateway/phonecall.py mask_number), never the full number
+    since: float | None = None
+    codec: str = ""
+    outcome: str = ""
+
+    def wire(self) -> dict[str, Any]:
+        event: dict[str, Any] = {"type": "phone", "active": self.active}
+        if self.active:
+            event.update(number=self.number, since=self.since, codec=self.codec)
+        elif self.outcome:
+            event["outcome"] = self.outcome
+        return event
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

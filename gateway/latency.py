@@ -1,19 +1,20 @@
 """The latency the gateway itself adds, per direction and path.
 
-Measured from the moment a complete source frame is available to the gateway to the
-moment its packets leave for the receiver:
+Measured from the moment a complete source frame reached the gateway to the moment its
+packets leave for the receiver:
 
-* start: an RTMP message complete (the read that completed it, before parsing), or a
-  WebRTC frame out of aiortc's jitter buffer (stamped on aiortc's decoder thread by
-  the passthrough decoder seam, ``webrtc/seams.py``);
+* start: an RTMP message complete (the read that completed it, before parsing), or the
+  arrival of a WebRTC frame's last RTP packet (``webrtc/receive.py``), so the receive
+  buffering (reordering, and with ``--rtp-receive aiortc`` aiortc's playout buffer) is
+  included, as issue 14 asks;
 * end: an RTMP player's FLV tag handed to the socket write, or a WHEP sender's
-  ``av.Packet`` taken by aiortc's ``RTCRtpSender`` to packetise and send.
+  ``av.Packet`` taken by aiortc's ``RTCRtpSender`` to packetise (or forward) and send.
 
 Front-ends stamp :attr:`gateway.media.MediaUnit.arrived` (``time.perf_counter()``) and
 ``origin``; a transcoder copies both onto its output and marks it ``transcoded``. The
-delay of aiortc's receive jitter buffer itself is measured separately (from the last
-RTP packet of a frame to the frame leaving the buffer) and reported beside it, as the
-issue asks; it is not the gateway's own work.
+receive buffer's own share (a frame's last RTP packet in to the frame out) is kept
+beside it (``vb_webrtc_jitter_buffer_seconds``). Paths: ``passthrough``, ``forwarded``
+(sent in the RTP payloads it arrived in, docs/webrtc.md), ``transcoded``.
 
 The meter is process-wide (like prometheus_client's default registry); its histograms
 are exposed by ``/metrics`` and its exact percentiles (a bounded reservoir of recent
@@ -93,8 +94,8 @@ class LatencyMeter:
         )
         self.jitter = Histogram(
             "vb_webrtc_jitter_buffer_seconds",
-            "Delay in aiortc's receive jitter buffer (last RTP packet of a frame to the "
-            "frame leaving the buffer), beside the gateway's own latency.",
+            "Delay in the WebRTC receive buffer (last RTP packet of a frame to the frame "
+            "leaving the buffer), part of the added latency.",
             ["kind"],
             buckets=BUCKETS,
             registry=None,

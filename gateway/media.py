@@ -138,6 +138,10 @@ class PublishedStream:
         # is closed nothing of that kind is forwarded.
         self.video_enabled = True
         self.audio_enabled = True
+        # A telephone leg carrying this participant's audio (docs/phone.md): while set,
+        # the publisher's own audio is dropped and the leg's (push_taken_audio) goes out
+        # instead, past the microphone gate (the call is the customer's own choice).
+        self.audio_taken_by: object | None = None
         self.on_change: Callable[[PublishedStream], None] | None = None
         self.owner: object | None = None
         self._on_preempt: Callable[[], None] | None = None
@@ -195,7 +199,21 @@ class PublishedStream:
         self._gop.clear()
         self._gop_bytes = 0
 
-    def push(self, unit: MediaUnit) -> None:
+    def take_audio(self, taker: object) -> None:
+        """From now on the audio comes from ``taker`` (a telephone leg), not the publisher."""
+        self.audio_taken_by = taker
+
+    def release_audio(self, taker: object) -> None:
+        """The publisher's own audio again (a stale taker's release is ignored)."""
+        if self.audio_taken_by is taker:
+            self.audio_taken_by = None
+
+    def push_taken_audio(self, taker: object, unit: MediaUnit) -> None:
+        """An audio unit of the leg that took the audio (ignored from anyone else)."""
+        if self.audio_taken_by is taker and unit.kind == AUDIO:
+            self.push(unit, taken=True)
+
+    def push(self, unit: MediaUnit, *, taken: bool = False) -> None:
         """Publish one unit: update the caches, then hand it to every receiver."""
         stats = self.stats
         stats.units_in += 1
@@ -217,7 +235,7 @@ class PublishedStream:
             elif self._gop:
                 self._append_gop(unit)
         elif kind == AUDIO:
-            if not self.audio_enabled:
+            if not taken and (self.audio_taken_by is not None or not self.audio_enabled):
                 return
             stats.audio_units += 1
             self.audio_codec = unit.codec

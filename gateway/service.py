@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.advisors import AdvisorAccounts
 from gateway.channel import Links, ParticipantChannel
@@ -19,6 +21,7 @@ from gateway.feedback import FeedbackDesk
 from gateway.forms import FormDesk, FormLibrary
 from gateway.monitor import Monitor
 from gateway.stats import Statistics, row_for
+from gateway.store import Backends, SessionRecord, SessionStore, open_backends
 
 if TYPE_CHECKING:  # PyAV loads with the transcoders only
     from gateway.transcode.pool import TranscoderPool
@@ -33,11 +36,19 @@ class AdvisorSession:
     # login: a removed account or a changed password ends the session
     account: str | None = None
     generation: str | None = None
+    # when a shared store last confirmed it (the clock's time; 0: a local session)
+    checked: float = 0.0
 
     @property
     def principal(self) -> str:
         """Who owns what this session creates: the account, or the operator."""
         return self.account if self.account is not None else OPERATOR
+
+
+def session_key(sid: str) -> str:
+    """What the store keeps of a session id: its SHA-256 (the id is a bearer credential;
+    a copy of the table must not sign anybody in)."""
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 class AdvisorAuth:
@@ -50,6 +61,10 @@ class AdvisorAuth:
     the one-time login (the operator who started the service, no account)."""
 
     SESSION_TTL = 12 * 3600.0
+    # With a shared store (PostgreSQL, docs/cluster.md) a session made on another node is
+    # fetched when first seen, and every session is checked again this often: a sign-out,
+    # a removed account or a new password on one node ends it on every node within this.
+    SHARED_RECHECK = 5.0
     # The one-time login link works once, and only this long after start: it is printed
     # to a terminal or a journal that others may read later (issue 11, item 11).
     LOGIN_LINK_TTL = 15 * 60.0
@@ -66,6 +81,8 @@ class AdvisorAuth:
         self.clock = clock
         self.login_expires = clock() + self.LOGIN_LINK_TTL
         self._sessions: dict[str, AdvisorSession] = {}
+        # the cluster's session store; None: sessions live in this process only
+        self.shared: SessionStore | None = None
 
     def check_bearer(self, token: str | None) -> bool:
         return self.advisor_for(token) is not None
@@ -116,6 +133,10 @@ class AdvisorAuth:
         if self.clock() >= entry.expires:
             self._sessions.pop(sid, None)
             return None
+        if self.shared is not None:
+            # confirmed by the store (refresh, run before each request's handler): no
+            # database call here, on the event loop
+            return entry
         if entry.account is not None and (
             self.accounts is None or self.accounts.generation(entry.account) != entry.generation
         ):
@@ -125,6 +146,50 @@ class AdvisorAuth:
 
     def end_session(self, sid: str) -> None:
         self._sessions.pop(sid, None)
+
+    # -- the cluster's shared sessions (gateway/store/) --------------------------------------
+    async def publish(self, sid: str) -> None:
+        """Store a new session so every node knows it (before its cookie is handed out)."""
+        entry = self._sessions.get(sid)
+        if self.shared is None or entry is None:
+            return
+        entry.checked = self.clock()
+        record = SessionRecord(entry.expires, entry.account, entry.generation)
+        await asyncio.to_thread(self.shared.put_session, session_key(sid), record, self.clock())
+
+    async def withdraw(self, sid: str) -> None:
+        """Sign-out: the session ends on every node (the others within SHARED_RECHECK)."""
+        self.end_session(sid)
+        if self.shared is not None:
+            await asyncio.to_thread(self.shared.delete_session, session_key(sid))
+
+    async def refresh(self, sid: str) -> None:
+        """Before a request that carries ``sid``: load the session from the shared store
+        when this node has not seen it, or has not checked it for SHARED_RECHECK."""
+        shared = self.shared
+        if shared is None or not sid or len(sid) > 256:
+            return
+        if self.static_token and hmac.compare_digest(self.static_token.encode(), sid.encode()):
+            return
+        now = self.clock()
+        entry = self._sessions.get(sid)
+        if entry is not None and now - entry.checked < self.SHARED_RECHECK:
+            return
+        record = await asyncio.to_thread(shared.get_session, session_key(sid), now)
+        valid = record is not None and (
+            record.account is None
+            or (
+                self.accounts is not None
+                and await asyncio.to_thread(self.accounts.generation, record.account)
+                == record.generation
+            )
+        )
+        if not valid or record is None:
+            self._sessions.pop(sid, None)
+            return
+        self._sessions[sid] = AdvisorSession(
+            record.expires, record.account, record.generation, checked=now
+        )
 
 
 @dataclass
@@ -154,6 +219,13 @@ class Gateway:
     # The web layer's URL builder (web/links.py WebLinks), set when its routes are
     # mounted: documents and forms are reached there (None: events carry no URLs).
     links: Links | None = None
+    # The telephone leg's dial-out (gateway/phone/, docs/phone.md), set by the composition
+    # root with --sip-trunk: dial(consultation, number) starts a call to the customer.
+    phone_dialer: Callable[[Consultation, str], None] | None = None
+    # the data-access layer (gateway/store/), opened by open_storage
+    store: Backends | None = None
+    # cluster mode (gateway/cluster/): this node's membership, set by the composition root
+    cluster: Any = None
 
     @classmethod
     def from_config(cls, config: Config) -> Gateway:
@@ -165,11 +237,20 @@ class Gateway:
             grace=config.session_grace,
             unjoined_ttl=config.unjoined_ttl,
             pin_max_wrong=config.limits.pin_max_wrong,
+            phone_code_digits=config.limits.phone_code_digits if config.sip_port else 0,
         )
         return cls(config, directory, AdvisorAuth(config.advisor_token))
 
     def authorize(self, token: str | None) -> Grant | None:
         return self.directory.authorize(token)
+
+    async def elsewhere_rtmp(self, identifier: str) -> str | None:
+        """Cluster mode: the RTMP application URL of the live node that holds the
+        consultation of ``identifier`` (a token), or None."""
+        if self.cluster is None:
+            return None
+        node = await self.cluster.locate(identifier)
+        return None if node is None else str(node.rtmp)
 
     # -- documents and statistics ---------------------------------------------------------
     def open_storage(self) -> None:
@@ -185,7 +266,8 @@ class Gateway:
             ticket_ttl=limits.document_ticket_ttl,
             min_free_bytes=limits.document_min_free_bytes,
         )
-        self.statistics = Statistics(cfg.data_dir / "stats.sqlite")
+        self.store = store = open_backends(cfg.database, cfg.data_dir)
+        self.statistics = Statistics(cfg.data_dir / "stats.sqlite", backend=store.stats)
         self.feedback = FeedbackDesk(self.statistics)
         self.forms = FormDesk(
             FormLibrary.load(cfg.forms_dir),
@@ -193,7 +275,9 @@ class Gateway:
             ticket_ttl=limits.form_ticket_ttl,
             max_forms=limits.forms_per_session,
         )
-        self.advisor_auth.accounts = AdvisorAccounts(cfg.data_dir)
+        self.advisor_auth.accounts = AdvisorAccounts(cfg.data_dir, store=store.accounts)
+        if store.shared:
+            self.advisor_auth.shared = store.sessions
         self.directory.on_end.append(self._consultation_ended)
 
     def _consultation_ended(self, consultation: Consultation) -> None:

@@ -8,9 +8,9 @@ audio, chat, documents, forms, transcoding) and why it ended. No consultation id
 PIN, address, name, browser string or chat text is ever passed to this module: a row is
 built from counters (:func:`row_for`), not from the consultation's identity.
 
-Storage is SQLite (stdlib ``sqlite3``) at ``<data-dir>/stats.sqlite``, schema versioned
-with ``PRAGMA user_version``. All database work runs on one worker thread that owns the
-connection, so the event loop never waits for a commit and writes stay in order.
+Storage is the data-access layer's statistics backend (gateway/store/): SQLite at
+``<data-dir>/stats.sqlite`` by default, PostgreSQL in a cluster. All database work runs
+on one worker thread, so the event loop never waits for a commit and writes stay in order.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import contextlib
 import csv
 import io
 import logging
-import sqlite3
 import statistics as pystats
 import time
 from collections import Counter
@@ -30,13 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from gateway.consultation import Consultation, Role
+from gateway.store.base import STATS_COLUMNS, StatsStore
+from gateway.store.sqlite import STATS_SCHEMA_VERSION, SqliteStats
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = STATS_SCHEMA_VERSION  # the SQLite file's PRAGMA user_version
 
 FEATURES = ("video", "audio", "chat", "documents", "forms", "transcoding")
-CLIENT_KINDS = ("flash", "webrtc", "chat-only")
+# "phone": a telephone leg carried the customer's audio (docs/phone.md) -- that it was
+# used, nothing of the call
+CLIENT_KINDS = ("flash", "webrtc", "chat-only", "phone")
 
 # connection kind (gateway.consultation.Connection.kind) -> client kind in statistics
 _CLIENT_OF_KIND = {
@@ -46,30 +49,9 @@ _CLIENT_OF_KIND = {
     "rtmpts": "flash",
     "webrtc": "webrtc",
     "chat-only": "chat-only",
+    "phone": "phone",
 }
 
-_SCHEMA_V1 = """
-CREATE TABLE consultations (
-    started_hour    TEXT    NOT NULL,  -- ISO 8601 UTC, rounded down: 2026-11-26T09:00Z
-    duration_s      INTEGER NOT NULL,  -- creation to end
-    together_s      INTEGER NOT NULL,  -- both participants connected at once
-    customer_client TEXT    NOT NULL,  -- flash | webrtc | chat-only | none (joined with +)
-    advisor_client  TEXT    NOT NULL,
-    video           INTEGER NOT NULL,  -- 0/1: features used
-    audio           INTEGER NOT NULL,
-    chat            INTEGER NOT NULL,
-    documents       INTEGER NOT NULL,
-    forms           INTEGER NOT NULL,
-    transcoding     INTEGER NOT NULL,
-    end_reason      TEXT    NOT NULL   -- ended | expired | abandoned | unjoined | shutdown
-);
-"""
-
-# The customer's rating on the end screen (1-5 stars, NULL: none given); see Feedback.
-_SCHEMA_V2 = "ALTER TABLE consultations ADD COLUMN feedback INTEGER"
-
-# user_version -> statements that bring the schema from that version to the next
-_MIGRATIONS: dict[int, str] = {0: _SCHEMA_V1, 1: _SCHEMA_V2}
 FEEDBACK_RATINGS = range(1, 6)
 
 
@@ -102,7 +84,8 @@ class StatsRow:
         return asdict(self)
 
 
-COLUMNS = tuple(f.name for f in fields(StatsRow))
+COLUMNS = STATS_COLUMNS
+assert tuple(f.name for f in fields(StatsRow)) == COLUMNS  # one table, one row type
 
 
 def hour_of(ts: float) -> str:
@@ -209,72 +192,33 @@ def to_csv(rows: list[StatsRow]) -> str:
 
 
 class Statistics:
-    """The statistics database; every call runs on its one worker thread."""
+    """The statistics database; every call runs on its one worker thread, so the event
+    loop never waits for a commit and writes stay in order. The rows go to the store's
+    statistics backend (gateway/store/): ``stats.sqlite`` at ``path`` by default, the
+    cluster's PostgreSQL when ``backend`` is given (every node's rows in one table)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, backend: StatsStore | None = None) -> None:
         self.path = path
+        self.backend: StatsStore = backend if backend is not None else SqliteStats(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stats")
-        self._db: sqlite3.Connection | None = None
         self._unwritten: list[StatsRow] = []  # rows a full disk refused, oldest first
         # Open (create, reserve room) now, not at the first row: the disk may be full by
         # the time a consultation ends.
-        self._executor.submit(self._connect).add_done_callback(_log_open_failure)
+        opener = getattr(self.backend, "open", None)
+        if opener is not None:
+            self._executor.submit(opener).add_done_callback(_log_open_failure)
 
     # -- worker-thread side --------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is not None:
-            return self._db
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            db.close()
-            raise RuntimeError(
-                f"{self.path} has schema version {version}, newer than this gateway's "
-                f"{SCHEMA_VERSION}; not touching it"
-            )
-        while version < SCHEMA_VERSION:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                version += 1
-                db.execute(f"PRAGMA user_version = {version}")
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        # A full disk must not cost the row of a consultation that just ended (issue 11,
-        # item 7): the journal file stays allocated between writes (PERSIST), and free
-        # pages are kept in reserve inside the file, so an insert needs no new blocks.
-        db.execute("PRAGMA journal_mode=PERSIST")
-        self._db = db
-        _top_up_reserve(db)
-        return db
-
     def _insert(self, row: StatsRow) -> int | None:
-        db = self._connect()
         self._unwritten.append(row)
-        placeholders = ", ".join("?" for _ in COLUMNS)
-        rowid: int | None = None
-        while self._unwritten:
-            values = [
-                int(v) if isinstance(v, bool) else v
-                for v in (getattr(self._unwritten[0], c) for c in COLUMNS)
-            ]
-            try:
-                cursor = db.execute(
-                    f"INSERT INTO consultations ({', '.join(COLUMNS)}) VALUES ({placeholders})",
-                    values,
-                )
-            except sqlite3.OperationalError:
-                # kept for the next write (bounded); a few rows outlive a full disk
-                del self._unwritten[:-_MAX_UNWRITTEN]
-                raise
-            rowid = cursor.lastrowid  # the last one is this call's row
-            self._unwritten.pop(0)
-        _top_up_reserve(db)
+        try:
+            # the rows a full disk (or a lost database) refused before go first, in order
+            rowid = self.backend.insert_rows([r.describe() for r in self._unwritten])
+        except Exception:
+            # kept for the next write (bounded); a few rows outlive a full disk
+            del self._unwritten[:-_MAX_UNWRITTEN]
+            raise
+        self._unwritten.clear()
         return rowid
 
     def _rate(self, row: Future[int | None], rating: int) -> bool:
@@ -282,40 +226,16 @@ class Statistics:
         rowid = row.result() if row.done() and row.exception() is None else None
         if rowid is None:
             return False
-        cursor = self._connect().execute(
-            "UPDATE consultations SET feedback = ? WHERE rowid = ? AND feedback IS NULL",
-            (rating, rowid),
-        )
-        return cursor.rowcount == 1
+        return self.backend.rate(rowid, rating)
 
     def _select(self, since: str | None, until: str | None) -> list[StatsRow]:
-        db = self._connect()
-        query = f"SELECT {', '.join(COLUMNS)} FROM consultations"
-        where, args = [], []
-        if since:
-            where.append("started_hour >= ?")
-            args.append(since)
-        if until:
-            where.append("started_hour < ?")
-            args.append(until)
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY started_hour, rowid"
-        rows = []
-        bools = {"video", "audio", "chat", "documents", "forms", "transcoding"}
-        for record in db.execute(query, args):
-            values = zip(COLUMNS, record, strict=True)
-            cells: dict[str, Any] = {c: (bool(v) if c in bools else v) for c, v in values}
-            rows.append(StatsRow(**cells))
-        return rows
+        return [StatsRow(**cells) for cells in self.backend.select(since, until)]
 
     def _close(self) -> None:
-        if self._unwritten and self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._insert(self._unwritten.pop())
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        if self._unwritten:
+            with contextlib.suppress(Exception):
+                self.backend.insert_rows([r.describe() for r in self._unwritten])
+        self.backend.close()
 
     # -- any thread ---------------------------------------------------------------------------
     def record(self, row: StatsRow) -> Future[int | None]:
@@ -342,28 +262,10 @@ class Statistics:
         self._executor.shutdown(wait=True)
 
 
-# Free pages kept inside the database file: 64 pages of 4 KiB hold thousands of rows.
-_RESERVE_PAGES = 64
 _MAX_UNWRITTEN = 1000
 
 
-def _top_up_reserve(db: sqlite3.Connection) -> None:
-    """Keep ``_RESERVE_PAGES`` free pages in the file (a table filled and dropped: its
-    pages stay in the free list, auto_vacuum being off). Does nothing on a full disk."""
-    if db.execute("PRAGMA freelist_count").fetchone()[0] >= _RESERVE_PAGES // 4:
-        return
-    page = db.execute("PRAGMA page_size").fetchone()[0]
-    try:
-        db.execute("CREATE TABLE IF NOT EXISTS _reserve (b BLOB)")
-        db.execute("INSERT INTO _reserve VALUES (zeroblob(?))", (page * _RESERVE_PAGES,))
-        db.execute("DROP TABLE _reserve")
-    except sqlite3.OperationalError as exc:
-        log.warning("statistics: no room for the reserve of free pages (%s)", exc)
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("DROP TABLE IF EXISTS _reserve")
-
-
-def _log_open_failure(future: Future[sqlite3.Connection]) -> None:
+def _log_open_failure(future: Future[Any]) -> None:
     exc = future.exception()
     if exc is not None:
         log.error("could not open the statistics database: %s", exc)

@@ -318,9 +318,15 @@ class ChunkReader:
                         st.cont = st.basic3 + delta.to_bytes(4, "big")
                     st.rem = rem
             else:
-                if fmt == 0:
-                    if p + 11 > n:
-                        need = p + 11
+                if fmt < 2:
+                    # type 0: 11 bytes with the message stream id; type 1: 7, reusing it
+                    if fmt and st is None:
+                        raise ChunkError(
+                            f"type 1 chunk on chunk stream {csid} without a prior header"
+                        )
+                    size = 11 if fmt == 0 else 7
+                    if p + size > n:
+                        need = p + size
                         break
                     # One unpack reads the byte before the header too (the basic header
                     # byte) so the 24-bit fields come out as plain masked u32s.
@@ -328,22 +334,11 @@ class ChunkReader:
                     field = x & 0xFFFFFF
                     length = y >> 8
                     type_id = y & 0xFF
-                    stream_id = _LE_I.unpack_from(buf, p + 7)[0]  # little-endian (5.3.1.2.1)
-                    p += 11
-                elif fmt == 1:
-                    if st is None:
-                        raise ChunkError(
-                            f"type 1 chunk on chunk stream {csid} without a prior header"
-                        )
-                    if p + 7 > n:
-                        need = p + 7
-                        break
-                    x, y = _BE_II.unpack_from(buf, p - 1)
-                    field = x & 0xFFFFFF
-                    length = y >> 8
-                    type_id = y & 0xFF
-                    stream_id = st.stream_id
-                    p += 7
+                    if st is None or not fmt:
+                        stream_id = _LE_I.unpack_from(buf, p + 7)[0]  # little-endian (5.3.1.2.1)
+                    else:
+                        stream_id = st.stream_id
+                    p += size
                 else:
                     if st is None:
                         raise ChunkError(
@@ -399,17 +394,7 @@ class ChunkReader:
             if rem <= cs:
                 # Last (often only) chunk of the message.
                 end = p + rem
-                parts = st.parts
-                if parts:
-                    parts.append(buf[p:end])
-                    payload = b"".join(parts)
-                    st.parts = []
-                    self._n_partial -= 1
-                    self._partial_bytes -= st.length - rem
-                    if self.budget is not None:
-                        self.budget.give(st.length - rem)
-                else:
-                    payload = buf[p:end]
+                payload = self._join(st, buf[p:end], rem) if st.parts else buf[p:end]
                 st.rem = 0
                 pos = end
                 type_id = st.type_id
@@ -461,16 +446,7 @@ class ChunkReader:
             pos = end
             parts = st.parts
             if taken == rem:
-                if parts:
-                    parts.append(seg)
-                    payload = b"".join(parts)
-                    st.parts = []
-                    self._n_partial -= 1
-                    self._partial_bytes -= st.length - rem
-                    if self.budget is not None:
-                        self.budget.give(st.length - rem)
-                else:
-                    payload = bytes(seg)
+                payload = self._join(st, seg, rem) if parts else bytes(seg)
                 st.rem = 0
                 type_id = st.type_id
                 out.append(Message(type_id, st.stream_id, st.ts, payload, csid))
@@ -496,6 +472,19 @@ class ChunkReader:
             parts.append(seg)
             st.rem = rem - taken
         return out, pos, need
+
+    def _join(self, st: _InStream, last: bytes | bytearray, rem: int) -> bytes:
+        """A message's payload from the parts held so far and its last ``rem`` bytes;
+        what the parts held leaves the partial-message accounting and the budget."""
+        st.parts.append(last)
+        payload = b"".join(st.parts)
+        st.parts = []
+        self._n_partial -= 1
+        held = st.length - rem
+        self._partial_bytes -= held
+        if self.budget is not None:
+            self.budget.give(held)
+        return payload
 
     def _control(self, type_id: int, payload: bytes, cs: int) -> int:
         """Act on Set Chunk Size / Abort (spec 5.4.1, 5.4.2); return the chunk size.

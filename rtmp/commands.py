@@ -15,12 +15,14 @@ argument (the Flash client), as ``?token=`` on the app/tcUrl, or on the stream n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from gateway.channel import ParticipantChannel
 from gateway.consultation import ChatRejected
 from gateway.redact import log_safe, redact_url
 from rtmp import player, publisher
@@ -80,6 +82,11 @@ def connect(session: RtmpSession, cmd: CommandReceived) -> None:
         return
     if token is not None:
         grant = session.gateway.authorize(token)
+        if grant is None and session.gateway.cluster is not None:
+            # cluster mode: the token may belong to a consultation on another node
+            task = asyncio.ensure_future(_redirect(session, cmd.transaction_id, token, target))
+            session._redirecting = task  # referenced until done
+            return
         if grant is None:
             _log_connect(session, target, "NetConnection.Connect.Rejected")
             conn.reject_connect(
@@ -97,6 +104,20 @@ def connect(session: RtmpSession, cmd: CommandReceived) -> None:
     session.connected = True
     _log_connect(session, target, "NetConnection.Connect.Success")
     conn.accept_connect(cmd.transaction_id, 3 if num(encoding) == 3 else 0)
+
+
+async def _redirect(session: RtmpSession, transaction_id: float, token: str, target: str) -> None:
+    """Reject a connect whose consultation lives on another node with that node's RTMP
+    URL (``ex.redirect``, docs/cluster.md), or as invalid when no live node holds it."""
+    url = await session.gateway.elsewhere_rtmp(token)
+    _log_connect(session, target, "NetConnection.Connect.Rejected")
+    if url is None:
+        description = "Invalid or expired token: please use your current link."
+    else:
+        description = "This consultation is served by another node."
+    session.conn.reject_connect(transaction_id, description, redirect=url)
+    session.flush()
+    session.abort("connect to another node's consultation" if url else "invalid token")
 
 
 def _log_connect(session: RtmpSession, target: str, status: str) -> None:
@@ -176,69 +197,75 @@ def media(session: RtmpSession, cmd: CommandReceived) -> None:
 def documents(session: RtmpSession, cmd: CommandReceived) -> None:
     """``documents()`` → the consultation's documents, each with a fresh one-time
     ``url`` (2 minutes) that the SWF hands to ``navigateToURL``."""
-    channel = session.channel
-    if channel is None or session.gateway.documents is None:
-        _call_failed(session, cmd, "Not part of a consultation.")
-        return
-    if cmd.transaction_id > 0:
-        listing = [event.wire() for event in channel.documents()]
-        session.conn.send_result(cmd.transaction_id, None, listing)
+    channel = _channel_with(session, cmd, session.gateway.documents)
+    if channel is not None:
+        session.conn.send_result(
+            cmd.transaction_id, None, [event.wire() for event in channel.documents()]
+        )
 
 
 def document_url(session: RtmpSession, cmd: CommandReceived) -> None:
     """``documentUrl(id)`` → a fresh one-time URL for one document (the one in a
     ``document`` event expires after 2 minutes)."""
-    channel = session.channel
+    channel = _channel_with(session, cmd, session.gateway.documents)
     doc_id = cmd.args[0] if cmd.args else None
-    if channel is None or session.gateway.documents is None:
-        _call_failed(session, cmd, "Not part of a consultation.")
+    if channel is None:
         return
     if not isinstance(doc_id, str) or not channel.has_document(doc_id):
         _call_failed(session, cmd, "No such document in this consultation.")
         return
-    if cmd.transaction_id > 0:
-        session.conn.send_result(cmd.transaction_id, None, channel.document_url(doc_id))
+    session.conn.send_result(cmd.transaction_id, None, channel.document_url(doc_id))
 
 
 def upload_url(session: RtmpSession, cmd: CommandReceived) -> None:
     """``uploadUrl()`` → ``{url, max_bytes, expires_in}``: a one-time URL for the SWF's
     ``FileReference.upload()``, which cannot send a token (web/documents.py)."""
     store = session.gateway.documents
-    channel = session.channel
-    if channel is None or store is None:
-        _call_failed(session, cmd, "Not part of a consultation.")
-        return
-    if cmd.transaction_id > 0:
+    channel = _channel_with(session, cmd, store)
+    if channel is not None and store is not None:
         url = channel.upload_url()
-        answer = {"url": url, "max_bytes": store.max_bytes, "expires_in": store.ticket_ttl}
-        session.conn.send_result(cmd.transaction_id, None, answer)
+        session.conn.send_result(
+            cmd.transaction_id,
+            None,
+            {"url": url, "max_bytes": store.max_bytes, "expires_in": store.ticket_ttl},
+        )
 
 
 def forms(session: RtmpSession, cmd: CommandReceived) -> None:
     """``forms()`` → the consultation's forms as ``form`` events, each with a fresh
     ``url`` (the customer's opens the fill page once, without a cookie)."""
-    channel = session.channel
-    if channel is None or session.gateway.forms is None:
-        _call_failed(session, cmd, "Not part of a consultation.")
-        return
-    if cmd.transaction_id > 0:
-        listing = [event.wire() for event in channel.forms()]
-        session.conn.send_result(cmd.transaction_id, None, listing)
+    channel = _channel_with(session, cmd, session.gateway.forms)
+    if channel is not None:
+        session.conn.send_result(
+            cmd.transaction_id, None, [event.wire() for event in channel.forms()]
+        )
 
 
 def form_url(session: RtmpSession, cmd: CommandReceived) -> None:
     """``formUrl(id)`` → a fresh one-time URL of one form (the one in a ``form``
     event is good for one use within 30 minutes)."""
-    channel = session.channel
+    channel = _channel_with(session, cmd, session.gateway.forms)
     form_id = cmd.args[0] if cmd.args else None
-    if channel is None or session.gateway.forms is None:
-        _call_failed(session, cmd, "Not part of a consultation.")
+    if channel is None:
         return
     if not isinstance(form_id, str) or not channel.has_form(form_id):
         _call_failed(session, cmd, "No such form in this consultation.")
         return
-    if cmd.transaction_id > 0:
-        session.conn.send_result(cmd.transaction_id, None, channel.form_url(form_id))
+    session.conn.send_result(cmd.transaction_id, None, channel.form_url(form_id))
+
+
+def _channel_with(
+    session: RtmpSession, cmd: CommandReceived, service: object | None
+) -> ParticipantChannel | None:
+    """The participant's channel for a call that needs ``service`` (the document store,
+    the form desk); None, and the call failed, when there is none of either. None too
+    when the caller wants no answer (transaction 0): no one-time URL is minted for it."""
+    if cmd.transaction_id <= 0:
+        return None
+    if session.channel is None or service is None:
+        _call_failed(session, cmd, "Not part of a consultation.")
+        return None
+    return session.channel
 
 
 def _call_failed(session: RtmpSession, cmd: CommandReceived, description: str) -> None:

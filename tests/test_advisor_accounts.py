@@ -479,6 +479,8 @@ async def test_start_page_lists_own_consultations_with_link_pin_and_state(
             {
                 "id": mine["id"],
                 "customer": "absent",
+                # issue 17: a waiting customer's chat message shows on the overview
+                "message": None,
                 "pin": group_pin(mine["customer"]["pin"]),
                 "page_url": mine["customer"]["page_url"],
             }

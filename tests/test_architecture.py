@@ -3,7 +3,11 @@
 * ``rtmp/`` never imports ``webrtc/`` or ``web/``;
 * ``webrtc/`` never imports ``rtmp/`` or ``web/``;
 * ``gateway/`` imports none of ``rtmp/``, ``webrtc/``, ``web/`` -- except its composition
-  root (``gateway/main.py``, ``gateway/__main__.py``), which wires everything together.
+  root (``gateway/main.py``, ``gateway/__main__.py``), which wires everything together;
+* the telephone front-end ``gateway/phone/`` is a front-end too, though it lives under
+  ``gateway/`` (the top level is fixed): nothing outside it imports it but the
+  composition root, and it imports none of ``rtmp/``, ``webrtc/``, ``web/`` (the rule for
+  ``gateway/`` above already says so).
 
 Every import counts, also one inside a function or under ``TYPE_CHECKING``: a deferred
 import is still a dependency a reader has to know about.
@@ -88,3 +92,77 @@ def test_relative_import_is_not_a_top_level_package(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("from .web import x\nfrom . import rtmp\n")
     assert _imported_packages(module) == set()
+
+
+# Front-ends living inside gateway/ (the repository's top level is fixed): module prefix ->
+# the only files outside the subpackage that may import it.
+SUBPACKAGE_FRONT_ENDS = {"gateway.phone": COMPOSITION_ROOT}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every absolute module name a file imports (``from a.b import c`` gives ``a.b`` and
+    ``a.b.c``: c may be a module)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _subpackage_violations() -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for prefix, allowed in SUBPACKAGE_FRONT_ENDS.items():
+        home = prefix.replace(".", "/") + "/"
+        for package in ("gateway", "rtmp", "webrtc", "web"):
+            for path in sorted((ROOT / package).rglob("*.py")):
+                rel = path.relative_to(ROOT).as_posix()
+                if rel.startswith(home) or rel in allowed:
+                    continue
+                hits = {
+                    m for m in _imported_modules(path) if m == prefix or m.startswith(prefix + ".")
+                }
+                out |= {(rel, prefix) for _ in hits}
+    return out
+
+
+def test_only_the_composition_root_imports_the_telephone_front_end() -> None:
+    found = _subpackage_violations()
+    assert not found, "imports of a front-end inside gateway/ (docs/architecture.md): " + ", ".join(
+        f"{f} imports {d}" for f, d in sorted(found)
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import gateway.phone.server\n",
+        "from gateway.phone import leg\n",
+        "from gateway import phone\n",
+        "def f():\n    from gateway.phone.rtp import parse_rtp\n",
+    ],
+)
+def test_every_form_of_importing_the_phone_package_is_seen(tmp_path: Path, source: str) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(source)
+    assert any(
+        m == "gateway.phone" or m.startswith("gateway.phone.") for m in _imported_modules(module)
+    )
+
+
+def test_bench_imports_nothing_of_tests_and_patches_no_import_path() -> None:
+    """bench/ and the helpers it shares with the tests (bench/testkit/) stand on their own:
+    the tests import ``bench.testkit``, never the other way round, and nothing reaches a
+    module by editing ``sys.path``."""
+    offenders = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if "tests" in _imported_packages(path):
+            offenders.append(f"{rel} imports tests/")
+        if "sys.path" in path.read_text(encoding="utf-8"):
+            offenders.append(f"{rel} patches sys.path")
+    assert not offenders, ", ".join(offenders)
+    assert not (ROOT / "testkit").exists(), "the shared helpers live in bench/testkit/"

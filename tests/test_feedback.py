@@ -19,7 +19,8 @@ from gateway.consultation import Role
 from gateway.feedback import FeedbackDesk, Rated
 from gateway.main import build_app, build_parser
 from gateway.service import Gateway
-from gateway.stats import _SCHEMA_V1, Statistics, StatsRow, aggregate, to_csv
+from gateway.stats import Statistics, StatsRow, aggregate, to_csv
+from gateway.store.sqlite import _STATS_V1 as _SCHEMA_V1
 from web.auth import CUSTOMER_COOKIE
 from web.templates import View, customer_room
 

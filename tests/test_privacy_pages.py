@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
 
+from bench.testkit.gwproc import GatewayProcess
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess
 from tests.test_pages import skip_device_check
 
 pytestmark = pytest.mark.e2e
@@ -181,7 +181,7 @@ def test_every_page_stays_on_our_origin_from_sign_in_to_the_end(
         expect(row).to_have_attribute("data-state", "lobby", timeout=10_000)
         expect(row.locator(".customer-state")).to_have_text("wartet auf Einlass")
         expect(advisor).to_have_title(re.compile(r"^\(1\) Kunde wartet auf Einlass"))
-        row.locator("button.admit").click()
+        row.locator("button.lobby-admit").click()
         expect(row).to_have_attribute("data-state", "waiting", timeout=10_000)
         expect(row.locator(".customer-state")).to_have_text("wartet")
         expect(advisor).to_have_title(re.compile(r"^\(1\) Kunde wartet"))

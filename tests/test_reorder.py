@@ -131,7 +131,9 @@ def test_video_waits_for_a_keyframe_first_and_resyncs_mid_frame() -> None:
     buf = video_buffer()
     # joined in the middle of a frame: its tail is discarded up to the marker
     assert buf.add(vp8(50, 0, 0.0, first=False, marker=True), 0.0) == []
+    assert not buf.take_pli()
     assert buf.add(vp8(51, 3000, 0.03, first=True, marker=True), 0.03) == []  # no key
+    assert buf.take_pli()  # a frame that cannot be used: a keyframe is asked for
     (key,) = buf.add(vp8(52, 6000, 0.06, first=True, marker=True, key=True), 0.06)
     assert key.keyframe
 
@@ -141,3 +143,13 @@ def test_a_new_sender_far_away_in_sequence_starts_over() -> None:
     buf.add(audio(100, 0.0), 0.0)
     assert seqs(buf.add(audio(30000, 0.02), 0.02)) == [b"opus30000"]
     assert buf.stats.resets == 1
+
+
+def test_padding_packets_keep_the_sequence_but_are_not_forwarded() -> None:
+    buf = video_buffer()
+    buf.add(vp8(1, 0, 0.0, first=True, marker=True, key=True), 0.0)
+    padding = RtpIn(2, 0, False, b"", b"", 0.001)  # RTP padding only (RFC 3550 §5.1)
+    assert buf.add(padding, 0.001) == []
+    (frame,) = buf.add(vp8(3, 3000, 0.03, first=True, marker=True), 0.03)
+    assert frame.timestamp == 3000 and frame.payloads == (b"\x10\x013",)
+    assert buf.stats.skipped == 0 and not buf.take_pli()

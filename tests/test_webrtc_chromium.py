@@ -16,11 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, Page, async_playwright
 
+from bench.testkit import webrtc_client as wc
 from gateway.config import Config
 from gateway.consultation import Role
 from gateway.main import build_app, build_gateway
 from gateway.service import Gateway
-from tests import webrtc_client as wc
 from tests.conftest import require_tool
 from webrtc.frontend import WebRtcFrontEnd
 from webrtc.whip import WhipSession
@@ -242,3 +242,63 @@ async def test_chromium_plays_over_whep(browser: Browser, client: Client) -> Non
     finally:
         await page.close()
         await wc.close_all(pub)
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+async def test_chromium_to_chromium_is_forwarded(
+    browser: Browser, client: Client, frontend: WebRtcFrontEnd, codec: str
+) -> None:
+    """Browser to browser through the gateway (issue 14): one Chromium publishes over
+    WHIP, another plays over WHEP; the frames go out in the RTP payloads they came in
+    (the forwarding encoder), and the receiving Chromium decodes picture and sound."""
+    from gateway.latency import METER
+    from webrtc.seams import ENCODER_ATTR, ForwardingEncoder
+    from webrtc.whep import WhepSession
+
+    session = await new_session(client)
+    cid = session["id"]
+    since = METER.snapshot()["clock"]
+    publisher = await open_page(browser, client)
+    player = await open_page(browser, client)
+    try:
+        result = await publisher.evaluate(
+            PUBLISH_JS, [f"/whip/{cid}/customer", session["customer"]["token"], codec]
+        )
+        assert result["status"] == 201, result["answer"]
+        # the player prefers the publisher's codec (the gateway answers in offer order)
+        play_js = PLAY_JS.replace(
+            'pc.addTransceiver("video", {direction: "recvonly"});',
+            'pc.addTransceiver("video", {direction: "recvonly"}).setCodecPreferences('
+            "RTCRtpReceiver.getCapabilities('video').codecs.filter((c) => "
+            f"c.mimeType.toLowerCase() === 'video/{codec}' || c.mimeType === 'video/rtx'));",
+        )
+        assert play_js != PLAY_JS
+        result = await player.evaluate(
+            play_js, [f"/whep/{cid}/advisor", session["advisor"]["token"]]
+        )
+        assert result["status"] == 201, result["answer"]
+        stats: dict[str, Any] = {}
+        for _ in range(120):
+            stats.update(await player.evaluate(STATS_JS))
+            video, audio = stats.get("video", {}), stats.get("audio", {})
+            if video.get("framesDecoded", 0) >= 30 and audio.get("totalAudioEnergy", 0) > 0:
+                break
+            await player.wait_for_timeout(250)
+        assert stats["video"]["framesDecoded"] >= 30, stats
+        assert (stats["video"]["frameWidth"], stats["video"]["frameHeight"]) == (640, 480)
+        assert stats["audio"]["totalAudioEnergy"] > 0, stats
+        whep = next(s for s in frontend.sessions.values() if isinstance(s, WhepSession))
+        encoders = {t.kind: getattr(t.sender, ENCODER_ATTR) for t in whep.pc.getTransceivers()}
+        assert all(isinstance(e, ForwardingEncoder) for e in encoders.values())
+        # every frame the browser decoded was forwarded, none packetized again
+        assert encoders["video"].forwarded >= 30 and encoders["audio"].forwarded >= 50
+        assert encoders["video"].inner.__class__.__name__.lower().startswith(codec)
+        # measured under its own path (a late joiner's GOP replay is not measured)
+        added = METER.snapshot(since)["added"]
+        assert {k for k in added if k.startswith("webrtc_to_webrtc")} == {
+            "webrtc_to_webrtc/forwarded/video",
+            "webrtc_to_webrtc/forwarded/audio",
+        }, added
+    finally:
+        await publisher.close()
+        await player.close()

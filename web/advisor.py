@@ -36,7 +36,9 @@ from aiohttp import web
 
 from gateway.consultation import Consultation, Role, group_pin
 from gateway.service import AdvisorAuth, AdvisorSession
+from gateway.store import LockoutStore
 from web.auth import ADVISOR_COOKIE, check_csrf, csrf_token, gateway_of, identify, same_origin
+from web.cluster import end_elsewhere, remote_row, rooms_elsewhere
 from web.documents import page_limits
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
 from web.links import iso_utc, participant_links
@@ -87,6 +89,41 @@ class LoginGuard:
         # The address keeps its count: a valid account of its own must not let an
         # address reset its budget between guesses at other accounts.
         self.per_account.succeed(account.lower())
+
+    # -- with the cluster's shared lock-outs (gateway/store/, docs/cluster.md) --------------
+    # Each node counts as before; with a shared store the per-account count is kept there
+    # too, so N nodes do not give a guesser N times the budget for one account.
+    shared: LockoutStore | None = None
+
+    async def shared_retry_after(self, address: str, account: str) -> float:
+        wait = self.retry_after(address, account)
+        if self.shared is not None and account:
+            key = "account:" + account.lower()
+            wait = max(wait, await asyncio.to_thread(self.shared.retry_after, key, time.time()))
+        return wait
+
+    async def shared_failed(self, address: str, account: str) -> float:
+        locked = self.failed(address, account)
+        if self.shared is not None and account:
+            limiter, key = self.per_account, "account:" + account.lower()
+            locked = max(
+                locked,
+                await asyncio.to_thread(
+                    self.shared.fail,
+                    key,
+                    time.time(),
+                    limiter.window,
+                    limiter.max_failures,
+                    limiter.lockout,
+                ),
+            )
+        return locked
+
+    async def shared_succeeded(self, account: str) -> None:
+        self.succeeded(account)
+        if self.shared is not None and account:
+            key = "account:" + account.lower()
+            await asyncio.to_thread(self.shared.clear, key, time.time())
 
 
 LOGIN_GUARD_KEY = web.AppKey("login_guard", LoginGuard)
@@ -187,6 +224,7 @@ async def login(request: web.Request) -> web.Response:
         return login_page(
             request, status=403, message="login.link_invalid", title_key="login.failed.title"
         )
+    await gateway_of(request).advisor_auth.publish(sid)  # every node knows it (cluster)
     log.info("advisor signed in with the one-time link")
     response = _see_other("/advisor")
     set_cookie(
@@ -217,7 +255,7 @@ async def login_submit(request: web.Request) -> web.Response:
     auth = gateway_of(request).advisor_auth
     guard = request.app[LOGIN_GUARD_KEY]
     address = address_key(request.remote)
-    wait = guard.retry_after(address, name)
+    wait = await guard.shared_retry_after(address, name)
     if wait:
         return login_page(
             request, status=429, message="login.locked", next_path=next_path, retry_after=wait
@@ -238,7 +276,7 @@ async def login_submit(request: web.Request) -> web.Response:
         finally:
             guard.in_flight -= keys
     if verified is None:
-        locked = guard.failed(address, name)
+        locked = await guard.shared_failed(address, name)
         if locked:
             log.warning("advisor sign-in locked for %d s after repeated failures", locked)
             return login_page(
@@ -247,9 +285,10 @@ async def login_submit(request: web.Request) -> web.Response:
         return login_page(
             request, status=403, message="login.wrong", next_path=next_path, name=name
         )
-    guard.succeeded(name)
+    await guard.shared_succeeded(name)
     account, generation = verified
     sid = auth.new_session(account, generation)
+    await auth.publish(sid)  # every node knows it (cluster)
     log.info("advisor %s signed in", account)
     response = _see_other(next_path)
     set_cookie(
@@ -266,7 +305,7 @@ async def logout(request: web.Request) -> web.Response:
         form = await request.post()
         token = form.get("csrf")
         check_csrf(request, principal, token if isinstance(token, str) else None)
-        gateway_of(request).advisor_auth.end_session(principal.cookie_session)
+        await gateway_of(request).advisor_auth.withdraw(principal.cookie_session)
     response = message_page(request, "logout.title", "logout.text")
     response.del_cookie(ADVISOR_COOKIE, path="/")
     return response
@@ -309,7 +348,7 @@ def _lobby(v: View, consultation: Consultation, state: str) -> str:
     text = esc(message["text"]) if message else ""
     hidden = "" if state == "lobby" else " hidden"
     return (
-        f'<button type="button" class="admit primary" data-id="{cid}"{hidden}>'
+        f'<button type="button" class="lobby-admit primary" data-id="{cid}"{hidden}>'
         + v.tr("lobby.admit")
         + "</button>"
         + f'<p class="lobby-message" id="msg-{cid}"{"" if message else " hidden"}>{text}</p>'
@@ -369,7 +408,8 @@ def _row(request: web.Request, v: View, consultation: Consultation, csrf: str, n
         + f'<td class="row-actions"><a class="button primary" href="/advisor/{cid}">'
         + v.tr("overview.join")
         + "</a>"
-        f'<button type="button" class="new-pin secondary" data-id="{cid}"'
+        + _invite_button(request, v, consultation)
+        + f'<button type="button" class="new-pin secondary" data-id="{cid}"'
         f"{'' if state == 'locked' else ' hidden'}>" + v.tr("access.new_pin") + "</button>"
         f'<form method="post" action="/advisor/{cid}/end" class="end-form" '
         f'data-confirm="overview.end_confirm">'
@@ -377,6 +417,41 @@ def _row(request: web.Request, v: View, consultation: Consultation, csrf: str, n
         '<button type="submit" class="danger">'
         + v.tr("overview.end")
         + "</button></form></td></tr>"
+    )
+
+
+def _invite_button(request: web.Request, v: View, consultation: Consultation) -> str:
+    """ "Einladung per E-Mail" (static/invite.js), only when a mail relay is configured."""
+    if gateway_of(request).config.smtp is None:
+        return ""
+    return (
+        f'<button type="button" class="invite secondary" data-id="{esc(consultation.id)}">'
+        + v.tr("invite.button")
+        + "</button>"
+    )
+
+
+def _invite_dialog(request: web.Request, v: View) -> str:
+    """One dialog for every row: the customer's address, used for this message only."""
+    if gateway_of(request).config.smtp is None:
+        return ""
+    return "".join(
+        (
+            '<dialog id="invite-dialog" aria-labelledby="invite-title">',
+            '<form id="invite-form" class="invite-form" novalidate>',
+            v.tr("invite.title", "h2", 'id="invite-title"'),
+            v.tr("invite.label", "label", 'for="invite-email"'),
+            '<input id="invite-email" name="email" type="email" autocomplete="off" '
+            'maxlength="254" required aria-describedby="invite-hint">',
+            v.tr("invite.hint", "p", 'id="invite-hint" class="hint"'),
+            '<p id="invite-status" role="status" hidden></p>',
+            '<div class="dialog-buttons">',
+            '<button type="button" id="invite-cancel" class="secondary">',
+            v.tr("invite.cancel"),
+            '</button><button type="submit" id="invite-send" class="primary">',
+            v.tr("invite.send"),
+            "</button></div></form></dialog>",
+        )
     )
 
 
@@ -429,6 +504,10 @@ async def advisor_home(request: web.Request) -> web.Response:
     new_id = request.query.get("created", "")
     consultations = visible_consultations(request, entry)
     rows = [_row(request, v, c, csrf, c.id == new_id) for c in consultations]
+    # cluster mode: the advisor's consultations on the other nodes (web/cluster.py)
+    rows += [
+        remote_row(v, node, room, csrf) for node, room in await rooms_elsewhere(request, entry)
+    ]
     if rows:
         heads = "".join(
             v.tr(f"overview.col.{col}", "th")
@@ -460,12 +539,15 @@ async def advisor_home(request: web.Request) -> web.Response:
         '<section class="card">' + v.tr("overview.running", "h2") + table + "</section>"
         '<form method="post" action="/logout" class="logout">'
         f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
-        '<button type="submit" class="secondary">' + v.tr("logout.button") + "</button></form>"
+        '<button type="submit" class="secondary">'
+        + v.tr("logout.button")
+        + "</button></form>"
+        + _invite_dialog(request, v)
     )
     page = v.document(
         "overview.title",
         main,
-        scripts=("i18n.js", "copy.js", "sounds.js", "advisor.js"),
+        scripts=("i18n.js", "copy.js", "sounds.js", "advisor.js", "invite.js"),
         meta={"csrf-token": csrf},
         body_class="page-overview",
     )
@@ -493,6 +575,9 @@ async def advisor_state(request: web.Request) -> web.Response:
                 "page_url": links["page_url"],
             }
         )
+    # cluster mode: those on other nodes (no link or PIN here: their node shows them)
+    for node, room in await rooms_elsewhere(request, entry):
+        found.append({"id": room["id"], "customer": room.get("customer"), "node": node.id})
     return web.json_response({"consultations": found})
 
 
@@ -511,6 +596,8 @@ async def advisor_end(request: web.Request) -> web.Response:
     if consultation is not None and consultation.owned_by(signed_in[1].principal):
         gateway_of(request).directory.end(cid, "ended")
         log.info("consultation %s ended by the advisor", cid)
+    elif consultation is None:
+        await end_elsewhere(request, cid, signed_in[1].principal)  # cluster: its node
     return _see_other("/advisor?ended")
 
 
@@ -545,6 +632,7 @@ async def advisor_consultation(request: web.Request) -> web.Response:
         csrf=csrf_token(request.app, sid),
         ice_urls=gateway.config.ice_urls(),
         documents=page_limits(gateway),
+        dial_out=gateway.phone_dialer is not None,
     )
     return html_response(request, page)
 
@@ -559,4 +647,7 @@ def setup(app: web.Application) -> None:
             limits.login_max_failures_per_account, limits.login_failure_window, limits.login_lockout
         ),
     )
+    store = app[GATEWAY_KEY].store
+    if store is not None and store.shared:
+        app[LOGIN_GUARD_KEY].shared = store.lockouts
     app.add_routes(routes)

@@ -16,7 +16,18 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from gateway.service import Gateway
-from web import advisor, api, documents, events, forms, ops, pages, stats
+from web import (
+    advisor,
+    api,
+    cluster,
+    documents,
+    events,
+    forms,
+    invitations,
+    ops,
+    pages,
+    stats,
+)
 from web.accesslog import RedactingAccessLogger
 from web.feedback import setup as feedback_setup
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
@@ -31,11 +42,13 @@ CLIENT_MAX_SIZE = 1024 * 1024
 
 Setup = Callable[[web.Application], None]
 DEFAULT_SETUPS: tuple[Setup, ...] = (
+    cluster.setup,  # first: its middleware runs before the handlers (docs/cluster.md)
     api.setup,
     advisor.setup,
     documents.setup,
     feedback_setup,
     forms.setup,
+    invitations.setup,
     stats.setup,
     events.setup,
     ops.setup,

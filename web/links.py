@@ -89,6 +89,8 @@ def participant_links(config: Config, consultation: Consultation, role: Role) ->
         link = quote(consultation.customer_link, safe="")
         links["page_url"] = f"{base}/k/{link}"
         links["flash_page_url"] = f"{base}/flash/{link}"
+        if consultation.phone_code:  # the telephone leg is on (docs/phone.md)
+            links["phone"] = {"number": config.phone_number, "code": consultation.phone_code}
     else:
         links["page_url"] = base + page_path(consultation.id, role)
     links["whip_url"] = f"{base}/whip/{cid}/{role}"

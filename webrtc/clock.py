@@ -8,7 +8,8 @@ asks for one session clock per source so both directions stay in sync.
 * Before any sender report: a track's time is the *arrival* time of its first frame on
   the peer's clock (milliseconds since the peer's first frame of any track) plus its
   RTP progress since then. Both tracks of a peer share that base, which is as good as
-  the two jitter buffers are equal (aiortc: ~33–67 ms video, ~80 ms audio).
+  the two receive buffers are equal (the reorder-only buffer holds neither in order;
+  with ``--rtp-receive aiortc``, ~33–67 ms video and ~80 ms audio).
 * From the first sender report on (any track): ``session = sender_ntp + offset``; the
   offset is fixed by the first report so the track that brings it does not jump, and
   every track with a report of its own maps through its report from then on. A track

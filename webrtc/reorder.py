@@ -60,6 +60,7 @@ class RtpFrame:
     arrived: float  # the latest arrival of its packets: the frame was complete then
     keyframe: bool = False
     first_seq: int = 0
+    released: float = 0.0  # when the buffer let it go (set by the caller's glue)
 
 
 @dataclass(slots=True)
@@ -69,7 +70,7 @@ class ReorderStats:
     skipped: int = 0  # sequence numbers given up on
     dropped_frames: int = 0  # video frames dropped (broken, or waiting for a keyframe)
     resets: int = 0
-    pli: int = 0
+    pli: int = 0  # keyframe requests taken by the caller
 
 
 @dataclass(slots=True)
@@ -129,6 +130,8 @@ class ReorderBuffer:
     def take_pli(self) -> bool:
         """Whether a picture loss indication should go to the sender (once per ask)."""
         pli, self._pli = self._pli, False
+        if pli:
+            self.stats.pli += 1
         return pli
 
     # -- internals ----------------------------------------------------------------------
@@ -198,6 +201,8 @@ class ReorderBuffer:
         if not self.video:
             del self._held[self._expected]
             self._expected += 1
+            if not first.payload:
+                return True  # padding only
             self.stats.released += 1
             out.append(RtpFrame(first.timestamp, first.data, (first.payload,), first.arrived, True))
             return True
@@ -220,10 +225,14 @@ class ReorderBuffer:
             del self._held[self._expected + i]
         start = self._expected
         self._expected += len(packets)
+        if not any(p.payload for p in packets):
+            return True  # padding only (RFC 3550 §5.1): no frame
         data = b"".join(p.data for p in packets)
         keyframe = bool(self.is_keyframe(data)) if self.is_keyframe is not None else False
         if self._need_keyframe and not keyframe:
+            # nothing can be decoded until a keyframe: ask for one (the caller paces PLIs)
             self.stats.dropped_frames += 1
+            self._pli = True
             return True
         self._need_keyframe = False
         self.stats.released += 1
@@ -231,7 +240,8 @@ class ReorderBuffer:
             RtpFrame(
                 first.timestamp,
                 data,
-                tuple(p.payload for p in packets),
+                # padding-only packets keep the sequence whole but carry nothing to forward
+                tuple(p.payload for p in packets if p.payload),
                 max(p.arrived for p in packets),
                 keyframe,
                 start & 0xFFFF,
@@ -271,7 +281,6 @@ class ReorderBuffer:
             self.stats.dropped_frames += 1
             self._need_keyframe = True
             self._pli = True
-            self.stats.pli += 1
             first = self._held[nxt]
             self._resync = not (self.starts_frame is not None and self.starts_frame(first.payload))
 

@@ -115,7 +115,9 @@ class AudioPipe(Pipe):
         target = self.target
         native = NATIVE_RATES.get(target, ())
         self.rate = in_rate if in_rate in native else AUDIO_RATES[target]
-        self.channels = 1 if target == "nellymoser" else max(1, min(2, channels))
+        # Nellymoser and the telephone codecs are mono
+        mono = target in ("nellymoser", "alaw", "mulaw", "g722")
+        self.channels = 1 if mono else max(1, min(2, channels))
         layout = "mono" if self.channels == 1 else "stereo"
         ctx = CodecContext.create(AUDIO_ENCODERS[target], "w")
         assert isinstance(ctx, AudioCodecContext)
@@ -124,7 +126,7 @@ class AudioPipe(Pipe):
         ctx.sample_rate = self.rate
         ctx.layout = layout
         ctx.time_base = Fraction(1, self.rate)
-        if target != "nellymoser":  # Nellymoser's rate is fixed by its sample rate
+        if target not in ("nellymoser", "alaw", "mulaw", "g722"):  # rates fixed by the codec
             ctx.bit_rate = self.control.target.audio_bitrate * self.channels
         if target == "opus":
             # 20 ms frames (WebRTC's default ptime), tuned for speech.

@@ -18,7 +18,8 @@ TS_MASK = 0xFFFFFFFF  # RTMP/FLV timestamps are 32-bit milliseconds
 MS = Fraction(1, 1000)
 
 VIDEO_TARGETS = ("vp8", "h264", "spark")
-AUDIO_TARGETS = ("opus", "aac", "nellymoser", "mp3")
+# alaw/mulaw/g722: the telephone leg (G.711, G.722; docs/phone.md)
+AUDIO_TARGETS = ("opus", "aac", "nellymoser", "mp3", "alaw", "mulaw", "g722")
 
 # Source codec (MediaUnit.codec) -> libavcodec decoder.
 VIDEO_DECODERS = {"spark": "flv", "vp6": "vp6f", "vp6a": "vp6a", "h264": "h264", "vp8": "vp8"}
@@ -29,16 +30,35 @@ AUDIO_DECODERS = {
     "aac": "aac",
     "alaw": "pcm_alaw",
     "mulaw": "pcm_mulaw",
+    "g722": "g722",
     "opus": "opus",
 }
 VIDEO_ENCODERS = {"vp8": "libvpx", "h264": "libx264", "spark": "flv"}
-AUDIO_ENCODERS = {"opus": "libopus", "aac": "aac", "nellymoser": "nellymoser", "mp3": "libmp3lame"}
+AUDIO_ENCODERS = {
+    "opus": "libopus",
+    "aac": "aac",
+    "nellymoser": "nellymoser",
+    "mp3": "libmp3lame",
+    "alaw": "pcm_alaw",
+    "mulaw": "pcm_mulaw",
+    "g722": "g722",
+}
 
 # Output sample rates. Opus is always 48 kHz in WebRTC (RFC 7587). AAC at 44.1 kHz is
 # what the FLV AAC head byte 0xAF declares (FLV spec E.4.2.1: AAC is signalled as 44 kHz
 # stereo; the AudioSpecificConfig is authoritative). Nellymoser at 16 kHz mono has its
 # own FLV SoundFormat 4; MP3 at 44.1 kHz is FLV rate index 3.
-AUDIO_RATES = {"opus": 48000, "aac": 44100, "nellymoser": 16000, "mp3": 44100}
+# G.711 is 8 kHz (ITU-T G.711), G.722 16 kHz (ITU-T G.722; its RTP clock says 8000 for
+# a historical error, RFC 3551 section 4.5.2, which the phone leg's packetiser knows).
+AUDIO_RATES = {
+    "opus": 48000,
+    "aac": 44100,
+    "nellymoser": 16000,
+    "mp3": 44100,
+    "alaw": 8000,
+    "mulaw": 8000,
+    "g722": 16000,
+}
 # Rates an encoder takes as they come: no resampling then (Opus codes 8–48 kHz input
 # natively and its RTP clock is 48 kHz whatever the input; Flash and every AAC decoder
 # play 48 kHz AAC-LC as well as 44.1). A Flash microphone's 16 kHz Speex stays 16 kHz
@@ -74,6 +94,7 @@ AUDIO_DEFAULTS = {
     "nellymoser": (16000, 1),
     "alaw": (8000, 1),
     "mulaw": (8000, 1),
+    "g722": (16000, 1),
     "pcm": (44100, 1),
     "pcm_le": (44100, 1),
     "mp3": (44100, 2),

@@ -86,7 +86,9 @@
   function renderState() {
     const view = VIEWS[machine.state];
     setStatus(view[0], view[1]);
-    VB.room.setLine(presenceEl, view[2], { via: { t: VIA_KEYS[state.customer.via || "chat"] } });
+    // a customer in the waiting room is "here" for the machine, yet not in the call
+    const line = view[2] && inLobby() ? "lobby.advisor_waiting" : view[2];
+    VB.room.setLine(presenceEl, line, { via: { t: VIA_KEYS[state.customer.via || "chat"] } });
     renderCustomerMedia();
     renderRemote();
   }
@@ -123,6 +125,8 @@
         return "room.customer.reconnecting";
       } else if (!state.customer.present) {
         return "room.remote.absent";
+      } else if (inLobby()) {
+        return "lobby.advisor_remote";
       } else if (!state.customer.camera) {
         return "room.remote.camera_off";
       }
@@ -210,8 +214,12 @@
   const notifyButton = byId("notify-enable");
   let alerted = false;
 
+  function inLobby() {
+    return state.customer.present && state.customer.admitted === false;
+  }
+
   function renderLobby() {
-    const waiting = state.customer.present && state.customer.admitted === false;
+    const waiting = inLobby();
     lobbyCard.hidden = !waiting || state.finished;
     VB.title.set("alert", waiting && !state.finished ? i18n.t("lobby.advisor_waiting") : "");
     notifyButton.hidden = !(
@@ -219,6 +227,7 @@
       typeof window.Notification === "function" &&
       window.Notification.permission === "default"
     );
+    renderState();
     if (waiting && !alerted) {
       alerted = true;
       if (VB.sounds) {
@@ -308,6 +317,8 @@
       scheduleRefresh();
     } else if (ev.type === "quality" && ev.role === "customer") {
       renderUplink(ev);
+    } else if (ev.type === "phone" && VB.phone) {
+      VB.phone.onEvent(ev); // the telephone leg: "Telefon verbunden" (phone.js)
     } else if (ev.type === "access" && VB.access) {
       VB.access.onEvent(ev); // the customer's link locked or renewed (access.js)
     }
@@ -490,6 +501,46 @@
       },
     });
     publisher.start();
+  }
+
+  // Another device chosen while one is on: its new track replaces the old one in the
+  // running session (no renegotiation, the customer sees no "off" meanwhile).
+  async function replaceDevice(kind) {
+    const old = state.tracks[kind];
+    if (!old || state.finished) {
+      return;
+    }
+    let track;
+    try {
+      track = await VB.rtc.capture(kind);
+    } catch (err) {
+      showNotice("room.send.failed", { detail: err.name || String(err) });
+      return;
+    }
+    if (state.tracks[kind] !== old || state.finished) {
+      track.stop();
+      return;
+    }
+    VB.room.useTrack(state.tracks, kind, track, switchOff);
+    old.stop();
+    if (publisher) {
+      await publisher.setTrack(kind, track);
+    }
+  }
+
+  const devicesDialog = byId("devices-dialog");
+  if (devicesDialog && VB.devices && VB.rtc.canCapture) {
+    const openDevices = VB.devices.chooser(devicesDialog, async function (applied) {
+      if (!applied) {
+        return;
+      }
+      VB.devices.applySpeaker(remote.video);
+      await replaceDevice("video");
+      await replaceDevice("audio");
+    });
+    byId("devices-open").addEventListener("click", openDevices);
+  } else if (devicesDialog) {
+    byId("devices-open").hidden = true;
   }
 
   async function switchOn(kind) {

@@ -175,7 +175,7 @@
     if (button) {
       button.hidden = state !== "locked";
     }
-    const admit = row.querySelector("button.admit");
+    const admit = row.querySelector("button.lobby-admit");
     if (admit) {
       admit.hidden = state !== "lobby";
     }
@@ -211,7 +211,7 @@
   }
 
   document.addEventListener("click", async function (event) {
-    const button = event.target.closest && event.target.closest("button.admit");
+    const button = event.target.closest && event.target.closest("button.lobby-admit");
     if (!button) {
       return;
     }

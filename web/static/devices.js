@@ -38,10 +38,33 @@
   }
 
   // The deviceId constraint for capturing `kind` ("video"/"audio"): the remembered
-  // device if it is still there ("ideal": an unplugged one falls back to another).
+  // device, "exact" (Chromium keeps the default device for an "ideal" one); a caller
+  // whose device is gone (OverconstrainedError) asks again without (withoutGone).
   function deviceId(kind) {
     const id = saved()[kind === "video" ? "camera" : "microphone"];
-    return id ? { ideal: id } : undefined;
+    return id ? { exact: id } : undefined;
+  }
+
+  // getUserMedia(constraints), and once more without the chosen devices if one of them
+  // is not there any more (unplugged, another computer's id).
+  async function withoutGone(constraints) {
+    try {
+      return await navigator.mediaDevices.getUserMedia(constraints);
+    } catch (err) {
+      const gone = err && (err.name === "OverconstrainedError" || err.name === "NotFoundError");
+      const chosen = ["video", "audio"].filter(function (k) {
+        return constraints[k] && constraints[k].deviceId;
+      });
+      if (!gone || chosen.length === 0) {
+        throw err;
+      }
+      const again = {};
+      Object.keys(constraints).forEach(function (k) {
+        again[k] = Object.assign({}, constraints[k]);
+        delete again[k].deviceId;
+      });
+      return await navigator.mediaDevices.getUserMedia(again);
+    }
   }
 
   // Plays `element` through the chosen speaker, where the browser lets pages choose.
@@ -130,14 +153,14 @@
         audio: { deviceId: deviceId("audio"), echoCancellation: true, noiseSuppression: true },
       };
       try {
-        return await navigator.mediaDevices.getUserMedia(want);
+        return await withoutGone(want);
       } catch (err) {
         if (err && (err.name === "NotFoundError" || err.name === "OverconstrainedError")) {
           // one of the two is missing: check the other alone
           try {
-            return await navigator.mediaDevices.getUserMedia({ audio: want.audio });
+            return await withoutGone({ audio: want.audio });
           } catch (err2) {
-            return await navigator.mediaDevices.getUserMedia({ video: want.video });
+            return await withoutGone({ video: want.video });
           }
         }
         throw err;
@@ -306,44 +329,48 @@
         this.toneOut.el.srcObject = null;
         this.toneOut = null;
       }
-      this.done();
+      this.done(keep);
     }
   }
 
-  // Once per consultation and tab (sessionStorage, a flag only): a reload or "Wieder
-  // teilnehmen" goes straight back in.
-  function checkedAlready(key) {
-    try {
-      return window.sessionStorage.getItem(key) === "1";
-    } catch (err) {
-      return false;
-    }
+  // The same check as a dialog (the advisor's room): opened again and again; closing it
+  // any way (Escape too) stops its tracks. onClose(applied) after each.
+  function chooser(dialog, onClose) {
+    let dc = null;
+    dialog.addEventListener("close", function () {
+      if (dc && !dc.closed) {
+        dc.close(false);
+      }
+    });
+    return function open() {
+      if (!dc) {
+        dc = new DeviceCheck(function (applied) {
+          if (dialog.open) {
+            dialog.close();
+          }
+          onClose(applied);
+        });
+      }
+      dc.closed = false;
+      dialog.showModal();
+      dc.open();
+    };
   }
 
-  function markChecked(key) {
-    try {
-      window.sessionStorage.setItem(key, "1");
-    } catch (err) {
-      // storage off: the next load shows the check again
-    }
-  }
-
-  // Runs the check if this page has one, the browser can capture and this tab has not
-  // been through it for consultation `id`; else done() now.
-  function check(id, done) {
-    const key = "vb-checked:" + id;
+  // Runs the check if the page asks for one (data-check on #room: the customer's first
+  // entry into this consultation, web/pages.py) and the browser can capture; else
+  // done() now.
+  function check(done) {
     const root = document.getElementById("device-check");
+    const room = document.getElementById("room");
     const canCapture = !!(
       navigator.mediaDevices && typeof navigator.mediaDevices.getUserMedia === "function"
     );
-    if (!root || !canCapture || !(VB.rtc && VB.rtc.supported) || checkedAlready(key)) {
+    if (!root || !room.dataset.check || !canCapture || !(VB.rtc && VB.rtc.supported)) {
       done();
       return null;
     }
-    const dc = new DeviceCheck(function () {
-      markChecked(key);
-      done();
-    });
+    const dc = new DeviceCheck(done);
     dc.open();
     return dc;
   }
@@ -351,8 +378,10 @@
   VB.devices = {
     saved: saved,
     deviceId: deviceId,
+    withoutGone: withoutGone,
     applySpeaker: applySpeaker,
     canChooseSpeaker: canChooseSpeaker,
     check: check,
+    chooser: chooser,
   };
 })();

@@ -100,7 +100,9 @@
       constraints[kind].deviceId = chosen;
     }
     try {
-      const stream = await navigator.mediaDevices.getUserMedia(constraints);
+      const stream = VB.devices
+        ? await VB.devices.withoutGone(constraints)
+        : await navigator.mediaDevices.getUserMedia(constraints);
       return stream.getTracks()[0];
     } catch (err) {
       const name = err && err.name;

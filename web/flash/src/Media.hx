@@ -9,8 +9,9 @@ import flash.system.ApplicationDomain;
 
 	Video 640x480 at 15 fps limited to 50 000 bytes/s (400 kbit/s, quality 0 = the
 	bandwidth decides), a keyframe every 15 frames (about one a second: the gateway cannot
-	ask Flash for one, DESIGN.md "Keyframes"). Audio Speex (always 16 kHz wide-band,
-	encodeQuality 6 = 20.6 kbit/s) or, where Speex cannot be set, Nellymoser at 22 kHz.
+	ask Flash for one, docs/architecture.md "Media routing"). Audio Speex (always 16 kHz
+	wide-band, encodeQuality 6 = 20.6 kbit/s) or, where Speex cannot be set, Nellymoser
+	at 22 kHz.
 **/
 class Media {
 	public static inline var WIDTH = 640;

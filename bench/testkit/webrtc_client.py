@@ -71,12 +71,13 @@ class PatternVideoTrack(MediaStreamTrack):
 
 
 class SineAudioTrack(MediaStreamTrack):
-    """A 440 Hz tone, 20 ms frames, paced in real time."""
+    """A 440 Hz tone (or ``freq``), 20 ms frames, paced in real time."""
 
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, freq: float = 440.0) -> None:
         super().__init__()
+        self.freq = freq
         self._start: float | None = None
         self._n = 0
 
@@ -91,7 +92,7 @@ class SineAudioTrack(MediaStreamTrack):
         wave = array.array(
             "h",
             (
-                int(0.3 * 32767 * math.sin(2 * math.pi * 440 * (base + i) / SAMPLE_RATE))
+                int(0.3 * 32767 * math.sin(2 * math.pi * self.freq * (base + i) / SAMPLE_RATE))
                 for i in range(SAMPLES)
             ),
         )
@@ -121,12 +122,12 @@ async def negotiate(pc: RTCPeerConnection, post: Poster) -> tuple[int, dict[str,
 
 
 async def publisher(
-    post: Poster, video_codec: str | None = None
+    post: Poster, video_codec: str | None = None, audio_freq: float = 440.0
 ) -> tuple[RTCPeerConnection, int, dict[str, str], str]:
-    """A send-only client: moving bars and a 440 Hz tone."""
+    """A send-only client: moving bars and a 440 Hz tone (or ``audio_freq``)."""
     pc = new_peer()
     video = pc.addTransceiver(PatternVideoTrack(), direction="sendonly")
-    pc.addTransceiver(SineAudioTrack(), direction="sendonly")
+    pc.addTransceiver(SineAudioTrack(audio_freq), direction="sendonly")
     if video_codec is not None:
         prefer(video, video_codec)
     status, headers, body = await negotiate(pc, post)
