@@ -52,11 +52,11 @@ from typing import Any
 from playwright.async_api import Browser, Page, async_playwright
 
 from bench.procstat import cpu_delta, cpu_sample
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.media import make_flv, read_flv_tags
 from rtmp import messages as m
 from rtmp.client import RtmpClient
 from rtmp.events import MediaReceived
-from testkit.gwproc import GatewayProcess
-from testkit.media import make_flv, read_flv_tags
 
 MODES = ("aiortc", "reorder", "forward")
 CHROMIUM_FLAGS = [

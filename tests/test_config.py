@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.testkit.gwproc import GatewayProcess
 from gateway import config as config_mod
 from gateway.main import build_parser
-from tests.gwproc import GatewayProcess
 
 
 def _load(argv: list[str], env: dict[str, str] | None = None) -> config_mod.Config:
