@@ -24,6 +24,7 @@ from gateway.events import (
     ChatMessage,
     ConsultationEvent,
     MediaState,
+    PhoneState,
     Presence,
     ScreenShare,
     SessionEnded,
@@ -285,6 +286,15 @@ class Consultation:
             self.emit(self.media_state(role))
 
         return changed
+
+    def phone_state(self) -> PhoneState:
+        """The telephone leg now (the ``phone`` event; docs/phone.md)."""
+        call = self.phone
+        if call is None:
+            return PhoneState(active=False)
+        return PhoneState(
+            active=True, number=call.masked_number, since=call.since, codec=call.codec
+        )
 
     def media_state(self, role: Role) -> MediaState:
         """``role``'s devices and publishing now (the ``media`` event)."""

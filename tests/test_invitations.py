@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from playwright.sync_api import Page, expect
 
+from bench.testkit.gwproc import GatewayProcess, free_port
 from gateway.config import Bank
 from gateway.invitations import (
     Invitation,
@@ -34,7 +35,6 @@ from gateway.invitations import (
     mask_address,
     valid_address,
 )
-from tests.gwproc import GatewayProcess, free_port
 from tests.test_brand import COLOR, write_brand_toml
 from tests.test_pages import (  # noqa: F401  (fixtures used by name)
     DESKTOP,

@@ -317,6 +317,8 @@
       scheduleRefresh();
     } else if (ev.type === "quality" && ev.role === "customer") {
       renderUplink(ev);
+    } else if (ev.type === "phone" && VB.phone) {
+      VB.phone.onEvent(ev); // the telephone leg: "Telefon verbunden" (phone.js)
     } else if (ev.type === "access" && VB.access) {
       VB.access.onEvent(ev); // the customer's link locked or renewed (access.js)
     }
