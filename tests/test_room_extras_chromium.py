@@ -262,7 +262,7 @@ def test_typing_indicator_unread_title_and_sounds_that_can_be_muted(
     # "… schreibt" while the other types; gone with the message
     c.fill("#chat-text", "Ich hätte eine Fra")
     expect(a.locator("#typing")).to_have_text("Kunde schreibt …")
-    shot(a, artifacts, "advisor-typing-de", full_page=False)
+    a.locator("#chat").screenshot(path=str(artifacts / "extras-advisor-typing-de.png"))
     c.fill("#chat-text", "Ich hätte eine Frage.")
     c.press("#chat-text", "Enter")
     expect(a.locator(".chat-log li.theirs")).to_have_count(1)
