@@ -361,6 +361,8 @@ async def test_flash_page_asks_for_the_pin_before_it_hands_out_the_token(
         "rtmpt": f"rtmpt://127.0.0.1:{config.http_port}/consult",
         "publish": "customer",
         "play": "advisor",
+        # issue 17: the advisor's shared screen, played as a second stream
+        "screen": "screen",
         "base": f"http://127.0.0.1:{config.http_port}",
         "lang": "de",
     }
