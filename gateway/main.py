@@ -409,6 +409,9 @@ async def serve(cfg: Config) -> int:
     stop = asyncio.Event()
     drain = asyncio.Event()  # cluster mode: SIGTERM drains, a second one (or SIGINT) stops
     loop = asyncio.get_running_loop()
+    from webrtc.seams import quiet_connect_race
+
+    quiet_connect_race(loop)  # a peer closed during ICE is a hang-up, not an error
 
     def on_term() -> None:
         (stop if drain.is_set() or service.cluster is None else drain).set()

@@ -379,3 +379,35 @@ async def test_forwarded_payloads_leave_a_real_sender_rewritten() -> None:
     finally:
         sink.close()
         await sender.stop()
+
+
+def test_connect_race_seam() -> None:
+    """aiortc starts ``__connect`` unawaited from setRemoteDescription; a peer closed
+    during ICE ends that task with InvalidStateError. webrtc.seams.quiet_connect_race
+    recognises exactly that task by its coroutine's qualname."""
+    import inspect
+
+    from aiortc import RTCPeerConnection
+    from aiortc.exceptions import InvalidStateError
+
+    from webrtc.seams import is_connect_race
+
+    connect = RTCPeerConnection._RTCPeerConnection__connect  # type: ignore[attr-defined]
+    assert connect.__qualname__ == "RTCPeerConnection.__connect"
+    assert "ensure_future(self.__connect())" in inspect.getsource(
+        RTCPeerConnection.setRemoteDescription
+    )
+
+    async def run() -> None:
+        pc = RTCPeerConnection()
+        await pc.close()
+        task = asyncio.ensure_future(connect(pc))  # the real coroutine (returns: closed)
+        await task
+        ctx = {"future": task, "exception": InvalidStateError("RTCIceTransport is closed")}
+        assert is_connect_race(ctx)
+        other = asyncio.ensure_future(asyncio.sleep(0))
+        await other
+        assert not is_connect_race({**ctx, "future": other})
+        assert not is_connect_race({**ctx, "exception": ValueError("closed")})
+
+    asyncio.run(run())

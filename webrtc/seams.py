@@ -35,6 +35,7 @@ Nothing here runs at import: :func:`install` patches once, idempotently.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import fractions
@@ -272,3 +273,44 @@ def rtp_origin(receiver: RTCRtpReceiver) -> int | None:
     mapper = getattr(receiver, TIMESTAMP_MAPPER_ATTR, None)
     origin = getattr(mapper, "_origin", None)
     return origin if isinstance(origin, int) else None
+
+
+# -- aiortc's connect task racing a close ------------------------------------------------------
+# ``RTCPeerConnection.setRemoteDescription`` starts ``__connect()`` with a bare
+# ``asyncio.ensure_future`` that nobody awaits. When the peer is closed while that task
+# waits in ``RTCIceTransport.start`` (a browser leaving during ICE, a WHIP DELETE racing
+# the offer), the task ends with ``InvalidStateError('RTCIceTransport is closed')`` and
+# asyncio logs "Task exception was never retrieved" with a traceback: a normal hang-up
+# reported as an internal error. Only that exact case is taken off the error log.
+_CONNECT_QUALNAME = "RTCPeerConnection.__connect"
+
+
+def is_connect_race(context: dict[str, Any]) -> bool:
+    """True for aiortc's unretrieved connect task that failed because its peer closed."""
+    from aiortc.exceptions import InvalidStateError
+
+    future = context.get("future")
+    exc = context.get("exception")
+    coro = future.get_coro() if isinstance(future, asyncio.Task) else None
+    return (
+        isinstance(exc, InvalidStateError)
+        and "closed" in str(exc)
+        and getattr(coro, "__qualname__", "") == _CONNECT_QUALNAME
+    )
+
+
+def quiet_connect_race(loop: Any) -> None:
+    """Install a loop exception handler that logs :func:`is_connect_race` at INFO and
+    passes everything else to the handler that was there (or asyncio's default)."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: Any, context: dict[str, Any]) -> None:
+        if is_connect_race(context):
+            log.info("a WebRTC peer closed while connecting (%s)", context.get("exception"))
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
