@@ -45,7 +45,7 @@ from typing import Any
 from bench.media import PAIR_360P, RELAY_720P, FlvCounter, flv_totals, make_flv
 from bench.nginx_rtmp import NginxRtmp, free_port
 from bench.procstat import cpu_delta, cpu_sample, rss_bytes
-from testkit.gwproc import GatewayProcess
+from bench.testkit.gwproc import GatewayProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -882,9 +882,12 @@ def report(results: dict[str, Any]) -> str:
             client = g["clients"][0][direction]
             lat = client.get("lat_rtp") or client.get("lat") or {}
             median = b[direction].get("ratio_median", g["ratio"])
+            behind = not b[direction].get("valid_rounds", 1)
             add(
                 f"  {direction}: ×ffmpeg CLI {_ratio(median)} "
-                f"(rounds {b[direction].get('ratio_rounds')}); whole lives "
+                f"(rounds {b[direction].get('ratio_rounds')}"
+                f"{', NO VALID ROUND: the gateway fell behind' if behind else ''}"
+                "); whole lives "
                 f"{_ratio(b[direction].get('ratio_whole_median', g.get('ratio_whole')))} "
                 f"(rounds {b[direction].get('ratio_whole_rounds')})"
             )

@@ -109,6 +109,8 @@ class ParticipantChannel:
             # whether the customer is still in the waiting room (docs/web.md); only where
             # there is one, so the snapshot of every other consultation stays as it was
             events.append(consultation.admission(Role.CUSTOMER))
+        if consultation.screen.live:
+            events.append(consultation.screen_state())
         return events
 
     def address(self, event: ConsultationEvent) -> ConsultationEvent:

@@ -202,6 +202,19 @@ def contrast_with_white(color: str) -> float:
 _BANK_FIELDS = tuple(f.name for f in fields(Bank))
 
 
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """The relay for invitation e-mails (``--smtp HOST:PORT``, docs/web.md "Invitations
+    by e-mail"): the bank's own mail server; STARTTLS (RFC 3207) and login optional."""
+
+    host: str
+    port: int
+    starttls: bool = False
+    user: str | None = None
+    password: str | None = None
+    sender: str | None = None  # From: address; default no-reply@<the gateway's host>
+
+
 @dataclass(slots=True)
 class Config:
     host: str = "127.0.0.1"
@@ -249,6 +262,25 @@ class Config:
     rtmp_url: str | None = None
     drain_timeout: float = 4 * 3600.0
     heartbeat: float = 2.0
+    # invitation e-mails (gateway/invitations.py): none unless a relay is configured
+    smtp: str | None = None
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str | None = None
+
+    def smtp_settings(self) -> SmtpSettings | None:
+        if not self.smtp:
+            return None
+        host, port = split_host_port(self.smtp, flag="--smtp")
+        return SmtpSettings(
+            host=host,
+            port=port,
+            starttls=self.smtp_starttls,
+            user=self.smtp_user,
+            password=self.smtp_password,
+            sender=self.smtp_from,
+        )
 
     @property
     def tls(self) -> bool:
@@ -365,6 +397,11 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "rtmp_url": ("str", "this node's public RTMP base, e.g. rtmp://n1.example:1935"),
     "drain_timeout": ("float", "seconds a draining node waits for its consultations"),
     "heartbeat": ("float", "seconds between cluster heartbeats (TTL: three of them)"),
+    "smtp": ("str", "mail relay HOST:PORT for invitation e-mails (none by default)"),
+    "smtp_starttls": ("bool", "use STARTTLS with the mail relay"),
+    "smtp_user": ("str", "user name at the mail relay"),
+    "smtp_password": ("str", "password at the mail relay (better: VB_SMTP_PASSWORD)"),
+    "smtp_from": ("str", "From: address of invitations (default no-reply@ the gateway's host)"),
 }
 
 RTP_RECEIVE_MODES = ("forward", "reorder", "aiortc")
@@ -381,6 +418,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         if kind == "list":
             parser.add_argument(flag, action="append", default=None, help=help_text)
+        elif kind == "bool":
+            parser.add_argument(
+                flag, action="store_const", const="true", default=None, help=help_text
+            )
         else:
             parser.add_argument(flag, default=None, help=help_text)
     for name in _BANK_FIELDS:
@@ -418,6 +459,8 @@ def split_ice_url(url: str) -> tuple[str, str | None, str | None]:
 def split_host_port(value: str, flag: str = "--metrics-listen") -> tuple[str, int]:
     """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen`` (or
     ``flag``)."""
+    """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen``
+    and ``--smtp``."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -434,6 +477,13 @@ def _coerce(kind: str, value: Any) -> Any:
         return float(value)
     if kind == "path":
         return Path(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"expected true or false, not {value!r}")
+        return text in ("1", "true", "yes", "on")
     if kind == "list":
         if isinstance(value, str):
             return [v for v in (p.strip() for p in value.split(",")) if v]
@@ -565,6 +615,7 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         raise ValueError("--rtmp-url expects an rtmp:// URL")
     if cfg.heartbeat <= 0 or cfg.drain_timeout < 0:
         raise ValueError("--heartbeat must be positive and --drain-timeout not negative")
+    cfg.smtp_settings()  # --smtp HOST:PORT, or a ValueError naming the flag
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     if cfg.tls_min_version not in TLS_VERSIONS:

@@ -26,6 +26,7 @@ from gateway.events import (
     MediaState,
     PhoneState,
     Presence,
+    ScreenShare,
     SessionEnded,
     WireEvent,
 )
@@ -33,7 +34,12 @@ from gateway.media import PublishedStream
 from gateway.phonecall import PhoneCall, new_phone_code
 from gateway.roles import Role
 
-__all__ = ["Role"]  # re-exported: the roles' home was here
+__all__ = ["CAMERA", "SCREEN", "Role"]  # Role re-exported: the roles' home was here
+
+# The streams of a consultation (docs/web.md "Screen sharing"): each participant's camera
+# and microphone under its role name, and the advisor's shared screen.
+CAMERA = "camera"
+SCREEN = "screen"
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +222,13 @@ class Consultation:
         }
         for role, stream in self.streams.items():
             stream.on_change = self._stream_changed_callback(role)
+        # The advisor's shared screen (docs/web.md "Screen sharing"): a second published
+        # stream, routed and transcoded like the camera, without the camera/microphone
+        # gates (the advisor starts and stops it with its own button).
+        self.screen = PublishedStream(
+            f"{consultation_id}/{SCREEN}", gop_cache_bytes=gop_cache_bytes
+        )
+        self.screen.on_change = lambda stream: self.emit(self.screen_state())
         # Chat lives in memory for the session only, bounded.
         self.chat_log: deque[ChatMessage] = deque(maxlen=chat_history)
         self._listeners: dict[int, EventListener] = {}
@@ -317,6 +330,34 @@ class Consultation:
         participant.admitted = False
         self.streams[role].set_gates(False, False)
         self.emit(self.admission(role))
+
+    def screen_state(self) -> ScreenShare:
+        """Whether the advisor shares the screen now (the ``screen`` event)."""
+        live = self.screen.live
+        return ScreenShare(
+            sender=Role.ADVISOR,
+            role=Role.ADVISOR,
+            sharing=live,
+            via=self.screen.kind if live else None,
+        )
+
+    def source(self, receiver: Role, stream: str = CAMERA) -> PublishedStream:
+        """What ``receiver`` watches: the other participant's camera, or (``SCREEN``,
+        the customer only) the advisor's shared screen. ValueError for anything else."""
+        if stream == CAMERA:
+            return self.streams[receiver.other]
+        if stream == SCREEN and receiver is Role.CUSTOMER:
+            return self.screen
+        raise ValueError(f"{receiver} cannot receive the stream {stream!r}")
+
+    def published(self, publisher: Role, stream: str = CAMERA) -> PublishedStream:
+        """Where ``publisher`` sends: its camera/microphone, or (``SCREEN``, the advisor
+        only) the shared screen. ValueError for anything else."""
+        if stream == CAMERA:
+            return self.streams[publisher]
+        if stream == SCREEN and publisher is Role.ADVISOR:
+            return self.screen
+        raise ValueError(f"{publisher} cannot publish the stream {stream!r}")
 
     # -- participants -------------------------------------------------------------------
     def attach(self, role: Role, connection: Connection) -> None:
@@ -444,6 +485,7 @@ class Consultation:
                 log.exception("ending the phone call failed")
         for stream in self.streams.values():
             stream.stop()
+        self.screen.stop()
         for participant in self.participants.values():
             for connection in list(participant.connections):
                 try:
@@ -490,6 +532,18 @@ class Consultation:
                 "codec": self.phone.codec,
                 "direction": self.phone.direction,
                 "since": _iso(self.phone.since),
+            },
+            # the advisor's shared screen (docs/web.md "Screen sharing")
+            "screen": {
+                "live": self.screen.live,
+                "via": self.screen.kind or None,
+                "video_codec": self.screen.video_codec,
+                "receivers": len(self.screen.receivers),
+                "routes": [
+                    describe()
+                    for r in self.screen.receivers
+                    if callable(describe := getattr(r.receiver, "describe", None))
+                ],
             },
         }
 

@@ -98,6 +98,19 @@ class Typing(ConsultationEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScreenShare(ConsultationEvent):
+    """Whether the advisor shares the screen (``Consultation.screen``, docs/web.md
+    "Screen sharing"): the customer's page then receives the ``screen`` stream."""
+
+    role: Role
+    sharing: bool
+    via: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return {"type": "screen", "role": str(self.role), "sharing": self.sharing, "via": self.via}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccessChanged(ConsultationEvent):
     """The customer's way in was locked (too many wrong PINs) or renewed: the advisor's
     business only."""

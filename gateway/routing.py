@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from gateway.codecs import h264
-from gateway.consultation import Consultation, Role
+from gateway.consultation import CAMERA, Consultation, Role
 from gateway.events import Notice
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream, Receiver
 from gateway.transcode.formats import TargetFormat
@@ -338,9 +338,11 @@ def connect(
     sink: Receiver,
     caps: SinkCaps,
     pool: TranscoderSource | None,
+    stream: str = CAMERA,
 ) -> Route:
     """The one way a front-end's receiver gets media: ``role`` (the receiving participant)
-    watches what the other role publishes in ``consultation``.
+    watches what the other role publishes in ``consultation`` (``stream``: its camera,
+    or ``SCREEN``, the advisor's shared screen: ``Consultation.source``).
 
     Every front-end (RTMP players, WHEP peers, a later telephone leg) comes through here,
     so the wiring is the same for all: passthrough or the pool's shared transcoder per
@@ -350,7 +352,7 @@ def connect(
     ``pool`` None: passthrough only. Close the returned route to detach.
     """
     route = Route(
-        consultation.streams[role.other],
+        consultation.source(role, stream),
         sink,
         caps,
         pool,

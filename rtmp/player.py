@@ -15,6 +15,7 @@ from __future__ import annotations
 from time import perf_counter
 from typing import TYPE_CHECKING
 
+from gateway.consultation import CAMERA, SCREEN, Role
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 from gateway.routing import Route, connect, flash_caps
@@ -143,12 +144,15 @@ def play(session: RtmpSession, cmd: CommandReceived) -> None:
     if grant is None:
         _play_failed(session, sid, "Invalid or expired token.")
         return
-    if name != str(grant.role.other):
+    # the other participant's camera under its role name, or (customers) the advisor's
+    # shared screen as "screen" (docs/web.md "Screen sharing")
+    stream = SCREEN if name == SCREEN else CAMERA
+    if name != str(grant.role.other) and not (stream == SCREEN and grant.role is Role.CUSTOMER):
         _play_failed(session, sid, f"You may only play {grant.role.other}.")
         return
     if sid in session.playing:
         session.playing.pop(sid).detach()
-    source = grant.consultation.streams[grant.role.other]
+    source = grant.consultation.source(grant.role, stream)
     receiver = PlayerReceiver(session, sid, source)
     session.playing[sid] = receiver
     conn = session.conn
@@ -169,6 +173,7 @@ def play(session: RtmpSession, cmd: CommandReceived) -> None:
         receiver,
         flash_caps(session.supports_h264, session.supports_aac),
         session.gateway.transcoders,
+        stream=stream,
     )
 
 

@@ -15,9 +15,9 @@ from urllib.parse import parse_qs
 import pytest
 from playwright.sync_api import Page, expect
 
+from bench.testkit.gwproc import GatewayProcess
 from gateway import config as config_module
 from gateway.config import Bank, contrast_with_white
-from tests.gwproc import GatewayProcess
 
 # the fixtures of the pages' tests, on this module's own gateway (``gw`` below)
 from tests.test_pages import (  # noqa: F401

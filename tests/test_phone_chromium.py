@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import pytest
 from playwright.sync_api import expect
 
-from testkit.baresip import Baresip, write_tone
-from testkit.gwproc import GatewayProcess, free_port
+from bench.testkit.baresip import Baresip, write_tone
+from bench.testkit.gwproc import GatewayProcess, free_port
 from tests.conftest import require_tool
 from tests.test_documents_panel import axe_violations
 from tests.test_pages import (  # noqa: F401 - fixtures

@@ -16,9 +16,9 @@ import aiohttp
 import numpy as np
 import pytest
 
-from testkit import webrtc_client as wc
-from testkit.baresip import Baresip, write_tone
-from testkit.gwproc import GatewayProcess, free_port
+from bench.testkit import webrtc_client as wc
+from bench.testkit.baresip import Baresip, write_tone
+from bench.testkit.gwproc import GatewayProcess, free_port
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.e2e

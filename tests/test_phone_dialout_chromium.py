@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from testkit.baresip import Baresip, write_tone
-from testkit.gwproc import GatewayProcess, free_port
+from bench.testkit.baresip import Baresip, write_tone
+from bench.testkit.gwproc import GatewayProcess, free_port
 from tests.conftest import require_tool
 from tests.test_pages import (  # noqa: F401 - fixtures
     Opener,

@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from testkit.baresip import Baresip, write_tone
-from testkit.gwproc import GatewayProcess, free_port
-from testkit.sipp import declined_invite, dial_in_with_info, run_sipp, scanner_invite, stat, torture
+from bench.testkit.baresip import Baresip, write_tone
+from bench.testkit.gwproc import GatewayProcess, free_port
+from bench.testkit.sipp import (
+    declined_invite,
+    dial_in_with_info,
+    run_sipp,
+    scanner_invite,
+    stat,
+    torture,
+)
 from tests.conftest import require_tool
 from tests.test_phone_dialin import _join_by_phone, session_state, wait_state
 

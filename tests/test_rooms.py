@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient
 from argon2 import PasswordHasher
 
+from bench.testkit.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 from gateway import config as config_mod
 from gateway.advisors import AdvisorAccounts
 from gateway.config import Config
@@ -38,7 +39,6 @@ from gateway.consultation import (
 from gateway.main import build_app, build_parser
 from gateway.service import AdvisorAuth, Gateway
 from rtmp.client import RtmpClient
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 
 Client = TestClient[web.Request, web.Application]
 FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -50,12 +50,8 @@ LABEL = "Frau Schmidt – Baufinanzierung"
 @pytest.fixture
 def gw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Gateway:
     gateway = Gateway.from_config(Config(advisor_token=STATIC, data_dir=tmp_path / "data"))
-    # open_storage's own AdvisorAccounts (replaced below) would hash its dummy with the
-    # production argon2 cost: about a second of CPU per test for an object thrown away.
-    monkeypatch.setattr(
-        "gateway.service.AdvisorAccounts",
-        lambda data_dir: AdvisorAccounts(data_dir, hasher=FAST),
-    )
+    # open_storage's own AdvisorAccounts (replaced below) makes its argon2 dummy hash only
+    # on first use, so the object thrown away costs nothing.
     gateway.open_storage()
     accounts = AdvisorAccounts(tmp_path / "data", hasher=FAST)
     gateway.advisor_auth.accounts = accounts

@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.testkit.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
+from bench.testkit.media import FlvTag, make_flv, read_flv_tags
 from gateway.consultation import Connection, Directory, Role
 from gateway.stats import (
     SCHEMA_VERSION,
@@ -27,8 +29,6 @@ from gateway.stats import (
     row_for,
     to_csv,
 )
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
-from tests.media import FlvTag, make_flv, read_flv_tags
 
 # -- units -----------------------------------------------------------------------------------
 

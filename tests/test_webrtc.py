@@ -25,13 +25,13 @@ from aiohttp.test_utils import TestClient
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
+from bench.testkit import webrtc_client as wc
+from bench.testkit.gwproc import GatewayProcess
 from gateway.config import Config
 from gateway.consultation import Role
 from gateway.main import build_app, build_gateway
 from gateway.media import MediaUnit, PublishedStream
 from gateway.service import Gateway
-from tests import webrtc_client as wc
-from tests.gwproc import GatewayProcess
 from webrtc.frontend import WebRtcFrontEnd
 from webrtc.whep import WhepSession
 from webrtc.whip import WhipSession

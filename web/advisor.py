@@ -407,7 +407,8 @@ def _row(request: web.Request, v: View, consultation: Consultation, csrf: str, n
         + f'<td class="row-actions"><a class="button primary" href="/advisor/{cid}">'
         + v.tr("overview.join")
         + "</a>"
-        f'<button type="button" class="new-pin secondary" data-id="{cid}"'
+        + _invite_button(request, v, consultation)
+        + f'<button type="button" class="new-pin secondary" data-id="{cid}"'
         f"{'' if state == 'locked' else ' hidden'}>" + v.tr("access.new_pin") + "</button>"
         f'<form method="post" action="/advisor/{cid}/end" class="end-form" '
         f'data-confirm="overview.end_confirm">'
@@ -415,6 +416,41 @@ def _row(request: web.Request, v: View, consultation: Consultation, csrf: str, n
         '<button type="submit" class="danger">'
         + v.tr("overview.end")
         + "</button></form></td></tr>"
+    )
+
+
+def _invite_button(request: web.Request, v: View, consultation: Consultation) -> str:
+    """ "Einladung per E-Mail" (static/invite.js), only when a mail relay is configured."""
+    if gateway_of(request).config.smtp is None:
+        return ""
+    return (
+        f'<button type="button" class="invite secondary" data-id="{esc(consultation.id)}">'
+        + v.tr("invite.button")
+        + "</button>"
+    )
+
+
+def _invite_dialog(request: web.Request, v: View) -> str:
+    """One dialog for every row: the customer's address, used for this message only."""
+    if gateway_of(request).config.smtp is None:
+        return ""
+    return "".join(
+        (
+            '<dialog id="invite-dialog" aria-labelledby="invite-title">',
+            '<form id="invite-form" class="invite-form" novalidate>',
+            v.tr("invite.title", "h2", 'id="invite-title"'),
+            v.tr("invite.label", "label", 'for="invite-email"'),
+            '<input id="invite-email" name="email" type="email" autocomplete="off" '
+            'maxlength="254" required aria-describedby="invite-hint">',
+            v.tr("invite.hint", "p", 'id="invite-hint" class="hint"'),
+            '<p id="invite-status" role="status" hidden></p>',
+            '<div class="dialog-buttons">',
+            '<button type="button" id="invite-cancel" class="secondary">',
+            v.tr("invite.cancel"),
+            '</button><button type="submit" id="invite-send" class="primary">',
+            v.tr("invite.send"),
+            "</button></div></form></dialog>",
+        )
     )
 
 
@@ -498,12 +534,15 @@ async def advisor_home(request: web.Request) -> web.Response:
         '<section class="card">' + v.tr("overview.running", "h2") + table + "</section>"
         '<form method="post" action="/logout" class="logout">'
         f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
-        '<button type="submit" class="secondary">' + v.tr("logout.button") + "</button></form>"
+        '<button type="submit" class="secondary">'
+        + v.tr("logout.button")
+        + "</button></form>"
+        + _invite_dialog(request, v)
     )
     page = v.document(
         "overview.title",
         main,
-        scripts=("i18n.js", "copy.js", "sounds.js", "advisor.js"),
+        scripts=("i18n.js", "copy.js", "sounds.js", "advisor.js", "invite.js"),
         meta={"csrf-token": csrf},
         body_class="page-overview",
     )

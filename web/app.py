@@ -16,7 +16,18 @@ from collections.abc import Callable, Iterable
 from aiohttp import web
 
 from gateway.service import Gateway
-from web import advisor, api, cluster, documents, events, forms, ops, pages, stats
+from web import (
+    advisor,
+    api,
+    cluster,
+    documents,
+    events,
+    forms,
+    invitations,
+    ops,
+    pages,
+    stats,
+)
 from web.accesslog import RedactingAccessLogger
 from web.feedback import setup as feedback_setup
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
@@ -37,6 +48,7 @@ DEFAULT_SETUPS: tuple[Setup, ...] = (
     documents.setup,
     feedback_setup,
     forms.setup,
+    invitations.setup,
     stats.setup,
     events.setup,
     ops.setup,

@@ -48,6 +48,8 @@ _ICONS = {
     'stroke-width="2" stroke-linecap="round" stroke-linejoin="round"/>',
     "download": '<path d="M12 4v12M7 11l5 5 5-5M4 16v4h16v-4" fill="none" '
     'stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"/>',
+    "screen": '<path d="M3 4h18a1 1 0 0 1 1 1v11a1 1 0 0 1-1 1H3a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1zM8 '
+    '21h8M12 17v4" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"/>',
     "star": '<path d="M12 2.5l2.9 6.1 6.6.8-4.9 4.6 1.3 6.6L12 17.3l-5.9 3.3 1.3-6.6-4.9-4.6 '
     '6.6-.8z"/>',
     "fullscreen": '<path d="M4 9V4h5M15 4h5v5M20 15v5h-5M9 20H4v-5" fill="none" '
@@ -296,6 +298,7 @@ def _stage(
     self_label: str,
     placeholder: str,
     label_params: Mapping[str, Any] | None = None,
+    extra: str = "",
 ) -> str:
     return "".join(
         (
@@ -316,7 +319,45 @@ def _stage(
             '<button type="button" id="unmute" class="unmute" hidden>',
             icon("sound"),
             v.tr("cust.unmute"),
-            "</button></section>",
+            "</button>",
+            extra,
+            "</section>",
+        )
+    )
+
+
+def _screen_view(v: View, named: Mapping[str, Any]) -> str:
+    """The advisor's shared screen on the customer's page (``static/screen.js``), over
+    the advisor's picture while it is shared (the voice goes on), with the line that
+    says what it is."""
+    return "".join(
+        (
+            '<section id="screen-share" class="screen-share" '
+            'aria-labelledby="screen-label" hidden>',
+            '<video id="screen-video" autoplay muted playsinline></video>',
+            v.tr(
+                "cust.named.screen_label" if named else "cust.screen.label",
+                "p",
+                'id="screen-label" class="screen-label" role="status"',
+                **named,
+            ),
+            "</section>",
+        )
+    )
+
+
+def _screen_controls(v: View) -> str:
+    """The advisor's "Bildschirm teilen" / "Teilen beenden" (``static/screen.js``);
+    hidden where the browser cannot share a screen (phones)."""
+    return "".join(
+        (
+            '<div class="screen-controls">',
+            '<button type="button" id="share-screen" class="toggle" data-on="false" hidden>',
+            icon("screen"),
+            v.tr("screen.share", "span", 'class="toggle-label"'),
+            "</button>",
+            '<p id="screen-status" class="screen-status" role="status" hidden></p>',
+            "</div>",
         )
     )
 
@@ -712,6 +753,7 @@ def customer_room(
                 "cust.self_label",
                 "cust.remote.connecting",
                 named,
+                extra=_screen_view(v, named),
             ),
             '<div class="controls" id="media-controls">',
             _toggle(v, "camera", "camera", "media.camera.turn_on", False),
@@ -756,6 +798,7 @@ def customer_room(
             "sounds.js",
             "devices.js",
             "room.js",
+            "screen.js",
             "customer.js",
         ),
         meta={"vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
@@ -990,6 +1033,7 @@ def advisor_room(
             _toggle(v, "camera", "camera", "media.camera.turn_on", False),
             _toggle(v, "microphone", "mic", "media.mic.turn_on", False),
             "</div>",
+            _screen_controls(v),
             _quality(v),
             '</div><div class="side-column">',
             _customer_card(v),
@@ -1025,6 +1069,7 @@ def advisor_room(
             "sounds.js",
             "devices.js",
             "room.js",
+            "screen.js",
             "advisor-room.js",
             "access.js",
             "phone.js",

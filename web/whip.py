@@ -23,7 +23,7 @@ from typing import Protocol
 
 from aiohttp import hdrs, web
 
-from gateway.consultation import Consultation, Role
+from gateway.consultation import CAMERA, SCREEN, Consultation, Role
 from web.auth import gateway_of, require
 from web.problems import ProblemError
 
@@ -44,9 +44,13 @@ class AnswerLike(Protocol):
 
 
 class WebRtcService(Protocol):
-    async def publish(self, consultation: Consultation, role: Role, offer: str) -> AnswerLike: ...
+    async def publish(
+        self, consultation: Consultation, role: Role, offer: str, stream: str = CAMERA
+    ) -> AnswerLike: ...
 
-    async def play(self, consultation: Consultation, role: Role, offer: str) -> AnswerLike: ...
+    async def play(
+        self, consultation: Consultation, role: Role, offer: str, stream: str = CAMERA
+    ) -> AnswerLike: ...
 
     async def delete(
         self, kind: str, consultation: Consultation, role: Role, resource_id: str
@@ -132,11 +136,25 @@ def _offer_handler(kind: str) -> Callable[[web.Request], Awaitable[web.Response]
             raise ProblemError(
                 409, "The customer waits to be let in by the advisor (waiting room)."
             )
+        # ?stream=screen: the advisor's screen share (docs/web.md "Screen sharing"), which
+        # only the advisor publishes and only the customer receives
+        stream = request.query.get("stream", CAMERA)
+        try:
+            if kind == WHIP:
+                consultation.published(role, stream)
+            else:
+                consultation.source(role, stream)
+        except ValueError:
+            raise ProblemError(
+                403 if stream == SCREEN else 404,
+                f"The {role} cannot {'send' if kind == WHIP else 'receive'} the stream "
+                f"{stream[:20]!r}.",
+            ) from None
         offer = await _read_offer(request)
         service = _service(request)
         method = service.publish if kind == WHIP else service.play
         try:
-            answer = await method(consultation, role, offer)
+            answer = await method(consultation, role, offer, stream)
         except ValueError as exc:
             raise ProblemError(400, str(exc) or "The SDP offer cannot be answered.") from None
         headers = {hdrs.LOCATION: f"/{kind}/{consultation.id}/{role}/{answer.resource_id}"}

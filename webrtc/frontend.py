@@ -14,7 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from gateway.consultation import Consultation, Role
+from gateway.consultation import CAMERA, Consultation, Role
 from gateway.service import Gateway
 from webrtc.offer import OfferError
 from webrtc.peers import PeerFactory
@@ -51,7 +51,8 @@ class WebRtcFrontEnd:
         # (the page closes its RTCPeerConnection, the server notices first) still gets
         # 200 — DELETE is idempotent (RFC 9110 §9.2.2). Bounded, oldest dropped first.
         self._ended: dict[str, tuple[str, str, Role]] = {}
-        self._by_participant: dict[tuple[str, str, Role], PeerSession] = {}
+        # (kind, consultation id, role, stream): one session of each
+        self._by_participant: dict[tuple[str, str, Role, str], PeerSession] = {}
         # the customer's uplink as measured here, per consultation id (webrtc/quality.py)
         self._meters: dict[str, tuple[Consultation, UplinkMeter]] = {}
         self._quality_task: asyncio.Task[None] | None = None
@@ -62,19 +63,27 @@ class WebRtcFrontEnd:
         participant only."""
         return [(str(s.urls), s.username, s.credential) for s in self.factory.servers]
 
-    async def publish(self, consultation: Consultation, role: Role, offer: str) -> Answer:
-        return await self._open(WHIP, consultation, role, offer)
+    async def publish(
+        self, consultation: Consultation, role: Role, offer: str, stream: str = CAMERA
+    ) -> Answer:
+        return await self._open(WHIP, consultation, role, offer, stream)
 
-    async def play(self, consultation: Consultation, role: Role, offer: str) -> Answer:
-        return await self._open(WHEP, consultation, role, offer)
+    async def play(
+        self, consultation: Consultation, role: Role, offer: str, stream: str = CAMERA
+    ) -> Answer:
+        return await self._open(WHEP, consultation, role, offer, stream)
 
-    async def _open(self, kind: str, consultation: Consultation, role: Role, offer: str) -> Answer:
+    async def _open(
+        self, kind: str, consultation: Consultation, role: Role, offer: str, stream: str
+    ) -> Answer:
         if consultation.ended:
             raise OfferError("The consultation has ended.")
         resource_id = secrets.token_urlsafe(18)
         session: PeerSession
         if kind == WHIP:
-            session = WhipSession(self.factory, consultation, role, resource_id, self._forget)
+            session = WhipSession(
+                self.factory, consultation, role, resource_id, self._forget, stream
+            )
         else:
             session = WhepSession(
                 self.factory,
@@ -83,6 +92,7 @@ class WebRtcFrontEnd:
                 resource_id,
                 self._forget,
                 self.gateway.transcoders,
+                stream,
             )
         try:
             answer = await session.negotiate(offer)
@@ -94,7 +104,7 @@ class WebRtcFrontEnd:
             await session.abandon()
             log.info("%s offer refused: %s", kind, exc)
             raise OfferError("The offer could not be negotiated.") from exc
-        key = (kind, consultation.id, role)
+        key = (kind, consultation.id, role, stream)
         old = self._by_participant.get(key)
         self.sessions[resource_id] = session
         self._by_participant[key] = session
@@ -107,7 +117,7 @@ class WebRtcFrontEnd:
             await session.abandon()
             raise OfferError("The consultation has ended.")
         session.start()
-        if kind == WHIP and role is Role.CUSTOMER:
+        if kind == WHIP and role is Role.CUSTOMER and stream == CAMERA:
             self._meters.setdefault(consultation.id, (consultation, UplinkMeter(str(role))))
             if self._quality_task is None or self._quality_task.done():
                 self._quality_task = asyncio.get_running_loop().create_task(self._watch_quality())
@@ -123,13 +133,13 @@ class WebRtcFrontEnd:
                 if consultation.ended:
                     del self._meters[cid]
                     continue
-                whip = self._by_participant.get((WHIP, cid, Role.CUSTOMER))
+                whip = self._by_participant.get((WHIP, cid, Role.CUSTOMER, CAMERA))
                 now = None
                 rtt = None
                 try:
                     if whip is not None and whip.pc.connectionState == "connected":
                         now = sample(await whip.pc.getStats(), time.monotonic())
-                        whep = self._by_participant.get((WHEP, cid, Role.CUSTOMER))
+                        whep = self._by_participant.get((WHEP, cid, Role.CUSTOMER, CAMERA))
                         if whep is not None and whep.pc.connectionState == "connected":
                             rtt = round_trip_ms(await whep.pc.getStats())
                 except Exception:  # a peer closing under our feet: measure next time
@@ -152,7 +162,7 @@ class WebRtcFrontEnd:
             )
             while len(self._ended) > ENDED_REMEMBERED:
                 del self._ended[next(iter(self._ended))]
-        key = (session.kind, session.consultation.id, session.role)
+        key = (session.kind, session.consultation.id, session.role, session.stream_name)
         if self._by_participant.get(key) is session:
             del self._by_participant[key]
 

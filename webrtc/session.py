@@ -9,7 +9,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from gateway.consultation import Connection, Consultation, Role
+from gateway.consultation import CAMERA, Connection, Consultation, Role
 from webrtc.peers import PeerFactory
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,9 @@ class PeerSession:
     """One WHIP or WHEP resource (RFC 9725 §4.2: the ``Location`` of the 201)."""
 
     kind = "peer"
+    # which of the consultation's streams this resource sends or receives (CAMERA, or the
+    # advisor's SCREEN share; docs/web.md "Screen sharing")
+    stream_name = CAMERA
 
     def __init__(
         self,
@@ -49,7 +52,8 @@ class PeerSession:
 
     @property
     def label(self) -> str:
-        return f"{self.kind} {self.consultation.id[:4]}…/{self.role}"
+        screen = "/screen" if self.stream_name != CAMERA else ""
+        return f"{self.kind} {self.consultation.id[:4]}…/{self.role}{screen}"
 
     async def negotiate(self, offer: str) -> str:
         """Take the offer, return the answer SDP; OfferError for what we cannot take."""

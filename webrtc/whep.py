@@ -15,7 +15,7 @@ from collections.abc import Callable
 from aiortc import RTCRtpSender
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, unpack_remb_fci
 
-from gateway.consultation import Consultation, Role
+from gateway.consultation import CAMERA, Consultation, Role
 from gateway.routing import Route, TranscoderSource, connect, webrtc_caps
 from webrtc import seams
 from webrtc.offer import OfferError, check_offer, restrict_codecs
@@ -67,8 +67,11 @@ class WhepSession(PeerSession):
         resource_id: str,
         on_closed: Callable[[PeerSession], None],
         pool: TranscoderSource | None,
+        stream: str = CAMERA,
     ) -> None:
         super().__init__(factory, consultation, role, resource_id, on_closed)
+        self.stream_name = stream
+        consultation.source(role, stream)  # ValueError for a stream this role cannot watch
         self.source_role = role.other
         self._pool = pool
         self.sink: WebRtcSink | None = None
@@ -102,7 +105,9 @@ class WhepSession(PeerSession):
             return
         negotiated = self.sink.negotiated
         caps = webrtc_caps(negotiated.get("video"), negotiated.get("audio"))
-        self.route = connect(self.consultation, self.role, self.sink, caps, self._pool)
+        self.route = connect(
+            self.consultation, self.role, self.sink, caps, self._pool, stream=self.stream_name
+        )
         # Start with a fresh picture, not the publisher's next scheduled keyframe.
         self.route.request_keyframe()
 

@@ -139,6 +139,9 @@
           if (ev.type === "document" && VB.documents) {
             VB.documents.onEvent(ev); // the documents card (documents.js)
           }
+          if (ev.type === "screen" && VB.screen) {
+            VB.screen.onEvent(ev); // the advisor's shared screen (screen.js)
+          }
           hooks.onEvent(ev);
         }
       },
@@ -146,6 +149,9 @@
         hooks.fire("down");
       },
       onEnded: function () {
+        if (VB.screen) {
+          VB.screen.stop();
+        }
         hooks.onEnded();
       },
     });

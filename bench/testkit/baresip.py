@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testkit.gwproc import free_port
+from bench.testkit.gwproc import free_port
 
 MODULES = "/usr/lib/baresip/modules"
 

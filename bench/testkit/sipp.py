@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from testkit.gwproc import free_port
+from bench.testkit.gwproc import free_port
 
 SDP = """v=0
 o=- 1 1 IN IP[local_ip_type] [local_ip]
