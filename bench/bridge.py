@@ -630,7 +630,12 @@ def with_gateway(fn: Any) -> Any:
         return result
     finally:
         if gw.proc is not None:
-            gw.stop()
+            try:
+                gw.stop()
+            except AssertionError as exc:
+                # testkit's log check: the errors are counted in the result (gateway_log)
+                # and printed here; one gateway's log must not lose the whole run
+                print(f"[bench] gateway log: {str(exc)[:2000]}", file=sys.stderr, flush=True)
         shutil.rmtree(data, ignore_errors=True)
 
 

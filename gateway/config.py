@@ -260,6 +260,7 @@ class Config:
     redis: str | None = None
     node_id: str | None = None
     rtmp_url: str | None = None
+    node_url: str | None = None
     drain_timeout: float = 4 * 3600.0
     heartbeat: float = 2.0
     # invitation e-mails (gateway/invitations.py): none unless a relay is configured
@@ -395,6 +396,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "redis": ("str", "redis://… : cluster mode, this node joins the others (docs/cluster.md)"),
     "node_id": ("str", "this node's name in the cluster (default: host and HTTP port)"),
     "rtmp_url": ("str", "this node's public RTMP base, e.g. rtmp://n1.example:1935"),
+    "node_url": ("str", "where the other nodes reach this one (default: --public-url)"),
     "drain_timeout": ("float", "seconds a draining node waits for its consultations"),
     "heartbeat": ("float", "seconds between cluster heartbeats (TTL: three of them)"),
     "smtp": ("str", "mail relay HOST:PORT for invitation e-mails (none by default)"),

@@ -15,12 +15,14 @@ import resource
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.cluster import ClusterNode
     from rtmp.session import RtmpShared
     from web.guard import ConnectionGuard
     from web.whip import WebRtcService
@@ -112,6 +114,32 @@ def build_gateway(cfg: Config) -> Gateway:
     return gateway
 
 
+def join_cluster(gateway: Gateway) -> ClusterNode:
+    """This node's membership (``--redis``): its URLs from the configuration, its load
+    from the monitor that admission control uses (docs/cluster.md)."""
+    from gateway.cluster import ClusterNode, NodeInfo
+    from web.links import rtmp_app_url
+
+    cfg = gateway.config
+    base = cfg.base_url()
+    info = NodeInfo(
+        id=cfg.node_id or f"{cfg.host}:{cfg.http_port}",
+        url=base,
+        rtmp=rtmp_app_url(cfg),
+        internal=(cfg.node_url or base).rstrip("/"),
+    )
+    node = ClusterNode(gateway, redis_url=str(cfg.redis), info=info)
+    monitor = gateway.monitor
+    if monitor is not None:
+        node.load_source = lambda: (
+            monitor.load(),
+            monitor.consultation_cost(),
+            monitor.budget_cores(),
+        )
+    gateway.cluster = node
+    return node
+
+
 def build_app(
     gateway: Gateway,
     webrtc: WebRtcService | None = None,
@@ -153,6 +181,7 @@ class Service:
         self.gateway = build_gateway(cfg)
         # documents under <data-dir>/sessions, statistics in <data-dir>/stats.sqlite
         self.gateway.open_storage()
+        self.cluster = join_cluster(self.gateway) if cfg.redis else None
         self._monitoring: asyncio.Task[None] | None = None
         self.phone: Any = None  # gateway.phone.server.PhoneFrontEnd with --sip-port
         self.webrtc = WebRtcFrontEnd(self.gateway)
@@ -209,6 +238,28 @@ class Service:
                 self.gateway.phone_dialer = phone.dial
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweeper")
         self._monitoring = asyncio.create_task(self._monitor_forever(), name="monitor")
+        if self.cluster is not None:
+            await self.cluster.start()  # registered once every door is open
+
+    async def drain(self, stop_now: asyncio.Event) -> None:
+        """Cluster mode's SIGTERM (docs/cluster.md): no new consultations here (placement
+        goes to the other nodes, /readyz answers 503), the running ones finish, at most
+        ``--drain-timeout`` seconds or until ``stop_now`` (a second signal)."""
+        self.gateway.accepting = False
+        directory = self.gateway.directory
+        if self.cluster is not None:
+            self.cluster.set_state("draining")
+            await self.cluster.publish_state()
+        log.info(
+            "draining: %d consultation(s) may finish (at most %.0f s)",
+            len(directory.consultations),
+            self.config.drain_timeout,
+        )
+        deadline = time.monotonic() + self.config.drain_timeout
+        while directory.consultations and time.monotonic() < deadline and not stop_now.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_now.wait(), 0.5)
+        log.info("drained: %d consultation(s) left", len(directory.consultations))
 
     async def _start_http(self, ssl_ctx: ssl.SSLContext | None) -> None:
         """The web port behind the connection guard (web/guard.py); /metrics on its own
@@ -291,6 +342,8 @@ class Service:
 
     async def stop(self) -> None:
         self.gateway.accepting = False
+        if self.cluster is not None:
+            await self.cluster.stop()  # out of placement and the directory first
         if self.phone is not None:
             await self.phone.stop()
         self.gateway.directory.end_all("shutdown")
@@ -354,11 +407,23 @@ async def serve(cfg: Config) -> int:
     gc.freeze()
     print(service.banner(), flush=True)
     stop = asyncio.Event()
+    drain = asyncio.Event()  # cluster mode: SIGTERM drains, a second one (or SIGINT) stops
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_term() -> None:
+        (stop if drain.is_set() or service.cluster is None else drain).set()
+
+    if service.cluster is not None:
+        service.cluster.on_drain = drain.set  # the /ops action drains as SIGTERM does
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, on_term)
     try:
-        await stop.wait()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(drain.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
+        if drain.is_set() and not stop.is_set():
+            await service.drain(stop)
     finally:
         log.info("shutting down: ending every consultation")
         await service.stop()

@@ -244,6 +244,14 @@ class Gateway:
     def authorize(self, token: str | None) -> Grant | None:
         return self.directory.authorize(token)
 
+    async def elsewhere_rtmp(self, identifier: str) -> str | None:
+        """Cluster mode: the RTMP application URL of the live node that holds the
+        consultation of ``identifier`` (a token), or None."""
+        if self.cluster is None:
+            return None
+        node = await self.cluster.locate(identifier)
+        return None if node is None else str(node.rtmp)
+
     # -- documents and statistics ---------------------------------------------------------
     def open_storage(self) -> None:
         """Documents under ``<data-dir>/sessions``, statistics in ``stats.sqlite``; at the

@@ -410,12 +410,18 @@ class RtmpConnection:
         # only after reading objectEncoding 3 from it.
         self.send_command(0, "_result", transaction_id, props, info, amf3=False)
 
-    def reject_connect(self, transaction_id: float, description: str) -> None:
-        info = {
+    def reject_connect(
+        self, transaction_id: float, description: str, redirect: str | None = None
+    ) -> None:
+        info: dict[str, object] = {
             "level": "error",
             "code": "NetConnection.Connect.Rejected",
             "description": description,
         }
+        if redirect is not None:
+            # where to connect instead, as Flash Media Server and Wowza send it: the
+            # client finds ``info.ex.code`` 302 and ``info.ex.redirect`` (docs/cluster.md)
+            info["ex"] = {"code": 302.0, "redirect": redirect}
         self.send_command(0, "_error", transaction_id, None, info, amf3=False)
 
     def allocate_stream(self) -> int:

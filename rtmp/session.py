@@ -28,6 +28,7 @@ reads the clock once per unit and hands that ``now`` to the lag check and the wr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -116,6 +117,7 @@ class RtmpSession:
         self.handshake_at: float | None = None
         self._last_ping = self.started
         self.connected = False  # connect accepted
+        self._redirecting: asyncio.Future[None] | None = None  # cluster: connect elsewhere
         self.grant: Grant | None = None
         self.capabilities: dict[str, Any] = {}
         self.flash_version = ""

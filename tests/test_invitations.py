@@ -288,7 +288,9 @@ def test_advisor_sends_invitation_that_arrives_with_link_and_ics_without_pin(
     assert mask_address(CUSTOMER) in gw.log()
 
 
-def test_a_wrong_address_is_said_plainly(gw: GatewayProcess, opener: Opener) -> None:
+def test_a_wrong_address_is_said_plainly(
+    gw: GatewayProcess, opener: Opener, artifacts: Path
+) -> None:
     page = opener.context(storage_state=opener.advisor_state, viewport=PHONE).new_page()
     create_with_appointment(page, gw.base, "Adresse falsch")
     open_invite(page)
@@ -298,6 +300,7 @@ def test_a_wrong_address_is_said_plainly(gw: GatewayProcess, opener: Opener) -> 
         "Bitte geben Sie eine gültige E-Mail-Adresse ein, zum Beispiel name@beispiel.de."
     )
     assert page.locator("#invite-email").get_attribute("aria-invalid") == "true"
+    page.screenshot(path=str(artifacts / "invite-phone-invalid.png"))
 
 
 @pytest.mark.gateway_log_allows(r"invitation to e\*\*\*@k\*\*\*\.example not sent")

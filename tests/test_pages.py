@@ -634,7 +634,6 @@ def test_newest_tab_wins(gw: GatewayProcess, opener: Opener) -> None:
     context = first.page.context
     second = context.new_page()
     second.goto(body["customer"]["page_url"])
-    skip_device_check(second)  # a new tab shows the device check again
     expect(second.locator("#status")).to_have_text("Verbunden")
     f = first.page
     expect(f.locator("#status")).to_have_text("In einem anderen Fenster geöffnet")

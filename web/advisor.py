@@ -38,6 +38,7 @@ from gateway.consultation import Consultation, Role, group_pin
 from gateway.service import AdvisorAuth, AdvisorSession
 from gateway.store import LockoutStore
 from web.auth import ADVISOR_COOKIE, check_csrf, csrf_token, gateway_of, identify, same_origin
+from web.cluster import end_elsewhere, remote_row, rooms_elsewhere
 from web.documents import page_limits
 from web.keys import CSRF_SECRET_KEY, GATEWAY_KEY
 from web.links import iso_utc, participant_links
@@ -503,6 +504,10 @@ async def advisor_home(request: web.Request) -> web.Response:
     new_id = request.query.get("created", "")
     consultations = visible_consultations(request, entry)
     rows = [_row(request, v, c, csrf, c.id == new_id) for c in consultations]
+    # cluster mode: the advisor's consultations on the other nodes (web/cluster.py)
+    rows += [
+        remote_row(v, node, room, csrf) for node, room in await rooms_elsewhere(request, entry)
+    ]
     if rows:
         heads = "".join(
             v.tr(f"overview.col.{col}", "th")
@@ -570,6 +575,9 @@ async def advisor_state(request: web.Request) -> web.Response:
                 "page_url": links["page_url"],
             }
         )
+    # cluster mode: those on other nodes (no link or PIN here: their node shows them)
+    for node, room in await rooms_elsewhere(request, entry):
+        found.append({"id": room["id"], "customer": room.get("customer"), "node": node.id})
     return web.json_response({"consultations": found})
 
 
@@ -588,6 +596,8 @@ async def advisor_end(request: web.Request) -> web.Response:
     if consultation is not None and consultation.owned_by(signed_in[1].principal):
         gateway_of(request).directory.end(cid, "ended")
         log.info("consultation %s ended by the advisor", cid)
+    elif consultation is None:
+        await end_elsewhere(request, cid, signed_in[1].principal)  # cluster: its node
     return _see_other("/advisor?ended")
 
 

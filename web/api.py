@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway.consultation import OPERATOR, Consultation, Role, RoomDetailsRejected, group_pin
 from gateway.routing import CapacityRefused
 from web.auth import gateway_of, known_role, require, require_advisor
+from web.cluster import announce, place_elsewhere
 from web.jsonbody import read_json
 from web.links import participant_links, session_document
 from web.problems import ProblemError, problem_response
@@ -60,6 +61,18 @@ async def create_session(request: web.Request) -> web.Response:
     waiting_room = options.get("waiting_room", False)
     if not isinstance(waiting_room, bool):
         raise ProblemError(400, "'waiting_room' must be true or false.")
+    assert principal.advisor_id is not None
+    # the account's display name for the customer's pages (the operator has none)
+    accounts = gateway.advisor_auth.accounts
+    shown = (
+        await asyncio.to_thread(accounts.display_name, principal.advisor_id)
+        if accounts is not None and principal.advisor_id != OPERATOR
+        else None
+    )
+    # cluster mode: on the node with most headroom, which may be another (docs/cluster.md)
+    placed = await place_elsewhere(request, principal.advisor_id, shown, options)
+    if placed is not None:
+        return placed
     if not gateway.accepting:
         raise ProblemError(503, "The gateway is shutting down and takes no new consultations.")
     if gateway.monitor is not None:
@@ -72,14 +85,6 @@ async def create_session(request: web.Request) -> web.Response:
                 "can start now without degrading the running ones. Try again shortly.",
                 headers={"Retry-After": "30"},
             ) from None
-    assert principal.advisor_id is not None
-    # the account's display name for the customer's pages (the operator has none)
-    accounts = gateway.advisor_auth.accounts
-    shown = (
-        await asyncio.to_thread(accounts.display_name, principal.advisor_id)
-        if accounts is not None and principal.advisor_id != OPERATOR
-        else None
-    )
     try:
         consultation = gateway.directory.create(
             principal.advisor_id,
@@ -90,6 +95,7 @@ async def create_session(request: web.Request) -> web.Response:
         )
     except RoomDetailsRejected as exc:
         raise ProblemError(400, str(exc)) from None
+    await announce(request, consultation)  # cluster mode: in the directory first
     # never the label or the appointment: they are about the customer (docs/privacy.md)
     log.info("consultation %s created", consultation.id)
     return web.json_response(

@@ -36,6 +36,7 @@ from gateway.latency import METER
 from gateway.monitor import short_id
 from gateway.service import Gateway
 from web.auth import gateway_of, identify, require_advisor
+from web.cluster import cluster_of, cluster_section
 from web.keys import GATEWAY_KEY
 from web.problems import ProblemError, problem_middleware, unauthorized
 from web.security import security_headers
@@ -306,6 +307,7 @@ async def snapshot(request: web.Request) -> web.Response:
             "transcoders": [transcoder_view(t) for t in transcoders_of(gateway)],
             "latency": METER.snapshot(since),
             "admission": monitor.admission() if monitor is not None else None,
+            **({"cluster": node.describe()} if (node := cluster_of(request)) else {}),
         }
     )
 
@@ -368,7 +370,14 @@ async def ops_page(request: web.Request) -> web.Response:
         )
     if not principal.advisor:
         return message_page(request, "ops.denied.title", "ops.denied.text", status=403)
-    return html_response(request, ops_monitor(view(request)))
+    extra = ""
+    node = cluster_of(request)
+    if node is not None:  # cluster mode: the nodes (docs/cluster.md)
+        from web.auth import csrf_token
+
+        sid = principal.cookie_session
+        extra = cluster_section(view(request), node, csrf_token(request.app, sid) if sid else None)
+    return html_response(request, ops_monitor(view(request), extra))
 
 
 def _chart(v: View, name: str) -> str:
@@ -379,7 +388,7 @@ def _chart(v: View, name: str) -> str:
     )
 
 
-def ops_monitor(v: View) -> str:
+def ops_monitor(v: View, cluster: str = "") -> str:
     """The page skeleton; web/static/ops.js fills it from the live feed."""
     summary = "".join(
         f'<div><dt>{v.tr(f"ops.summary.{key}")}</dt><dd id="sum-{key}">–</dd></div>'
@@ -397,7 +406,8 @@ def ops_monitor(v: View) -> str:
     main = (
         '<section class="card ops-summary"><dl class="ops-figures">' + summary + "</dl>"
         f'<p id="ops-state" class="muted">{v.tr("ops.connecting")}</p></section>'
-        '<section class="card ops-alarms" id="ops-alarms" role="alert" aria-live="assertive" '
+        + cluster
+        + '<section class="card ops-alarms" id="ops-alarms" role="alert" aria-live="assertive" '
         f'hidden>{v.tr("ops.alarms", "h2")}<ul id="alarm-list"></ul></section>'
         f'<section class="card">{v.tr("ops.transcoders", "h2")}'
         f'<div class="table-wrap"><table id="ops-transcoders"><thead><tr>{heads}</tr>'

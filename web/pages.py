@@ -223,6 +223,9 @@ async def customer_page(request: web.Request) -> web.Response:
             advisor_name=room.owner_display_name,
             waiting_room=room.waiting_room,
             phone=_phone(gateway.config, room),
+            # the device check on the first entry only: a reload, "Wieder teilnehmen",
+            # a second tab or the way back from a form go straight in
+            device_check=room.participants[Role.CUSTOMER].joined_at is None,
         )
         return html_response(request, page)
     consultation = linked_consultation(request)

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import quoteattr
 
 from gateway.config import Config
+from gateway.consultation import SCREEN
 from web.i18n import I18N_DIR, LANGUAGES
 from web.links import RTMP_APP
 
@@ -129,6 +130,8 @@ def flash_vars(
         "rtmpt": f"{tunnel_scheme}://{origin.netloc}/{RTMP_APP}",
         "publish": "customer",
         "play": "advisor",
+        # the advisor's shared screen, a second stream the SWF plays (docs/web.md)
+        "screen": SCREEN,
         "base": f"{origin.scheme}://{origin.netloc}",
         "lang": lang,
         **({"advisor": advisor_name} if advisor_name else {}),

@@ -380,10 +380,11 @@ def _stage_tools(v: View) -> str:
     )
 
 
-def _device_check(v: View) -> str:
+def _device_check(v: View, advisor: bool = False) -> str:
     """The device check between the PIN and the room (static/devices.js): the camera's
     picture, the microphone's level, a test sound and the choice of devices, remembered
-    on this device. Shown only while ``body.stage-check``; nothing is sent from here."""
+    on this device. Shown only while ``body.stage-check``; nothing is sent from here.
+    ``advisor``: the same in the advisor's room, as a dialog ("Geräte wählen")."""
     selects = "".join(
         f'<p class="check-field" id="check-{kind}-field">'
         + v.tr(f"check.{kind}", "label", f'for="check-{kind}"')
@@ -394,7 +395,7 @@ def _device_check(v: View) -> str:
         (
             '<section id="device-check" class="card device-check" aria-labelledby="check-title">',
             v.tr("check.title", "h2", 'id="check-title"'),
-            v.tr("check.intro", "p", 'class="privacy"'),
+            v.tr("check.intro_advisor" if advisor else "check.intro", "p", 'class="privacy"'),
             '<div class="check-grid"><figure class="check-preview">',
             '<video id="check-video" autoplay muted playsinline></video>',
             v.tr("check.starting", "p", 'id="check-video-note" class="check-video-note"'),
@@ -417,13 +418,13 @@ def _device_check(v: View) -> str:
             '<button type="button" id="check-retry" class="secondary" hidden>',
             v.tr("check.retry"),
             "</button>",
-            v.tr("check.off_note", "p", 'class="privacy"'),
+            "" if advisor else v.tr("check.off_note", "p", 'class="privacy"'),
             '<div class="check-actions">',
             '<button type="button" id="check-join" class="primary">',
-            v.tr("check.join"),
+            v.tr("check.apply" if advisor else "check.join"),
             "</button>",
             '<button type="button" id="check-skip" class="secondary">',
-            v.tr("check.skip"),
+            v.tr("check.cancel" if advisor else "check.skip"),
             "</button></div>",
             v.tr("check.remembered", "p", 'class="hint"'),
             "</section>",
@@ -725,6 +726,7 @@ def customer_room(
     advisor_name: str | None = None,
     waiting_room: bool = False,
     phone: Mapping[str, str] | None = None,
+    device_check: bool = True,
 ) -> str:
     """The customer's consultation page (after the PIN: the device check, the waiting
     room if the advisor lets people in, then the room); ``documents``: the store's
@@ -732,7 +734,8 @@ def customer_room(
     the end screen (``gateway.config.Bank``); ``advisor_name``: the advisor's display
     name (``Consultation.owner_display_name``), else the neutral wording;
     ``waiting_room``: the customer waits to be let in (``admission`` events say when);
-    ``phone``: the dial-in number and code when the telephone leg is on (docs/phone.md)."""
+    ``phone``: the dial-in number and code when the telephone leg is on (docs/phone.md);
+    ``device_check``: the device check comes first (the customer's first entry)."""
     cid = esc(consultation_id)
     named = {"name": advisor_name} if advisor_name else {}
     main = "".join(
@@ -742,6 +745,7 @@ def customer_room(
             f'data-whep="/whep/{cid}/customer" data-page="/k/{cid}"'
             + (f' data-advisor-name="{esc(advisor_name)}"' if advisor_name else "")
             + (' data-waiting-room="1"' if waiting_room else "")
+            + (' data-check="1"' if device_check else "")
             + ">",
             _device_check(v),
             _status_bar(v, "cust.named.absent" if named else "cust.advisor.absent", **named),
@@ -802,7 +806,7 @@ def customer_room(
             "customer.js",
         ),
         meta={"vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
-        body_class="page-customer stage-check",
+        body_class="page-customer stage-check" if device_check else "page-customer",
         live_language=True,
     )
 
@@ -1034,6 +1038,13 @@ def advisor_room(
             _toggle(v, "microphone", "mic", "media.mic.turn_on", False),
             "</div>",
             _screen_controls(v),
+            # the advisor's choice of devices (static/devices.js), the customer's check
+            '<p class="devices-open"><button type="button" id="devices-open" class="secondary">',
+            v.tr("check.open"),
+            "</button></p>",
+            '<dialog id="devices-dialog" class="devices-dialog" aria-labelledby="check-title">',
+            _device_check(v, advisor=True),
+            "</dialog>",
             _quality(v),
             '</div><div class="side-column">',
             _customer_card(v),

@@ -510,6 +510,46 @@
     publisher.start();
   }
 
+  // Another device chosen while one is on: its new track replaces the old one in the
+  // running session (no renegotiation, the customer sees no "off" meanwhile).
+  async function replaceDevice(kind) {
+    const old = state.tracks[kind];
+    if (!old || state.finished) {
+      return;
+    }
+    let track;
+    try {
+      track = await VB.rtc.capture(kind);
+    } catch (err) {
+      showNotice("room.send.failed", { detail: err.name || String(err) });
+      return;
+    }
+    if (state.tracks[kind] !== old || state.finished) {
+      track.stop();
+      return;
+    }
+    VB.room.useTrack(state.tracks, kind, track, switchOff);
+    old.stop();
+    if (publisher) {
+      await publisher.setTrack(kind, track);
+    }
+  }
+
+  const devicesDialog = byId("devices-dialog");
+  if (devicesDialog && VB.devices && VB.rtc.canCapture) {
+    const openDevices = VB.devices.chooser(devicesDialog, async function (applied) {
+      if (!applied) {
+        return;
+      }
+      VB.devices.applySpeaker(remote.video);
+      await replaceDevice("video");
+      await replaceDevice("audio");
+    });
+    byId("devices-open").addEventListener("click", openDevices);
+  } else if (devicesDialog) {
+    byId("devices-open").hidden = true;
+  }
+
   async function switchOn(kind) {
     if (state.tracks[kind] || state.finished) {
       return;

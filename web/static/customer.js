@@ -560,7 +560,7 @@
   renderState();
   // The device check first (devices.js; straight on where nothing can be captured), then
   // the consultation: the events socket tells whether the customer waits to be let in.
-  VB.devices.check(page.room.dataset.page, function () {
+  VB.devices.check(function () {
     stage.fire("join");
     VB.room.begin(page, socket, function () {
       finish("elsewhere");
