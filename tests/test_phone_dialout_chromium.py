@@ -94,6 +94,8 @@ def test_advisor_calls_the_customer_who_presses_one(
     expect(card).to_be_visible(timeout=15_000)
     expect(page.locator("#phone-call-number")).to_have_text("+49 … 67")
     expect(page.locator("#phone-dial-status")).to_have_text("")
+    # the status line names the phone as the customer's way in (not "nur Chat")
+    expect(page.locator("#presence")).to_contain_text("Telefon", timeout=10_000)
     page.screenshot(path=str(artifacts / "phone-dialout-connected.png"), full_page=True)
     state = gw.get(f"/api/sessions/{body['id']}")
     assert state["phone"]["direction"] == "out"

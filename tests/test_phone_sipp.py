@@ -236,3 +236,63 @@ async def test_a_scanner_outside_the_allow_list_gets_little_and_nothing_more(
     assert silent >= 250
     await _still_joined(gw, honest_call)
     print(f"scanner: {answered} of 300 INVITEs answered with 403, {silent} met silence")
+
+
+async def test_a_retransmitted_invite_is_one_call(sipp_gateway: GatewayProcess) -> None:
+    """RFC 3261 17.2.1: an INVITE sent again (a lost 200, a slow answer) is the same call:
+    one answer, one dialog (one To tag), one leg."""
+    import re
+    import socket
+
+    gw = sipp_gateway
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+    port = sock.getsockname()[1]
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 40000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\n"
+    )
+    invite = (
+        f"INVITE sip:dialin@127.0.0.1:{gw.sip_port} SIP/2.0\r\n"  # type: ignore[attr-defined]
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKretrans1\r\n"
+        f"From: <sip:+4930777000111@127.0.0.1:{port}>;tag=r1\r\n"
+        f"To: <sip:dialin@127.0.0.1:{gw.sip_port}>\r\n"  # type: ignore[attr-defined]
+        "Call-ID: retransmitted-invite-1\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:x@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}"
+    ).encode()
+    tags: set[str] = set()
+    loop = asyncio.get_running_loop()
+    for _ in range(2):  # the INVITE and a retransmission before the answer, then again
+        sock.sendto(invite, ("127.0.0.1", gw.sip_port))  # type: ignore[attr-defined]
+        sock.sendto(invite, ("127.0.0.1", gw.sip_port))  # type: ignore[attr-defined]
+        deadline = loop.time() + 1.0
+        while loop.time() < deadline:
+            try:
+                data = await asyncio.to_thread(sock.recv, 65535)
+            except TimeoutError:
+                break
+            text = data.decode(errors="replace")
+            if text.startswith("SIP/2.0 200"):
+                found = re.search(r"^To:.*;tag=([^;\r\n]+)", text, re.MULTILINE)
+                assert found, text
+                tags.add(found.group(1))
+    assert len(tags) == 1, f"one dialog, not {tags}"
+    ack = invite.split(b"\r\n\r\n")[0].replace(b"INVITE sip", b"ACK sip", 1)
+    ack = ack.replace(b"CSeq: 1 INVITE", b"CSeq: 1 ACK").replace(
+        b"To: <sip:dialin@", b"To: <sip:dialin@", 1
+    )
+    ack = re.sub(rb"(To: <[^>]+>)", rb"\1;tag=" + next(iter(tags)).encode(), ack)
+    ack = re.sub(rb"Content-Length: \d+", b"Content-Length: 0", ack) + b"\r\n\r\n"
+    ack = ack.replace(b"Content-Type: application/sdp\r\n", b"")
+    sock.sendto(ack, ("127.0.0.1", gw.sip_port))  # type: ignore[attr-defined]
+    sock.close()
+    # no RTP comes: the one leg ends by the RTP timeout (5 s here), logged once
+    deadline = loop.time() + 15
+    while '+49 … 11 "PHONE IN" timeout' not in gw.access_log():
+        assert loop.time() < deadline, gw.access_log()
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)
+    assert gw.access_log().count('"PHONE IN" timeout') == 1

@@ -88,6 +88,10 @@ def consultations_view(gateway: Gateway) -> list[dict[str, Any]]:
                     for role, d in described.items()
                 },
                 "created_at": round(consultation.created_at),
+                # a telephone leg (docs/phone.md): its codec and direction, no number
+                "phone": None
+                if consultation.phone is None
+                else {"codec": consultation.phone.codec, "direction": consultation.phone.direction},
             }
         )
     return out

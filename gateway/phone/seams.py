@@ -5,7 +5,9 @@
 * ``SipUAS._handlers``: the method table; INFO is not in it (405), and DTMF by SIP INFO
   is the fallback RFC 4733 asks for with PBXs that do not relay telephone-events.
 * ``SipUAS._calls``: the calls by Call-ID; a call we end with BYE stays there (only a
-  received BYE removes it), so the leg removes it.
+  received BYE removes it), so the leg removes it. A retransmitted INVITE (same Call-ID,
+  before or after our 200) is taken by aiosipua 0.7.1 for a new call that replaces the
+  first in this table; we put the first back and answer nothing new.
 * ``SipTransport._dispatch``: parse and hand on; replaced so a request from outside
   ``--sip-allow`` is never parsed, and a parse failure logs one line, not a traceback;
   the replacement calls ``aiosipua.transport._stamp_via_received`` as the original does
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from aiosipua import SipRequest, SipUAS
+from aiosipua import IncomingCall, SipRequest, SipUAS
 from aiosipua.transport import _stamp_via_received
 
 
@@ -32,6 +34,11 @@ def add_method(
 
 def forget_call(uas: SipUAS, call_id: str) -> None:
     uas._calls.pop(call_id, None)
+
+
+def restore_call(uas: SipUAS, call: IncomingCall) -> None:
+    """Put ``call`` back as its Call-ID's call (after a retransmitted INVITE replaced it)."""
+    uas._calls[call.call_id] = call
 
 
 def call_count(uas: SipUAS) -> int:

@@ -240,6 +240,8 @@ class PhoneFrontEnd:
             with contextlib.suppress(ValueError):
                 self.gate.allow.append(ipaddress.ip_network(self.trunk[0]))
         self._tasks: set[asyncio.Task[Any]] = set()
+        # INVITEs being answered or answered, by Call-ID (retransmissions are not calls)
+        self._invites: dict[str, IncomingCall] = {}
 
     async def start(self) -> None:
         self.prompts = await Prompts.synthesize()
@@ -282,11 +284,26 @@ class PhoneFrontEnd:
         return "caller:" + hashlib.sha256(user.encode()).hexdigest()[:24]
 
     def _on_invite(self, uas: SipUAS, call: IncomingCall) -> None:
+        first = self._invites.get(call.call_id)
+        if first is not None:
+            # A retransmitted INVITE (RFC 3261 17.2.1: the server transaction absorbs it).
+            # aiosipua took it for a new call and replaced the first in its table: put the
+            # first back, so the ACK and BYE match the dialog we answered with.
+            seams.restore_call(uas, first)
+            return
+        self._invites[call.call_id] = call
         task = asyncio.get_running_loop().create_task(self._answer(uas, call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, uas: SipUAS, call: IncomingCall) -> None:
+        try:
+            await self._answer_call(uas, call)
+        finally:
+            if call.call_id not in self.legs:  # refused: a later INVITE is a new call
+                self._invites.pop(call.call_id, None)
+
+    async def _answer_call(self, uas: SipUAS, call: IncomingCall) -> None:
         masked = mask_number(call.caller)
         if not self.gateway.accepting or self.prompts is None:
             call.reject(503, "Service Unavailable")
@@ -419,6 +436,7 @@ class PhoneFrontEnd:
 
     def _leg_ended(self, uas: SipUAS, call_id: str, leg: PhoneLeg, outcome: str) -> None:
         self.legs.pop(call_id, None)
+        self._invites.pop(call_id, None)
         seams.forget_call(uas, call_id)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         self._log_call(leg.masked_number, leg.direction, outcome)

@@ -81,7 +81,12 @@
 
   // -- customer presence and media state ----------------------------------------------
 
-  const VIA_KEYS = { flash: "room.via.flash", browser: "room.via.browser", chat: "room.via.chat" };
+  const VIA_KEYS = {
+    flash: "room.via.flash",
+    browser: "room.via.browser",
+    chat: "room.via.chat",
+    phone: "room.via.phone",
+  };
 
   function renderState() {
     const view = VIEWS[machine.state];
@@ -168,6 +173,8 @@
         via = "flash";
       } else if (kinds.indexOf("webrtc") >= 0) {
         via = "browser";
+      } else if (kinds.indexOf("phone") >= 0) {
+        via = "phone"; // only the telephone leg (docs/phone.md)
       }
       state.customer.via = via;
       renderState();
