@@ -340,13 +340,10 @@ class Service:
 
     async def stop(self) -> None:
         self.gateway.accepting = False
-<<<<<<< HEAD
         if self.cluster is not None:
             await self.cluster.stop()  # out of placement and the directory first
-=======
         if self.phone is not None:
             await self.phone.stop()
->>>>>>> main
         self.gateway.directory.end_all("shutdown")
         for task in (self._sweeper, self._monitoring):
             if task is not None:

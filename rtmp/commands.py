@@ -15,6 +15,7 @@ argument (the Flash client), as ``?token=`` on the app/tcUrl, or on the stream n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable
@@ -81,6 +82,12 @@ def connect(session: RtmpSession, cmd: CommandReceived) -> None:
         return
     if token is not None:
         grant = session.gateway.authorize(token)
+        if grant is None and session.gateway.cluster is not None:
+            # cluster mode: the token may belong to a consultation on another node
+            session._redirecting = asyncio.ensure_future(
+                _redirect(session, cmd.transaction_id, token, target)
+            )
+            return
         if grant is None:
             _log_connect(session, target, "NetConnection.Connect.Rejected")
             conn.reject_connect(
@@ -98,6 +105,20 @@ def connect(session: RtmpSession, cmd: CommandReceived) -> None:
     session.connected = True
     _log_connect(session, target, "NetConnection.Connect.Success")
     conn.accept_connect(cmd.transaction_id, 3 if num(encoding) == 3 else 0)
+
+
+async def _redirect(session: RtmpSession, transaction_id: float, token: str, target: str) -> None:
+    """Reject a connect whose consultation lives on another node with that node's RTMP
+    URL (``ex.redirect``, docs/cluster.md), or as invalid when no live node holds it."""
+    url = await session.gateway.elsewhere_rtmp(token)
+    _log_connect(session, target, "NetConnection.Connect.Rejected")
+    if url is None:
+        description = "Invalid or expired token: please use your current link."
+    else:
+        description = "This consultation is served by another node."
+    session.conn.reject_connect(transaction_id, description, redirect=url)
+    session.flush()
+    session.abort("connect to another node's consultation" if url else "invalid token")
 
 
 def _log_connect(session: RtmpSession, target: str, status: str) -> None:
