@@ -29,7 +29,7 @@ run: $(STAMP)
 # Cluster mode on one machine (docs/cluster.md): redis-server, PostgreSQL and three nodes
 # on loopback (HTTP 8081-8083, RTMP 1941-1943); prints the links; Ctrl-C stops all.
 cluster: $(STAMP)
-	$(PY) -m testkit.cluster_demo
+	$(PY) -m bench.testkit.cluster_demo
 
 # Installs what the tests need. With root, apt-get; without, name the command and fail.
 deps:

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bench.harness import ADVISOR_TOKEN, ROOT, Gateway, RtmpEndpoint
+from bench.testkit.gwproc import ADVISOR_TOKEN, ROOT, GatewayProcess, RtmpEndpoint, bench_gateway
 from gateway.config import Limits
 from gateway.logs import serious_records
 from rtmp import messages as m
@@ -296,7 +296,7 @@ class HealthProbe:
     """GET /healthz from 127.0.0.1 every 100 ms on a fresh connection: the latency shows
     a blocked event loop, a failure shows an exhausted gateway."""
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: GatewayProcess) -> None:
         self.gw = gw
         self.latencies: list[float] = []
         self.failures = 0
@@ -361,7 +361,7 @@ class Outcome:
 
 @dataclass
 class Context:
-    gw: Gateway
+    gw: GatewayProcess
     work: Path
     bystander: Bystander
     session: dict[str, Any]
@@ -379,10 +379,10 @@ def attack(name: str, item: str) -> Callable[[Attack], Attack]:
     return register
 
 
-async def service_works(gw: Gateway) -> bool:
+async def service_works(gw: GatewayProcess) -> bool:
     """An honest newcomer can still create a consultation and connect over RTMP."""
     try:
-        session = await asyncio.wait_for(gw.create_session(), 10)
+        session = await asyncio.wait_for(asyncio.to_thread(gw.create_session), 10)
         client = await asyncio.wait_for(
             RtmpEndpoint.parse(session["customer"]["rtmp"]["publish_url"]).open(), 10
         )
@@ -595,7 +595,7 @@ async def ipv6_spread(ctx: Context, out: Outcome) -> None:
             "cannot show spreading)"
         )
         return
-    gw6 = Gateway(ctx.work / "v6", host="::1").start()
+    gw6 = bench_gateway(ctx.work / "v6", host="::1").start()
     try:
         cap = Limits().max_connections_per_address
         conns, refused = await open_many("::1", gw6.rtmp_port, sources, cap)
@@ -700,7 +700,7 @@ def sdp_mutations(offer: str, rng: random.Random, count: int) -> dict[str, str]:
 
 @attack("malformed-sdp", "6")
 async def malformed_sdp(ctx: Context, out: Outcome) -> None:
-    session = await ctx.gw.create_session()
+    session = await asyncio.to_thread(ctx.gw.create_session)
     offer = await _real_offer()
     statuses: dict[str, list[str]] = {}
     bad: list[str] = []
@@ -756,9 +756,9 @@ async def small_disk(ctx: Context, out: Outcome) -> None:
     if done.returncode != 0:
         out.not_run = f"mount failed: {done.stderr.decode().strip()}"
         return
-    gw = Gateway(ctx.work / "disk-gw", data_dir=mount / "data").start()
+    gw = bench_gateway(ctx.work / "disk-gw", store=mount / "data").start()
     try:
-        sessions = [await gw.create_session() for _ in range(10)]
+        sessions = [await asyncio.to_thread(gw.create_session) for _ in range(10)]
         async with aiohttp.ClientSession() as http:
 
             async def upload(s: dict[str, Any]) -> int:
@@ -804,8 +804,8 @@ async def small_disk(ctx: Context, out: Outcome) -> None:
 # -- item 8: SIGTERM with an unfinished body -----------------------------------------------------
 @attack("sigterm-unfinished-body", "8")
 async def sigterm_body(ctx: Context, out: Outcome) -> None:
-    gw = Gateway(ctx.work / "term-gw").start()
-    session = await gw.create_session()
+    gw = bench_gateway(ctx.work / "term-gw").start()
+    session = await asyncio.to_thread(gw.create_session)
     _, writer = await connect_from(gw.host, gw.http_port, "127.0.0.10")
     writer.write(
         f"POST /api/sessions/{session['id']}/documents HTTP/1.1\r\nHost: x\r\n"
@@ -833,7 +833,7 @@ async def sigterm_body(ctx: Context, out: Outcome) -> None:
 # -- item 9: deep JSON ---------------------------------------------------------------------------
 @attack("deep-json", "9")
 async def deep_json(ctx: Context, out: Outcome) -> None:
-    session = await ctx.gw.create_session()
+    session = await asyncio.to_thread(ctx.gw.create_session)
     # nesting within the size cap must be refused for its depth (400), and a deep
     # document past the size cap for its size (413); neither may reach the parser
     bodies = {
@@ -881,7 +881,7 @@ MALFORMED_HTTP = {
 }
 
 
-async def _raw_request(gw: Gateway, data: bytes, source: str) -> bytes:
+async def _raw_request(gw: GatewayProcess, data: bytes, source: str) -> bytes:
     reader, writer = await connect_from(gw.host, gw.http_port, source)
     writer.write(data)
     try:
@@ -934,7 +934,7 @@ async def metrics_and_props(ctx: Context, out: Outcome) -> None:
     # token must refuse a scrape without it and serve one with it
     scrape = "attack-suite-scrape-token-0123456789"
     try:
-        mgw = Gateway(ctx.work / "metrics-gw", extra=["--metrics-token", scrape]).start()
+        mgw = bench_gateway(ctx.work / "metrics-gw", extra=["--metrics-token", scrape]).start()
     except RuntimeError as exc:
         out.check(f"--metrics-token accepted ({str(exc)[-160:].strip()})", False)
     else:
@@ -989,7 +989,7 @@ async def _enter_pin(http: aiohttp.ClientSession, page_url: str, pin: str) -> in
 @attack("five-wrong-pins", "12")
 async def wrong_pins(ctx: Context, out: Outcome) -> None:
     gw = ctx.gw
-    session = await gw.create_session()
+    session = await asyncio.to_thread(gw.create_session)
     customer = session["customer"]
     wrong = "000000" if customer["pin"] != "000000" else "111111"
     told: list[str] = []
@@ -1034,11 +1034,11 @@ async def run(names: list[str]) -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the attacker's own sockets
     work = Path(tempfile.mkdtemp(prefix="vb-attack-"))
-    gw = Gateway(work / "gw").start()
+    gw = bench_gateway(work / "gw").start()
     bystander: Bystander | None = None
     results: list[tuple[str, str, Outcome, float]] = []
     try:
-        session = await gw.create_session()
+        session = await asyncio.to_thread(gw.create_session)
         bystander = Bystander(session)
         await bystander.wait_flowing()
         await asyncio.sleep(SETTLE)  # past the start-up burst from the keyframe cache

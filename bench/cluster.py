@@ -27,8 +27,8 @@ from typing import Any
 
 import redis
 
-from testkit.gwproc import GatewayProcess
-from testkit.servers import PostgresServer, RedisServer
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.servers import PostgresServer, RedisServer
 
 N = 200
 HEARTBEAT = 0.5

@@ -83,7 +83,7 @@ async def whep_join(url: str, token: str, timeout: float = 10.0) -> dict[str, fl
     import aiohttp
     from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
-    from testkit import webrtc_client as wc
+    from bench.testkit import webrtc_client as wc
 
     got: dict[str, float] = {}
     first_frame = asyncio.Event()
@@ -157,7 +157,7 @@ async def _joins(make: Any, joins: int, gap: float) -> list[dict[str, float]]:
 
 
 def one_round(flv: Path, joins: int, gap: float = 0.7) -> dict[str, Any]:
-    from testkit.gwproc import GatewayProcess
+    from bench.testkit.gwproc import GatewayProcess
 
     res: dict[str, Any] = {}
     with NginxRtmp() as ng:
@@ -181,7 +181,10 @@ def one_round(flv: Path, joins: int, gap: float = 0.7) -> dict[str, Any]:
         finally:
             _stop(pub)
     finally:
-        gw.stop()
+        try:
+            gw.stop()
+        except AssertionError as exc:  # testkit's log check: said, not fatal to the run
+            log(f"gateway log: {str(exc)[:2000]}")
     return res
 
 

@@ -52,11 +52,11 @@ from typing import Any
 from playwright.async_api import Browser, Page, async_playwright
 
 from bench.procstat import cpu_delta, cpu_sample
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.media import make_flv, read_flv_tags
 from rtmp import messages as m
 from rtmp.client import RtmpClient
 from rtmp.events import MediaReceived
-from testkit.gwproc import GatewayProcess
-from testkit.media import make_flv, read_flv_tags
 
 MODES = ("aiortc", "reorder", "forward")
 CHROMIUM_FLAGS = [
@@ -288,6 +288,13 @@ async def run_mode(browser: Browser, mode: str, seconds: float, root: Path) -> d
         await flash.close()
         await page.close()
         gw.stop()
+        # what the receive side had to skip or drop, and frames dropped for lag
+        notes = [
+            line.split(" INFO ", 1)[-1]
+            for line in gw.log().splitlines()
+            if "receive buffer:" in line or "behind; dropping" in line
+        ]
+        log(f"{mode}: " + " | ".join(notes))
         gw.check_log()
 
 

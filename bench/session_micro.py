@@ -26,13 +26,13 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.media import RELAY_720P, make_flv
+from bench.testkit.media import read_flv_tags
 from gateway.config import Config
 from gateway.consultation import Role
 from gateway.service import Gateway
 from rtmp import messages as m
 from rtmp.connection import RtmpConnection
 from rtmp.session import RtmpSession, RtmpShared
-from testkit.media import read_flv_tags
 
 READ_SIZE = 8600  # mean recv() size the gateway sees from ffmpeg -re at 4 Mbit/s (strace)
 

@@ -32,11 +32,11 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import Gateway, RtmpEndpoint
+from bench.testkit.gwproc import GatewayProcess, RtmpEndpoint, bench_gateway
+from bench.testkit.media import FlvTag, make_flv, read_flv_tags
 from gateway.logs import serious_records
 from rtmp import messages as m
 from rtmp.client import RtmpClient
-from testkit.media import FlvTag, make_flv, read_flv_tags
 
 SHARE = 0.05  # issue 11, "Must reach": within 5 % of the warmed-up level
 MEDIA_SECONDS = 2.0
@@ -95,8 +95,10 @@ async def whep_receive(url: str, token: str, seconds: float) -> int:
     return frames
 
 
-async def consultation(gw: Gateway, tags: list[FlvTag], webrtc: bool, totals: Totals) -> None:
-    session = await gw.create_session()
+async def consultation(
+    gw: GatewayProcess, tags: list[FlvTag], webrtc: bool, totals: Totals
+) -> None:
+    session = await asyncio.to_thread(gw.create_session)
     frames = 0
 
     def on_media(event: Any) -> None:
@@ -152,7 +154,7 @@ def describe(usage: dict[str, int]) -> str:
     return f"RSS {usage['rss'] / 2**20:.1f} MiB, {usage['fds']} fds, {usage['threads']} threads"
 
 
-async def settled(gw: Gateway) -> dict[str, int]:
+async def settled(gw: GatewayProcess) -> dict[str, int]:
     await asyncio.sleep(2.0)  # consultations ended: their tasks and threads wind down
     return gw.usage()
 
@@ -160,7 +162,7 @@ async def settled(gw: Gateway) -> dict[str, int]:
 async def soak(seconds: float, warmup: float, lanes: int, env: dict[str, str]) -> int:
     work = Path(tempfile.mkdtemp(prefix="vb-soak-"))
     tags = camera_tags(work)
-    gw = Gateway(work / "gw", env=env).start()
+    gw = bench_gateway(work / "gw", env=env).start()
     if env:
         print(f"gateway environment: {env}", flush=True)
     totals = Totals()
@@ -209,7 +211,7 @@ async def soak(seconds: float, warmup: float, lanes: int, env: dict[str, str]) -
         end = await settled(gw)
     finally:
         code = gw.stop()
-    log = gw.log_path.read_text()
+    log = gw.log_since(0)  # its whole output
     bad = serious_records(log)
     print(
         f"\n{totals.consultations} consultations ({totals.failures} failed) in "

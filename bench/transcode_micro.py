@@ -124,7 +124,7 @@ def load_units(path: Path) -> list[MediaUnit]:
     """The source as the front-ends would deliver it: FLV tags or WebRTC packets."""
     units: list[MediaUnit] = []
     if path.suffix == ".flv":
-        from testkit.media import read_flv_tags
+        from bench.testkit.media import read_flv_tags
 
         for tag in read_flv_tags(path):
             if tag.type_id == 9:

@@ -103,6 +103,8 @@ class ParticipantChannel:
             for role, participant in consultation.participants.items()
         ]
         events += [consultation.media_state(role) for role in consultation.participants]
+        if consultation.phone is not None:  # only with a call: other snapshots stay as they were
+            events.append(consultation.phone_state())
         if consultation.waiting_room:
             # whether the customer is still in the waiting room (docs/web.md); only where
             # there is one, so the snapshot of every other consultation stays as it was

@@ -24,6 +24,7 @@ from gateway.events import (
     ChatMessage,
     ConsultationEvent,
     MediaState,
+    PhoneState,
     Presence,
     ScreenShare,
     SessionEnded,
@@ -221,6 +222,10 @@ class Consultation:
         }
         for role, stream in self.streams.items():
             stream.on_change = self._stream_changed_callback(role)
+        if waiting_room:
+            # shut until the advisor lets the customer in, whatever front-end publishes
+            # (one that never announces its devices too: a phone leg, an encoder)
+            self.streams[Role.CUSTOMER].set_gates(False, False)
         # The advisor's shared screen (docs/web.md "Screen sharing"): a second published
         # stream, routed and transcoded like the camera, without the camera/microphone
         # gates (the advisor starts and stops it with its own button).
@@ -282,6 +287,15 @@ class Consultation:
 
         return changed
 
+    def phone_state(self) -> PhoneState:
+        """The telephone leg now (the ``phone`` event; docs/phone.md)."""
+        call = self.phone
+        if call is None:
+            return PhoneState(active=False)
+        return PhoneState(
+            active=True, number=call.masked_number, since=call.since, codec=call.codec
+        )
+
     def media_state(self, role: Role) -> MediaState:
         """``role``'s devices and publishing now (the ``media`` event)."""
         participant, stream = self.participants[role], self.streams[role]
@@ -308,7 +322,10 @@ class Consultation:
         if participant.admitted or self.ended:
             return False
         participant.admitted = True
-        self.streams[role].set_gates(participant.camera, participant.microphone)
+        if participant.announced:
+            self.streams[role].set_gates(participant.camera, participant.microphone)
+        else:  # a client that never says which devices are on sends what it publishes
+            self.streams[role].set_gates(True, True)
         self.emit(self.admission(role))
         return True
 

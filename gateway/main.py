@@ -234,6 +234,8 @@ class Service:
             self.phone = phone = PhoneFrontEnd(self.gateway, host=cfg.host, port=cfg.sip_port)
             await phone.start()
             counters["phone"] = lambda: len(phone.legs)
+            if cfg.sip_trunk:
+                self.gateway.phone_dialer = phone.dial
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="sweeper")
         self._monitoring = asyncio.create_task(self._monitor_forever(), name="monitor")
         if self.cluster is not None:

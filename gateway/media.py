@@ -83,6 +83,12 @@ class MediaUnit:
     rtp: tuple[bytes, ...] | None = None
 
 
+def _cached_bytes(unit: MediaUnit) -> int:
+    """What a unit holds in the GOP cache: its payload, and the RTP payloads it keeps
+    for forwarding (about as much again)."""
+    return len(unit.payload) + (sum(map(len, unit.rtp)) if unit.rtp else 0)
+
+
 class Receiver(Protocol):
     """A consumer of a published stream (an RTMP player, a transcoder, a WebRTC track)."""
 
@@ -231,7 +237,7 @@ class PublishedStream:
             elif unit.keyframe:
                 stats.keyframes += 1
                 self._gop = [unit]
-                self._gop_bytes = len(unit.payload)
+                self._gop_bytes = _cached_bytes(unit)
             elif self._gop:
                 self._append_gop(unit)
         elif kind == AUDIO:
@@ -251,7 +257,7 @@ class PublishedStream:
             self._deliver(state, unit)
 
     def _append_gop(self, unit: MediaUnit) -> None:
-        self._gop_bytes += len(unit.payload)
+        self._gop_bytes += _cached_bytes(unit)
         if self._gop_bytes > self.gop_cache_bytes:
             # A GOP larger than the cache (a camera that never sends keyframes): give up
             # on caching it; a late receiver then waits for the next keyframe.

@@ -219,6 +219,9 @@ class Gateway:
     # The web layer's URL builder (web/links.py WebLinks), set when its routes are
     # mounted: documents and forms are reached there (None: events carry no URLs).
     links: Links | None = None
+    # The telephone leg's dial-out (gateway/phone/, docs/phone.md), set by the composition
+    # root with --sip-trunk: dial(consultation, number) starts a call to the customer.
+    phone_dialer: Callable[[Consultation, str], None] | None = None
     # the data-access layer (gateway/store/), opened by open_storage
     store: Backends | None = None
     # cluster mode (gateway/cluster/): this node's membership, set by the composition root

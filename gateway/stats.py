@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = STATS_SCHEMA_VERSION  # the SQLite file's PRAGMA user_version
 
 FEATURES = ("video", "audio", "chat", "documents", "forms", "transcoding")
-CLIENT_KINDS = ("flash", "webrtc", "chat-only")
+# "phone": a telephone leg carried the customer's audio (docs/phone.md) -- that it was
+# used, nothing of the call
+CLIENT_KINDS = ("flash", "webrtc", "chat-only", "phone")
 
 # connection kind (gateway.consultation.Connection.kind) -> client kind in statistics
 _CLIENT_OF_KIND = {
@@ -47,6 +49,7 @@ _CLIENT_OF_KIND = {
     "rtmpts": "flash",
     "webrtc": "webrtc",
     "chat-only": "chat-only",
+    "phone": "phone",
 }
 
 FEEDBACK_RATINGS = range(1, 6)

@@ -84,9 +84,8 @@ def connect(session: RtmpSession, cmd: CommandReceived) -> None:
         grant = session.gateway.authorize(token)
         if grant is None and session.gateway.cluster is not None:
             # cluster mode: the token may belong to a consultation on another node
-            session._redirecting = asyncio.ensure_future(
-                _redirect(session, cmd.transaction_id, token, target)
-            )
+            task = asyncio.ensure_future(_redirect(session, cmd.transaction_id, token, target))
+            session._redirecting = task  # referenced until done
             return
         if grant is None:
             _log_connect(session, target, "NetConnection.Connect.Rejected")

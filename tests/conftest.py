@@ -15,8 +15,8 @@ import aiortc  # noqa: F401  (see below)
 import pytest
 
 import tests.fuzzing  # noqa: F401  (loads the hypothesis profile for make unit)
-from tests import gwproc
-from tests.gwproc import GatewayProcess
+from bench.testkit import gwproc
+from bench.testkit.gwproc import GatewayProcess
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -38,7 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # nginx, haxe, node, ...) is an end-to-end test: marked ``e2e`` so ``make unit``
 # (``pytest -m "not e2e"``) runs only what stays in this process. The mark is found at
 # collection by reading the source of the test, of every fixture it uses and, transitively,
-# of the helpers they call that live in tests/ or testkit/; a guard around every unmarked
+# of the helpers they call that live in tests/ or bench/testkit/; a guard around every unmarked
 # test's setup, call and teardown fails it if it starts a process anyway, so a missed
 # helper shows up as a failing unit test instead of a slow unit run.
 
@@ -48,14 +48,18 @@ def pytest_configure(config: pytest.Config) -> None:
 _SPAWNERS = {"GatewayProcess", "async_playwright", "sync_playwright"}
 _ASYNC_SPAWNS = {"create_subprocess_exec", "create_subprocess_shell"}
 _SUBPROCESS_CALLS = {"Popen", "run", "call", "check_call", "check_output"}
-_OWN_MODULES = ("tests", "testkit")
+_OWN_MODULES = ("tests", "bench.testkit")
 
 
 def _own(obj: object, home: str) -> bool:
-    """Ours: from tests/ or testkit/, or from the test's own module (``home``; a test
-    file run from elsewhere, as tests/test_gateway_log_check.py does)."""
+    """Ours: from tests/ or bench/testkit/, or from the test's own module (``home``; a
+    test file run from elsewhere, as tests/test_gateway_log_check.py does)."""
     module = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
-    return isinstance(module, str) and (module.split(".")[0] in _OWN_MODULES or module == home)
+    return isinstance(module, str) and (_is_own_module(module) or module == home)
+
+
+def _is_own_module(name: str) -> bool:
+    return any(name == own or name.startswith(own + ".") for own in _OWN_MODULES)
 
 
 def _code_names(code: types.CodeType) -> set[str]:
@@ -83,11 +87,11 @@ def _spawns(obj: Any, seen: set[int], home: str) -> bool:
         return True
     space: dict[str, Any] = getattr(obj, "__globals__", {})
     found = [space[n] for n in names if n in space]
-    # ``from testkit.media import make_flv`` inside a function: the module by its name
+    # ``from bench.testkit.media import make_flv`` inside a function: the module by its name
     found += [
         sys.modules.get(n) or importlib.import_module(n)
         for n in names
-        if n in sys.modules or (n.split(".")[0] in _OWN_MODULES and "." in n)
+        if n in sys.modules or (_is_own_module(n) and "." in n)
     ]
     # ``gwproc.flash_client(...)``: a module of ours named, then an attribute of it
     for module in [v for v in found if isinstance(v, types.ModuleType) and _own(v, home)]:

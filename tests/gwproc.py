@@ -1,10 +1,12 @@
-"""Compatibility: the gateway runner moved to ``testkit/gwproc.py`` (shared with ``bench/``).
+"""Compatibility: the gateway runner lives in ``bench/testkit/gwproc.py`` (shared with
+``bench/``).
 
-New code imports ``testkit.gwproc``; this module re-exports the same objects (the same
+New code imports ``bench.testkit.gwproc``; this module, kept for branches written before the
+move, re-exports the same objects (the same
 ``STARTED`` and ``ALLOWED`` lists, so the per-test log check sees every gateway).
 """
 
-from testkit.gwproc import (
+from bench.testkit.gwproc import (
     ADVISOR_TOKEN,
     ALLOWED,
     STARTED,

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.media import make_flv
 from gateway.accesslog import HTTP_LOGGER, RTMP_LOGGER, AccessLog, purge_daily
 from gateway.redact import redact_url
 from rtmp.client import RtmpClient
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess
-from tests.media import make_flv
 
 DAY = 86400.0
 # 2026-03-10 12:00:00 UTC

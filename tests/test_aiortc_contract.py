@@ -299,13 +299,18 @@ async def test_tapped_receiver_releases_at_the_marker_and_nacks_a_gap() -> None:
         lambda: plis.append(True),
     )
     seams.tap_receiver(receiver, glue.on_packet)
+
+    async def feed(packet: RtpPacket) -> None:
+        await receiver._handle_rtp_packet(packet, 0)
+        await asyncio.sleep(0)  # released frames go on in the loop's next round
+
     try:
-        await receiver._handle_rtp_packet(vp8_rtp(10, 1000, False, True, key=True), 0)
+        await feed(vp8_rtp(10, 1000, False, True, key=True))
         assert frames == []  # no marker yet
-        await receiver._handle_rtp_packet(vp8_rtp(11, 1000, True, False), 0)
+        await feed(vp8_rtp(11, 1000, True, False))
         assert frames == [(b"\x00\x0a\xaa\x0b", 0)]  # descriptors stripped by aiortc
         # 12 is lost: 13 (the next frame's end) waits, and aiortc NACKs 12
-        await receiver._handle_rtp_packet(vp8_rtp(13, 4000, True, False), 0)
+        await feed(vp8_rtp(13, 4000, True, False))
         nacks = [p for p in transport.rtcp() if isinstance(p, RtcpRtpfbPacket)]
         assert nacks and nacks[0].lost == [12] and nacks[0].media_ssrc == 0x1234
         assert len(frames) == 1
@@ -313,7 +318,7 @@ async def test_tapped_receiver_releases_at_the_marker_and_nacks_a_gap() -> None:
         while not plis and time.monotonic() < deadline:
             await asyncio.sleep(0.005)  # the glue's loop timer gives the gap up
         assert plis == [True]
-        await receiver._handle_rtp_packet(vp8_rtp(14, 7000, True, True, key=True), 0)
+        await feed(vp8_rtp(14, 7000, True, True, key=True))
         assert frames[-1] == (b"\x00\x0e", 6000)
     finally:
         glue.close()

@@ -151,3 +151,18 @@ def test_every_form_of_importing_the_phone_package_is_seen(tmp_path: Path, sourc
     assert any(
         m == "gateway.phone" or m.startswith("gateway.phone.") for m in _imported_modules(module)
     )
+
+
+def test_bench_imports_nothing_of_tests_and_patches_no_import_path() -> None:
+    """bench/ and the helpers it shares with the tests (bench/testkit/) stand on their own:
+    the tests import ``bench.testkit``, never the other way round, and nothing reaches a
+    module by editing ``sys.path``."""
+    offenders = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if "tests" in _imported_packages(path):
+            offenders.append(f"{rel} imports tests/")
+        if "sys.path" in path.read_text(encoding="utf-8"):
+            offenders.append(f"{rel} patches sys.path")
+    assert not offenders, ", ".join(offenders)
+    assert not (ROOT / "testkit").exists(), "the shared helpers live in bench/testkit/"

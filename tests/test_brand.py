@@ -8,6 +8,7 @@ nothing fetched from anywhere but the gateway.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -15,9 +16,9 @@ from urllib.parse import parse_qs
 import pytest
 from playwright.sync_api import Page, expect
 
+from bench.testkit.gwproc import GatewayProcess
 from gateway import config as config_module
 from gateway.config import Bank, contrast_with_white
-from tests.gwproc import GatewayProcess
 
 # the fixtures of the pages' tests, on this module's own gateway (``gw`` below)
 from tests.test_pages import (  # noqa: F401
@@ -27,6 +28,7 @@ from tests.test_pages import (  # noqa: F401
     opener,
     playwright,
 )
+from tests.test_ux import AXE, _axe
 from web.templates import View, brand_css, not_found_page
 
 COLOR = "#7a1f5c"  # a plum of the kind banks use; white on it: 9.9:1
@@ -155,8 +157,10 @@ def test_logo_colour_and_links_on_every_page(
 ) -> None:
     body = gw.create_session()
     # the customer on a phone: PIN page, then the room
-    customer = opener.customer(body, locale=locale)
+    customer = opener.customer(body, locale=locale, init_script=AXE.read_text())
     _branded(customer.page, lang)
+    # the bank's colour, logo and footer keep the page accessible (axe-core, tests/node)
+    assert _axe(customer.page) == [], "branded customer room"
     customer.page.screenshot(
         path=str(artifacts / f"brand-customer-phone-{lang}.png"), full_page=True
     )
@@ -202,3 +206,58 @@ def test_logo_and_stylesheets_are_served_by_the_gateway(gw: GatewayProcess) -> N
     css = gw.get_text("/brand.css")
     assert f"--blue: {COLOR}" in css
     assert f"background: {COLOR}" in gw.get_text("/brand-flash.css")
+
+
+@pytest.mark.timeout(180)
+def test_swf_draws_its_title_bar_and_buttons_in_the_banks_colour(
+    gw: GatewayProcess, opener: Opener, artifacts: Path
+) -> None:
+    """The SWF itself, rendered by Ruffle (from tests/node, served as our own origin):
+    the FlashVar ``color`` paints its title bar (and buttons) in the bank's colour."""
+    import io
+
+    from PIL import Image
+
+    from tests.test_flash_page import (
+        RUFFLE_CONFIG,
+        RUFFLE_DIR,
+        _allow_ruffle,
+        _serve_ruffle,
+        _wait_for_trace,
+    )
+
+    if not (RUFFLE_DIR / "ruffle.js").is_file():
+        pytest.fail("Ruffle is not installed (make test runs npm ci in tests/node)")
+    body = gw.create_session()
+    context = opener.context(viewport={"width": 1000, "height": 900})
+    traces: list[str] = []
+    context.route(f"{gw.base}/static/ruffle/*", _serve_ruffle)
+    context.route(re.compile(re.escape(f"{gw.base}/flash/") + r".*"), _allow_ruffle)
+    context.add_init_script(RUFFLE_CONFIG)
+    context.add_init_script(path=str(RUFFLE_DIR / "ruffle.js"))
+    page = context.new_page()
+    page.on(
+        "console",
+        lambda msg: traces.extend(
+            re.findall(r"(vb-[a-z]+: .*?)(?: color: whitesmoke|$)", msg.text)
+        ),
+    )
+    page.goto(body["customer"]["flash_page_url"])
+    page.fill("#pin", body["customer"]["pin"])
+    page.click("button[type=submit]")
+    _wait_for_trace(page, traces, "vb-ui: ")
+    page.wait_for_timeout(500)  # the next frame is drawn
+    player = page.locator("ruffle-object")
+    shot = player.screenshot()
+    (artifacts / "brand-swf-ruffle.png").write_bytes(shot)
+    image = Image.open(io.BytesIO(shot)).convert("RGB")
+    width, height = image.size
+    # the title bar: the top 40 of the SWF's 560 rows, letterboxed into the element
+    band = [
+        image.getpixel((x, y))
+        for x in range(width // 4, width * 3 // 4, 7)
+        for y in range(2, max(3, height * 30 // 560), 3)
+    ]
+    target = tuple(int(COLOR[i : i + 2], 16) for i in (1, 3, 5))
+    close = [p for p in band if all(abs(a - b) <= 12 for a, b in zip(p, target, strict=True))]
+    assert len(close) > len(band) // 2, (len(close), len(band), band[:5])

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Playwright, expect
 
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.media import analyse, ffmpeg_publish, make_flv
 from tests import test_pages as pages
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess
-from tests.media import analyse, ffmpeg_publish, make_flv
 from tests.test_pages import DESKTOP, Opener, Watched, wait_until
 
 pytestmark = pytest.mark.e2e

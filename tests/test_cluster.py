@@ -19,10 +19,10 @@ import aiohttp
 import pytest
 import redis
 
+from bench.testkit.gwproc import Bystander, GatewayProcess
+from bench.testkit.servers import PostgresServer, RedisServer
 from gateway.cluster import NodeInfo, identifier_key
 from rtmp.client import RtmpClient
-from testkit.gwproc import Bystander, GatewayProcess
-from testkit.servers import PostgresServer, RedisServer
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.testkit.gwproc import GatewayProcess
 from gateway import config as config_mod
 from gateway.main import build_parser
-from tests.gwproc import GatewayProcess
 
 
 def _load(argv: list[str], env: dict[str, str] | None = None) -> config_mod.Config:
@@ -68,6 +68,23 @@ def test_unknown_settings_and_half_tls_are_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="stun:"):
         _load(["--stun", "stun.l.google.com:19302"])
     assert _load(["--turn", "turn:turn.bank.example:3478?transport=udp"]).turn
+
+
+def test_rtp_receive_flags(tmp_path: Path) -> None:
+    """The WebRTC receive side (docs/webrtc.md): reorder-only with forwarding by default,
+    a reorder window of at most 20 ms; wrong values are refused at start-up."""
+    cfg = _load([])
+    assert (cfg.rtp_receive, cfg.rtp_reorder_ms, cfg.rtp_video_wait_ms) == ("forward", 20.0, 100.0)
+    cfg = _load(
+        ["--rtp-receive", "aiortc", "--rtp-reorder-ms", "5"], {"VB_RTP_VIDEO_WAIT_MS": "50"}
+    )
+    assert (cfg.rtp_receive, cfg.rtp_reorder_ms, cfg.rtp_video_wait_ms) == ("aiortc", 5.0, 50.0)
+    with pytest.raises(ValueError, match="--rtp-receive must be one of forward, reorder, aiortc"):
+        _load(["--rtp-receive", "jitter"])
+    with pytest.raises(ValueError, match="--rtp-reorder-ms must be between 0 and 1000"):
+        _load(["--rtp-reorder-ms", "-1"])
+    with pytest.raises(ValueError, match="--rtp-video-wait-ms"):
+        _load(["--rtp-video-wait-ms", "5000"])
 
 
 def test_repeatable_ice_host_flag() -> None:

@@ -17,11 +17,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from bench.testkit.gwproc import GatewayProcess
 from gateway.config import Config
 from gateway.main import build_app
 from gateway.service import Gateway
 from rtmp.client import RtmpClient
-from tests.gwproc import GatewayProcess
 from web.pages import PIN_GUARD_KEY
 
 Client = TestClient[web.Request, web.Application]

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess
+from bench.testkit.gwproc import ADVISOR_TOKEN, GatewayProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, expect
 
-from tests.gwproc import GatewayProcess
+from bench.testkit.gwproc import GatewayProcess
 from tests.test_flash_page import (
     RUFFLE_CONFIG,
     RUFFLE_DIR,

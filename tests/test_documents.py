@@ -24,6 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.testkit.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 from gateway.documents import (
     DOC,
     DOCX,
@@ -45,7 +46,6 @@ from gateway.documents import (
     sniff_file,
 )
 from tests.fuzzing import examples
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 from web.documents import content_disposition
 
 # -- sample files (made here, nothing committed) ------------------------------------------

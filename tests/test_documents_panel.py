@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from bench.testkit.gwproc import GatewayProcess
 from tests import test_pages as pages
-from tests.gwproc import GatewayProcess
 from tests.test_pages import DESKTOP, Opener, Watched
 
 pytestmark = pytest.mark.e2e

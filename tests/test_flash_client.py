@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bench.testkit.gwproc import GatewayProcess, flash_client
+from bench.testkit.media import FlvTag, analyse, ffmpeg_publish, make_flv, read_flv_tags
 from rtmp import messages as m
 from rtmp.client import RtmpClient
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess, flash_client
-from tests.media import FlvTag, analyse, ffmpeg_publish, make_flv, read_flv_tags
 from tests.test_rtmp_peers import _finish, _play_ffmpeg, _self_signed
 
 pytestmark = pytest.mark.e2e

@@ -33,6 +33,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
 
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.media import analyse, ffmpeg_publish, make_flv
 from gateway.config import Config
 from gateway.main import build_app
 from gateway.service import Gateway
@@ -40,8 +42,6 @@ from rtmp import messages as m
 from rtmp.events import CommandReceived, UserControlReceived
 from rtmp.messages import ProtocolError
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess
-from tests.media import analyse, ffmpeg_publish, make_flv
 from tests.test_connection import chunk0, connected, pump
 from web import swf
 

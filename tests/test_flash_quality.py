@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 
+from bench.testkit.gwproc import GatewayProcess, flash_client
+from bench.testkit.media import FlvTag
 from rtmp.client import RtmpClient
-from tests.gwproc import GatewayProcess, flash_client
-from tests.media import FlvTag
 from tests.test_flash_client import _publishing, h264_tags
 
 __all__ = ["h264_tags"]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.gwproc import GatewayProcess
-from tests.media import ffmpeg_publish, make_flv
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.media import ffmpeg_publish, make_flv
 from tests.test_pages import (  # noqa: F401  (fixtures used by name)
     Opener,
     advisor_state,

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.testkit.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 from gateway.forms import FormLibrary, TemplateError, check_field, check_form, parse_template
 from gateway.forms.document import FilledForm, render_html, render_pdf
 from gateway.forms.fields import (
@@ -37,7 +38,6 @@ from gateway.forms.fields import (
     parse_number,
 )
 from gateway.forms.template import BUILTIN_DIR, FIELD_TYPES, Field, Text
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 from tests.test_pages import skip_device_check
 
 GREETING = "Grüße aus Köln – 10 €"

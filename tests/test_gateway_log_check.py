@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.testkit.gwproc import GatewayLogError, GatewayProcess
 from gateway.logs import serious_records
-from tests.gwproc import GatewayLogError, GatewayProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def test_check_log_reports_only_new_lines(tmp_path: Path) -> None:
 
 INNER = """
 import pytest
-from tests.gwproc import GatewayProcess
+from bench.testkit.gwproc import GatewayProcess
 
 CRASH = "2026-12-02 04:00:02,003 ERROR rtmp.server: crash\\nTraceback (most recent call last):\\n"
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bench.testkit.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client, free_port
 from tests import http_attacks as attack
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client, free_port
 
 BYSTANDER = "127.0.0.2"
 

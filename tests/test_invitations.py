@@ -26,6 +26,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from playwright.sync_api import Page, expect
 
+from bench.testkit.gwproc import GatewayProcess, free_port
 from gateway.config import Bank
 from gateway.invitations import (
     Invitation,
@@ -34,7 +35,6 @@ from gateway.invitations import (
     mask_address,
     valid_address,
 )
-from tests.gwproc import GatewayProcess, free_port
 from tests.test_brand import COLOR, write_brand_toml
 from tests.test_pages import (  # noqa: F401  (fixtures used by name)
     DESKTOP,
@@ -288,7 +288,9 @@ def test_advisor_sends_invitation_that_arrives_with_link_and_ics_without_pin(
     assert mask_address(CUSTOMER) in gw.log()
 
 
-def test_a_wrong_address_is_said_plainly(gw: GatewayProcess, opener: Opener) -> None:
+def test_a_wrong_address_is_said_plainly(
+    gw: GatewayProcess, opener: Opener, artifacts: Path
+) -> None:
     page = opener.context(storage_state=opener.advisor_state, viewport=PHONE).new_page()
     create_with_appointment(page, gw.base, "Adresse falsch")
     open_invite(page)
@@ -298,6 +300,7 @@ def test_a_wrong_address_is_said_plainly(gw: GatewayProcess, opener: Opener) -> 
         "Bitte geben Sie eine gültige E-Mail-Adresse ein, zum Beispiel name@beispiel.de."
     )
     assert page.locator("#invite-email").get_attribute("aria-invalid") == "true"
+    page.screenshot(path=str(artifacts / "invite-phone-invalid.png"))
 
 
 @pytest.mark.gateway_log_allows(r"invitation to e\*\*\*@k\*\*\*\.example not sent")

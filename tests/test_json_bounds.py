@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.gwproc import GatewayProcess
+from bench.testkit.gwproc import GatewayProcess
 from web.jsonbody import MAX_JSON_DEPTH, JsonRejected, nesting_exceeds, parse_json
 
 DEEP = b"[" * 30_000 + b"]" * 30_000  # 60 KB: under the size cap, far over the depth

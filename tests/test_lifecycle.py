@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.testkit.gwproc import GatewayProcess, flash_client
 from gateway.consultation import Connection, Directory, Role
 from rtmp.client import RtmpClient
-from tests.gwproc import GatewayProcess, flash_client
 
 pytestmark = pytest.mark.e2e
 

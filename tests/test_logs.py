@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.testkit.gwproc import GatewayProcess
 from gateway.logs import AddressFilter, JsonFormatter, mask_addresses
-from tests.gwproc import GatewayProcess
 
 
 def test_mask_addresses() -> None:

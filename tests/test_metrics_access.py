@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.gwproc import GatewayProcess, free_port
+from bench.testkit.gwproc import GatewayProcess, free_port
 
 TOKEN = "scrape-secret-0123456789"
 

@@ -35,11 +35,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.testkit import webrtc_client as wc
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.media import ffmpeg_publish, make_flv
 from rtmp.client import RtmpClient
-from tests import webrtc_client as wc
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess
-from tests.media import ffmpeg_publish, make_flv
 
 pytestmark = pytest.mark.e2e
 

@@ -15,14 +15,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.testkit import webrtc_client as wc
+from bench.testkit.gwproc import ADVISOR_TOKEN, GatewayProcess
+from bench.testkit.media import ffmpeg_publish, make_flv
 from gateway.media import AUDIO, VIDEO, MediaUnit, PublishedStream
 from gateway.monitor import Monitor
 from gateway.routing import CapacityRefused, Route, SinkCaps
 from gateway.transcode import TranscoderStats
-from tests import webrtc_client as wc
 from tests.conftest import require_tool
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess
-from tests.media import ffmpeg_publish, make_flv
 from tests.test_routing import Sink
 
 # -- units: the monitor ---------------------------------------------------------------------

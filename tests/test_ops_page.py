@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.media import ffmpeg_publish, make_flv
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess
-from tests.media import ffmpeg_publish, make_flv
 from tests.test_pages import (  # noqa: F401  (fixtures used by name)
     DESKTOP,
     Opener,

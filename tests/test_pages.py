@@ -28,8 +28,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from bench.testkit.gwproc import GatewayProcess
 from gateway.consultation import group_pin
-from tests.gwproc import GatewayProcess
 from web import i18n
 from web.templates import View, advisor_room, customer_room
 
@@ -634,7 +634,6 @@ def test_newest_tab_wins(gw: GatewayProcess, opener: Opener) -> None:
     context = first.page.context
     second = context.new_page()
     second.goto(body["customer"]["page_url"])
-    skip_device_check(second)  # a new tab shows the device check again
     expect(second.locator("#status")).to_have_text("Verbunden")
     f = first.page
     expect(f.locator("#status")).to_have_text("In einem anderen Fenster geöffnet")

@@ -16,9 +16,9 @@ import aiohttp
 import numpy as np
 import pytest
 
-from testkit import webrtc_client as wc
-from testkit.baresip import Baresip, write_tone
-from testkit.gwproc import GatewayProcess, free_port
+from bench.testkit import webrtc_client as wc
+from bench.testkit.baresip import Baresip, write_tone
+from bench.testkit.gwproc import GatewayProcess, free_port
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.e2e
@@ -204,3 +204,54 @@ async def _next_event(
         event = json.loads(msg.data)
         if event.get("type") == kind:
             return event  # type: ignore[no-any-return]
+
+
+async def _join_by_phone(gw: GatewayProcess, phone: Baresip) -> dict[str, Any]:
+    session = gw.create_session()
+    await phone.dial(f"sip:dialin@127.0.0.1:{gw.sip_port}")  # type: ignore[attr-defined]
+    await phone.wait_event("CALL_ESTABLISHED")
+    await phone.send_digits(session["customer"]["phone"]["code"])
+    await wait_state(gw, session["id"], lambda s: s["phone"] is not None, "the phone joined")
+    return session
+
+
+async def test_a_phone_gone_without_bye_is_ended_by_the_rtp_timeout(
+    sip_gateway: GatewayProcess, phone: Baresip
+) -> None:
+    gw = sip_gateway
+    session = await _join_by_phone(gw, phone)
+    await phone.stop(kill=True)  # the PBX vanished: no BYE, no more RTP
+    state = await wait_state(gw, session["id"], lambda s: s["phone"] is None, "the timeout", 10)
+    assert state["participants"]["customer"]["present"] is False
+    await wc.wait_for(lambda: '"PHONE IN" timeout' in gw.access_log(), 5, "the access log line")
+
+
+async def test_the_consultation_ending_hangs_up_the_phone(
+    sip_gateway: GatewayProcess, phone: Baresip
+) -> None:
+    gw = sip_gateway
+    session = await _join_by_phone(gw, phone)
+    status, _, body = await asyncio.to_thread(
+        gw.request, "DELETE", f"/api/sessions/{session['id']}"
+    )
+    assert status in (200, 204), body
+    # the caller hears "Die Beratung ist beendet …", then the gateway sends BYE
+    await phone.wait_event("CALL_CLOSED", timeout=15)
+    await wc.wait_for(lambda: '"PHONE IN" ended' in gw.access_log(), 5, "the access log line")
+
+
+async def test_wrong_codes_three_times_then_goodbye(
+    sip_gateway: GatewayProcess, phone: Baresip
+) -> None:
+    gw = sip_gateway
+    session = gw.create_session()
+    wrong = "1" + session["customer"]["phone"]["code"][1:]
+    if wrong == session["customer"]["phone"]["code"]:
+        wrong = "2" + wrong[1:]
+    await phone.dial(f"sip:dialin@127.0.0.1:{gw.sip_port}")  # type: ignore[attr-defined]
+    await phone.wait_event("CALL_ESTABLISHED")
+    for _ in range(3):
+        await phone.send_digits(wrong[:4] + "#", gap=0.15)
+    await phone.wait_event("CALL_CLOSED", timeout=20)  # goodbye prompt, then BYE
+    await wc.wait_for(lambda: '"PHONE IN" wrong-code' in gw.access_log(), 5, "the access log line")
+    assert (await asyncio.to_thread(session_state, gw, session["id"]))["phone"] is None

@@ -190,3 +190,18 @@ def test_aiosipua_seams_are_where_we_use_them() -> None:
     assert callable(uas._send_error)
     assert hasattr(transport, "_udp_transport") and hasattr(transport, "_dispatch")
     assert Role.CUSTOMER.other is Role.ADVISOR
+
+
+def test_statistics_note_only_that_a_phone_was_used() -> None:
+    from gateway.consultation import Connection
+    from gateway.stats import aggregate, client_kind, row_for
+
+    consultation = Directory().create()
+    consultation.attach(Role.CUSTOMER, Connection("webrtc", close=lambda: None))
+    consultation.attach(Role.CUSTOMER, Connection("phone", close=lambda: None))
+    consultation.end()
+    row = row_for(consultation)
+    assert row.customer_client == "phone+webrtc"
+    assert aggregate([row])["clients"]["phone"] == 1
+    assert client_kind({"phone"}) == "phone"
+    assert "+49" not in str(row.describe())

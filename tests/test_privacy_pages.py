@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
 
+from bench.testkit.gwproc import GatewayProcess
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess
 from tests.test_pages import skip_device_check
 
 pytestmark = pytest.mark.e2e

@@ -153,3 +153,19 @@ def test_padding_packets_keep_the_sequence_but_are_not_forwarded() -> None:
     (frame,) = buf.add(vp8(3, 3000, 0.03, first=True, marker=True), 0.03)
     assert frame.timestamp == 3000 and frame.payloads == (b"\x10\x013",)
     assert buf.stats.skipped == 0 and not buf.take_pli()
+
+
+def test_forwarded_units_count_their_rtp_payloads_in_the_gop_cache() -> None:
+    """A unit that keeps its RTP payloads for forwarding holds about twice its payload in
+    the GOP cache: the cache's byte limit counts both (gateway/media.py)."""
+    from gateway.media import VIDEO, MediaUnit, PublishedStream
+
+    stream = PublishedStream("customer", gop_cache_bytes=3000)
+    stream.start("webrtc")
+    key = MediaUnit(VIDEO, "vp8", 0, b"\x00" * 1000, keyframe=True, rtp=(b"\x10" + b"\x00" * 1000,))
+    stream.push(key)
+    stream.push(MediaUnit(VIDEO, "vp8", 33, b"\x01" * 400, rtp=(b"\x10" + b"\x01" * 400,)))
+    assert stream.stats.gop_evictions == 0
+    # 2001 + 802 bytes cached; one more such frame is over the 3000-byte limit
+    stream.push(MediaUnit(VIDEO, "vp8", 66, b"\x01" * 400, rtp=(b"\x10" + b"\x01" * 400,)))
+    assert stream.stats.gop_evictions == 1

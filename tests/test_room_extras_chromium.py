@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.gwproc import GatewayProcess
+from bench.testkit.gwproc import GatewayProcess
 from tests.test_pages import (  # noqa: F401  (fixtures used by name)
     DESKTOP,
     PHONE,
@@ -144,9 +144,17 @@ def test_device_check_shows_picture_and_level_remembers_the_choice_and_sends_not
     expect(advisor.page.locator("#customer-camera")).to_have_text(t(lang, "room.camera_off"))
     expect(advisor.page.locator("#customer-mic")).to_have_text(t(lang, "room.mic_off"))
 
-    # the next visit on this device (a new tab: the same browser storage) remembers it
+    # a reload goes straight back in: the check is for the first entry
+    c.reload()
+    expect(c.locator("#status")).to_have_attribute("data-state", "connected")
+    expect(c.locator("#device-check")).to_be_hidden()
+
+    # the next consultation on this device (the same browser) remembers the choice
+    other = gw.create_session()
     again = c.context.new_page()
-    again.goto(f"{gw.base}/k/{body['id']}")
+    again.goto(other["customer"]["page_url"])
+    again.fill("#pin", other["customer"]["pin"])
+    again.click("button[type=submit]")
     expect(again.locator("#device-check")).to_be_visible()
     expect(again.locator("#check-microphone")).to_have_value(mic)
     expect(again.locator("#check-speaker")).to_have_value(speaker)
@@ -254,7 +262,7 @@ def test_typing_indicator_unread_title_and_sounds_that_can_be_muted(
     # "… schreibt" while the other types; gone with the message
     c.fill("#chat-text", "Ich hätte eine Fra")
     expect(a.locator("#typing")).to_have_text("Kunde schreibt …")
-    shot(a, artifacts, "advisor-typing-de", full_page=False)
+    a.locator("#chat").screenshot(path=str(artifacts / "extras-advisor-typing-de.png"))
     c.fill("#chat-text", "Ich hätte eine Frage.")
     c.press("#chat-text", "Enter")
     expect(a.locator(".chat-log li.theirs")).to_have_count(1)
@@ -386,3 +394,50 @@ def test_axe_finds_nothing_on_the_device_check_and_the_waiting_room(
     overview.goto(f"{gw.base}/advisor")
     expect(overview.locator(f"#c-{body['id']}")).to_have_attribute("data-state", "lobby")
     assert _axe(overview) == [], "overview with the waiting customer"
+
+
+def test_advisor_chooses_another_microphone_while_it_is_on(
+    gw: GatewayProcess, opener: Opener, artifacts: Path
+) -> None:
+    body = gw.create_session()
+    customer = opener.customer(body)
+    ctx = opener.context(storage_state=opener.advisor_state, viewport=DESKTOP)
+    ctx.add_init_script(PROBES)
+    ctx.add_init_script(path=str(AXE))
+    a = ctx.new_page()
+    a.goto(f"{gw.base}/advisor/{body['id']}")
+    expect(a.locator("#status")).to_have_attribute("data-state", "connected")
+    a.click("#microphone")
+    expect(a.locator("#microphone")).to_have_attribute("data-on", "true")
+    expect(customer.page.locator("#presence")).to_have_text("Ihre Ansprechperson ist da.")
+
+    a.click("#devices-open")
+    expect(a.locator("#devices-dialog")).to_be_visible()
+    expect(a.locator("#check-join")).to_have_text("Übernehmen")
+    mic = a.locator("#check-microphone option").nth(2).get_attribute("value")
+    a.select_option("#check-microphone", mic)
+    wait_until(a, lambda: a.evaluate("document.getElementById('check-level').value > 0"))
+    shot(a, artifacts, "advisor-devices-dialog-de", full_page=False)
+    assert _axe(a) == [], "advisor's device dialog"
+    a.click("#check-join")
+    expect(a.locator("#devices-dialog")).to_be_hidden()
+    # the running microphone is now the chosen one; the dialog's tracks are stopped
+    wait_until(
+        a,
+        lambda: (
+            a.evaluate(
+                "window.__tracks.filter(t => t.readyState === 'live')"
+                ".map(t => t.getSettings().deviceId)"
+            )
+            == [mic]
+        ),
+    )
+    expect(a.locator("#microphone")).to_have_attribute("data-on", "true")
+    # Escape closes it as well, and stops what it opened
+    a.click("#devices-open")
+    expect(a.locator("#devices-dialog")).to_be_visible()
+    wait_until(a, lambda: live_tracks(a) > 1)
+    a.keyboard.press("Escape")
+    expect(a.locator("#devices-dialog")).to_be_hidden()
+    wait_until(a, lambda: live_tracks(a) == 1)
+    customer.assert_clean()

@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient
 from argon2 import PasswordHasher
 
+from bench.testkit.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 from gateway import config as config_mod
 from gateway.advisors import AdvisorAccounts
 from gateway.config import Config
@@ -38,7 +39,6 @@ from gateway.consultation import (
 from gateway.main import build_app, build_parser
 from gateway.service import AdvisorAuth, Gateway
 from rtmp.client import RtmpClient
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
 
 Client = TestClient[web.Request, web.Application]
 FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.gwproc import GatewayProcess
+from bench.testkit.gwproc import GatewayProcess
 from tests.test_pages import (
     CSP_PROBE,
     DESKTOP,

@@ -1,6 +1,6 @@
 """Hostile input against the real server: each bad connection is closed with one log
 line naming why, and everyone else keeps working -- an honest consultation (a
-:class:`tests.gwproc.Bystander`: a Spark + Speex stream and its player) runs beside every
+:class:`bench.testkit.gwproc.Bystander`: a Spark + Speex stream and its player) runs beside every
 attack, and its frames must keep arriving."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.testkit.gwproc import GatewayProcess, bystander_stream, handshaken_socket
 from rtmp.amf import encode_amf0
 from rtmp.client import RtmpClient
-from tests.gwproc import GatewayProcess, bystander_stream, handshaken_socket
 
 pytestmark = pytest.mark.e2e
 

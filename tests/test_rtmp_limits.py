@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.testkit.gwproc import GatewayProcess, flash_client, handshaken_socket
+from bench.testkit.media import ffmpeg_publish, make_flv
 from rtmp import messages as m
 from rtmp.amf import encode_amf0
 from rtmp.client import RtmpClient
 from rtmp.events import MediaReceived
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess, flash_client, handshaken_socket
-from tests.media import ffmpeg_publish, make_flv
 
 pytestmark = pytest.mark.e2e
 

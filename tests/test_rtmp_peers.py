@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.media import analyse, ffmpeg_publish, make_flv
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess
-from tests.media import analyse, ffmpeg_publish, make_flv
 
 pytestmark = pytest.mark.e2e
 

@@ -21,12 +21,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.testkit import webrtc_client as wc
+from bench.testkit.gwproc import GatewayProcess
+from bench.testkit.media import analyse, ffmpeg_publish, make_flv
 from rtmp.connection import RtmpConnection
 from rtmp.events import CommandReceived, ResultReceived
-from tests import webrtc_client as wc
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess
-from tests.media import analyse, ffmpeg_publish, make_flv
 from tests.test_rtmp_peers import _self_signed
 
 pytestmark = pytest.mark.e2e

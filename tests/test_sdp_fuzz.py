@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from playwright.async_api import async_playwright
 
-from tests import webrtc_client as wc
+from bench.testkit import webrtc_client as wc
+from bench.testkit.gwproc import GatewayProcess
 from tests.conftest import require_tool
-from tests.gwproc import GatewayProcess
 from webrtc import seams
 
 pytestmark = pytest.mark.e2e

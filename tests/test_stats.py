@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.testkit.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
+from bench.testkit.media import FlvTag, make_flv, read_flv_tags
 from gateway.consultation import Connection, Directory, Role
 from gateway.stats import (
     SCHEMA_VERSION,
@@ -27,8 +29,6 @@ from gateway.stats import (
     row_for,
     to_csv,
 )
-from tests.gwproc import ADVISOR_TOKEN, GatewayProcess, flash_client
-from tests.media import FlvTag, make_flv, read_flv_tags
 
 # -- units -----------------------------------------------------------------------------------
 
@@ -120,7 +120,7 @@ def test_aggregates_and_csv() -> None:
         "over 60 min": 1,
     }
     assert agg["duration_s"]["median"] == 600
-    assert agg["clients"] == {"flash": 2, "webrtc": 3, "chat-only": 1}
+    assert agg["clients"] == {"flash": 2, "webrtc": 3, "chat-only": 1, "phone": 0}
     assert agg["features"]["transcoding"] == 3 and agg["features"]["documents"] == 1
     assert agg["end_reasons"] == {"abandoned": 1, "ended": 2}
     table = list(csv.DictReader(io.StringIO(to_csv(rows))))

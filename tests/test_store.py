@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.testkit.servers import PostgresServer
 from gateway.stats import StatsRow
 from gateway.store import AccountExists, AccountRecord, Backends, SessionRecord, open_backends
 from gateway.store.base import STATS_COLUMNS
-from testkit.servers import PostgresServer
 
 pytestmark = pytest.mark.e2e  # PostgreSQL is a process
 

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from tests import conftest, gwproc
+from bench.testkit import gwproc
+from tests import conftest
 
 HOME = __name__
 

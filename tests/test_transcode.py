@@ -1,6 +1,6 @@
 """gateway.transcode: real media through real codecs, checked by decoding the output.
 
-Sources are FLV files made by Debian's ffmpeg the way Flash publishes (testkit/media.py),
+Sources are FLV files made by Debian's ffmpeg the way Flash publishes (bench/testkit/media.py),
 split into units by rtmp/flv.py, or VP8/Opus packets made here with PyAV's encoders the
 way a WebRTC publisher delivers them. Outputs are decoded again with PyAV (or written
 to an FLV file and read back by FFmpeg's FLV demuxer) and checked for frame counts,
@@ -25,6 +25,7 @@ import pytest
 from av.audio.codeccontext import AudioCodecContext
 from av.video.codeccontext import VideoCodecContext
 
+from bench.testkit.media import analyse, make_flv, read_flv_tags
 from gateway.codecs import h264
 from gateway.media import AUDIO, VIDEO, AudioParams, MediaUnit, PublishedStream
 from gateway.transcode import (
@@ -36,7 +37,6 @@ from gateway.transcode import (
     audio_specific_config,
 )
 from rtmp.flv import audio_tag, audio_unit, video_tag, video_unit
-from tests.media import analyse, make_flv, read_flv_tags
 
 MS = Fraction(1, 1000)
 SECONDS = 3.0

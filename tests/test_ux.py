@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.gwproc import GatewayProcess
+from bench.testkit.gwproc import GatewayProcess
 from tests.test_pages import (  # noqa: F401  (fixtures used by name)
     DESKTOP,
     PHONE,

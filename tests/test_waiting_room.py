@@ -184,6 +184,18 @@ def test_nothing_of_a_waiting_customer_is_forwarded_until_let_in() -> None:
     assert [e.admitted for e in seen] == [True]
 
 
+def test_a_publisher_that_never_announces_is_held_until_let_in() -> None:
+    # a phone leg or an encoder publishes without a media event: the gates decide
+    consultation = Directory().create(waiting_room=True)
+    stream = consultation.streams[Role.CUSTOMER]
+    assert not stream.video_enabled and not stream.audio_enabled
+    consultation.admit(Role.CUSTOMER)
+    assert stream.video_enabled and stream.audio_enabled
+    # without a waiting room nothing is held, as before
+    plain = Directory().create().streams[Role.CUSTOMER]
+    assert plain.video_enabled and plain.audio_enabled
+
+
 def test_a_new_pin_sends_the_customer_back_to_the_waiting_room() -> None:
     directory = Directory()
     consultation = directory.create(waiting_room=True)

@@ -25,13 +25,13 @@ from aiohttp.test_utils import TestClient
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
+from bench.testkit import webrtc_client as wc
+from bench.testkit.gwproc import GatewayProcess
 from gateway.config import Config
 from gateway.consultation import Role
 from gateway.main import build_app, build_gateway
 from gateway.media import MediaUnit, PublishedStream
 from gateway.service import Gateway
-from tests import webrtc_client as wc
-from tests.gwproc import GatewayProcess
 from webrtc.frontend import WebRtcFrontEnd
 from webrtc.whep import WhepSession
 from webrtc.whip import WhipSession
@@ -598,3 +598,77 @@ async def test_gateway_process_serves_whip_and_whep(gateway: GatewayProcess) -> 
             assert state["streams"]["advisor"]["live"] is False
         finally:
             await wc.close_all(pub, play, received=received)
+
+
+async def test_lost_video_is_nacked_and_a_lasting_gap_asks_for_a_keyframe(
+    client: Client, frontend: WebRtcFrontEnd
+) -> None:
+    """Loss on the publishing leg with the reorder-only buffer (issue 14): a lost packet
+    is NACKed and its retransmission completes the frame (no keyframe needed); a packet
+    that never comes is given up after --rtp-video-wait-ms and a PLI brings a keyframe."""
+    from webrtc import seams
+
+    session = await create(client)
+    pub, play, received, _, _ = await publish_and_play(client, session)
+    pub_video = next(t.sender for t in pub.getTransceivers() if t.kind == "video")
+    keyframes: list[float] = []
+    retransmitted: list[int] = []
+    original_keyframe, original_retransmit = pub_video._send_keyframe, pub_video._retransmit
+
+    def counted_keyframe() -> None:
+        keyframes.append(time.monotonic())
+        original_keyframe()
+
+    async def counted_retransmit(seq: int) -> None:
+        retransmitted.append(seq)
+        await original_retransmit(seq)
+
+    pub_video._send_keyframe = counted_keyframe  # type: ignore[method-assign]
+    pub_video._retransmit = counted_retransmit  # type: ignore[method-assign]
+    try:
+        await wc.wait_for(lambda: len(received.video) >= 5, 10, "video")
+        whip = next(s for s in frontend.sessions.values() if isinstance(s, WhipSession))
+        ingest = whip.ingests["video"]
+        assert ingest.rtp is not None
+        stats = ingest.rtp.buffer.stats
+        receiver = ingest.receiver
+
+        # 1. one packet lost on the way in (before aiortc's NACK generator sees it)
+        lost: list[int] = []
+        handle = receiver._handle_rtp_packet
+
+        async def lose_one(packet: Any, arrival_time_ms: int) -> None:
+            # a media packet (a retransmission comes as RTX, from another SSRC)
+            if not lost and packet.ssrc == pub_video._ssrc:
+                lost.append(packet.sequence_number)
+                return
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = lose_one  # type: ignore[method-assign]
+        await wc.wait_for(lambda: lost and lost[0] in retransmitted, 5, "the NACKed packet")
+        frames = len(received.video)
+        await wc.wait_for(lambda: len(received.video) >= frames + 10, 10, "video after it")
+        assert stats.skipped == 0 and stats.pli == 0, stats
+        receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+
+        # 2. a packet that never comes, retransmissions included (dropped after RTX
+        # unwrapping): given up, and the publisher is asked for a keyframe
+        tap = getattr(receiver, seams.JITTER_BUFFER_ATTR)
+        on_packet = tap.on_packet
+        gone: list[int] = []
+
+        def lose_for_good(packet: Any, now: float) -> None:
+            if not gone and packet.ssrc == pub_video._ssrc:
+                gone.append(packet.sequence_number)
+            if gone and packet.sequence_number == gone[0]:
+                return
+            on_packet(packet, now)
+
+        tap.on_packet = lose_for_good
+        before = len(keyframes)
+        await wc.wait_for(lambda: stats.skipped >= 1 and stats.pli >= 1, 5, "the gap given up")
+        await wc.wait_for(lambda: len(keyframes) > before, 5, "the publisher to see a PLI")
+        frames = len(received.video)
+        await wc.wait_for(lambda: len(received.video) >= frames + 10, 10, "video after the PLI")
+    finally:
+        await wc.close_all(pub, play, received=received)

@@ -16,11 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, Page, async_playwright
 
+from bench.testkit import webrtc_client as wc
 from gateway.config import Config
 from gateway.consultation import Role
 from gateway.main import build_app, build_gateway
 from gateway.service import Gateway
-from tests import webrtc_client as wc
 from tests.conftest import require_tool
 from webrtc.frontend import WebRtcFrontEnd
 from webrtc.whip import WhipSession

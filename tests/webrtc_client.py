@@ -1,7 +1,7 @@
-"""Compatibility: the aiortc test client moved to ``testkit/webrtc_client.py`` (shared with
-``bench/``)."""
+"""Compatibility: the aiortc test client lives in ``bench/testkit/webrtc_client.py`` (shared
+with ``bench/``); new code imports ``bench.testkit.webrtc_client``."""
 
-from testkit.webrtc_client import (
+from bench.testkit.webrtc_client import (
     HEIGHT,
     WIDTH,
     PatternVideoTrack,

@@ -632,6 +632,7 @@ async def advisor_consultation(request: web.Request) -> web.Response:
         csrf=csrf_token(request.app, sid),
         ice_urls=gateway.config.ice_urls(),
         documents=page_limits(gateway),
+        dial_out=gateway.phone_dialer is not None,
     )
     return html_response(request, page)
 

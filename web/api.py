@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import datetime
 
 from aiohttp import web
@@ -153,6 +154,44 @@ async def admit_customer(request: web.Request) -> web.Response:
     if consultation.admit(Role.CUSTOMER):
         log.info("consultation %s: the customer was let in", consultation.id)
     return web.json_response({"admitted": consultation.admitted(Role.CUSTOMER)})
+
+
+@routes.post("/api/sessions/{id}/phone/hangup")
+async def hang_up_phone(request: web.Request) -> web.Response:
+    """The advisor ends the telephone leg (docs/phone.md): the caller hears a goodbye, then
+    BYE; the page's own audio comes back. 404 when no phone is connected."""
+    principal = require_advisor(request)
+    consultation, _ = known_role(
+        principal, gateway_of(request).directory.get(request.match_info["id"])
+    )
+    if consultation.phone is None:
+        raise ProblemError(404, "No telephone is connected to this consultation.")
+    consultation.phone.hang_up()
+    return web.Response(status=204)
+
+
+_DIALABLE = re.compile(r"\+?[0-9]{3,20}")
+
+
+@routes.post("/api/sessions/{id}/phone/call")
+async def call_customer(request: web.Request) -> web.Response:
+    """The advisor's dial-out (docs/phone.md): ``{"number": "+49 30 …"}``; 202, the call
+    goes on (``phone`` events tell how). The number is used for this call only: never
+    stored, never logged unmasked."""
+    principal = require_advisor(request)
+    gateway = gateway_of(request)
+    consultation, _ = known_role(principal, gateway.directory.get(request.match_info["id"]))
+    if gateway.phone_dialer is None:
+        raise ProblemError(404, "Dial-out is not set up on this gateway (--sip-trunk).")
+    body = await read_json(request)
+    raw = body.get("number") if isinstance(body, dict) else None
+    number = re.sub(r"[\s/()-]", "", raw) if isinstance(raw, str) else ""
+    if not _DIALABLE.fullmatch(number):
+        raise ProblemError(400, "The number must be 3 to 20 digits, optionally with a leading +.")
+    if consultation.phone is not None:
+        raise ProblemError(409, "A telephone is already connected to this consultation.")
+    gateway.phone_dialer(consultation, number)
+    return web.Response(status=202)
 
 
 def customer_access(request: web.Request, consultation: Consultation) -> dict[str, object]:

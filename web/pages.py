@@ -22,6 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.config import Config
 from gateway.consultation import Consultation, Role, normalize_pin
 from web.auth import CUSTOMER_COOKIE, gateway_of, same_origin
 from web.documents import page_limits
@@ -195,6 +196,13 @@ def _pin_form(
     return html_response(request, document, status=status)
 
 
+def _phone(config: Config, consultation: Consultation) -> dict[str, str] | None:
+    """The dial-in number and code the customer's pages show (docs/phone.md), or None."""
+    if not consultation.phone_code:
+        return None
+    return {"number": config.phone_number, "code": consultation.phone_code}
+
+
 def _customer_grant_ok(request: web.Request, consultation: Consultation) -> bool:
     grant = gateway_of(request).authorize(request.cookies.get(CUSTOMER_COOKIE))
     return grant is not None and grant.consultation is consultation
@@ -214,6 +222,10 @@ async def customer_page(request: web.Request) -> web.Response:
             bank=gateway.config.bank,
             advisor_name=room.owner_display_name,
             waiting_room=room.waiting_room,
+            phone=_phone(gateway.config, room),
+            # the device check on the first entry only: a reload, "Wieder teilnehmen",
+            # a second tab or the way back from a form go straight in
+            device_check=room.participants[Role.CUSTOMER].joined_at is None,
         )
         return html_response(request, page)
     consultation = linked_consultation(request)
@@ -310,9 +322,12 @@ async def flash_page(request: web.Request) -> web.Response:
             token=room.participants[Role.CUSTOMER].token,
             lang=v.lang,
             advisor_name=room.owner_display_name,
+            phone_code=room.phone_code,
         )
         swf = f"{SWF_URL_PATH}?v={(shipped_hash() or 'dev')[:12]}"
-        page = flash_room(v, room.id, swf_url=swf, flashvars=flashvars)
+        page = flash_room(
+            v, room.id, swf_url=swf, flashvars=flashvars, phone=_phone(gateway.config, room)
+        )
         return html_response(request, page)
     consultation = linked_consultation(request)
     if consultation is None:

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import quoteattr
 
 from gateway.config import Config
+from gateway.consultation import SCREEN
 from web.i18n import I18N_DIR, LANGUAGES
 from web.links import RTMP_APP
 
@@ -91,7 +92,14 @@ def build(out: Path = SWF_PATH, *, haxe: str | None = None) -> Path:
     return out
 
 
-def flash_vars(config: Config, *, token: str, lang: str, advisor_name: str | None = None) -> str:
+def flash_vars(
+    config: Config,
+    *,
+    token: str,
+    lang: str,
+    advisor_name: str | None = None,
+    phone_code: str | None = None,
+) -> str:
     """The SWF's FlashVars (``application/x-www-form-urlencoded``, as Flash parses them).
 
     Connection order as FMS clients do (docs/architecture.md, "Facts the code relies on"):
@@ -105,6 +113,8 @@ def flash_vars(config: Config, *, token: str, lang: str, advisor_name: str | Non
     our own origin: the SWF opens only document and form URLs below it. ``advisor``: the
     advisor's display name (``Consultation.owner_display_name``), only when there is one;
     the SWF then names the advisor where it would say "Ihre Ansprechperson".
+    ``phone``/``phonecode``: the dial-in number and the consultation's phone code when the
+    telephone leg is on (docs/phone.md; the page beside the SWF shows them as well).
     """
     origin = urlsplit(config.base_url())
     host = urlsplit(config.rtmp_base()).netloc.rsplit(":", 1)[0]
@@ -120,9 +130,12 @@ def flash_vars(config: Config, *, token: str, lang: str, advisor_name: str | Non
         "rtmpt": f"{tunnel_scheme}://{origin.netloc}/{RTMP_APP}",
         "publish": "customer",
         "play": "advisor",
+        # the advisor's shared screen, a second stream the SWF plays (docs/web.md)
+        "screen": SCREEN,
         "base": f"{origin.scheme}://{origin.netloc}",
         "lang": lang,
         **({"advisor": advisor_name} if advisor_name else {}),
+        **({"phone": config.phone_number, "phonecode": phone_code} if phone_code else {}),
         # the bank's look (docs/web.md "The bank's look"): primary colour as rrggbb and
         # the bank's name in the title bar; absent, the SWF keeps its neutral blue
         **_brand_vars(config),

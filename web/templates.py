@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config import split_ice_url
+from gateway.phonecall import group_code
 from web.i18n import data_block, translate
 
 
@@ -379,10 +380,11 @@ def _stage_tools(v: View) -> str:
     )
 
 
-def _device_check(v: View) -> str:
+def _device_check(v: View, advisor: bool = False) -> str:
     """The device check between the PIN and the room (static/devices.js): the camera's
     picture, the microphone's level, a test sound and the choice of devices, remembered
-    on this device. Shown only while ``body.stage-check``; nothing is sent from here."""
+    on this device. Shown only while ``body.stage-check``; nothing is sent from here.
+    ``advisor``: the same in the advisor's room, as a dialog ("Geräte wählen")."""
     selects = "".join(
         f'<p class="check-field" id="check-{kind}-field">'
         + v.tr(f"check.{kind}", "label", f'for="check-{kind}"')
@@ -393,7 +395,7 @@ def _device_check(v: View) -> str:
         (
             '<section id="device-check" class="card device-check" aria-labelledby="check-title">',
             v.tr("check.title", "h2", 'id="check-title"'),
-            v.tr("check.intro", "p", 'class="privacy"'),
+            v.tr("check.intro_advisor" if advisor else "check.intro", "p", 'class="privacy"'),
             '<div class="check-grid"><figure class="check-preview">',
             '<video id="check-video" autoplay muted playsinline></video>',
             v.tr("check.starting", "p", 'id="check-video-note" class="check-video-note"'),
@@ -416,13 +418,13 @@ def _device_check(v: View) -> str:
             '<button type="button" id="check-retry" class="secondary" hidden>',
             v.tr("check.retry"),
             "</button>",
-            v.tr("check.off_note", "p", 'class="privacy"'),
+            "" if advisor else v.tr("check.off_note", "p", 'class="privacy"'),
             '<div class="check-actions">',
             '<button type="button" id="check-join" class="primary">',
-            v.tr("check.join"),
+            v.tr("check.apply" if advisor else "check.join"),
             "</button>",
             '<button type="button" id="check-skip" class="secondary">',
-            v.tr("check.skip"),
+            v.tr("check.cancel" if advisor else "check.skip"),
             "</button></div>",
             v.tr("check.remembered", "p", 'class="hint"'),
             "</section>",
@@ -723,13 +725,17 @@ def customer_room(
     bank: Any = None,
     advisor_name: str | None = None,
     waiting_room: bool = False,
+    phone: Mapping[str, str] | None = None,
+    device_check: bool = True,
 ) -> str:
     """The customer's consultation page (after the PIN: the device check, the waiting
     room if the advisor lets people in, then the room); ``documents``: the store's
     limits (``web.documents.page_limits``), no panel without; ``bank``: the contact for
     the end screen (``gateway.config.Bank``); ``advisor_name``: the advisor's display
     name (``Consultation.owner_display_name``), else the neutral wording;
-    ``waiting_room``: the customer waits to be let in (``admission`` events say when)."""
+    ``waiting_room``: the customer waits to be let in (``admission`` events say when);
+    ``phone``: the dial-in number and code when the telephone leg is on (docs/phone.md);
+    ``device_check``: the device check comes first (the customer's first entry)."""
     cid = esc(consultation_id)
     named = {"name": advisor_name} if advisor_name else {}
     main = "".join(
@@ -739,6 +745,7 @@ def customer_room(
             f'data-whep="/whep/{cid}/customer" data-page="/k/{cid}"'
             + (f' data-advisor-name="{esc(advisor_name)}"' if advisor_name else "")
             + (' data-waiting-room="1"' if waiting_room else "")
+            + (' data-check="1"' if device_check else "")
             + ">",
             _device_check(v),
             _status_bar(v, "cust.named.absent" if named else "cust.advisor.absent", **named),
@@ -758,6 +765,7 @@ def customer_room(
             "</div>",
             v.tr("cust.privacy.off", "p", 'id="privacy" class="privacy" data-state="off"'),
             '</div><div class="side-column">',
+            _phone_join(v, phone),
             _forms_card(v, "customer", consultation_id),
             _documents_card(v, "customer", consultation_id, documents) if documents else "",
             _chat(v),
@@ -798,7 +806,7 @@ def customer_room(
             "customer.js",
         ),
         meta={"vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
-        body_class="page-customer stage-check",
+        body_class="page-customer stage-check" if device_check else "page-customer",
         live_language=True,
     )
 
@@ -809,6 +817,46 @@ def _copy_button(v: View, target: str) -> str:
         + icon("copy")
         + v.tr("room.copy")
         + "</button>"
+    )
+
+
+def _phone_join(v: View, phone: Mapping[str, str] | None) -> str:
+    """The dial-in for the customer (docs/phone.md): the bank's number and the phone code,
+    and the line that says the phone carries the audio now (customer.js)."""
+    if not phone:
+        return ""
+    number = phone.get("number") or ""
+    return "".join(
+        (
+            '<section class="card phone-join" aria-labelledby="phone-title">',
+            v.tr("phone.join.title", "h2", 'id="phone-title"'),
+            v.tr("phone.join.text", "p"),
+            "<dl>",
+            v.tr("phone.number", "dt") + f'<dd id="phone-number">{esc(number)}</dd>'
+            if number
+            else "",
+            v.tr("phone.code", "dt"),
+            f'<dd><span id="phone-code" class="pin">{esc(group_code(phone["code"]))}</span></dd>',
+            "</dl>",
+            v.tr("phone.customer.active", "p", 'id="phone-status" class="notice" hidden'),
+            "</section>",
+        )
+    )
+
+
+def _phone_call(v: View) -> str:
+    """The advisor's view of a telephone leg: "Telefon verbunden", the masked number, the
+    call's duration and a way to hang up (phone.js)."""
+    return "".join(
+        (
+            '<section id="phone-call" class="card phone-call" aria-live="polite" hidden>',
+            v.tr("phone.connected", "h2"),
+            '<p><span id="phone-call-number"></span> · ',
+            '<span id="phone-call-duration">0:00</span></p>',
+            '<button type="button" id="phone-hangup" class="danger">',
+            v.tr("phone.hangup"),
+            "</button></section>",
+        )
     )
 
 
@@ -888,8 +936,42 @@ def _access(v: View, links: Mapping[str, Any]) -> str:
             v.tr("room.access.flash", "dt"),
             f'<dd><a id="flash-link" class="link" href="{flash_url}" target="_blank" '
             f'rel="noopener">{flash_url}</a></dd>',
+            _access_phone(v, links.get("phone")),
             "</dl></section>",
         )
+    )
+
+
+def _phone_dial(v: View) -> str:
+    """The advisor's dial-out (docs/phone.md): the number is sent for this call and not
+    kept, not even in the field (phone.js empties it)."""
+    return "".join(
+        (
+            '<section id="phone-dial-card" class="card phone-dial" '
+            'aria-labelledby="phone-dial-title">',
+            v.tr("phone.dial.title", "h2", 'id="phone-dial-title"'),
+            '<form id="phone-dial" class="inline-form">',
+            v.tr("phone.dial.label", "label", 'for="phone-dial-number"'),
+            '<input id="phone-dial-number" name="number" type="tel" inputmode="tel" '
+            'autocomplete="off" maxlength="30" required>',
+            '<button type="submit" class="secondary">',
+            v.tr("phone.dial.submit"),
+            "</button></form>",
+            '<p id="phone-dial-status" role="status"></p>',
+            "</section>",
+        )
+    )
+
+
+def _access_phone(v: View, phone: Mapping[str, str] | None) -> str:
+    """The dial-in number and phone code in the advisor's access card (docs/phone.md)."""
+    if not phone:
+        return ""
+    return (
+        v.tr("phone.code", "dt")
+        + f'<dd><span id="advisor-phone-code" class="pin">{esc(group_code(phone["code"]))}</span>'
+        + (f" ({esc(phone['number'])})" if phone.get("number") else "")
+        + "</dd>"
     )
 
 
@@ -936,8 +1018,10 @@ def advisor_room(
     ice_urls: list[str],
     *,
     documents: Mapping[str, Any] | None = None,
+    dial_out: bool = False,
 ) -> str:
-    """The advisor's consultation page; ``documents`` as for :func:`customer_room`."""
+    """The advisor's consultation page; ``documents`` as for :func:`customer_room`;
+    ``dial_out``: the gateway can call the customer's phone (``--sip-trunk``)."""
     cid = esc(consultation_id)
     main = "".join(
         (
@@ -954,9 +1038,18 @@ def advisor_room(
             _toggle(v, "microphone", "mic", "media.mic.turn_on", False),
             "</div>",
             _screen_controls(v),
+            # the advisor's choice of devices (static/devices.js), the customer's check
+            '<p class="devices-open"><button type="button" id="devices-open" class="secondary">',
+            v.tr("check.open"),
+            "</button></p>",
+            '<dialog id="devices-dialog" class="devices-dialog" aria-labelledby="check-title">',
+            _device_check(v, advisor=True),
+            "</dialog>",
             _quality(v),
             '</div><div class="side-column">',
             _customer_card(v),
+            _phone_call(v),
+            _phone_dial(v) if dial_out else "",
             _access(v, links),
             _forms_card(v, "advisor", consultation_id),
             _documents_card(v, "advisor", consultation_id, documents) if documents else "",
@@ -990,6 +1083,7 @@ def advisor_room(
             "screen.js",
             "advisor-room.js",
             "access.js",
+            "phone.js",
         ),
         meta={"csrf-token": csrf, "vb-token": token, "vb-ice-servers": ice_servers(ice_urls)},
         body_class="page-advisor",
@@ -1044,7 +1138,14 @@ def _flash_fallback(v: View, modern: str) -> str:
     )
 
 
-def flash_room(v: View, consultation_id: str, *, swf_url: str, flashvars: str) -> str:
+def flash_room(
+    v: View,
+    consultation_id: str,
+    *,
+    swf_url: str,
+    flashvars: str,
+    phone: Mapping[str, str] | None = None,
+) -> str:
     """The customer's Flash page (after the PIN): the SWF client, embedded the way
     SWFObject's static publishing does it (an ActiveX ``<object>`` for Internet Explorer
     with a nested ``type``/``data`` ``<object>`` for the others), and a way to the
@@ -1084,6 +1185,7 @@ def flash_room(v: View, consultation_id: str, *, swf_url: str, flashvars: str) -
             f' <a href="{modern}">',
             v.tr("flash.modern"),
             "</a></p></section>",
+            _phone_join(v, phone),
         )
     )
     return v.document(

@@ -72,6 +72,8 @@ class RtpReceive:
         self._ext_ts = 0
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
+        self._pending: list[RtpFrame] = []
+        self._scheduled = False
         self.closed = False
 
     def on_packet(self, packet: RtpPacket, now: float) -> None:
@@ -95,11 +97,30 @@ class RtpReceive:
             self._emit(self.buffer.handle_timer(perf_counter()))
 
     def _emit(self, frames: list[RtpFrame]) -> None:
-        for frame in frames:
-            self.on_frame(frame, self._pts(frame.timestamp))
+        """Hand the released frames on in the loop's next round, not inside aiortc's
+        receive loop: that loop reads its ICE queue without yielding while packets are
+        queued (``asyncio.Queue.get`` does not suspend when it has items), so a burst of
+        packets would otherwise run the whole fan-out (RTMP writes, transcoder queues)
+        before any other task – the WHEP senders of other consultations included."""
+        if frames:
+            now = perf_counter()
+            for frame in frames:
+                frame.released = now
+            self._pending.extend(frames)
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._deliver)
         if self.buffer.take_pli():
             self.on_pli()
         self._arm()
+
+    def _deliver(self) -> None:
+        self._scheduled = False
+        frames, self._pending = self._pending, []
+        for frame in frames:
+            if self.closed:
+                return
+            self.on_frame(frame, self._pts(frame.timestamp))
 
     def _arm(self) -> None:
         deadline = self.buffer.get_timer()

@@ -60,6 +60,7 @@ class RtpFrame:
     arrived: float  # the latest arrival of its packets: the frame was complete then
     keyframe: bool = False
     first_seq: int = 0
+    released: float = 0.0  # when the buffer let it go (set by the caller's glue)
 
 
 @dataclass(slots=True)
@@ -69,7 +70,7 @@ class ReorderStats:
     skipped: int = 0  # sequence numbers given up on
     dropped_frames: int = 0  # video frames dropped (broken, or waiting for a keyframe)
     resets: int = 0
-    pli: int = 0
+    pli: int = 0  # keyframe requests taken by the caller
 
 
 @dataclass(slots=True)
@@ -129,6 +130,8 @@ class ReorderBuffer:
     def take_pli(self) -> bool:
         """Whether a picture loss indication should go to the sender (once per ask)."""
         pli, self._pli = self._pli, False
+        if pli:
+            self.stats.pli += 1
         return pli
 
     # -- internals ----------------------------------------------------------------------
@@ -278,7 +281,6 @@ class ReorderBuffer:
             self.stats.dropped_frames += 1
             self._need_keyframe = True
             self._pli = True
-            self.stats.pli += 1
             first = self._held[nxt]
             self._resync = not (self.starts_frame is not None and self.starts_frame(first.payload))
 

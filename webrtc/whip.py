@@ -244,7 +244,8 @@ class WhipSession(PeerSession):
         ingest = self.ingests.get(kind)
         if self.closed or ingest is None:
             return
-        METER.observe_jitter(kind, perf_counter() - frame.arrived)
+        # the buffer's own share; the hop to here counts in the added latency
+        METER.observe_jitter(kind, (frame.released or perf_counter()) - frame.arrived)
         payloads = frame.payloads if self.factory.receive.mode == FORWARD else None
         codec = self.negotiated[kind]
         keyframe = frame.keyframe or kind == AUDIO
@@ -364,9 +365,21 @@ class WhipSession(PeerSession):
 
     # -- end ----------------------------------------------------------------------------------
     def before_close(self) -> None:
-        for ingest in self.ingests.values():
+        for kind, ingest in self.ingests.items():
             if ingest.rtp is not None:
                 ingest.rtp.close()
+                stats = ingest.rtp.buffer.stats
+                log.info(
+                    "%s: %s receive buffer: %d released, %d skipped, %d late, "
+                    "%d frames dropped, %d keyframe requests",
+                    self.label,
+                    kind,
+                    stats.released,
+                    stats.skipped,
+                    stats.late,
+                    stats.dropped_frames,
+                    stats.pli,
+                )
         if self._owns_stream():
             self.stream.stop(owner=self)
         self.publishing = False

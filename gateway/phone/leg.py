@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.consultation import Connection, Consultation, Role
+from gateway.consultation import Connection, Consultation, Participant, Role
 from gateway.events import PhoneState
 from gateway.latency import METER
 from gateway.media import AUDIO, AudioParams, MediaUnit, PublishedStream
@@ -155,6 +155,7 @@ class PhoneLeg:
         self._route: Route | None = None
         self._connection: Connection | None = None
         self._owns_stream = False
+        self._announced_for: Participant | None = None
         self._stream: PublishedStream | None = None
         self._rtp_base: tuple[int, float] | None = None  # (first RTP ts, its session ms)
         self.last_rtp = time.monotonic()
@@ -338,7 +339,14 @@ class PhoneLeg:
         if not stream.live:
             # nobody publishes for the customer yet (a Flash page only watching, a page
             # in chat): the call is the customer's publisher; a page that publishes later
-            # takes the stream over and the call keeps its audio
+            # takes the stream over and the call keeps its audio. A phone has a
+            # microphone and no camera: the customer's media state says so (not "both
+            # on", which a stream without a device announcement would mean).
+            participant = consultation.participants[Role.CUSTOMER]
+            if not participant.announced:
+                participant.announced = True
+                participant.camera, participant.microphone = False, True
+                self._announced_for = participant
             stream.start("phone", owner=self, on_preempt=lambda: None)
             self._owns_stream = True
         self._connection = Connection("phone", close=self.hang_up, codecs_in={AUDIO: self.codec})
@@ -348,14 +356,7 @@ class PhoneLeg:
         self._route = connect(
             consultation, Role.CUSTOMER, PhoneSink(self), phone_caps(self.codec), self.pool
         )  # type: ignore[arg-type]
-        consultation.emit(
-            PhoneState(
-                active=True,
-                number=self.masked_number,
-                since=consultation.phone.since,
-                codec=self.codec,
-            )
-        )
+        consultation.emit(consultation.phone_state())
         self.play("chime")
 
     def queue_audio(self, unit: MediaUnit) -> None:
@@ -393,6 +394,10 @@ class PhoneLeg:
         if self._route is not None:
             self._route.close()
             self._route = None
+        if self._announced_for is not None:  # the phone's device state goes with it
+            self._announced_for.announced = False
+            self._announced_for.microphone = False
+            self._announced_for = None
         if self._stream is not None:
             self._stream.release_audio(self)
             if self._owns_stream:

@@ -27,17 +27,21 @@ from typing import Any
 
 from aiosipua import (
     IncomingCall,
+    OutgoingCall,
     SdpNegotiationError,
     SipMessage,
     SipRequest,
     SipResponse,
+    SipUAC,
     SipUAS,
     TcpSipTransport,
     UdpSipTransport,
+    build_sdp,
     negotiate_sdp,
 )
 
 from gateway.consultation import Consultation
+from gateway.events import PhoneState
 from gateway.phone import seams
 from gateway.phone.leg import PhoneLeg
 from gateway.phone.prompts import Prompts
@@ -47,6 +51,9 @@ from gateway.service import Gateway
 from gateway.throttle import FailureLimiter
 
 log = logging.getLogger(__name__)
+# aiosipua logs every INVITE's URIs at INFO ("Sent INVITE sip:me → sip:+49…"): a phone
+# number must never reach a log unmasked, so only its warnings and errors are kept
+logging.getLogger("aiosipua").setLevel(logging.WARNING)
 # the access log (gateway/accesslog.py): time, masked number, outcome; never the number
 access_log = logging.getLogger("gateway.access")
 
@@ -223,6 +230,15 @@ class PhoneFrontEnd:
         self.legs: dict[str, PhoneLeg] = {}
         self.outcomes: dict[str, int] = {}
         self._uas: list[SipUAS] = []
+        self.uac: SipUAC | None = None
+        # dial-out goes through --sip-trunk; its answers come from there, so it is allowed
+        self.trunk: tuple[str, int] | None = None
+        if cfg.sip_trunk:
+            from gateway.config import split_host_port
+
+            self.trunk = split_host_port(cfg.sip_trunk, "--sip-trunk")
+            with contextlib.suppress(ValueError):
+                self.gate.allow.append(ipaddress.ip_network(self.trunk[0]))
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -231,7 +247,10 @@ class PhoneFrontEnd:
         for cls in (GatedUdpTransport, GatedTcpTransport):
             transport = cls(local_addr=(self.host, self.port))
             transport.gate = self.gate
-            uas = SipUAS(transport, user_agent=USER_AGENT, advertised_addr=advertised)
+            uac = None
+            if cls is GatedUdpTransport and self.trunk is not None:
+                uac = self.uac = SipUAC(transport, advertised_addr=advertised)
+            uas = SipUAS(transport, user_agent=USER_AGENT, advertised_addr=advertised, uac=uac)
             uas.on_invite = partial(self._on_invite, uas)
             uas.on_reinvite = partial(self._on_reinvite, uas)
             uas.on_bye = self._on_bye
@@ -256,9 +275,11 @@ class PhoneFrontEnd:
 
     # -- calls ------------------------------------------------------------------------------
     def _caller_key(self, call: IncomingCall) -> str:
-        """The calling number as a limiter key: hashed, so not even memory holds it."""
-        caller = call.caller or ""
-        return "caller:" + hashlib.sha256(caller.encode()).hexdigest()[:24]
+        """The calling number as a limiter key: the From URI's user part (its host and
+        port are the PBX's, or change per call), hashed, so not even memory holds it.
+        Callers without a number (``anonymous``) share one key."""
+        user = (call.caller or "").split(":", 1)[-1].split("@", 1)[0].split(";", 1)[0]
+        return "caller:" + hashlib.sha256(user.encode()).hexdigest()[:24]
 
     def _on_invite(self, uas: SipUAS, call: IncomingCall) -> None:
         task = asyncio.get_running_loop().create_task(self._answer(uas, call))
@@ -404,6 +425,84 @@ class PhoneFrontEnd:
 
     def _log_call(self, masked: str, direction: str, outcome: str) -> None:
         access_log.info('%s "PHONE %s" %s', masked, direction.upper(), outcome)
+
+    # -- dial-out -----------------------------------------------------------------------------
+    def dial(self, consultation: Consultation, number: str) -> None:
+        """The advisor's dial-out (``Gateway.phone_dialer``): call ``number`` through the
+        trunk; the callee hears the announcement and joins with 1. The number lives only
+        in this call's SIP dialog (never stored; masked in logs and events)."""
+        task = asyncio.get_running_loop().create_task(self._dial(consultation, number))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dial(self, consultation: Consultation, number: str) -> None:
+        assert self.uac is not None and self.trunk is not None and self.prompts is not None
+        uas = self._uas[0]
+        masked = mask_number(number)
+        limits = self.gateway.config.limits
+        call: OutgoingCall | None = None
+
+        def hang_up() -> None:
+            if call is not None and self.uac is not None:
+                call.hangup(self.uac)
+
+        leg = PhoneLeg(
+            codec="alaw",
+            payload_type=CODECS["PCMA"][1],
+            dtmf_payload_type=101,
+            remote_rtp=self.trunk,
+            rtp_sources=(self.trunk[0],),
+            prompts=self.prompts,
+            pool=self.gateway.transcoders,
+            masked_number=masked,
+            code_digits=limits.phone_code_digits,
+            tries=limits.phone_code_tries,
+            rtp_timeout=limits.phone_rtp_timeout,
+            code_timeout=limits.phone_code_timeout,
+            check_code=lambda leg, code: ("wrong", None),
+            hang_up_sip=hang_up,
+            on_end=lambda leg, outcome: None,
+            direction="out",
+            consultation=consultation,
+        )
+        port = await leg.open(self.host)
+        # G.711 A-law (Germany) with telephone-event: what every German trunk takes
+        offer = build_sdp(self.media_host, port, 8, "PCMA", 8000, dtmf_payload_type=101)
+        call = self.uac.send_invite(
+            f"sip:videoberatung@{self.media_host}:{self.port}",
+            f"sip:{number}@{self.trunk[0]}:{self.trunk[1]}",
+            self.trunk,
+            offer,
+            user_agent=USER_AGENT,
+        )
+        try:
+            await call.wait_answered(timeout=60.0)
+        except (TimeoutError, RuntimeError) as exc:
+            with contextlib.suppress(Exception):
+                call.cancel(self.uac)
+            leg.end("no-answer", send_bye=False)
+            outcome = "rejected" if isinstance(exc, RuntimeError) else "no-answer"
+            self._log_call(masked, "out", outcome)
+            if not consultation.ended:
+                consultation.emit(PhoneState(active=False, outcome=outcome))
+            return
+        answer = call.sdp_answer
+        if answer is None or answer.rtp_address is None or consultation.ended:
+            leg.end("ended", send_bye=True)
+            self._log_call(masked, "out", "no-sdp")
+            return
+        leg.remote_rtp = answer.rtp_address
+        leg.rtp_sources.add(answer.rtp_address[0])
+        if answer.audio is not None:
+            events = [
+                c.payload_type
+                for c in answer.audio.codecs
+                if c.encoding_name.lower() == "telephone-event"
+            ]
+            leg.dtmf_payload_type = events[0] if events else None
+        leg.on_end = partial(self._leg_ended, uas, call.call_id)
+        self.legs[call.call_id] = leg
+        leg.start()
 
     def describe(self) -> dict[str, Any]:
         """For /ops: the legs (codec, state, how long), no numbers beyond the masked."""

@@ -43,6 +43,9 @@ class AudioPipe(Pipe):
         self.resampler: AudioResampler | None = None
         self.rs_key: tuple[str, str, int] | None = None
         self.enc: AudioCodecContext | None = None
+        # the open encoder's time base, read once: PyAV makes a new Fraction on every
+        # read of ``time_base``, and frames are stamped with it one by one (issue 14)
+        self.enc_time_base = Fraction(1, 1000)
         self.rate = AUDIO_RATES[self.target]
         self.channels = 1
         self.out_params: AudioParams | None = None
@@ -134,6 +137,7 @@ class AudioPipe(Pipe):
             ctx.options = {"reservoir": "0"}
         ctx.open()
         self.enc = ctx
+        self.enc_time_base = ctx.time_base
         self.stats.encoder_opens += 1
         # Opus is 48 kHz on the wire (RFC 7587) whatever rate the encoder was fed
         self.out_params = AudioParams(48000 if target == "opus" else self.rate, self.channels)
@@ -177,7 +181,7 @@ class AudioPipe(Pipe):
         assert enc is not None and self.anchor_ms is not None
         stats = self.stats
         frame.pts = self.fed
-        frame.time_base = enc.time_base
+        frame.time_base = self.enc_time_base
         self.fed += frame.samples
         packets = self.encode(enc.encode, frame, enc.name)
         if packets is None:

@@ -49,6 +49,9 @@ class VideoPipe(Pipe):
 
     def _close_encoder(self) -> None:
         self.enc: VideoCodecContext | None = None
+        # the open encoder's time base, read once: PyAV makes a new Fraction on every
+        # read of ``time_base``, and frames are stamped with it one by one (issue 14)
+        self.enc_time_base = Fraction(1, 1000)
         self.enc_size = (0, 0)
         self.enc_params: VideoParams | None = None
         self.enc_bitrate = 0
@@ -167,7 +170,7 @@ class VideoPipe(Pipe):
         self.pts_map[enc_pts] = ms
         self.last_pts_ms = ms
         frame.pts = enc_pts
-        frame.time_base = enc.time_base
+        frame.time_base = self.enc_time_base
         frame.pict_type = PictureType.I if force else PictureType.NONE
         packets = self.encode(enc.encode, frame, enc.name)
         if packets is None:
@@ -253,6 +256,7 @@ class VideoPipe(Pipe):
             ctx.gop_size = 100 * fps_int
         ctx.open()
         self.enc = ctx
+        self.enc_time_base = ctx.time_base
         self.enc_size = (width, height)
         self.enc_params = VideoParams(width, height)
         self.enc_bitrate = self.enc_maxrate = bitrate

@@ -317,6 +317,8 @@
       scheduleRefresh();
     } else if (ev.type === "quality" && ev.role === "customer") {
       renderUplink(ev);
+    } else if (ev.type === "phone" && VB.phone) {
+      VB.phone.onEvent(ev); // the telephone leg: "Telefon verbunden" (phone.js)
     } else if (ev.type === "access" && VB.access) {
       VB.access.onEvent(ev); // the customer's link locked or renewed (access.js)
     }
@@ -499,6 +501,46 @@
       },
     });
     publisher.start();
+  }
+
+  // Another device chosen while one is on: its new track replaces the old one in the
+  // running session (no renegotiation, the customer sees no "off" meanwhile).
+  async function replaceDevice(kind) {
+    const old = state.tracks[kind];
+    if (!old || state.finished) {
+      return;
+    }
+    let track;
+    try {
+      track = await VB.rtc.capture(kind);
+    } catch (err) {
+      showNotice("room.send.failed", { detail: err.name || String(err) });
+      return;
+    }
+    if (state.tracks[kind] !== old || state.finished) {
+      track.stop();
+      return;
+    }
+    VB.room.useTrack(state.tracks, kind, track, switchOff);
+    old.stop();
+    if (publisher) {
+      await publisher.setTrack(kind, track);
+    }
+  }
+
+  const devicesDialog = byId("devices-dialog");
+  if (devicesDialog && VB.devices && VB.rtc.canCapture) {
+    const openDevices = VB.devices.chooser(devicesDialog, async function (applied) {
+      if (!applied) {
+        return;
+      }
+      VB.devices.applySpeaker(remote.video);
+      await replaceDevice("video");
+      await replaceDevice("audio");
+    });
+    byId("devices-open").addEventListener("click", openDevices);
+  } else if (devicesDialog) {
+    byId("devices-open").hidden = true;
   }
 
   async function switchOn(kind) {

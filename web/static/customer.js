@@ -189,8 +189,50 @@
     socket.send({ type: "media", camera: state.camera, microphone: state.microphone });
   }
 
+  // -- the telephone (docs/phone.md) ----------------------------------------------------
+  // While a phone carries the customer's audio this page neither sends its microphone nor
+  // plays the advisor's sound (no echo, no double audio); the camera keeps working. When
+  // the call ends, the microphone and the sound are as they were before.
+  const phoneStatus = byId("phone-status");
+  let micBeforePhone = null; // null: no phone; else the microphone's state before it
+
+  function keepMuted() {
+    if (micBeforePhone !== null && !remote.video.muted) {
+      remote.video.muted = true; // a new track or "unmute" must not bring the sound back
+    }
+  }
+  remote.video.addEventListener("volumechange", keepMuted);
+  remote.video.addEventListener("play", keepMuted);
+
+  function onPhone(active) {
+    if (active && micBeforePhone === null) {
+      micBeforePhone = state.microphone;
+      if (state.microphone) {
+        switchOff("audio");
+      }
+      micButton.disabled = true;
+      remote.video.muted = true;
+    } else if (!active && micBeforePhone !== null) {
+      const before = micBeforePhone;
+      micBeforePhone = null;
+      micButton.disabled = false;
+      remote.video.muted = false;
+      if (before && !state.microphone) {
+        switchOn("audio");
+      }
+    }
+    if (phoneStatus) {
+      phoneStatus.hidden = !active;
+    }
+    // "sees and hears you only when you switch on" is not the whole truth during a call:
+    // the phone's status line says what is on instead
+    privacyEl.hidden = active;
+  }
+
   function onEvent(ev) {
-    if (ev.type === "admission" && ev.role === "customer") {
+    if (ev.type === "phone") {
+      onPhone(!!ev.active);
+    } else if (ev.type === "admission" && ev.role === "customer") {
       onAdmission(!!ev.admitted);
     } else if (ev.type === "participant" && ev.role === "advisor") {
       // "the advisor arrives": a chime when they come, not when the page learns they
@@ -518,7 +560,7 @@
   renderState();
   // The device check first (devices.js; straight on where nothing can be captured), then
   // the consultation: the events socket tells whether the customer waits to be let in.
-  VB.devices.check(page.room.dataset.page, function () {
+  VB.devices.check(function () {
     stage.fire("join");
     VB.room.begin(page, socket, function () {
       finish("elsewhere");

@@ -329,44 +329,48 @@
         this.toneOut.el.srcObject = null;
         this.toneOut = null;
       }
-      this.done();
+      this.done(keep);
     }
   }
 
-  // Once per consultation and tab (sessionStorage, a flag only): a reload or "Wieder
-  // teilnehmen" goes straight back in.
-  function checkedAlready(key) {
-    try {
-      return window.sessionStorage.getItem(key) === "1";
-    } catch (err) {
-      return false;
-    }
+  // The same check as a dialog (the advisor's room): opened again and again; closing it
+  // any way (Escape too) stops its tracks. onClose(applied) after each.
+  function chooser(dialog, onClose) {
+    let dc = null;
+    dialog.addEventListener("close", function () {
+      if (dc && !dc.closed) {
+        dc.close(false);
+      }
+    });
+    return function open() {
+      if (!dc) {
+        dc = new DeviceCheck(function (applied) {
+          if (dialog.open) {
+            dialog.close();
+          }
+          onClose(applied);
+        });
+      }
+      dc.closed = false;
+      dialog.showModal();
+      dc.open();
+    };
   }
 
-  function markChecked(key) {
-    try {
-      window.sessionStorage.setItem(key, "1");
-    } catch (err) {
-      // storage off: the next load shows the check again
-    }
-  }
-
-  // Runs the check if this page has one, the browser can capture and this tab has not
-  // been through it for consultation `id`; else done() now.
-  function check(id, done) {
-    const key = "vb-checked:" + id;
+  // Runs the check if the page asks for one (data-check on #room: the customer's first
+  // entry into this consultation, web/pages.py) and the browser can capture; else
+  // done() now.
+  function check(done) {
     const root = document.getElementById("device-check");
+    const room = document.getElementById("room");
     const canCapture = !!(
       navigator.mediaDevices && typeof navigator.mediaDevices.getUserMedia === "function"
     );
-    if (!root || !canCapture || !(VB.rtc && VB.rtc.supported) || checkedAlready(key)) {
+    if (!root || !room.dataset.check || !canCapture || !(VB.rtc && VB.rtc.supported)) {
       done();
       return null;
     }
-    const dc = new DeviceCheck(function () {
-      markChecked(key);
-      done();
-    });
+    const dc = new DeviceCheck(done);
     dc.open();
     return dc;
   }
@@ -378,5 +382,6 @@
     applySpeaker: applySpeaker,
     canChooseSpeaker: canChooseSpeaker,
     check: check,
+    chooser: chooser,
   };
 })();

@@ -22,12 +22,12 @@
 
   function say(key, params, error) {
     status.hidden = false;
-    status.className = error ? "error" : "notice";
+    status.className = error ? "error" : key === "invite.sent" ? "notice sent" : "notice";
     i18n.setText(status, key, params);
   }
 
   document.addEventListener("click", function (event) {
-    const button = event.target.closest && event.target.closest("button.invite");
+    const button = event.target.closest && event.target.closest(".invite");
     if (!button) {
       return;
     }

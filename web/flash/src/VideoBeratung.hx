@@ -89,6 +89,13 @@ class VideoBeratung extends Sprite {
 	var cameraOnSince = 0;
 	var noFramesTold = false;
 	var remoteLive = true;
+	// the advisor's shared screen (FlashVar "screen": its stream name; docs/web.md
+	// "Screen sharing"), played as a second stream and shown instead of the camera
+	var screenName:String;
+	var screenStream:NetStream;
+	var screenVideo:Video;
+	var screenBanner:Sprite;
+	var screenLive = false;
 	var advisorCamera = true;
 
 	var status:TextField;
@@ -141,6 +148,7 @@ class VideoBeratung extends Sprite {
 		token = param(params, "token", "");
 		publishName = param(params, "publish", "customer");
 		playName = param(params, "play", "advisor");
+		screenName = param(params, "screen", "");
 		base = param(params, "base", "");
 		attempts = Logic.attempts([param(params, "rtmp", ""), param(params, "rtmpt", "")]);
 		build();
@@ -211,6 +219,10 @@ class VideoBeratung extends Sprite {
 		remoteVideo = new Video(VIDEO_W, VIDEO_H);
 		remoteVideo.smoothing = true;
 		stageBox.addChild(remoteVideo);
+		screenVideo = new Video(VIDEO_W, VIDEO_H);
+		screenVideo.smoothing = true; // slides and text: scaled smoothly
+		screenVideo.visible = false;
+		stageBox.addChild(screenVideo);
 		placeholder = Ui.label(who("remote.waiting"), 15, 0xFFFFFF, false, 400, TextFormatAlign.CENTER);
 		placeholder.x = 40;
 		placeholder.y = 160;
@@ -227,6 +239,17 @@ class VideoBeratung extends Sprite {
 		remoteLabel.x = 8;
 		remoteLabel.y = 336;
 		stageBox.addChild(remoteLabel);
+		// whose screen this is, across the top while it is shown
+		screenBanner = new Sprite();
+		var screenText = Ui.label(who("screen.label"), 13, 0xFFFFFF, true, VIDEO_W - 16, TextFormatAlign.CENTER);
+		screenText.x = 8;
+		screenText.y = 5;
+		screenBanner.graphics.beginFill(0x000000, 0.75);
+		screenBanner.graphics.drawRect(0, 0, VIDEO_W, screenText.height + 10);
+		screenBanner.graphics.endFill();
+		screenBanner.addChild(screenText);
+		screenBanner.visible = false;
+		stageBox.addChild(screenBanner);
 
 		// self view in the corner of the stage, shown while the camera is on
 		selfView = new Sprite();
@@ -457,6 +480,7 @@ class VideoBeratung extends Sprite {
 				showNotice("");
 				enableMedia(true);
 				play();
+				playScreen();
 				listDocuments();
 				republish();
 				mediaChanged();
@@ -516,8 +540,48 @@ class VideoBeratung extends Sprite {
 		playStream.play(playName);
 	}
 
+	/** The advisor's shared screen: played from the start, shown once frames come (the
+		gateway answers NetStream.Play.PublishNotify when the advisor starts sharing). **/
+	function playScreen():Void {
+		if (screenName == "")
+			return;
+		screenStream = new NetStream(nc);
+		screenStream.bufferTime = 0.1;
+		screenStream.client = {onMetaData: function(_) {}, onPlayStatus: function(_) {}};
+		screenStream.addEventListener(NetStatusEvent.NET_STATUS, function(e:NetStatusEvent) {
+			var code:String = e.info.code;
+			report("screen", code);
+			if (code == "NetStream.Play.UnpublishNotify") {
+				screenLive = false;
+				screenVideo.clear();
+			} else if (code == "NetStream.Play.PublishNotify" || code == "NetStream.Play.Start") {
+				screenLive = true;
+			}
+			updateRemote();
+		});
+		screenStream.addEventListener(AsyncErrorEvent.ASYNC_ERROR, function(_) {});
+		screenVideo.attachNetStream(screenStream);
+		screenStream.play(screenName);
+	}
+
 	function updateRemote():Void {
-		var showing = connected && remoteLive && advisorCamera && remoteVideo.videoWidth > 0;
+		var sharing = connected && screenLive && screenVideo.videoWidth > 0;
+		if (sharing) {
+			var s = Logic.fit(screenVideo.videoWidth, screenVideo.videoHeight, VIDEO_W, VIDEO_H);
+			if (screenVideo.x != s[0] || screenVideo.y != s[1] || screenVideo.width != s[2] || screenVideo.height != s[3]) {
+				screenVideo.x = s[0];
+				screenVideo.y = s[1];
+				screenVideo.width = s[2];
+				screenVideo.height = s[3];
+			}
+		}
+		if (screenVideo.visible != sharing) {
+			screenVideo.visible = sharing;
+			screenBanner.visible = sharing;
+			report("screen", sharing ? "shown" : "hidden");
+		}
+		// the screen instead of the camera (the advisor's voice goes on)
+		var showing = !sharing && connected && remoteLive && advisorCamera && remoteVideo.videoWidth > 0;
 		if (showing) {
 			// the advisor's picture in its own aspect ratio (16:9 from a browser), letterboxed
 			var r = Logic.fit(remoteVideo.videoWidth, remoteVideo.videoHeight, VIDEO_W, VIDEO_H);
@@ -529,7 +593,7 @@ class VideoBeratung extends Sprite {
 			}
 		}
 		remoteVideo.visible = showing;
-		placeholder.visible = !showing;
+		placeholder.visible = !showing && !sharing;
 		var key = if (connected) (advisorCamera ? "remote.waiting" : "remote.camera_off") else if (banner.visible
 			|| left || ended) "remote.offline" else "remote.connecting";
 		var text = who(key);
@@ -744,7 +808,15 @@ class VideoBeratung extends Sprite {
 			catch (e:Dynamic) {}
 			playStream = null;
 		}
+		if (screenStream != null) {
+			try
+				screenStream.close()
+			catch (e:Dynamic) {}
+			screenStream = null;
+		}
+		screenLive = false;
 		remoteVideo.clear();
+		screenVideo.clear();
 	}
 
 	function leaveOrRejoin():Void {

@@ -1,4 +1,11 @@
-"""Start the real gateway (``python -m gateway serve``) as a subprocess for end-to-end tests."""
+"""The real gateway (``python -m gateway serve``) as a subprocess, for the end-to-end tests
+and for ``bench/`` (benchmarks, the attack suite, the soak): one launcher for both.
+
+The tests use it as it comes: per-address limits raised (every test client is 127.0.0.1)
+and the per-test log check (``STARTED``, tests/conftest.py). The attack suite and the soak
+take :func:`bench_gateway`: the default limits (what the attacks measure), systemd's
+descriptor limit and their own log reading (:meth:`GatewayProcess.new_log`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import functools
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import ssl
@@ -21,6 +29,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from gateway.logs import serious_records
 from rtmp import messages as m
@@ -28,6 +37,7 @@ from rtmp.client import RtmpClient
 from rtmp.events import MediaReceived
 from rtmp.handshake import ClientHandshake
 
+ROOT = Path(__file__).resolve().parents[2]  # the repository: the gateway runs from here
 ADVISOR_TOKEN = "test-advisor-token-0123456789"
 
 
@@ -37,45 +47,84 @@ ADVISOR_TOKEN = "test-advisor-token-0123456789"
 STARTED: list[GatewayProcess] = []
 ALLOWED: list[re.Pattern[str]] = []
 
+# Loopback tests open many connections from one address, and every test client is
+# 127.0.0.1: limits per address (connections, PIN and login guesses) would add up.
+LOOPBACK_LIMITS = [
+    "max_connections_per_address=1000",
+    "connection_rate_per_address=1000",
+    "pin_max_wrong_per_address=1000",
+    "login_max_failures_per_address=1000",
+]
+
 
 class GatewayLogError(AssertionError):
     """The gateway logged a traceback, an "internal error" or an ERROR nobody expected."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
 @dataclass
 class GatewayProcess:
+    """One gateway process. ``data_dir`` is its folder: the output goes to
+    ``gateway.log`` there, its data (``--data-dir``) to ``data/`` below it unless
+    ``store`` says otherwise."""
+
     data_dir: Path
     extra: list[str] = field(default_factory=list)
-    http_port: int = field(default_factory=free_port)
-    rtmp_port: int = field(default_factory=free_port)
-    rtmps_port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    # 0: a free port on ``host``, chosen when the object is made
+    http_port: int = 0
+    rtmp_port: int = 0
+    rtmps_port: int = 0
+    store: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to the process's environment
+    # False: the gateway's own per-address limits (the attack suite measures them)
+    loopback_limits: bool = True
+    # the child's soft descriptor limit (None: inherited)
+    fd_limit: int | None = None
+    # the per-test log check: registered in STARTED, checked when stopped
+    checked: bool = True
+    start_timeout: float = 20.0
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
     # regexes for errors this process is expected to log (narrow: name the very error)
     log_allows: list[str] = field(default_factory=list)
     _log_checked: int = 0  # bytes of the output already checked
+    _log_seen: int = 0  # bytes of the output new_log() has returned
+
+    def __post_init__(self) -> None:
+        self.http_port = self.http_port or free_port(self.host)
+        self.rtmp_port = self.rtmp_port or free_port(self.host)
+        self.rtmps_port = self.rtmps_port or free_port(self.host)
 
     @property
     def base(self) -> str:
         scheme = "https" if "--tls-cert" in self.extra else "http"
-        return f"{scheme}://127.0.0.1:{self.http_port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.http_port}"
 
-    def start(self, timeout: float = 20.0) -> GatewayProcess:
+    @property
+    def data_path(self) -> Path:
+        """The gateway's ``--data-dir``."""
+        return self.store or self.data_dir / "data"
+
+    def start(self, timeout: float | None = None) -> GatewayProcess:
+        timeout = self.start_timeout if timeout is None else timeout
         self.log_path = self.data_dir / "gateway.log"
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        limits = [arg for limit in LOOPBACK_LIMITS for arg in ("--limit", limit)]
         cmd = [
             sys.executable,
             "-m",
             "gateway",
             "serve",
             "--host",
-            "127.0.0.1",
+            self.host,
             "--http-port",
             str(self.http_port),
             "--rtmp-port",
@@ -83,49 +132,44 @@ class GatewayProcess:
             "--rtmps-port",
             str(self.rtmps_port),
             "--data-dir",
-            str(self.data_dir / "data"),
+            str(self.data_path),
             "--advisor-token",
             ADVISOR_TOKEN,
             "--ice-host",
-            "127.0.0.1",
-            # loopback tests open many connections from one address
-            "--limit",
-            "max_connections_per_address=1000",
-            "--limit",
-            "connection_rate_per_address=1000",
-            # every test client is 127.0.0.1: guessing limits per address would add up
-            "--limit",
-            "pin_max_wrong_per_address=1000",
-            "--limit",
-            "login_max_failures_per_address=1000",
-            *self.extra,
+            self.host,
+            *(limits if self.loopback_limits else []),
+            *self.extra,  # later --limit flags win over the raised loopback limits
         ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VB_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VB_")} | self.env
         self.log_path.write_bytes(b"")
         # O_APPEND: every writer (the server, a test simulating one) adds at the end
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
+        fd_limit = self.fd_limit
         self.proc = subprocess.Popen(
             cmd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=ROOT,
+            preexec_fn=None if fd_limit is None else functools.partial(_fd_limit, fd_limit),
         )
-        self._log_checked = 0
-        STARTED.append(self)
+        self._log_checked = self._log_seen = 0
+        if self.checked:
+            STARTED.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.log()}")
+                raise RuntimeError(f"gateway exited: {self.log()[-3000:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.rtmp_port), 0.2):
+                with socket.create_connection((self.host, self.rtmp_port), 0.2):
                     pass
                 self.get("/healthz")
                 return self
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"gateway did not start: {self.log()}")
+        self._end(signal.SIGTERM, 5.0)  # not left behind when the caller gives up on it
+        raise RuntimeError(f"gateway did not start within {timeout:.0f} s: {self.log()[-3000:]}")
 
     def log(self) -> str:
         """Everything the gateway wrote: its output, then its access log files."""
@@ -143,16 +187,34 @@ class GatewayProcess:
             fh.seek(mark)
             return fh.read().decode(errors="replace")
 
+    def new_log(self) -> str:
+        """What the gateway wrote since the last call (bench code checks it itself)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as fh:
+            fh.seek(self._log_seen)
+            data = fh.read()
+        self._log_seen += len(data)
+        return data.decode(errors="replace")
+
     def access_log(self) -> str:
         """The access log (``<data-dir>/logs/access-*.log``, oldest file first)."""
-        logs = self.data_dir / "data" / "logs"
+        logs = self.data_path / "logs"
         if not logs.is_dir():
             return ""
         return "".join(p.read_text() for p in sorted(logs.glob("access-*.log")))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        """Stop the process; raises :class:`GatewayLogError` when its output (since the
-        last check) shows a traceback, an internal error or an unexpected ERROR."""
+        """Stop the process; for a checked one, raises :class:`GatewayLogError` when its
+        output (since the last check) shows a traceback, an internal error or an
+        unexpected ERROR."""
+        self._end(sig, timeout)
+        if self.checked:
+            self.check_log()
+        assert self.proc is not None
+        return int(self.proc.returncode)
+
+    def _end(self, sig: int, timeout: float) -> None:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -162,8 +224,6 @@ class GatewayProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
-        self.check_log()
-        return int(self.proc.returncode)
 
     def check_log(self) -> None:
         """Check the output written since the last check (whole lines only)."""
@@ -187,6 +247,20 @@ class GatewayProcess:
                 f"error(s) (allow a deliberate one with @pytest.mark.gateway_log_allows):\n"
                 f"{shown}"
             )
+
+    def usage(self) -> dict[str, int]:
+        """Resident memory (bytes), open descriptors and threads of the process."""
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+        values = dict(line.split(":", 1) for line in status if ":" in line)
+        return {
+            "rss": int(values["VmRSS"].split()[0]) * 1024,
+            "fds": len(os.listdir(f"/proc/{self.proc.pid}/fd")),
+            "threads": int(values["Threads"]),
+        }
+
+    def rss(self) -> int:
+        return self.usage()["rss"]
 
     # -- tiny HTTP helpers (urllib: no extra event loop in sync tests) --------------------
     def request(
@@ -212,6 +286,19 @@ class GatewayProcess:
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as err:
             return err.code, dict(err.headers), err.read()
+
+    async def api(
+        self, method: str, path: str, body: Any = None, token: str | None = ADVISOR_TOKEN
+    ) -> tuple[int, Any]:
+        """The JSON API from a coroutine (bench code): :meth:`request` on a worker thread;
+        the answer's JSON, or its text when it is none."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = None if data is None else {"Content-Type": "application/json"}
+        status, _, raw = await asyncio.to_thread(self.request, method, path, data, token, headers)
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
 
     def get(self, path: str) -> Any:
         status, _, body = self.request("GET", path)
@@ -245,6 +332,26 @@ class GatewayProcess:
         return json.loads(body)
 
 
+def _fd_limit(soft: int) -> None:
+    """Child set-up: the soft descriptor limit (systemd's default for services is 1024)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard), hard))
+
+
+def bench_gateway(workdir: Path, **kwargs: Any) -> GatewayProcess:
+    """The gateway as the attack suite and the soak run it: the default per-address
+    limits (what they measure), systemd's descriptor limit, 60 s to start on a loaded
+    machine, and their own reading of the log (:meth:`GatewayProcess.new_log`) instead
+    of the per-test check."""
+    options: dict[str, Any] = {
+        "loopback_limits": False,
+        "fd_limit": 1024,
+        "checked": False,
+        "start_timeout": 60.0,
+    }
+    return GatewayProcess(workdir, **(options | kwargs))
+
+
 async def flash_client(gw: GatewayProcess, token: str | None = None, **caps: float) -> RtmpClient:
     """Our Flash-like client, connected to ``consult`` with ``token`` as the first extra
     ``connect`` argument (what the SWF sends); ``caps`` are connect capabilities such as
@@ -261,7 +368,7 @@ async def flash_client(gw: GatewayProcess, token: str | None = None, **caps: flo
 @functools.cache
 def _bystander_tags() -> tuple[tuple[int, int, bytes], ...]:
     """Two seconds of Spark + Speex as Flash's camera sends them: (type, ms, body)."""
-    from testkit.media import make_flv, read_flv_tags  # ffmpeg, only when a test needs it
+    from bench.testkit.media import make_flv, read_flv_tags  # ffmpeg, only when a test needs it
 
     path = make_flv(Path(tempfile.mkdtemp(prefix="bystander-")) / "b.flv", "spark_speex", seconds=2)
     return tuple((t.type_id, t.timestamp, t.body) for t in read_flv_tags(path) if t.type_id != 18)
@@ -357,3 +464,44 @@ def handshaken_socket(port: int, host: str = "127.0.0.1") -> socket.socket:
         if out:
             sock.sendall(out)
     return sock
+
+
+@dataclass
+class RtmpEndpoint:
+    """An RTMP URL of the API (``rtmp://host:port/app/name?token=...``) to connect to."""
+
+    host: str
+    port: int
+    app: str
+    name: str
+    token: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> RtmpEndpoint:
+        parts = urlsplit(url)
+        app, _, name = parts.path.lstrip("/").partition("/")
+        token = parse_qs(parts.query).get("token", [None])[0]
+        return cls(parts.hostname or "127.0.0.1", parts.port or 1935, app, name, token)
+
+    async def open(self, *, rcvbuf: int | None = None, **kwargs: Any) -> RtmpClient:
+        """Connect and send ``connect``; ``rcvbuf`` sets the receive buffer before the
+        TCP handshake. Shrinking it later leaves a window below loopback's 64 KiB MSS and
+        under half the largest window seen: the sender's silly-window avoidance then waits
+        for its persist timer (backing off up to 2 min), so a player that paused reading
+        would seem never to be served again, whatever the server does."""
+        if rcvbuf is None:
+            client = await RtmpClient.open(self.host, self.port, **kwargs)
+        else:
+            loop = asyncio.get_running_loop()
+            raw = socket.socket()
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            raw.setblocking(False)
+            await loop.sock_connect(raw, (self.host, self.port))
+            _, client = await loop.create_connection(lambda: RtmpClient(**kwargs), sock=raw)
+        await client.wait_for(lambda: client.handshake)
+        extra = (self.token,) if self.token else ()
+        tc_url = f"rtmp://{self.host}:{self.port}/{self.app}"
+        result = await client.connect(self.app, tc_url, *extra)
+        if result.error:
+            raise RuntimeError(f"connect refused: {result.args}")
+        return client

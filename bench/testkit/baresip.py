@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testkit.gwproc import free_port
+from bench.testkit.gwproc import free_port
 
 MODULES = "/usr/lib/baresip/modules"
 
@@ -47,8 +47,8 @@ class Baresip:
     workdir: Path
     source_wav: Path
     codecs: str = "PCMA"
-    dtmf_info: bool = False  # send DTMF as SIP INFO instead of RFC 4733 events
     auto_answer: bool = False
+    sip_trace: bool = False  # log every SIP message (baresip -s) into baresip.log
     sip_port: int = field(default_factory=free_port)
     ctrl_port: int = field(default_factory=free_port)
     user: str = "+4930123456734"
@@ -88,8 +88,6 @@ class Baresip:
         params = [f"audio_codecs={self.codecs}", "regint=0"]
         if self.auto_answer:
             params.append("answermode=auto")
-        if self.dtmf_info:
-            params.append("dtmfmode=info")
         account = f"<sip:{self.user}@127.0.0.1:{self.sip_port}>;" + ";".join(params)
         (self.workdir / "accounts").write_text(account + "\n")
         (self.workdir / "contacts").write_text("")
@@ -97,7 +95,7 @@ class Baresip:
     async def start(self) -> Baresip:
         self._configure()
         self.proc = subprocess.Popen(
-            ["baresip", "-f", str(self.workdir)],
+            ["baresip", "-f", str(self.workdir), *(["-s"] if self.sip_trace else [])],
             stdin=subprocess.DEVNULL,
             stdout=open(self.workdir / "baresip.log", "wb"),  # noqa: SIM115 - closed with the process
             stderr=subprocess.STDOUT,
@@ -150,7 +148,8 @@ class Baresip:
         await self.command("dial", uri)
 
     async def send_digits(self, digits: str, gap: float = 0.25) -> None:
-        """Key presses during the call (RFC 4733 events, or INFO with ``dtmf_info``), one
+        """Key presses during the call (RFC 4733 events: baresip 1.0 has no SIP INFO DTMF,
+        SIPp sends those in tests/test_phone_sipp.py), one
         at a time as a person types: baresip merges a repeated digit sent in one
         ``sndcode`` (``33`` becomes one event)."""
         for digit in digits:

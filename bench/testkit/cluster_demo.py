@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from testkit.servers import PostgresServer, RedisServer
+from bench.testkit.servers import PostgresServer, RedisServer
 
 NODES = 3
 HTTP_BASE = 8081

@@ -1,0 +1,238 @@
+"""SIPp against the telephone leg: the code as SIP INFO, brute-forced codes, hostile and
+malformed messages (RFC 4475 style), an INVITE flood from an address outside
+``--sip-allow`` (127.0.0.2 plays the scanner, only 127.0.0.1 is allowed), with an honest
+call (baresip) unaffected throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.testkit.baresip import Baresip, write_tone
+from bench.testkit.gwproc import GatewayProcess, free_port
+from bench.testkit.sipp import (
+    declined_invite,
+    dial_in_with_info,
+    run_sipp,
+    scanner_invite,
+    stat,
+    torture,
+)
+from tests.conftest import require_tool
+from tests.test_phone_dialin import _join_by_phone, session_state, wait_state
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def sipp_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    require_tool("sipp")
+    require_tool("baresip")
+    sip_port = free_port()
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("sipp-gw"),
+        extra=[
+            "--sip-port",
+            str(sip_port),
+            "--sip-allow",
+            "127.0.0.1/32",
+            "--limit",
+            "phone_rtp_timeout=5",
+            "--limit",
+            "phone_wrong_per_caller=6",
+        ],
+    )
+    gw.sip_port = sip_port  # type: ignore[attr-defined]
+    gw.start(timeout=60)
+    deadline = time.monotonic() + 60
+    while "SIP on" not in gw.log():
+        assert time.monotonic() < deadline, gw.log()
+        time.sleep(0.1)
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def alaw_tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Raw A-law 440 Hz for SIPp's ``rtp_stream`` (looped)."""
+    path = tmp_path_factory.mktemp("rtp") / "tone.alaw"
+    subprocess.run(
+        [
+            "sox",
+            "-n",
+            "-r",
+            "8000",
+            "-c",
+            "1",
+            "-e",
+            "a-law",
+            "-t",
+            "raw",
+            str(path),
+            "synth",
+            "3",
+            "sine",
+            "440",
+        ],
+        check=True,
+    )
+    return path
+
+
+@pytest.fixture
+async def honest_call(sipp_gateway: GatewayProcess, tmp_path: Path) -> AsyncIterator[dict]:
+    """A customer's phone (baresip) joined to a consultation for the whole test."""
+    workdir = tmp_path / "honest"
+    workdir.mkdir()
+    phone = Baresip(workdir, write_tone(workdir / "tone.wav", 440.0, 120.0), user="+4940999888777")
+    await phone.start()
+    try:
+        session = await _join_by_phone(sipp_gateway, phone)
+        yield session
+    finally:
+        await phone.stop()
+
+
+def target(gw: GatewayProcess) -> str:
+    return f"127.0.0.1:{gw.sip_port}"  # type: ignore[attr-defined]
+
+
+async def _still_joined(gw: GatewayProcess, session: dict) -> None:
+    state = await asyncio.to_thread(session_state, gw, session["id"])
+    assert state["phone"] is not None, "the honest call is still connected"
+    assert state["participants"]["customer"]["present"]
+
+
+async def test_the_code_as_sip_info_joins(
+    sipp_gateway: GatewayProcess, alaw_tone: Path, tmp_path: Path
+) -> None:
+    gw = sipp_gateway
+    session = gw.create_session()
+    scenario = dial_in_with_info(
+        [session["customer"]["phone"]["code"]], rtp_file=alaw_tone, hold_ms=4000
+    )
+    run = asyncio.create_task(asyncio.to_thread(run_sipp, tmp_path, scenario, target(gw)))
+    state = await wait_state(gw, session["id"], lambda s: s["phone"] is not None, "INFO code", 20)
+    assert state["phone"]["number"] == "+49 … 99"
+    assert state["streams"]["customer"]["audio_codec"] == "alaw"
+    result = await run
+    assert result.returncode == 0, result.output
+    await wait_state(gw, session["id"], lambda s: s["phone"] is None, "the BYE")
+
+
+async def test_brute_forced_codes_are_declined(
+    sipp_gateway: GatewayProcess, alaw_tone: Path, tmp_path: Path, honest_call: dict
+) -> None:
+    gw = sipp_gateway
+    session = gw.create_session()
+    real = session["customer"]["phone"]["code"]
+    guesses = [str(int(real) + n) for n in (1, 2, 3)]
+    caller = "+4930555000111"
+    # two calls of three wrong codes each: each ends with the goodbye and the gateway's BYE
+    for n in range(2):
+        scenario = dial_in_with_info(guesses, caller=caller, rtp_file=alaw_tone, expect_bye=True)
+        result = await asyncio.to_thread(run_sipp, tmp_path / f"call{n}", scenario, target(gw))
+        assert result.returncode == 0, result.output
+    # six wrong codes from this number: its next call is declined before it is answered
+    result = await asyncio.to_thread(
+        run_sipp, tmp_path / "declined", declined_invite(caller), target(gw)
+    )
+    assert result.returncode == 0, result.output
+    # even with the right code now: the lock holds for this caller
+    scenario = dial_in_with_info([real], caller=caller, rtp_file=alaw_tone, hold_ms=0)
+    result = await asyncio.to_thread(run_sipp, tmp_path / "locked", scenario, target(gw))
+    assert result.returncode != 0, "a locked caller is not answered"
+    assert (await asyncio.to_thread(session_state, gw, session["id"]))["phone"] is None
+    await _still_joined(gw, honest_call)
+    access = gw.access_log()
+    # the first call ran out of tries; the second's last code locked the caller; then the
+    # declined INVITE and the locked one with the right code
+    assert access.count('+49 … 11 "PHONE IN" wrong-code') == 1
+    assert access.count('+49 … 11 "PHONE IN" locked') == 3
+    assert "4930555000111" not in gw.log()
+
+
+HOSTILE = [
+    # oversized header (beyond the 16 KiB a datagram may have here)
+    "OPTIONS sip:x@[remote_ip] SIP/2.0\nVia: SIP/2.0/UDP [local_ip]:[local_port];branch=z9hG4bK1\n"
+    "Call-ID: big1\nCSeq: 1 OPTIONS\nFrom: <sip:a@b>;tag=1\nTo: <sip:x@y>\nX-Big: "
+    + "a" * 20000
+    + "\nContent-Length: 0\n\n",
+    # 300 headers (aiosipua's cap is 256)
+    "OPTIONS sip:x@[remote_ip] SIP/2.0\nVia: SIP/2.0/UDP [local_ip]:[local_port];branch=z9hG4bK2\n"
+    "Call-ID: many2\nCSeq: 1 OPTIONS\nFrom: <sip:a@b>;tag=1\nTo: <sip:x@y>\n"
+    + "".join(f"X-H{i}: v\n" for i in range(300))
+    + "Content-Length: 0\n\n",
+    # RFC 4475 3.1.2.1-like: Content-Length larger than the body
+    "INVITE sip:x@[remote_ip] SIP/2.0\nVia: SIP/2.0/UDP [local_ip]:[local_port];branch=z9hG4bK3\n"
+    "Call-ID: clen3\nCSeq: 1 INVITE\nFrom: <sip:a@b>;tag=1\nTo: <sip:x@y>\nMax-Forwards: 70\n"
+    "Content-Type: application/sdp\nContent-Length: 9999\n\nv=0\n",
+    # no Call-ID, no CSeq (RFC 3261 8.1.1: mandatory)
+    "INVITE sip:x@[remote_ip] SIP/2.0\nVia: SIP/2.0/UDP [local_ip]:[local_port];branch=z9hG4bK4\n"
+    "From: <sip:a@b>;tag=1\nTo: <sip:x@y>\nContent-Length: 0\n\n",
+    # garbage SDP in an INVITE
+    "INVITE sip:x@[remote_ip] SIP/2.0\nVia: SIP/2.0/UDP [local_ip]:[local_port];branch=z9hG4bK5\n"
+    "Call-ID: sdp5\nCSeq: 1 INVITE\nFrom: <sip:a@b>;tag=1\nTo: <sip:x@y>\nMax-Forwards: 70\n"
+    "Content-Type: application/sdp\nContent-Length: 30\n\nm=audio banana RTP/AVP 8 8 8 8\n",
+    # an unknown method and a bad version (RFC 4475 3.1.2.16-like)
+    "NOTAMETHOD sip:x@[remote_ip] SIP/7.0\n"
+    "Via: SIP/2.0/UDP [local_ip]:[local_port];branch=z9hG4bK6\n"
+    "Call-ID: meth6\nCSeq: 1 NOTAMETHOD\nFrom: <sip:a@b>;tag=1\nTo: <sip:x@y>\n"
+    "Content-Length: 0\n\n",
+    # a negative CSeq and a Via without a port
+    "OPTIONS sip:x@[remote_ip] SIP/2.0\nVia: SIP/2.0/UDP [local_ip]\n"
+    "Call-ID: cseq7\nCSeq: -1 OPTIONS\nFrom: <sip:a@b>;tag=1\nTo: <sip:x@y>\nContent-Length: 0\n\n",
+    # an unsolicited response and a BYE/INFO for dialogs that do not exist
+    "SIP/2.0 200 OK\nVia: SIP/2.0/UDP [local_ip]:[local_port];branch=z9hG4bK8\nCall-ID: r8\n"
+    "CSeq: 1 INVITE\nFrom: <sip:a@b>;tag=1\nTo: <sip:x@y>;tag=2\nContent-Length: 0\n\n",
+    "INFO sip:x@[remote_ip] SIP/2.0\nVia: SIP/2.0/UDP [local_ip]:[local_port];branch=z9hG4bK9\n"
+    "Call-ID: nodialog9\nCSeq: 5 INFO\nFrom: <sip:a@b>;tag=1\nTo: <sip:x@y>;tag=2\n"
+    "Content-Type: application/dtmf-relay\nContent-Length: 9\n\nSignal=1\n",
+    # binary noise
+    "\x01\x02\x03\x04 SIP/2.0 \x7f\x7f\n\n",
+]
+
+
+async def test_hostile_messages_leave_the_server_and_an_honest_call_alone(
+    sipp_gateway: GatewayProcess, tmp_path: Path, honest_call: dict
+) -> None:
+    gw = sipp_gateway
+    result = await asyncio.to_thread(run_sipp, tmp_path, torture(HOSTILE), target(gw))
+    assert result.returncode == 0, "the OPTIONS after the torture got its 200: " + result.output
+    await asyncio.sleep(1.0)
+    await _still_joined(gw, honest_call)
+    # a dropped INFO for no dialog is told so (481), nothing else leaks
+    assert "Traceback" not in gw.log()
+
+
+async def test_a_scanner_outside_the_allow_list_gets_little_and_nothing_more(
+    sipp_gateway: GatewayProcess, tmp_path: Path, honest_call: dict
+) -> None:
+    gw = sipp_gateway
+    # 300 INVITEs at 100/s from 127.0.0.2: at 2 refusals a second (burst 4) the scanner
+    # gets a handful of 403s and silence for the rest
+    result = await asyncio.to_thread(
+        run_sipp,
+        tmp_path,
+        scanner_invite(),
+        target(gw),
+        local_ip="127.0.0.2",
+        calls=300,
+        rate=100,
+        concurrent=300,
+        timeout=30,
+    )
+    answered = stat(result, "SuccessfulCall(C)")
+    silent = stat(result, "FailedCall(C)")
+    assert answered + silent == 300, result.output
+    assert 1 <= answered <= 4 + 2 * 5, f"{answered} refusals answered (budget: about 2/s)"
+    assert silent >= 250
+    await _still_joined(gw, honest_call)
+    print(f"scanner: {answered} of 300 INVITEs answered with 403, {silent} met silence")
