@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 # the test from this folder on the gateway's own origin (never from a CDN).
 RUFFLE := tests/node/node_modules/@ruffle-rs/ruffle/ruffle.js
 
-.PHONY: venv run test unit lint bench attack soak deps clean swf
+.PHONY: venv run test unit lint bench attack soak deps clean swf cluster
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m gateway serve
+
+# Cluster mode on one machine (docs/cluster.md): redis-server, PostgreSQL and three nodes
+# on loopback (HTTP 8081-8083, RTMP 1941-1943); prints the links; Ctrl-C stops all.
+cluster: $(STAMP)
+	$(PY) -m bench.testkit.cluster_demo
 
 # Installs what the tests need. With root, apt-get; without, name the command and fail.
 deps:

@@ -299,7 +299,7 @@ async def create_placed(request: web.Request) -> web.Response:
 
 @routes.delete("/cluster/consultations/{id}")
 async def end_placed(request: web.Request) -> web.Response:
-    _require_node(request)
+    node = _require_node(request)
     directory = request.app[GATEWAY_KEY].directory
     consultation = directory.get(request.match_info["id"])
     if consultation is None or consultation.ended:
@@ -308,6 +308,8 @@ async def end_placed(request: web.Request) -> web.Response:
         return web.Response(status=403)
     directory.end(consultation.id, "ended")
     log.info("consultation %s ended by its advisor on another node", consultation.id)
+    # out of the directory and the start pages before the asking node shows its page
+    await node.flush_now()
     return web.Response(status=204)
 
 

@@ -21,6 +21,7 @@ class LogicTest {
 		ticketRefresh();
 		cameraChoice();
 		smallDecisions();
+		clusterRedirect();
 		Sys.println('ok $checks');
 	}
 
@@ -38,6 +39,19 @@ class LogicTest {
 		eq(tls[1].timeoutMs, 20000, "the HTTPS tunnel gets 20 s");
 		eq(Logic.attempts(["rtmps://h/consult"])[0].nativeTls, true, "a lone rtmps is tried natively first");
 		eq(Logic.isTunnel("RTMPT://h/consult"), true, "schemes are case-insensitive");
+	}
+
+	static function clusterRedirect():Void {
+		var to = "rtmp://n2.example:1935/consult";
+		eq(Logic.redirectTarget(302, to, 0), to, "ex.code 302 with ex.redirect: follow");
+		eq(Logic.redirectTarget(302.0, to, 2), to, "AMF numbers are floats");
+		eq(Logic.redirectTarget(302, to, 3), null, "at most three redirects in a row");
+		eq(Logic.redirectTarget(null, to, 0), null, "no code: a real rejection");
+		eq(Logic.redirectTarget(403, to, 0), null, "another code: a real rejection");
+		eq(Logic.redirectTarget(302, null, 0), null, "no URL");
+		eq(Logic.redirectTarget(302, "http://evil.example/consult", 0), null, "only RTMP schemes");
+		eq(Logic.redirectTarget(302, "rtmp://n2/other", 0), null, "only our application");
+		eq(Logic.redirectTarget(302, "RTMPS://n2:1936/consult", 0), "RTMPS://n2:1936/consult", "scheme case");
 	}
 
 	static function mutedDevices():Void {

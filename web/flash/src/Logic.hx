@@ -30,6 +30,23 @@ class Logic {
 		return name != null && StringTools.trim(name) != "" && has(twin) ? twin : key;
 	}
 
+	/** At most this many redirects in a row (a misconfigured cluster must not loop). **/
+	public static inline var MAX_REDIRECTS = 3;
+
+	/** Where a `NetConnection.Connect.Rejected` sends us, as Flash Media Server and Wowza
+		(and the gateway in cluster mode, docs/cluster.md) say it: `info.ex.code` 302 and
+		`info.ex.redirect`, an `rtmp`/`rtmps`/`rtmpt` URL of the same application. Null:
+		no redirect (a real rejection), a foreign scheme, or too many redirects already. **/
+	public static function redirectTarget(code:Dynamic, redirect:Dynamic, redirectsSoFar:Int):String {
+		if (redirectsSoFar >= MAX_REDIRECTS || code != 302 || !Std.isOfType(redirect, String))
+			return null;
+		var url:String = redirect;
+		var scheme = url.split(":")[0].toLowerCase();
+		if (scheme != "rtmp" && scheme != "rtmps" && scheme != "rtmpt" && scheme != "rtmpte")
+			return null;
+		return StringTools.endsWith(url, "/consult") ? url : null;
+	}
+
 	/** The connect attempts in order, each with its timeout; empty URLs are left out. **/
 	public static function attempts(urls:Array<String>):Array<Attempt> {
 		var out:Array<Attempt> = [];

@@ -65,6 +65,7 @@ class VideoBeratung extends Sprite {
 	var strings:Map<String, String>;
 	var token:String;
 	var attempts:Array<Attempt>;
+	var redirects = 0; // NetConnection.Connect.Rejected with ex.redirect followed so far
 	var publishName:String;
 	var playName:String;
 	var base:String;
@@ -473,6 +474,7 @@ class VideoBeratung extends Sprite {
 			case "NetConnection.Connect.Success":
 				stopTimer();
 				connected = true;
+				redirects = 0;
 				rejected = false;
 				setStatus(t("status.connected"));
 				showNotice("");
@@ -484,6 +486,17 @@ class VideoBeratung extends Sprite {
 				mediaChanged();
 			case "NetConnection.Connect.Rejected":
 				stopTimer();
+				var ex:Dynamic = e.info.ex;
+				var target = ex == null ? null : Logic.redirectTarget(ex.code, ex.redirect, redirects);
+				if (target != null) {
+					// the consultation lives on another node of the cluster: go there
+					redirects++;
+					report("redirect", target.split("/").slice(0, 3).join("/"));
+					attempts = Logic.attempts([target]);
+					attempt = 0;
+					tryNext();
+					return;
+				}
 				rejected = true;
 				fail(t("status.rejected"));
 			case "NetConnection.Connect.Failed":
