@@ -31,7 +31,7 @@ from pathlib import Path
 from bench.procstat import cpu_delta, cpu_sample
 from bench.testkit.gwproc import GatewayProcess, free_port
 from bench.testkit.media import ffmpeg_publish, make_flv
-from bench.testkit.sipp import ACK, BYE, INFO, INVITE, _send
+from bench.testkit.sipp import ACK, BYE, INFO, INVITE, _send, wait_for_sip
 
 
 def scenario(digits: int, hold_ms: int, rtp_file: Path) -> str:
@@ -107,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     gw.start(timeout=90)
-    deadline = time.monotonic() + 90
-    while "SIP on" not in gw.log():
-        if time.monotonic() > deadline:
-            raise SystemExit("the gateway's SIP never listened")
-        time.sleep(0.2)
+    wait_for_sip(gw, 90)
     flv = make_flv(work / "advisor.flv", "spark_speex", seconds=10)
     rtp = work / "tone.alaw"
     subprocess.run(

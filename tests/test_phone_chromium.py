@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from playwright.sync_api import expect
 
 from bench.testkit.baresip import Baresip, write_tone
 from bench.testkit.gwproc import GatewayProcess, free_port
+from bench.testkit.sipp import wait_for_sip
 from tests.conftest import require_tool
 from tests.test_documents_panel import axe_violations
 from tests.test_pages import (  # noqa: F401 - fixtures
@@ -50,10 +50,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     )
     proc.sip_port = sip_port  # type: ignore[attr-defined]
     proc.start(timeout=60)
-    deadline = time.monotonic() + 60
-    while "SIP on" not in proc.log():
-        assert time.monotonic() < deadline, proc.log()
-        time.sleep(0.1)
+    wait_for_sip(proc, 60)
     yield proc
     assert proc.stop() == 0, proc.log()
 

@@ -19,6 +19,7 @@ import pytest
 from bench.testkit import webrtc_client as wc
 from bench.testkit.baresip import Baresip, write_tone
 from bench.testkit.gwproc import GatewayProcess, free_port
+from bench.testkit.sipp import wait_for_sip
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.e2e
@@ -78,10 +79,7 @@ def sip_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
     )
     gw.sip_port = sip_port  # type: ignore[attr-defined]
     gw.start(timeout=60)
-    deadline = time.monotonic() + 60
-    while "SIP on" not in gw.log():  # the prompts are synthesized before SIP listens
-        assert time.monotonic() < deadline, gw.log()
-        time.sleep(0.1)
+    wait_for_sip(gw, 60)
     try:
         yield gw
     finally:

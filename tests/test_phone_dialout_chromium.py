@@ -7,7 +7,6 @@ masked. The number is in no log and not in the page afterwards."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from playwright.sync_api import expect
 
 from bench.testkit.baresip import Baresip, write_tone
 from bench.testkit.gwproc import GatewayProcess, free_port
+from bench.testkit.sipp import wait_for_sip
 from tests.conftest import require_tool
 from tests.test_pages import (  # noqa: F401 - fixtures
     Opener,
@@ -67,10 +67,7 @@ def gw(
         ],
     )
     proc.start(timeout=60)
-    deadline = time.monotonic() + 60
-    while "SIP on" not in proc.log():
-        assert time.monotonic() < deadline, proc.log()
-        time.sleep(0.1)
+    wait_for_sip(proc, 60)
     yield proc
     assert proc.stop() == 0, proc.log()
 

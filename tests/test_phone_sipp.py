@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from bench.testkit.sipp import (
     scanner_invite,
     stat,
     torture,
+    wait_for_sip,
 )
 from tests.conftest import require_tool
 from tests.test_phone_dialin import _join_by_phone, session_state, wait_state
@@ -49,10 +49,7 @@ def sipp_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayPr
     )
     gw.sip_port = sip_port  # type: ignore[attr-defined]
     gw.start(timeout=60)
-    deadline = time.monotonic() + 60
-    while "SIP on" not in gw.log():
-        assert time.monotonic() < deadline, gw.log()
-        time.sleep(0.1)
+    wait_for_sip(gw, 60)
     try:
         yield gw
     finally:

@@ -8,11 +8,12 @@ port and judged by SIPp's exit code and statistics (``-trace_stat``/``-trace_err
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from bench.testkit.gwproc import free_port
+from bench.testkit.gwproc import GatewayProcess, free_port
 
 SDP = """v=0
 o=- 1 1 IN IP[local_ip_type] [local_ip]
@@ -256,3 +257,13 @@ def stat(run: SippRun, column: str) -> int:
     header = lines[0].split(";")
     values = lines[-1].split(";")
     return int(values[header.index(column)])
+
+
+def wait_for_sip(gw: GatewayProcess, timeout: float = 60.0) -> None:
+    """Wait until a started gateway's SIP port listens: it logs "SIP on" once the prompts
+    are synthesized (espeak-ng at start-up), some seconds after HTTP answers."""
+    deadline = time.monotonic() + timeout
+    while "SIP on" not in gw.log():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gateway's SIP never listened:\n{gw.log()[-2000:]}")
+        time.sleep(0.1)
