@@ -19,7 +19,8 @@ from __future__ import annotations
 import random
 import time
 
-from rtmp.chunk import ChunkReader, ChunkWriter
+from rtmp.chunk import ChunkReader
+from rtmp.chunk_writer import ChunkWriter
 from rtmp.messages import AUDIO, VIDEO, Message
 
 SECONDS = 10

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 from bench.procstat import cpu_delta, cpu_sample, rss_bytes
 from bench.testkit.media import read_flv_tags
 from rtmp import messages as m
-from rtmp.chunk import ChunkWriter
+from rtmp.chunk_writer import ChunkWriter
 from rtmp.client import RtmpClient
 from rtmp.connection import CSID_AUDIO, CSID_VIDEO
 from rtmp.events import MediaReceived

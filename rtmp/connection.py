@@ -20,7 +20,8 @@ from typing import Any
 
 from rtmp import messages as m
 from rtmp.amf import AmfError, ECMAArray, decode_command_payload, encode_command_payload
-from rtmp.chunk import BufferBudget, ChunkReader, ChunkWriter
+from rtmp.chunk import BufferBudget, ChunkReader
+from rtmp.chunk_writer import ChunkWriter
 from rtmp.events import (
     CommandReceived,
     DataReceived,

@@ -166,3 +166,32 @@ def test_bench_imports_nothing_of_tests_and_patches_no_import_path() -> None:
             offenders.append(f"{rel} patches sys.path")
     assert not offenders, ", ".join(offenders)
     assert not (ROOT / "testkit").exists(), "the shared helpers live in bench/testkit/"
+
+
+# Issue 13's reader check, kept: "no module over ~600 lines in the media path". The media
+# path is every front-end (RTMP, WebRTC, the telephone leg) and the core a frame crosses
+# (units, routing, transcoding, bitstream helpers, latency).
+MEDIA_PATH = (
+    "rtmp",
+    "webrtc",
+    "gateway/phone",
+    "gateway/transcode",
+    "gateway/codecs",
+    "gateway/media.py",
+    "gateway/routing.py",
+    "gateway/latency.py",
+    "gateway/channel.py",
+)
+MEDIA_MODULE_MAX_LINES = 620
+
+
+def test_no_module_in_the_media_path_grows_past_about_600_lines() -> None:
+    too_long = []
+    for entry in MEDIA_PATH:
+        path = ROOT / entry
+        assert path.exists(), f"{entry} moved: update MEDIA_PATH"
+        for module in [path] if path.is_file() else sorted(path.rglob("*.py")):
+            lines = len(module.read_text(encoding="utf-8").splitlines())
+            if lines > MEDIA_MODULE_MAX_LINES:
+                too_long.append(f"{module.relative_to(ROOT).as_posix()} ({lines} lines)")
+    assert not too_long, "split along a seam: " + ", ".join(too_long)

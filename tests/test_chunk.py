@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtmp import messages as m
-from rtmp.chunk import ChunkError, ChunkReader, ChunkWriter
+from rtmp.chunk import ChunkError, ChunkReader
+from rtmp.chunk_writer import ChunkWriter
 from rtmp.messages import Message, ProtocolError
 from tests.fuzzing import examples
 

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from rtmp import messages as m
 from rtmp.amf import encode_command_payload
-from rtmp.chunk import ChunkReader, ChunkWriter
+from rtmp.chunk import ChunkReader
+from rtmp.chunk_writer import ChunkWriter
 from rtmp.connection import RtmpConnection
 from rtmp.events import (
     CommandReceived,

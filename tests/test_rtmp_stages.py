@@ -14,7 +14,8 @@ from gateway.config import Config
 from gateway.service import Gateway
 from rtmp import messages as m
 from rtmp.amf import AmfError, decode_amf0, encode_amf0
-from rtmp.chunk import BufferBudget, ChunkReader, ChunkWriter
+from rtmp.chunk import BufferBudget, ChunkReader
+from rtmp.chunk_writer import ChunkWriter
 from rtmp.connection import RtmpConnection, Stages
 from rtmp.events import CommandReceived, DataReceived, MediaReceived, ProtocolViolation
 from rtmp.messages import Message

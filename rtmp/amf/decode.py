@@ -1,205 +1,62 @@
-"""AMF0 and AMF3 encoder/decoder (sans-I/O).
-
-RTMP carries command and data messages as Action Message Format values: AMF0 for message
-types 20/18 and "AMF3" (really AMF0 with the avmplus escape, AMF0 spec §3.1) for types 17/15.
-Flash Player 11 and ffmpeg are the peers we care about, but every byte we decode comes from
-the network, so the decoder is written for hostile input:
-
-* every malformed input raises :class:`AmfError` (a ``ValueError``) - never ``IndexError``,
-  ``struct.error``, ``RecursionError`` or ``UnicodeDecodeError``;
-* every length/count is checked against the bytes actually left *before* anything is
-  allocated, so a 9-byte message cannot make us reserve 4 GB;
-* nesting is bounded by ``max_depth``, and that bound also applies to the *effective* depth
-  created through references (AMF0 §2.9, AMF3 §3.1 object table);
-* references may not point at an object that is still being decoded (no cycles), and the
-  total number of nodes that references can expand to is bounded linearly in the input size.
-  Without that, ~600 bytes of nested references describe a 2**40 node tree ("billion laughs")
-  that would hang any later code walking the result (logging, re-encoding, ``==``).
-
-Spec references: "Action Message Format -- AMF 0" (Adobe, 2006) and "AMF 3 Specification"
-(Adobe, January 2013).
-"""
+"""The AMF0/AMF3 decoder, written for hostile input (the limits: :mod:`rtmp.amf`)."""
 
 from __future__ import annotations
 
-import enum
 import math
-import struct
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
-__all__ = [
-    "UNDEFINED",
-    "AMF3Value",
-    "AmfError",
-    "ECMAArray",
-    "TypedObject",
-    "XMLDocument",
-    "decode_amf0",
-    "decode_amf0_value",
-    "decode_amf3",
-    "decode_command_payload",
-    "encode_amf0",
-    "encode_amf3",
-    "encode_command_payload",
-]
-
-
-# --------------------------------------------------------------------------------------------
-# Public value types
-# --------------------------------------------------------------------------------------------
-
-
-class AmfError(ValueError):
-    """Malformed or hostile AMF input, or a Python value that AMF cannot represent."""
-
-
-class _UndefinedType(enum.Enum):
-    # An enum member is the idiomatic typed singleton: it survives copy/pickle as the same
-    # object and lets mypy narrow ``x is UNDEFINED``.
-    UNDEFINED = "undefined"
-
-    def __repr__(self) -> str:
-        return "UNDEFINED"
-
-    def __bool__(self) -> bool:
-        # ActionScript's ``undefined`` is falsy; mirror that so ``if value:`` behaves alike.
-        return False
-
-
-UNDEFINED: Final = _UndefinedType.UNDEFINED
-"""AMF ``undefined`` (AMF0 §2.8 marker 0x06, AMF3 §3.2 marker 0x00). ``None`` is ``null``."""
-
-
-class ECMAArray(dict[str, Any]):
-    """AMF0 ECMA array (§2.10), e.g. the ``onMetaData`` body.
-
-    A distinct type so that decode -> encode reproduces marker 0x08 rather than an anonymous
-    object (0x03); some players only accept ``onMetaData`` as an ECMA array. The AMF3 decoder
-    also returns it for arrays that have an associative part (AMF3 §3.11).
-    """
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"ECMAArray({dict.__repr__(self)})"
-
-
-@dataclass
-class TypedObject:
-    """Instance of a named ActionScript class (AMF0 §2.18, AMF3 §3.12 with a class name)."""
-
-    class_name: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-class XMLDocument(str):
-    """XML text (AMF0 §2.17 marker 0x0F, AMF3 §3.9 XMLDocument 0x07 and §3.13 XML 0x0B)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"XMLDocument({str.__repr__(self)})"
-
-
-@dataclass
-class AMF3Value:
-    """Ask :func:`encode_amf0` to write ``value`` as AMF3 behind the avmplus marker 0x11."""
-
-    value: Any
-
-
-# --------------------------------------------------------------------------------------------
-# Wire constants
-# --------------------------------------------------------------------------------------------
-
-_U16: Final = struct.Struct(">H")
-_U32: Final = struct.Struct(">I")
-_S32: Final = struct.Struct(">i")
-_DOUBLE: Final = struct.Struct(">d")
-# AMF0 §2.13: DOUBLE milliseconds since the epoch (UTC) followed by an S16 time zone that is
-# "reserved, not supported" and must be ignored on read / written as 0.
-_DATE0: Final = struct.Struct(">dh")
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS: Final = timedelta(milliseconds=1)
-
-# AMF0 §2.1 type markers.
-_A0_NUMBER: Final = 0x00
-_A0_BOOLEAN: Final = 0x01
-_A0_STRING: Final = 0x02
-_A0_OBJECT: Final = 0x03
-_A0_MOVIECLIP: Final = 0x04
-_A0_NULL: Final = 0x05
-_A0_UNDEFINED: Final = 0x06
-_A0_REFERENCE: Final = 0x07
-_A0_ECMA_ARRAY: Final = 0x08
-_A0_OBJECT_END: Final = 0x09
-_A0_STRICT_ARRAY: Final = 0x0A
-_A0_DATE: Final = 0x0B
-_A0_LONG_STRING: Final = 0x0C
-_A0_UNSUPPORTED: Final = 0x0D
-_A0_RECORDSET: Final = 0x0E
-_A0_XML: Final = 0x0F
-_A0_TYPED_OBJECT: Final = 0x10
-_A0_AVMPLUS: Final = 0x11
-
-# AMF3 §3.1 type markers.
-_A3_UNDEFINED: Final = 0x00
-_A3_NULL: Final = 0x01
-_A3_FALSE: Final = 0x02
-_A3_TRUE: Final = 0x03
-_A3_INTEGER: Final = 0x04
-_A3_DOUBLE: Final = 0x05
-_A3_STRING: Final = 0x06
-_A3_XML_DOC: Final = 0x07
-_A3_DATE: Final = 0x08
-_A3_ARRAY: Final = 0x09
-_A3_OBJECT: Final = 0x0A
-_A3_XML: Final = 0x0B
-_A3_BYTE_ARRAY: Final = 0x0C
-_A3_VECTOR_INT: Final = 0x0D
-_A3_VECTOR_UINT: Final = 0x0E
-_A3_VECTOR_DOUBLE: Final = 0x0F
-_A3_VECTOR_OBJECT: Final = 0x10
-_A3_DICTIONARY: Final = 0x11
-
-_VECTOR_STRUCTS: Final = {
-    _A3_VECTOR_INT: _S32,
-    _A3_VECTOR_UINT: _U32,
-    _A3_VECTOR_DOUBLE: _DOUBLE,
-}
-
-# AMF3 §3.6: integers are U29 interpreted as 29-bit two's complement.
-_INT29_MIN: Final = -(1 << 28)
-_INT29_MAX: Final = (1 << 28) - 1
-_U29_MAX: Final = (1 << 29) - 1
-
-# Externalizable classes (AMF3 §3.12, U29O-traits-ext) carry a class-private format that only
-# the class itself can read. The two Flex wrappers below are the exception every AMF stack
-# supports: their readExternal() reads exactly one AMF3 value (the source Array / the proxied
-# Object), so we can decode them and return that wrapped value.
-_WRAPPER_CLASSES: Final = frozenset(
-    {"flex.messaging.io.ArrayCollection", "flex.messaging.io.ObjectProxy"}
+from rtmp.amf.values import (
+    _A0_AVMPLUS,
+    _A0_BOOLEAN,
+    _A0_DATE,
+    _A0_ECMA_ARRAY,
+    _A0_LONG_STRING,
+    _A0_MOVIECLIP,
+    _A0_NULL,
+    _A0_NUMBER,
+    _A0_OBJECT,
+    _A0_OBJECT_END,
+    _A0_RECORDSET,
+    _A0_REFERENCE,
+    _A0_STRICT_ARRAY,
+    _A0_STRING,
+    _A0_TYPED_OBJECT,
+    _A0_UNDEFINED,
+    _A0_UNSUPPORTED,
+    _A0_XML,
+    _A3_ARRAY,
+    _A3_BYTE_ARRAY,
+    _A3_DATE,
+    _A3_DICTIONARY,
+    _A3_DOUBLE,
+    _A3_FALSE,
+    _A3_INTEGER,
+    _A3_NULL,
+    _A3_OBJECT,
+    _A3_STRING,
+    _A3_TRUE,
+    _A3_UNDEFINED,
+    _A3_VECTOR_OBJECT,
+    _A3_XML,
+    _A3_XML_DOC,
+    _DATE0,
+    _DOUBLE,
+    _EPOCH,
+    _EXPANSION_FACTOR,
+    _EXPANSION_SLACK,
+    _MAX_DECODE_DEPTH,
+    _U16,
+    _U32,
+    _VECTOR_STRUCTS,
+    _WRAPPER_CLASSES,
+    UNDEFINED,
+    AmfError,
+    ECMAArray,
+    TypedObject,
+    XMLDocument,
 )
-
-# Expansion budget for references (see module docstring): without references every decoded
-# node costs at least one input byte, so a legitimate message never comes close to this.
-_EXPANSION_FACTOR: Final = 16
-_EXPANSION_SLACK: Final = 65536
-
-# Encoding depth limit. Generous compared to the decoders' default of 32 (our own data is
-# trusted), but far below the interpreter recursion limit, and it turns a cyclic structure
-# into an AmfError instead of a RecursionError.
-_MAX_ENCODE_DEPTH: Final = 256
-
-# Decoding depth ceiling, whatever a caller passes as ``max_depth``: a hostile 10000-deep
-# message must be refused after a few hundred levels, not by unwinding a RecursionError
-# from the interpreter's limit (that took 190 ms of CPU on CI with a raised limit).
-_MAX_DECODE_DEPTH: Final = 256
-
 
 # --------------------------------------------------------------------------------------------
 # Decoding
@@ -746,355 +603,3 @@ def decode_command_payload(
     if amf3 and payload[:1] == b"\x00":
         return decode_amf0(memoryview(payload)[1:], max_values=max_values)
     return decode_amf0(payload, max_values=max_values)
-
-
-# --------------------------------------------------------------------------------------------
-# Encoding
-# --------------------------------------------------------------------------------------------
-
-
-def _utf8_bytes(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates have no UTF-8 form
-        raise AmfError(f"string is not encodable as UTF-8: {exc}") from exc
-
-
-def _to_double(value: int | float) -> float:
-    try:
-        return float(value)
-    except OverflowError as exc:
-        raise AmfError(f"integer {value} does not fit in an AMF double") from exc
-
-
-def _datetime_to_ms(value: datetime) -> float:
-    # Naive datetimes are taken as UTC: AMF dates are UTC, and the local zone of a server is
-    # never what a caller meant.
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) / _ONE_MS
-
-
-def _u29_bytes(value: int) -> bytes:
-    """AMF3 §1.3.1 U29 encoding of ``0 <= value < 2**29``."""
-    if value < 0:
-        raise AmfError(f"U29 cannot encode {value}")
-    if value < 0x80:
-        return bytes((value,))
-    if value < 0x4000:
-        return bytes(((value >> 7) | 0x80, value & 0x7F))
-    if value < 0x200000:
-        return bytes(((value >> 14) | 0x80, ((value >> 7) & 0x7F) | 0x80, value & 0x7F))
-    if value <= _U29_MAX:
-        return bytes(
-            (
-                (value >> 22) | 0x80,
-                ((value >> 15) & 0x7F) | 0x80,
-                ((value >> 8) & 0x7F) | 0x80,
-                value & 0xFF,
-            )
-        )
-    raise AmfError(f"U29 cannot encode {value} (maximum {_U29_MAX})")
-
-
-def _u29_length(n: int, what: str) -> bytes:
-    # Length/count headers are U29 with a low "inline" flag bit, so 28 bits remain.
-    if n > _INT29_MAX:
-        raise AmfError(f"{what} of {n} exceeds the AMF3 limit of {_INT29_MAX}")
-    return _u29_bytes((n << 1) | 1)
-
-
-class _Amf0Encoder:
-    """AMF0 writer. Emits no references (§2.9 is optional for writers); shared sub-objects
-    are simply written again, which every reader accepts."""
-
-    __slots__ = ("out",)
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-
-    def write(self, value: Any, depth: int) -> None:
-        out = self.out
-        if value is None:
-            out.append(_A0_NULL)
-        elif value is UNDEFINED:
-            out.append(_A0_UNDEFINED)
-        elif isinstance(value, bool):  # before int: bool is an int subclass
-            out += bytes((_A0_BOOLEAN, 1 if value else 0))
-        elif isinstance(value, int | float):
-            out.append(_A0_NUMBER)
-            out += _DOUBLE.pack(_to_double(value))
-        elif isinstance(value, XMLDocument):  # before str: it is a str subclass
-            raw = _utf8_bytes(value)
-            self._check_u32(len(raw), "XML document")
-            out.append(_A0_XML)
-            out += _U32.pack(len(raw))
-            out += raw
-        elif isinstance(value, str):
-            self._string(value)
-        else:
-            self._complex(value, depth)
-
-    def _string(self, value: str) -> None:
-        # §2.4 / §2.14: the U16 header counts UTF-8 *bytes*; beyond 65535 bytes use long string.
-        raw = _utf8_bytes(value)
-        n = len(raw)
-        if n <= 0xFFFF:
-            self.out.append(_A0_STRING)
-            self.out += _U16.pack(n)
-        else:
-            self._check_u32(n, "string")
-            self.out.append(_A0_LONG_STRING)
-            self.out += _U32.pack(n)
-        self.out += raw
-
-    @staticmethod
-    def _check_u32(n: int, what: str) -> None:
-        if n > 0xFFFFFFFF:
-            raise AmfError(f"{what} of {n} bytes exceeds the AMF0 limit of 4 GiB")
-
-    def _complex(self, value: Any, depth: int) -> None:
-        out = self.out
-        if depth >= _MAX_ENCODE_DEPTH:
-            raise AmfError(f"value nests deeper than {_MAX_ENCODE_DEPTH} levels (cycle?)")
-        inner = depth + 1
-        if isinstance(value, AMF3Value):
-            out.append(_A0_AVMPLUS)
-            out += encode_amf3(value.value)
-        elif isinstance(value, bytes | bytearray | memoryview):
-            # AMF0 has no binary type; Flash's ByteArray only exists in AMF3 (§3.14).
-            out.append(_A0_AVMPLUS)
-            out += encode_amf3(value)
-        elif isinstance(value, ECMAArray):  # before dict: it is a dict subclass
-            out.append(_A0_ECMA_ARRAY)
-            self._check_u32(len(value), "ECMA array")
-            out += _U32.pack(len(value))
-            self._properties(value, inner)
-        elif isinstance(value, dict):
-            out.append(_A0_OBJECT)
-            self._properties(value, inner)
-        elif isinstance(value, TypedObject):
-            raw = _utf8_bytes(value.class_name)
-            if len(raw) > 0xFFFF:
-                raise AmfError("class name longer than 65535 bytes")
-            out.append(_A0_TYPED_OBJECT)
-            out += _U16.pack(len(raw))
-            out += raw
-            self._properties(value.fields, inner)
-        elif isinstance(value, list | tuple):
-            self._check_u32(len(value), "strict array")
-            out.append(_A0_STRICT_ARRAY)
-            out += _U32.pack(len(value))
-            for item in value:
-                self.write(item, inner)
-        elif isinstance(value, datetime):
-            out.append(_A0_DATE)
-            out += _DATE0.pack(_datetime_to_ms(value), 0)
-        else:
-            raise AmfError(f"cannot encode {type(value).__name__} as AMF0")
-
-    def _properties(self, props: dict[Any, Any], depth: int) -> None:
-        out = self.out
-        for key, item in props.items():
-            if not isinstance(key, str):
-                raise AmfError(f"AMF0 property names must be str, got {type(key).__name__}")
-            raw = _utf8_bytes(key)
-            if not raw:
-                # The empty name is reserved for the object-end terminator (§2.5).
-                raise AmfError("AMF0 property names must not be empty")
-            if len(raw) > 0xFFFF:
-                raise AmfError("AMF0 property name longer than 65535 bytes")
-            out += _U16.pack(len(raw))
-            out += raw
-            self.write(item, depth)
-        out += b"\x00\x00\x09"
-
-
-class _Amf3Encoder:
-    """AMF3 writer for one serialization context (one set of reference tables).
-
-    Uses string references (§1.3.2), traits references (§3.12) and object references for
-    repeated containers, assigning object-table indices exactly as a reader does: one per
-    inline Date, Array, Object, XML, ByteArray, Vector or Dictionary, in encounter order.
-    """
-
-    __slots__ = ("in_progress", "keep_alive", "object_count", "objects", "out", "strings", "traits")
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.strings: dict[str, int] = {}
-        self.traits: dict[tuple[str, tuple[str, ...], bool], int] = {}
-        # id() -> object table index; ``keep_alive`` pins the objects so ids stay unique.
-        self.objects: dict[int, int] = {}
-        self.keep_alive: list[Any] = []
-        self.in_progress: set[int] = set()
-        self.object_count = 0
-
-    def string(self, value: str) -> None:
-        """Write a UTF-8-vr (§1.3.2): a reference when the string was sent before."""
-        if not value:
-            self.out.append(0x01)  # empty string: always inline, never in the table
-            return
-        index = self.strings.get(value)
-        if index is not None:
-            self.out += _u29_bytes(index << 1)
-            return
-        self.strings[value] = len(self.strings)
-        raw = _utf8_bytes(value)
-        self.out += _u29_length(len(raw), "string")
-        self.out += raw
-
-    def write(self, value: Any, depth: int) -> None:
-        out = self.out
-        if value is None:
-            out.append(_A3_NULL)
-        elif value is UNDEFINED:
-            out.append(_A3_UNDEFINED)
-        elif value is True:
-            out.append(_A3_TRUE)
-        elif value is False:
-            out.append(_A3_FALSE)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            if _INT29_MIN <= value <= _INT29_MAX:
-                out.append(_A3_INTEGER)
-                out += _u29_bytes(value & _U29_MAX)
-            else:  # §3.6: integers outside 29 bits are sent as doubles
-                out.append(_A3_DOUBLE)
-                out += _DOUBLE.pack(_to_double(value))
-        elif isinstance(value, float):
-            out.append(_A3_DOUBLE)
-            out += _DOUBLE.pack(value)
-        elif isinstance(value, XMLDocument):  # before str
-            raw = _utf8_bytes(value)
-            out.append(_A3_XML_DOC)
-            out += _u29_length(len(raw), "XML document")
-            out += raw
-            self.object_count += 1
-        elif isinstance(value, str):
-            out.append(_A3_STRING)
-            self.string(value)
-        elif isinstance(value, bytes | bytearray | memoryview):
-            raw = bytes(value)
-            out.append(_A3_BYTE_ARRAY)
-            out += _u29_length(len(raw), "ByteArray")
-            out += raw
-            self.object_count += 1
-        elif isinstance(value, datetime):
-            out.append(_A3_DATE)
-            out.append(0x01)  # U29D-value: inline, remaining bits unused
-            out += _DOUBLE.pack(_datetime_to_ms(value))
-            self.object_count += 1
-        elif isinstance(value, AMF3Value):
-            self.write(value.value, depth)  # already AMF3: the wrapper is transparent here
-        elif isinstance(value, dict | list | tuple | TypedObject):
-            self._container(value, depth)
-        else:
-            raise AmfError(f"cannot encode {type(value).__name__} as AMF3")
-
-    def _container(self, value: Any, depth: int) -> None:
-        out = self.out
-        key = id(value)
-        if key in self.in_progress:
-            raise AmfError("cannot encode a cyclic structure")
-        index = self.objects.get(key)
-        if index is not None:
-            out.append(_marker_for(value))
-            out += _u29_bytes(index << 1)  # U29O-ref / U29A-ref etc.
-            return
-        if depth >= _MAX_ENCODE_DEPTH:
-            raise AmfError(f"value nests deeper than {_MAX_ENCODE_DEPTH} levels")
-        self.objects[key] = self.object_count
-        self.object_count += 1
-        self.keep_alive.append(value)
-        self.in_progress.add(key)
-        inner = depth + 1
-        if isinstance(value, list | tuple):
-            out.append(_A3_ARRAY)
-            out += _u29_length(len(value), "array")
-            out.append(0x01)  # empty associative part
-            for item in value:
-                self.write(item, inner)
-        elif isinstance(value, ECMAArray):
-            # §3.11 associative-only Array: no dense part, name/value pairs, empty-string end.
-            out.append(_A3_ARRAY)
-            out.append(0x01)
-            self._dynamic_members(value, inner)
-        elif isinstance(value, TypedObject):
-            out.append(_A3_OBJECT)
-            names = tuple(value.fields)
-            for name in names:
-                if not isinstance(name, str):
-                    raise AmfError(f"member names must be str, got {type(name).__name__}")
-            self._traits(value.class_name, names, dynamic=False)
-            for name in names:
-                self.write(value.fields[name], inner)
-        elif all(isinstance(k, str) for k in value):
-            out.append(_A3_OBJECT)
-            self._traits("", (), dynamic=True)
-            self._dynamic_members(value, inner)
-        else:
-            # Non-string keys only exist in an ActionScript Dictionary (§3.16).
-            out.append(_A3_DICTIONARY)
-            out += _u29_length(len(value), "dictionary")
-            out.append(0x00)  # weak-keys = false
-            for k, item in value.items():
-                self.write(k, inner)
-                self.write(item, inner)
-        self.in_progress.discard(key)
-
-    def _traits(self, class_name: str, sealed: tuple[str, ...], *, dynamic: bool) -> None:
-        signature = (class_name, sealed, dynamic)
-        index = self.traits.get(signature)
-        if index is not None:
-            self.out += _u29_bytes((index << 2) | 0b01)  # U29O-traits-ref
-            return
-        self.traits[signature] = len(self.traits)
-        if len(sealed) > (_U29_MAX >> 4):
-            raise AmfError("too many sealed members")
-        # U29O-traits: 0b0011 = inline object + inline traits, bit 3 = dynamic, then count.
-        self.out += _u29_bytes((len(sealed) << 4) | (0b1000 if dynamic else 0) | 0b0011)
-        self.string(class_name)
-        for name in sealed:
-            self.string(name)
-
-    def _dynamic_members(self, members: dict[str, Any], depth: int) -> None:
-        for name, item in members.items():
-            if not isinstance(name, str) or not name:
-                # The empty string terminates the member list, so it cannot be a name.
-                raise AmfError(f"dynamic member names must be non-empty str, got {name!r}")
-            self.string(name)
-            self.write(item, depth)
-        self.out.append(0x01)
-
-
-def _marker_for(value: Any) -> int:
-    if isinstance(value, list | tuple | ECMAArray):
-        return _A3_ARRAY
-    if isinstance(value, TypedObject) or all(isinstance(k, str) for k in value):
-        return _A3_OBJECT
-    return _A3_DICTIONARY
-
-
-def encode_amf0(*values: Any) -> bytes:
-    """Encode ``values`` back to back as AMF0.
-
-    ``int``/``float`` become numbers (ints beyond 2**53 lose precision, as in ActionScript),
-    ``bytes`` and :class:`AMF3Value` are written behind the avmplus marker 0x11.
-    """
-    encoder = _Amf0Encoder()
-    for value in values:
-        encoder.write(value, 0)
-    return bytes(encoder.out)
-
-
-def encode_amf3(value: Any) -> bytes:
-    """Encode one value as AMF3 with its own reference tables."""
-    encoder = _Amf3Encoder()
-    encoder.write(value, 0)
-    return bytes(encoder.out)
-
-
-def encode_command_payload(values: Sequence[Any], amf3: bool) -> bytes:
-    """Encode an RTMP command/data body; ``amf3`` selects the type 17/15 form (leading 0x00)."""
-    body = encode_amf0(*values)
-    return b"\x00" + body if amf3 else body
