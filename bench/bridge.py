@@ -42,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.procstat import cpu_delta, cpu_sample
 from bench.transcode_micro import TO_H264_AAC, TO_VP8_OPUS
@@ -472,8 +473,10 @@ def start_workers(
     procs = []
     for i, s in enumerate(sessions):
         probe = decode is True or (decode is None and i == 0)
+        # the consultation's own node (cluster mode places it; bench/cluster.py)
+        port = urlsplit(s["customer"]["rtmp"]["connect_url"]).port or gw.rtmp_port
         cmd = [sys.executable, "-m", "bench.bridge", "worker",
-               "--session", json.dumps(s), "--rtmp-port", str(gw.rtmp_port),
+               "--session", json.dumps(s), "--rtmp-port", str(port),
                "--direction", direction, "--seconds", str(seconds), "--flv", str(flv),
                "--webm", str(webm), "--warmup", str(warmup),
                "--video-codec", video_codec]  # fmt: skip
@@ -505,13 +508,30 @@ def run_step(
     webm: Path,
     warmup: float = 4.0,
     video_codec: str = "vp8",
+    nodes: list[Any] | None = None,
 ) -> dict[str, Any]:
     """n consultations at once; the gateway's CPU over the workers' common window, and
-    the latency the gateway measured itself over the same window (gateway/latency.py)."""
+    the latency the gateway measured itself over the same window (gateway/latency.py).
+
+    ``nodes``: the gateway processes of a cluster (bench/cluster.py), whose CPU is summed;
+    the consultations are created through ``gw``, one of them, and placed by the cluster.
+    The latency figures are then ``gw``'s own."""
+    pids = [g.proc.pid for g in nodes or [gw]]
+
+    def sample() -> list[Any]:
+        now = time.monotonic()
+        return [cpu_sample(pid, now) for pid in pids]
+
+    def spent(a: list[Any], b: list[Any]) -> float:
+        return sum(cpu_delta(x, y) for x, y in zip(a, b, strict=True))
+
+    def threads() -> dict[int, float]:
+        return {tid: s for pid in pids for tid, s in thread_split(pid).items()}
+
     sessions = [gw.create_session() for _ in range(n)]
     # The whole client life as seen from outside (issue 14): from the clients' start
     # (connect, WHIP/WHEP negotiation, warm-up) to their exit, beside the window.
-    w0 = cpu_sample(gw.proc.pid, time.monotonic())
+    w0 = sample()
     procs = start_workers(gw, sessions, direction, seconds, decode, flv, webm, warmup, video_codec)
     for p in procs:
         _line(p, "ready", 90)
@@ -524,16 +544,18 @@ def run_step(
                 p.stdin.flush()
 
     say("go")
-    c0, t0 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
-    x0 = switches(gw.proc.pid, gw.proc.pid)
-    first = gw.get("/api/ops/snapshot")
+    c0, t0 = sample(), threads()
+    x0 = sum(switches(pid, pid) for pid in pids)
+    firsts = [g.get("/api/ops/snapshot") for g in nodes or [gw]]
+    first = firsts[0] if nodes is None else gw.get("/api/ops/snapshot")
     clock = first["latency"]["clock"]
     for p in procs:
         _line(p, "done", seconds + 30)
-    c1, t1 = cpu_sample(gw.proc.pid, time.monotonic()), thread_split(gw.proc.pid)
-    x1 = switches(gw.proc.pid, gw.proc.pid)
+    c1, t1 = sample(), threads()
+    x1 = sum(switches(pid, pid) for pid in pids)
+    lasts = [g.get("/api/ops/snapshot") for g in nodes or [gw]]
     snapshot = gw.get(f"/api/ops/snapshot?since={clock}")
-    codec_s = _codec_seconds(snapshot) - _codec_seconds(first)
+    codec_s = sum(_codec_seconds(b) - _codec_seconds(a) for a, b in zip(firsts, lasts, strict=True))
     results = []
     for p in procs:
         assert p.stdout is not None
@@ -548,21 +570,23 @@ def run_step(
         if not out.strip():
             assert p.stderr is not None
             raise RuntimeError(f"worker failed rc={p.returncode}: {p.stderr.read()[-3000:]}")
-    w1 = cpu_sample(gw.proc.pid, time.monotonic())
+    w1 = sample()
     results = [json.loads(out) for out in results]
-    whole = cpu_delta(w0, w1)
-    cpu = cpu_delta(c0, c1)
-    wall = c1.wall - c0.wall
-    main = t1.get(gw.proc.pid, 0.0) - t0.get(gw.proc.pid, 0.0)
-    others = sum(v - t0.get(k, 0.0) for k, v in t1.items() if k != gw.proc.pid)
+    whole = spent(w0, w1)
+    cpu = spent(c0, c1)
+    wall = c1[0].wall - c0[0].wall
+    main = sum(t1.get(pid, 0.0) - t0.get(pid, 0.0) for pid in pids)
+    others = sum(v - t0.get(k, 0.0) for k, v in t1.items() if k not in pids)
+    whole_wall = w1[0].wall - w0[0].wall
     return {
         "consultations": n,
+        "nodes": len(pids),
         "gateway_cpu_s": round(cpu, 3),
         "wall_s": round(wall, 2),
         "gateway_cpu_percent_of_core": round(100 * cpu / wall, 1),
         "whole_cpu_s": round(whole, 3),
-        "whole_wall_s": round(w1.wall - w0.wall, 2),
-        "whole_cpu_percent_of_core": round(100 * whole / (w1.wall - w0.wall), 1),
+        "whole_wall_s": round(whole_wall, 2),
+        "whole_cpu_percent_of_core": round(100 * whole / whole_wall, 1),
         "main_thread_cpu_s": round(main, 3),
         "main_thread_switches_per_s": round((x1 - x0) / wall, 1),
         "other_threads_cpu_s": round(others, 3),
@@ -576,7 +600,8 @@ def run_step(
         "codec_cpu_s": round(codec_s, 3),
         "transcoders": [
             {k: t[k] for k in ("direction", "codec", "dropped", "realtime_factor", "queue_depth")}
-            for t in snapshot["transcoders"]
+            for last in lasts
+            for t in last["transcoders"]
         ],
     }
 
@@ -772,28 +797,31 @@ def _latency_line(latency: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def step_ok(r: dict[str, Any]) -> bool:
+    """Whether every consultation of a capacity step was held: frame and audio rates at
+    90 % of the source's, no backlog building up, no transcoder falling behind."""
+    for c in r["clients"]:
+        if c["flash->webrtc"]["video_fps"] < 0.9 * 15:
+            return False
+        if c["webrtc->flash"]["video_fps"] < 0.9 * 30:
+            return False
+        if c["flash->webrtc"]["audio_per_s"] < 0.9 * 50:  # Opus, 20 ms
+            return False
+        if c["webrtc->flash"]["audio_per_s"] < 0.9 * 43:  # AAC 44.1 kHz, 1024 samples
+            return False
+        for key in ("lat_frame", "lat"):
+            for d in ("flash->webrtc", "webrtc->flash"):
+                lat = c[d].get(key)
+                if lat and lat["p95"] > 1000:  # a backlog building up
+                    return False
+    return r["gateway_log"]["falling_behind"] == 0
+
+
 def _ladder(seconds: float, steps: list[int], passthrough: bool) -> dict[str, Any]:
     """One climb up the steps, stopping at the first that fails."""
     flv, webm = ensure_passthrough_media() if passthrough else ensure_media()
     codec = "h264" if passthrough else "vp8"
     out: dict[str, Any] = {"steps": []}
-
-    def step_ok(r: dict[str, Any]) -> bool:
-        for c in r["clients"]:
-            if c["flash->webrtc"]["video_fps"] < 0.9 * 15:
-                return False
-            if c["webrtc->flash"]["video_fps"] < 0.9 * 30:
-                return False
-            if c["flash->webrtc"]["audio_per_s"] < 0.9 * 50:  # Opus, 20 ms
-                return False
-            if c["webrtc->flash"]["audio_per_s"] < 0.9 * 43:  # AAC 44.1 kHz, 1024 samples
-                return False
-            for key in ("lat_frame", "lat"):
-                for d in ("flash->webrtc", "webrtc->flash"):
-                    lat = c[d].get(key)
-                    if lat and lat["p95"] > 1000:  # a backlog building up
-                        return False
-        return r["gateway_log"]["falling_behind"] == 0
 
     for n in steps:
         # consultation 0 decodes (latency under load); the others only count packets

@@ -67,6 +67,8 @@ SCENARIOS = (
     "bridge-capacity-passthrough",
     # issue 14: added latency including the receive buffering (bench/latency.py)
     "latency",
+    # issue 16: cluster mode with redis-server and PostgreSQL (bench/cluster.py)
+    "cluster",
 )
 # Not in the default set: the py-spy profiles.
 OPTIONAL = ("profile", "profile-bridge")
@@ -699,7 +701,18 @@ RUNNERS: dict[str, Callable[[Durations], dict[str, Any]]] = {
     "bridge-capacity": lambda d: scenario_bridge(d, capacity=True),
     "bridge-capacity-passthrough": lambda d: scenario_bridge(d, True, True),
     "latency": lambda d: scenario_latency(d),
+    "cluster": lambda d: scenario_cluster(d),
 }
+
+
+def scenario_cluster(d: Durations) -> dict[str, Any]:
+    """bench/cluster.py in its own process: POST /api/sessions through a 3-node cluster
+    against one gateway, Redis commands per consultation, failover, and the capacity of 2
+    nodes against 1 (H.264 passthrough)."""
+    cmd = [PY, "-m", "bench.cluster", "all", "--rounds", str(d.repeat)]
+    if d == QUICK:
+        cmd += ["--seconds", "8", "--steps", "2,4"]
+    return json_of(cmd, 3600)
 
 
 def scenario_latency(d: Durations) -> dict[str, Any]:
@@ -932,6 +945,8 @@ def report(results: dict[str, Any]) -> str:
                 f"{step['clients_cpu_percent_of_core']:5.1f}% of a core; "
                 f"{_own_latency(step)}"
             )
+    if "cluster" in results and "error" not in results["cluster"]:
+        lines.extend(cluster_lines(results["cluster"]))
     if "latency" in results and "error" not in results["latency"]:
         from bench.latency import report_lines
 
@@ -940,6 +955,33 @@ def report(results: dict[str, Any]) -> str:
         if isinstance(r, dict) and "error" in r:
             add(f"{name}: FAILED: {r['error']}")
     return "\n".join(lines)
+
+
+def cluster_lines(c: dict[str, Any]) -> list[str]:
+    """bench/cluster.py's figures, each beside its yardstick of the same run."""
+    out = []
+    if "placement" in c:
+        p = c["placement"]
+        post, single = p["cluster_post_ms"], p["single_node_post_ms"]
+        out += [
+            f"cluster: POST /api/sessions through 1 of 3 nodes p50/p95 {post['p50']:.1f}/"
+            f"{post['p95']:.1f} ms; one gateway without cluster mode {single['p50']:.1f}/"
+            f"{single['p95']:.1f} ms (yardstick; ratio p95 {p['cluster_vs_single_p95']})",
+            f"  Redis commands per consultation lifetime {p['redis_commands_per_consultation']} "
+            f"({p['redis_commands_by_purpose']}); heartbeat "
+            f"{p['heartbeat_commands_per_node_second']} per node and second",
+            f"  failover (heartbeat {p['heartbeat_s']} s): gone from the registry after "
+            f"{p['failover_registry_s']} s, from placement after {p['failover_placement_s']} s",
+        ]
+    if "capacity" in c:
+        k = c["capacity"]
+        out.append(
+            f"cluster capacity, H.264 passthrough, clients on the same 2 cores: held "
+            f"1 node {k['held_1_node_median']} (yardstick; rounds {k['held_1_node_rounds']}), "
+            f"2 nodes {k['held_2_node_median']} (rounds {k['held_2_node_rounds']}); ratio "
+            f"{k['ratio_median']} (rounds {k['ratio_rounds']})"
+        )
+    return out
 
 
 def _own_latency(step: dict[str, Any]) -> str:

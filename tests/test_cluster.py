@@ -587,3 +587,96 @@ def test_advisor_in_chromium_sees_and_ends_a_consultation_on_another_node(
             page.screenshot(path=str(artifacts / "cluster-ops.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_operator_drains_a_node_by_clicking_on_ops(cluster: Cluster, artifacts: Path) -> None:
+    """What the operator on call does: sign in on the node's /ops (typing), read the
+    cluster card (axe-core finds nothing on it, German and English), click "Diesen Knoten
+    leeren", be asked first, confirm; the card says the node drains, the registry and
+    /readyz agree, its running consultation goes on, and when it ends the node exits 0."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_pages import CHROMIUM, CHROMIUM_ARGS
+    from tests.test_ux import AXE, _axe
+
+    node = cluster.add_node("n7")
+    try:
+        wait_for(lambda: "n7" in cluster.registry(), "n7 registered")
+        time.sleep(TTL)
+        subprocess.run(
+            [sys.executable, "-m", "gateway", "advisor", "add", "nachtdienst", "--password-stdin",
+             "--database", cluster.database, "--data-dir", str(cluster.root / "cli-ops")],
+            input="Bereitschaft-2026\n", capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        doc: dict[str, Any] = {}
+        for _ in range(16):  # a consultation on n7 keeps it up while it drains
+            d = post_session(cluster.nodes[0])
+            if d["customer"]["page_url"].startswith(node.base + "/"):
+                doc = d
+                break
+            assert delete_session(d, cluster.nodes[0]) == 204
+        assert doc, "nothing placed on n7"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                for lang, locale in (("en", "en-GB"), ("de", "de-DE")):
+                    ctx = browser.new_context(
+                        viewport={"width": 1280, "height": 900}, locale=locale
+                    )
+                    ctx.add_init_script(path=str(AXE))
+                    page = ctx.new_page()
+                    page.goto(node.base + "/login")
+                    user, password, submit = {
+                        "de": ("Benutzername", "Passwort", "Anmelden"),
+                        "en": ("User name", "Password", "Sign in"),
+                    }[lang]
+                    page.get_by_label(user).fill("nachtdienst")
+                    page.get_by_label(password).fill("Bereitschaft-2026")
+                    page.get_by_role("button", name=submit).click()
+                    page.wait_for_url(node.base + "/advisor")
+                    page.goto(node.base + "/ops")
+                    card = page.locator("#ops-cluster")
+                    expect(card.locator('tr[data-node="n7"]')).to_have_attribute(
+                        "data-state", "serving"
+                    )
+                    assert _axe(page) == [], f"/ops with the cluster card ({lang})"
+                    if lang == "en":
+                        expect(card.get_by_role("button", name="Drain this node")).to_be_visible()
+                        ctx.close()
+                # German: the operator first dismisses the question, then confirms
+                drain = card.get_by_role("button", name="Diesen Knoten leeren")
+                questions: list[str] = []
+
+                def answer(dialog: Any, accept: bool) -> None:
+                    questions.append(dialog.message)
+                    dialog.accept() if accept else dialog.dismiss()
+
+                page.once("dialog", lambda d: answer(d, False))
+                drain.click()
+                time.sleep(2 * HEARTBEAT)
+                assert cluster.registry()["n7"]["state"] == "serving"  # "Abbrechen" drains nothing
+                page.once("dialog", lambda d: answer(d, True))
+                drain.click()
+                page.wait_for_url(node.base + "/ops")
+                assert len(questions) == 2 and "wirklich leeren" in questions[0]
+                expect(card.locator('tr[data-node="n7"]')).to_have_attribute(
+                    "data-state", "draining"
+                )
+                expect(card.locator('tr[data-node="n7"]')).to_contain_text("leert sich")
+                expect(card.get_by_role("button", name="Diesen Knoten leeren")).to_have_count(0)
+                page.screenshot(path=str(artifacts / "cluster-ops-draining.png"), full_page=True)
+            finally:
+                browser.close()
+        assert cluster.registry()["n7"]["state"] == "draining"
+        status, _, _ = node.request("GET", "/readyz")
+        assert status == 503
+        assert node.proc is not None and node.proc.poll() is None  # its consultation runs on
+        assert delete_session(doc, cluster.nodes[0]) == 204
+        assert node.proc.wait(30) == 0
+        assert "drained: 0 consultation(s) left" in node.log()
+    finally:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
+        node.check_log()
+        cluster.nodes.remove(node)

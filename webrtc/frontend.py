@@ -20,7 +20,7 @@ from webrtc.offer import OfferError
 from webrtc.peers import PeerFactory
 from webrtc.quality import INTERVAL as QUALITY_INTERVAL
 from webrtc.quality import UplinkMeter, round_trip_ms, sample
-from webrtc.session import PeerSession
+from webrtc.session import PeerPlace, PeerSession
 from webrtc.whep import WhepSession
 from webrtc.whip import WhipSession
 
@@ -79,21 +79,12 @@ class WebRtcFrontEnd:
         if consultation.ended:
             raise OfferError("The consultation has ended.")
         resource_id = secrets.token_urlsafe(18)
+        place = PeerPlace(self.factory, consultation, role, resource_id, self._forget, stream)
         session: PeerSession
         if kind == WHIP:
-            session = WhipSession(
-                self.factory, consultation, role, resource_id, self._forget, stream
-            )
+            session = WhipSession(place)
         else:
-            session = WhepSession(
-                self.factory,
-                consultation,
-                role,
-                resource_id,
-                self._forget,
-                self.gateway.transcoders,
-                stream,
-            )
+            session = WhepSession(place, self.gateway.transcoders)
         try:
             answer = await session.negotiate(offer)
         except OfferError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -19,6 +20,19 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class PeerPlace:
+    """Where a new WHIP or WHEP resource belongs: the front-end's peer factory, the
+    participant and stream, the resource id and who to tell when it closes."""
+
+    factory: PeerFactory
+    consultation: Consultation
+    role: Role
+    resource_id: str
+    on_closed: Callable[[PeerSession], None]
+    stream: str = CAMERA
+
+
 class PeerSession:
     """One WHIP or WHEP resource (RFC 9725 §4.2: the ``Location`` of the 201)."""
 
@@ -27,22 +41,17 @@ class PeerSession:
     # advisor's SCREEN share; docs/web.md "Screen sharing")
     stream_name = CAMERA
 
-    def __init__(
-        self,
-        factory: PeerFactory,
-        consultation: Consultation,
-        role: Role,
-        resource_id: str,
-        on_closed: Callable[[PeerSession], None],
-    ) -> None:
+    def __init__(self, place: PeerPlace) -> None:
+        factory = place.factory
         self.factory = factory
-        self.consultation = consultation
-        self.role = role
-        self.resource_id = resource_id
+        self.consultation = place.consultation
+        self.role = place.role
+        self.resource_id = place.resource_id
+        self.stream_name = place.stream
         self.pc: RTCPeerConnection = factory.create()
         self.connection = Connection(kind="webrtc", close=self.close_soon)
         self.closed = False
-        self._on_closed = on_closed
+        self._on_closed = place.on_closed
         self._close_task: asyncio.Task[None] | None = None
         self._finished = asyncio.Event()
         self._watchdog: asyncio.TimerHandle | None = None

@@ -10,17 +10,14 @@ while ICE runs, and the first picture is a fresh keyframe rather than a stale ba
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from aiortc import RTCRtpSender
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, unpack_remb_fci
 
-from gateway.consultation import CAMERA, Consultation, Role
 from gateway.routing import Route, TranscoderSource, connect, webrtc_caps
 from webrtc import seams
 from webrtc.offer import OfferError, check_offer, restrict_codecs
-from webrtc.peers import PeerFactory
-from webrtc.session import PeerSession
+from webrtc.session import PeerPlace, PeerSession
 from webrtc.sink import WebRtcSink
 
 log = logging.getLogger(__name__)
@@ -59,18 +56,9 @@ class WhepSession(PeerSession):
 
     kind = "whep"
 
-    def __init__(
-        self,
-        factory: PeerFactory,
-        consultation: Consultation,
-        role: Role,
-        resource_id: str,
-        on_closed: Callable[[PeerSession], None],
-        pool: TranscoderSource | None,
-        stream: str = CAMERA,
-    ) -> None:
-        super().__init__(factory, consultation, role, resource_id, on_closed)
-        self.stream_name = stream
+    def __init__(self, place: PeerPlace, pool: TranscoderSource | None) -> None:
+        super().__init__(place)
+        consultation, role, stream = place.consultation, place.role, place.stream
         consultation.source(role, stream)  # ValueError for a stream this role cannot watch
         self.source_role = role.other
         self._pool = pool

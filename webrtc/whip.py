@@ -17,7 +17,6 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
 from time import perf_counter
 
 import av
@@ -26,16 +25,14 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import AnyRtcpPacket, RtcpSrPacket, RtpPacket
 
 from gateway.codecs import h264, vp8
-from gateway.consultation import CAMERA, Consultation, Role
 from gateway.latency import METER
 from gateway.media import AUDIO, VIDEO, AudioParams, MediaUnit, VideoParams
 from webrtc import seams
 from webrtc.clock import LagMonitor, SessionClock, TrackClock
 from webrtc.offer import OfferError, check_offer, media_ssrc, restrict_codecs
-from webrtc.peers import PeerFactory
 from webrtc.receive import AIORTC, FORWARD, RtpReceive
 from webrtc.reorder import RtpFrame
-from webrtc.session import PeerSession
+from webrtc.session import PeerPlace, PeerSession
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +71,9 @@ class WhipSession(PeerSession):
 
     kind = "whip"
 
-    def __init__(
-        self,
-        factory: PeerFactory,
-        consultation: Consultation,
-        role: Role,
-        resource_id: str,
-        on_closed: Callable[[PeerSession], None],
-        stream: str = CAMERA,
-    ) -> None:
-        super().__init__(factory, consultation, role, resource_id, on_closed)
-        self.stream_name = stream
+    def __init__(self, place: PeerPlace) -> None:
+        super().__init__(place)
+        consultation, role, stream = place.consultation, place.role, place.stream
         self.stream = consultation.published(role, stream)
         self.clock = SessionClock()
         self.ingests: dict[str, _Ingest] = {}

@@ -346,20 +346,13 @@ class PhoneFrontEnd:
             call.reject(488, "Not Acceptable Here")
             return
         name = next(n for n, v in CODECS.items() if v[1] == chosen)
-        limits = self.gateway.config.limits
-        leg = PhoneLeg(
+        leg = self._leg(
+            masked,
             codec=CODECS[name][0],
             payload_type=chosen,
             dtmf_payload_type=dtmf_pt,
             remote_rtp=remote,
             rtp_sources=(call.source_addr[0],),
-            prompts=self.prompts,
-            pool=self.gateway.transcoders,
-            masked_number=masked,
-            code_digits=limits.phone_code_digits,
-            tries=limits.phone_code_tries,
-            rtp_timeout=limits.phone_rtp_timeout,
-            code_timeout=limits.phone_code_timeout,
             check_code=partial(self._check_code, self._caller_key(call)),
             hang_up_sip=call.hangup,
             on_end=partial(self._leg_ended, uas, call.call_id),
@@ -453,23 +446,12 @@ class PhoneFrontEnd:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _dial(self, consultation: Consultation, number: str) -> None:
-        assert self.uac is not None and self.trunk is not None and self.prompts is not None
-        uas = self._uas[0]
-        masked = mask_number(number)
+    def _leg(self, masked: str, **call: Any) -> PhoneLeg:
+        """A leg with what every call shares: prompts, the transcode pool, the limits;
+        ``call`` has what this call decides (codec, addresses, what a code does)."""
+        assert self.prompts is not None
         limits = self.gateway.config.limits
-        call: OutgoingCall | None = None
-
-        def hang_up() -> None:
-            if call is not None and self.uac is not None:
-                call.hangup(self.uac)
-
-        leg = PhoneLeg(
-            codec="alaw",
-            payload_type=CODECS["PCMA"][1],
-            dtmf_payload_type=101,
-            remote_rtp=self.trunk,
-            rtp_sources=(self.trunk[0],),
+        return PhoneLeg(
             prompts=self.prompts,
             pool=self.gateway.transcoders,
             masked_number=masked,
@@ -477,6 +459,26 @@ class PhoneFrontEnd:
             tries=limits.phone_code_tries,
             rtp_timeout=limits.phone_rtp_timeout,
             code_timeout=limits.phone_code_timeout,
+            **call,
+        )
+
+    async def _dial(self, consultation: Consultation, number: str) -> None:
+        assert self.uac is not None and self.trunk is not None and self.prompts is not None
+        uas = self._uas[0]
+        masked = mask_number(number)
+        call: OutgoingCall | None = None
+
+        def hang_up() -> None:
+            if call is not None and self.uac is not None:
+                call.hangup(self.uac)
+
+        leg = self._leg(
+            masked,
+            codec="alaw",
+            payload_type=CODECS["PCMA"][1],
+            dtmf_payload_type=101,
+            remote_rtp=self.trunk,
+            rtp_sources=(self.trunk[0],),
             check_code=lambda leg, code: ("wrong", None),
             hang_up_sip=hang_up,
             on_end=lambda leg, outcome: None,

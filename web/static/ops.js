@@ -423,6 +423,13 @@
     }
   }
 
+  // draining a node (cluster mode) stops it: ask first, as ending a consultation does
+  document.querySelectorAll("form.drain-form").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(t("ops.cluster.drain_confirm"))) event.preventDefault();
+    });
+  });
+
   VB.i18n.onChange(renderAll);
   window.addEventListener("resize", renderAll);
   connect();
