@@ -296,3 +296,14 @@ async def test_stats_as_csv_for_advisors_only(
         assert resp.status == 403
     async with http.get(url) as resp:
         assert resp.status == 401
+
+
+def test_every_client_kind_has_a_label_on_ops_in_both_languages() -> None:
+    """/ops draws the statistics' access kinds with ``ops.client.<kind>`` (static/ops.js);
+    a kind without it showed its raw key in the chart (the telephone's "phone" did)."""
+    from gateway.stats import CLIENT_KINDS
+    from web import i18n
+
+    for lang in ("de", "en"):
+        missing = [k for k in CLIENT_KINDS if f"ops.client.{k}" not in i18n.TABLES[lang]]
+        assert missing == [], (lang, missing)
