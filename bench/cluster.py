@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from bench.testkit.servers import PostgresServer, RedisServer
 
 N = 200
 HEARTBEAT = 0.5
+CONCURRENCY = 8  # clients at once in the concurrent POST figure
 STEPS = (4, 6, 8, 10, 12, 14, 16, 18, 20, 24)
 
 
@@ -62,6 +64,25 @@ def _timed_posts(node: GatewayProcess, n: int) -> tuple[list[float], list[dict[s
         assert status == 201, body
         docs.append(json.loads(body))
     return times, docs
+
+
+def _concurrent_posts(entries: list[GatewayProcess], n: int) -> dict[str, Any]:
+    """``n`` POSTs from CONCURRENCY clients at once, spread over ``entries`` as a load
+    balancer in front of the nodes would; the consultations are ended afterwards."""
+
+    def one(i: int) -> tuple[float, GatewayProcess, dict[str, Any]]:
+        node = entries[i % len(entries)]
+        t = time.perf_counter()
+        status, _, body = node.request("POST", "/api/sessions")
+        took = (time.perf_counter() - t) * 1000
+        assert status == 201, body
+        return took, node, json.loads(body)
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        done = list(pool.map(one, range(n)))
+        list(pool.map(lambda x: x[1].request("DELETE", f"/api/sessions/{x[2]['id']}"), done))
+    times = [t for t, _, _ in done]
+    return {"clients": CONCURRENCY, "p50": _p(times, 0.5), "p95": _p(times, 0.95)}
 
 
 def _redis_commands(nodes: list[GatewayProcess]) -> dict[str, int]:
@@ -180,21 +201,15 @@ def placement() -> dict[str, Any]:
         yard, docs = _timed_posts(single, N)
         for doc in docs:
             single.request("DELETE", f"/api/sessions/{doc['id']}")
+        conc_single = _concurrent_posts([single], N)
     finally:
         single.stop(signal.SIGINT)
     result["single_node_post_ms"] = {"p50": _p(yard, 0.5), "p95": _p(yard, 0.95)}
+    result["single_node_concurrent_post_ms"] = conc_single
     with PostgresServer() as pg, RedisServer() as rd:
         database = pg.create_database("bench")
-        nodes = []
-        for i in range(3):
-            node = GatewayProcess(
-                root / f"n{i + 1}",
-                extra=["--redis", rd.url, "--database", database, "--node-id", f"n{i + 1}",
-                       "--heartbeat", str(HEARTBEAT)],
-            )  # fmt: skip
-            nodes.append(node.start(timeout=90))
+        nodes = _start_nodes(root, 3, rd.url, database)
         try:
-            time.sleep(HEARTBEAT * 3)
             _timed_posts(nodes[0], 20)  # warm-up (their directory entries stay)
             before = _redis_commands(nodes)
             t0 = time.monotonic()
@@ -211,6 +226,7 @@ def placement() -> dict[str, Any]:
                 for i, node in enumerate(nodes):
                     if doc["customer"]["page_url"].startswith(node.base + "/"):
                         placed[f"n{i + 1}"] += 1
+            result["cluster_concurrent_post_ms"] = _concurrent_posts(nodes, N)
             heartbeat = delta.pop("heartbeat", 0)
             per_consultation = sum(delta.values()) / N
             result["cluster_post_ms"] = {
