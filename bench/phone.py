@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.bridge import thread_split
 from bench.procstat import cpu_delta, cpu_sample
 from bench.testkit.gwproc import GatewayProcess, free_port
 from bench.testkit.media import ffmpeg_publish, make_flv
@@ -138,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     codes = [s["customer"]["phone"]["code"] for s in sessions]
     (work / "codes.csv").write_text("SEQUENTIAL\n" + "".join(";".join(c) + "\n" for c in codes))
-    hold_ms = int((window + 15 + legs / 5) * 1000)
+    # held through the joining (SIPp starts 10 calls a second; each hears the greeting
+    # and sends its code), the measured window and the counting after it
+    hold_ms = int((window + 40 + legs * 0.6) * 1000)
     (work / "legs.xml").write_text(scenario(len(codes[0]), hold_ms, rtp))
     sipp = subprocess.Popen(
         [
@@ -171,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         stderr=subprocess.DEVNULL,
         cwd=work,
     )
+    sipp_started = time.monotonic()
     result: dict[str, object] = {"legs": legs, "window_s": window}
     try:
         deadline = time.monotonic() + 30 + legs
@@ -181,11 +185,16 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(1.0)
         result["joined"] = joined
+        result["join_s"] = round(time.monotonic() - sipp_started, 1)
         assert gw.proc is not None
         since = gw.get("/api/ops/snapshot")["latency"]["clock"]
         start = cpu_sample(gw.proc.pid, time.monotonic())
+        main0 = thread_split(gw.proc.pid).get(gw.proc.pid, 0.0)
         time.sleep(window)
         end = cpu_sample(gw.proc.pid, time.monotonic())
+        result["main_thread_percent_of_core"] = round(
+            100 * (thread_split(gw.proc.pid).get(gw.proc.pid, 0.0) - main0) / window, 1
+        )
         still = sum(1 for s in sessions if gw.get(f"/api/sessions/{s['id']}")["phone"])
         result["still_joined"] = still
         gateway_cpu = cpu_delta(start, end)

@@ -205,3 +205,93 @@ def test_statistics_note_only_that_a_phone_was_used() -> None:
     assert aggregate([row])["clients"]["phone"] == 1
     assert client_kind({"phone"}) == "phone"
     assert "+49" not in str(row.describe())
+
+
+# -- the consultation's audio to the phone: sent as it comes (gateway/phone/leg.py) --------
+
+
+class _Wire:
+    """A datagram transport that keeps what the leg sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, addr: object) -> None:
+        self.sent.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _joined_leg() -> tuple[object, _Wire]:
+    import asyncio
+
+    from gateway.phone.leg import PhoneLeg
+    from gateway.phone.prompts import Prompts
+
+    leg = PhoneLeg(
+        codec="alaw", payload_type=8, dtmf_payload_type=101, remote_rtp=("127.0.0.1", 9),
+        prompts=Prompts({}), pool=None, masked_number="+49 … 00", code_digits=10, tries=3,
+        rtp_timeout=30, code_timeout=60, check_code=lambda leg, code: ("wrong", None),
+        hang_up_sip=lambda: None, on_end=lambda leg, outcome: None,
+    )  # fmt: skip
+    wire = _Wire()
+    leg._transport = wire  # type: ignore[assignment]
+    leg._pacer = asyncio.get_running_loop().create_future()  # type: ignore[assignment]
+    leg._next_at = asyncio.get_running_loop().time()
+    leg.state = "joined"
+    return leg, wire
+
+
+def _unit(payload: bytes) -> MediaUnit:
+    import time
+
+    unit = MediaUnit(AUDIO, "alaw", 0, payload)
+    unit.arrived = time.perf_counter()
+    return unit
+
+
+async def test_the_advisors_audio_leaves_when_a_packet_is_whole_not_at_the_next_slot() -> None:
+    """A whole 20 ms packet goes out the moment it is transcoded; the resampler's short
+    first output is put behind silence, so later packets end where units end (before:
+    a standing part held every unit's tail back a slot, p50 21 ms in bench/phone.py)."""
+    import asyncio
+
+    from gateway.phone.leg import TICK
+
+    leg, wire = _joined_leg()
+    leg.queue_audio(_unit(b"\x11" * 144))  # type: ignore[attr-defined]
+    assert len(wire.sent) == 1 and wire.sent[0][12:].endswith(b"\x11" * 144)
+    for n in range(5):
+        await asyncio.sleep(TICK)  # the source's pace
+        leg.queue_audio(_unit(bytes([n]) * 160))  # type: ignore[attr-defined]
+        assert len(wire.sent) == 2 + n  # at once, not at the pacer's next slot
+        assert wire.sent[-1][12:] == bytes([n]) * 160
+    assert leg.outgoing == b""  # type: ignore[attr-defined]
+
+
+async def test_a_standing_queue_behind_a_burst_is_dropped() -> None:
+    """Input and output run at the same rate, so what a burst queued never drains: a
+    whole packet waiting for STANDING_S without a break is dropped (counted), and the
+    packets after it leave as they come."""
+    import asyncio
+
+    from gateway.phone.leg import SEND_AHEAD, STANDING_S, TICK
+
+    leg, wire = _joined_leg()
+    burst = int(SEND_AHEAD / TICK) + 3  # more than may be sent ahead
+    for n in range(burst):
+        leg.queue_audio(_unit(bytes([n]) * 160))  # type: ignore[attr-defined]
+    waiting = len(leg.outgoing)  # type: ignore[attr-defined]
+    assert waiting >= 160 and len(wire.sent) < burst
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    while loop.time() - t0 <= STANDING_S + 0.05:  # a unit every slot, the queue stands
+        leg._next_at = loop.time() + SEND_AHEAD  # the pacer's slots stay filled ahead
+        leg.queue_audio(_unit(b"\x7f" * 160))  # type: ignore[attr-defined]
+        await asyncio.sleep(TICK)
+    assert leg.trimmed_ms >= 20  # type: ignore[attr-defined]
+    assert len(leg.outgoing) < 160  # type: ignore[attr-defined]
+    before = len(wire.sent)
+    leg.queue_audio(_unit(b"\x22" * 160))  # type: ignore[attr-defined]
+    assert len(wire.sent) == before + 1 and wire.sent[-1][12:] == b"\x22" * 160

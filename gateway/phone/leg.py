@@ -53,6 +53,12 @@ log = logging.getLogger(__name__)
 # measured p95 200 ms added latency with 200/60 ms, under 100 ms with 100/40 ms.
 MAX_BUFFER_MS = 100
 TRIM_TO_MS = 40
+TICK = PTIME_MS / 1000
+# How far ahead of the 20 ms schedule the consultation's audio may be sent (_send_ahead);
+# what arrives beyond that waits in ``outgoing`` for its slot.
+SEND_AHEAD = 0.06
+SLOT_SLACK = 0.001  # a pacer woken this early for its slot sends it
+STANDING_S = 0.5  # a whole packet waiting this long without a break is a standing queue
 RTCP_INTERVAL = 5.0  # RFC 3550 section 6.2: about 5 s for a two-party session
 NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
 
@@ -154,6 +160,8 @@ class PhoneLeg:
         self._outgoing_arrived: deque[tuple[int, float, str]] = deque()  # (end, arrived, origin)
         self._transport: asyncio.DatagramTransport | None = None
         self._pacer: asyncio.Task[None] | None = None
+        self._next_at = 0.0  # loop time of the next unfilled 20 ms slot (_pace)
+        self._waiting_since: float | None = None  # a whole packet waits since (loop time)
         self._route: Route | None = None
         self._connection: Connection | None = None
         self._owns_stream = False
@@ -197,18 +205,23 @@ class PhoneLeg:
         self._after_prompt = then
 
     async def _pace(self) -> None:
-        """Send one 20 ms packet per tick on an absolute schedule (no drift), RTCP now and
-        then, and end the leg when the far end went silent for ``rtp_timeout``."""
+        """One 20 ms packet per slot on an absolute schedule (no drift), RTCP now and
+        then, and the end of the leg when the far end went silent for ``rtp_timeout``.
+
+        A slot the consultation's audio already filled (:meth:`_send_ahead`: sent the
+        moment it was transcoded) is not sent again; a slot nothing filled gets the
+        prompt or comfort silence, so the phone hears an unbroken stream either way."""
         loop = asyncio.get_running_loop()
-        tick = PTIME_MS / 1000
-        next_at = loop.time()
-        next_rtcp = next_at + RTCP_INTERVAL
+        self._next_at = loop.time()
+        next_rtcp = self._next_at + RTCP_INTERVAL
         try:
             while self.state != "ended":
                 now = loop.time()
-                if now - next_at > 0.2:  # the loop stalled: start afresh, do not burst
-                    next_at = now
-                self._send_frame()
+                if now - self._next_at > 0.2:  # the loop stalled: start afresh, do not burst
+                    self._next_at = now
+                if now >= self._next_at - SLOT_SLACK:  # due, and not filled ahead
+                    self._send_frame()
+                    self._next_at += TICK
                 if now >= next_rtcp:
                     next_rtcp = now + RTCP_INTERVAL
                     self._send(sender_report(self._packetiser, time.time() + NTP_EPOCH_OFFSET))
@@ -218,10 +231,40 @@ class PhoneLeg:
                     return
                 if self.state in ("greeting", "code") and mono - self.started > self.code_timeout:
                     self.finish("goodbye", "wrong-code")
-                next_at += tick
-                await asyncio.sleep(max(0.0, next_at - loop.time()))
+                await asyncio.sleep(max(0.0, self._next_at - loop.time()))
         except asyncio.CancelledError:
             pass
+
+    def _send_ahead(self, now: float) -> None:
+        """Send the consultation's audio as soon as a whole packet of it is there rather
+        than at the next slot: a slot waited for adds up to 20 ms, and a standing queue
+        behind a start-up burst kept 60-90 ms (bench/phone.py, p95 93 ms). Up to
+        :data:`SEND_AHEAD` of slots are filled early; the phone's own jitter buffer plays
+        them on their RTP timestamps, which stay 20 ms apart."""
+        if self._prompt or self.state != "joined" or self._pacer is None:
+            return
+        while len(self.outgoing) >= FRAME_BYTES and self._next_at - now < SEND_AHEAD:
+            self._send_frame()
+            self._next_at += TICK
+        if len(self.outgoing) < FRAME_BYTES:
+            self._waiting_since = None
+        elif self._waiting_since is None:
+            self._waiting_since = now
+        elif now - self._waiting_since > STANDING_S:
+            # A standing queue: input and output run at the same rate, so what a burst
+            # (the start, a stall) put here never drains by itself. Drop it, and count
+            # the schedule from now: the packets sent ahead were simply early.
+            self._drop(len(self.outgoing) - len(self.outgoing) % FRAME_BYTES)
+            self._next_at = now
+            self._waiting_since = None
+
+    def _drop(self, cut: int) -> None:
+        """Drop the oldest ``cut`` bytes of the consultation's audio (counted)."""
+        del self.outgoing[:cut]
+        self.trimmed_ms += cut // 8
+        self._outgoing_arrived = deque(
+            (end - cut, at, origin) for end, at, origin in self._outgoing_arrived if end > cut
+        )
 
     def _send_frame(self) -> None:
         if self._prompt:
@@ -229,9 +272,14 @@ class PhoneLeg:
             if not self._prompt and self._after_prompt is not None:
                 after, self._after_prompt = self._after_prompt, None
                 after()
-        elif self.state == "joined" and len(self.outgoing) >= FRAME_BYTES:
+        elif self.state == "joined" and self.outgoing:
+            # A part of a packet when its slot is due (the resampler's first output is
+            # short of whole packets) goes out padded with silence: a standing part
+            # would hold every later packet's tail back by a slot.
             frame = bytes(self.outgoing[:FRAME_BYTES])
             del self.outgoing[:FRAME_BYTES]
+            if len(frame) < FRAME_BYTES:
+                frame += self.prompts.silence(self.codec)[len(frame) :]
             self._observe_latency()
         else:
             frame = self.prompts.silence(self.codec)
@@ -366,18 +414,20 @@ class PhoneLeg:
             return
         if self.first_audio_after_join is None:
             self.first_audio_after_join = time.perf_counter()
+        if not self.outgoing and len(unit.payload) % FRAME_BYTES:
+            # Into an empty buffer (the start, after a gap) a part of a packet goes at
+            # the end of one, behind a little silence: packets then end where units
+            # end, and a unit's last byte leaves with it rather than a slot later (the
+            # resampler's first output is a few samples short).
+            self.outgoing += self.prompts.silence(self.codec)[len(unit.payload) % FRAME_BYTES :]
         self.outgoing += unit.payload
         if unit.arrived:
             self._outgoing_arrived.append((len(self.outgoing), unit.arrived, unit.origin))
+        self._send_ahead(asyncio.get_running_loop().time())
         limit = MAX_BUFFER_MS * 8  # bytes: 8 per ms for every codec here (64 kbit/s)
         if len(self.outgoing) > limit:
             cut = len(self.outgoing) - TRIM_TO_MS * 8
-            cut -= cut % FRAME_BYTES
-            del self.outgoing[:cut]
-            self.trimmed_ms += cut // 8
-            self._outgoing_arrived = deque(
-                (end - cut, at, origin) for end, at, origin in self._outgoing_arrived if end > cut
-            )
+            self._drop(cut - cut % FRAME_BYTES)
 
     def _observe_latency(self) -> None:
         """The gateway's own added latency (gateway/latency.py): from the source frame's
