@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -570,22 +571,26 @@ def decode_amf0_value(
     data: bytes | bytearray | memoryview, offset: int, *, max_depth: int = 32
 ) -> tuple[Any, int]:
     """Decode one AMF0 value at ``offset``; return it and the offset just past it."""
-    decoder = _Decoder(data, offset, max_depth)
-    try:
-        value = decoder.read_amf0(0)
-    except RecursionError as exc:
-        raise AmfError("nesting too deep for the interpreter stack") from exc
-    return value, decoder.pos
+    return _decode_one(data, offset, max_depth, _Decoder.read_amf0)
 
 
 def decode_amf3(
     data: bytes | bytearray | memoryview, offset: int = 0, *, max_depth: int = 32
 ) -> tuple[Any, int]:
     """Decode one AMF3 value at ``offset`` with fresh reference tables; return value, offset."""
+    return _decode_one(data, offset, max_depth, _Decoder.read_amf3)
+
+
+def _decode_one(
+    data: bytes | bytearray | memoryview,
+    offset: int,
+    max_depth: int,
+    read: Callable[[_Decoder, int], Any],
+) -> tuple[Any, int]:
     decoder = _Decoder(data, offset, max_depth)
     try:
-        value = decoder.read_amf3(0)
-    except RecursionError as exc:
+        value = read(decoder, 0)
+    except RecursionError as exc:  # only reachable with a caller-supplied huge max_depth
         raise AmfError("nesting too deep for the interpreter stack") from exc
     return value, decoder.pos
 

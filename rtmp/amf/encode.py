@@ -268,20 +268,12 @@ class _Amf3Encoder:
             out.append(_A3_DOUBLE)
             out += _DOUBLE.pack(value)
         elif isinstance(value, XMLDocument):  # before str
-            raw = _utf8_bytes(value)
-            out.append(_A3_XML_DOC)
-            out += _u29_length(len(raw), "XML document")
-            out += raw
-            self.object_count += 1
+            self._blob(_A3_XML_DOC, _utf8_bytes(value), "XML document")
         elif isinstance(value, str):
             out.append(_A3_STRING)
             self.string(value)
         elif isinstance(value, bytes | bytearray | memoryview):
-            raw = bytes(value)
-            out.append(_A3_BYTE_ARRAY)
-            out += _u29_length(len(raw), "ByteArray")
-            out += raw
-            self.object_count += 1
+            self._blob(_A3_BYTE_ARRAY, bytes(value), "ByteArray")
         elif isinstance(value, datetime):
             out.append(_A3_DATE)
             out.append(0x01)  # U29D-value: inline, remaining bits unused
@@ -293,6 +285,13 @@ class _Amf3Encoder:
             self._container(value, depth)
         else:
             raise AmfError(f"cannot encode {type(value).__name__} as AMF3")
+
+    def _blob(self, marker: int, raw: bytes, what: str) -> None:
+        """An XMLDocument or ByteArray: marker, U29 length, bytes (a referencable object)."""
+        self.out.append(marker)
+        self.out += _u29_length(len(raw), what)
+        self.out += raw
+        self.object_count += 1
 
     def _container(self, value: Any, depth: int) -> None:
         out = self.out
