@@ -253,6 +253,9 @@ class Config:
     sip_allow: list[str] = field(default_factory=list)
     phone_number: str = ""
     sip_trunk: str | None = None
+    # the gateway as an extension of the PBX (REGISTER, refreshed; docs/phone.md)
+    sip_register: str | None = None
+    sip_password: str | None = None
     limits: Limits = field(default_factory=Limits)
     bank: Bank = field(default_factory=Bank)
     # cluster mode (docs/cluster.md); without these the node runs alone on SQLite
@@ -392,6 +395,12 @@ _FLAGS: dict[str, tuple[str, str]] = {
     ),
     "phone_number": ("str", "the dial-in number shown to customers (display only)"),
     "sip_trunk": ("str", "HOST:PORT of the SIP proxy/trunk the advisor's dial-out goes through"),
+    "sip_register": (
+        "str",
+        "sip:EXTENSION@PBX[:PORT]: register the gateway as this extension of the PBX "
+        "(refreshed; the PBX is allowed to send INVITEs)",
+    ),
+    "sip_password": ("str", "digest password for --sip-register (better: VB_SIP_PASSWORD)"),
     "database": ("str", "postgresql://… for accounts, sign-ins and statistics (default SQLite)"),
     "redis": ("str", "redis://… : cluster mode, this node joins the others (docs/cluster.md)"),
     "node_id": ("str", "this node's name in the cluster (default: host and HTTP port)"),
@@ -460,9 +469,7 @@ def split_ice_url(url: str) -> tuple[str, str | None, str | None]:
 
 def split_host_port(value: str, flag: str = "--metrics-listen") -> tuple[str, int]:
     """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen`` (or
-    ``flag``)."""
-    """``127.0.0.1:9100`` / ``[::1]:9100`` → (host, port) for ``--metrics-listen``
-    and ``--smtp``."""
+    ``flag``: ``--smtp``, ``--sip-trunk``, ``--sip-register``)."""
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -540,6 +547,17 @@ def _set_bank(bank: Bank, name: str, value: Any, where: object) -> None:
             )
         value = str(path.resolve())
     setattr(bank, name, value)
+
+
+def sip_registration(value: str) -> tuple[str, str, tuple[str, int]]:
+    """``sip:EXTENSION@PBX[:PORT]`` -> (address of record, extension, registrar address)."""
+    rest = value.removeprefix("sip:")
+    user, at, hostport = rest.partition("@")
+    if not value.startswith("sip:") or not at or not user or not hostport or ";" in rest:
+        raise ValueError(f"--sip-register expects sip:EXTENSION@PBX[:PORT], not {value!r}")
+    has_port = "]:" in hostport if hostport.startswith("[") else ":" in hostport
+    host, port = split_host_port(hostport if has_port else hostport + ":5060", "--sip-register")
+    return f"sip:{user}@{host}", user, (host, port)
 
 
 def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Config:
@@ -639,6 +657,10 @@ def load(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Con
         raise ValueError("--sip-port needs --sip-allow (the PBX's addresses): port 5060 is scanned")
     if cfg.sip_trunk is not None:
         split_host_port(cfg.sip_trunk, "--sip-trunk")
+    if cfg.sip_register is not None:
+        if not cfg.sip_port:
+            raise ValueError("--sip-register needs --sip-port")
+        sip_registration(cfg.sip_register)
     if cfg.limits.phone_code_digits < 8:
         raise ValueError("phone_code_digits must be at least 8")
     if not 0 <= cfg.rtmp_port <= 65535:

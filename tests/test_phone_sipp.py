@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -293,3 +294,116 @@ async def test_a_retransmitted_invite_is_one_call(sipp_gateway: GatewayProcess) 
         await asyncio.sleep(0.2)
     await asyncio.sleep(1.0)
     assert gw.access_log().count('"PHONE IN" timeout') == 1
+
+
+# -- the gateway as an extension of the PBX (--sip-register), SIPp as the registrar --------
+
+REGISTRAR = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="registrar with digest">
+  <recv request="REGISTER"/>
+  <send><![CDATA[
+SIP/2.0 401 Unauthorized
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+WWW-Authenticate: Digest realm="pbx.bank.test", nonce="[pid]a1b2c3[call_number]", algorithm=MD5
+Content-Length: 0
+
+]]></send>
+  <recv request="REGISTER">
+    <action>
+      <verifyauth assign_to="authvalid" username="4711" password="{password}"/>
+    </action>
+  </recv>
+  <nop hide="true" test="authvalid" next="good"/>
+  <send next="end"><![CDATA[
+SIP/2.0 403 Forbidden
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <label id="good"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+[last_Contact:];expires=120
+Content-Length: 0
+
+]]></send>
+  <recv request="REGISTER" timeout="60000">
+    <action>
+      <ereg regexp="Expires: 0" search_in="msg" check_it="true" assign_to="gone"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <label id="end"/>
+  <Reference variables="gone"/>
+</scenario>
+"""
+
+
+@pytest.mark.parametrize("password", ["geheim-4711", "falsch"])
+def test_the_gateway_registers_as_an_extension_with_digest_and_unregisters(
+    tmp_path: Path, password: str
+) -> None:
+    """SIPp plays the PBX's registrar: it challenges the REGISTER (401, digest), checks
+    the answer with its own digest code (``verifyauth``), grants 120 s; when the gateway
+    stops it removes the binding (``Expires: 0``). With the wrong password SIPp answers
+    403 and the gateway says so in its log and tries again later, serving on."""
+    require_tool("sipp")
+    registrar_port = free_port()
+    scenario = tmp_path / "registrar.xml"
+    scenario.write_text(REGISTRAR.format(password="geheim-4711"))
+    sipp = subprocess.Popen(
+        ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(registrar_port),
+         "-m", "1", "-nostdin", "-timeout", "90s", "-trace_err",
+         "-error_file", str(tmp_path / "err.log")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    sip_port = free_port()
+    gw = GatewayProcess(
+        tmp_path / "gw",
+        extra=["--sip-port", str(sip_port), "--sip-allow", "127.0.0.2/32",
+               "--sip-register", f"sip:4711@127.0.0.1:{registrar_port}"],
+        env={"VB_SIP_PASSWORD": password},
+    )  # fmt: skip
+    try:
+        gw.start(timeout=60)
+        wait_for_sip(gw, 60)
+        want = "SIP: registered at" if password == "geheim-4711" else "refused (403"
+        deadline = time.monotonic() + 20
+        while want not in gw.log():
+            assert time.monotonic() < deadline, gw.log()[-2000:]
+            time.sleep(0.1)
+        if password != "geheim-4711":
+            # SIPp's digest check failed, so it answered 403 (its scenario's other end)
+            assert "next try in 30 s" in gw.log()
+            assert gw.get("/healthz") is not None  # and the gateway serves on
+        else:
+            assert sipp.poll() is None  # the registrar holds the binding until the stop
+    finally:
+        if gw.proc is not None and gw.proc.poll() is None:
+            gw.stop()
+    # the good password: SIPp saw the binding removed with Expires: 0 when the gateway
+    # stopped (its last <recv> checks it); both: SIPp's scenario ran to its end
+    errors = tmp_path / "err.log"
+    assert sipp.wait(20) == 0, errors.read_text(errors="replace")[-2000:] if errors.exists() else ""
