@@ -87,6 +87,28 @@ def test_rtp_receive_flags(tmp_path: Path) -> None:
         _load(["--rtp-video-wait-ms", "5000"])
 
 
+def test_sip_register_flag() -> None:
+    """--sip-register sip:EXT@PBX[:PORT] (docs/phone.md), the password from the
+    environment; a malformed value or one without --sip-port is refused at start-up."""
+    sip = ["--sip-port", "5062", "--sip-allow", "192.0.2.1"]
+    cfg = _load([*sip, "--sip-register", "sip:4711@pbx.bank.test"], {"VB_SIP_PASSWORD": "s3"})
+    assert (cfg.sip_register, cfg.sip_password) == ("sip:4711@pbx.bank.test", "s3")
+    reg = config_mod.sip_registration
+    assert reg("sip:4711@pbx.bank.test") == (
+        "sip:4711@pbx.bank.test",
+        "4711",
+        ("pbx.bank.test", 5060),
+    )
+    assert reg("sip:4711@192.0.2.7:5080") == ("sip:4711@192.0.2.7", "4711", ("192.0.2.7", 5080))
+    assert reg("sip:4711@[2001:db8::7]")[2] == ("2001:db8::7", 5060)
+    assert reg("sip:4711@[2001:db8::7]:5070")[2] == ("2001:db8::7", 5070)
+    for bad in ("4711@pbx", "sip:pbx.bank.test", "sip:@pbx", "sip:4711@", "sip:4711@pbx:x"):
+        with pytest.raises(ValueError, match="--sip-register"):
+            _load([*sip, "--sip-register", bad])
+    with pytest.raises(ValueError, match="--sip-register needs --sip-port"):
+        _load(["--sip-register", "sip:4711@pbx.bank.test"])
+
+
 def test_repeatable_ice_host_flag() -> None:
     cfg = _load(["--ice-host", "127.0.0.1", "--ice-host", "::1"])
     assert cfg.ice_host == ["127.0.0.1", "::1"]
