@@ -3,6 +3,7 @@ phone code, the masked number, the audio taken from the page, aiosipua's seams."
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import aiosipua
@@ -295,3 +296,96 @@ async def test_a_standing_queue_behind_a_burst_is_dropped() -> None:
     before = len(wire.sent)
     leg.queue_audio(_unit(b"\x22" * 160))  # type: ignore[attr-defined]
     assert len(wire.sent) == before + 1 and wire.sent[-1][12:] == b"\x22" * 160
+
+
+# -- comfort noise (RFC 3389): negotiated when offered, heard in the phone's pauses ---------
+
+OFFER_WITH_CN = """v=0
+o=- 1 1 IN IP4 192.0.2.10
+s=-
+c=IN IP4 192.0.2.10
+t=0 0
+m=audio 40000 RTP/AVP 8 0 13 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:0 PCMU/8000
+a=rtpmap:13 CN/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+"""
+
+
+def test_comfort_noise_is_answered_when_offered_and_only_then() -> None:
+    from gateway.phone.server import accept_comfort_noise
+
+    offer = aiosipua.parse_sdp(OFFER_WITH_CN)
+    answer, chosen = aiosipua.negotiate_sdp(offer, "192.0.2.1", 30000, supported_codecs=[8, 0])
+    assert chosen == 8
+    assert accept_comfort_noise(offer, answer) == 13
+    text = aiosipua.serialize_sdp(answer)
+    assert "a=rtpmap:13 CN/8000" in text
+    m_line = next(line for line in text.splitlines() if line.startswith("m=audio"))
+    assert m_line.split()[3:] == ["8", "101", "13"]
+    plain = aiosipua.parse_sdp(
+        OFFER_WITH_CN.replace(" 13 101", " 101").replace("a=rtpmap:13 CN/8000\n", "")
+    )
+    answer, _ = aiosipua.negotiate_sdp(plain, "192.0.2.1", 30000, supported_codecs=[8, 0])
+    assert accept_comfort_noise(plain, answer) is None
+    assert "CN/8000" not in aiosipua.serialize_sdp(answer)
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.units: list[MediaUnit] = []
+
+    def push_taken_audio(self, owner: object, unit: MediaUnit) -> None:
+        self.units.append(unit)
+
+
+def _rms_dbov(alaw: bytes) -> float:
+    import math
+
+    import av
+
+    ctx = av.CodecContext.create("pcm_alaw", "r")
+    ctx.sample_rate, ctx.layout = 8000, "mono"  # type: ignore[attr-defined]
+    samples = []
+    for frame in ctx.decode(av.Packet(alaw)):  # type: ignore[attr-defined]
+        samples += list(
+            struct.unpack(f"<{frame.samples}h", bytes(frame.planes[0])[: 2 * frame.samples])
+        )
+    rms = math.sqrt(sum(x * x for x in samples) / len(samples))
+    return 20 * math.log10(rms / 32767)
+
+
+async def test_the_phones_pauses_are_filled_with_its_described_noise() -> None:
+    """Speech, then a CN packet (level 40 -dBov), then nothing for 100 ms, then speech:
+    the consultation gets the speech, a noise frame at once and one per 20 ms at about
+    -40 dBov with RTP-continuous timestamps, and no noise once speech is back."""
+    import asyncio
+
+    from gateway.phone.leg import TICK
+
+    leg, _ = _joined_leg()
+    stream = _Stream()
+    leg._stream = stream  # type: ignore[attr-defined]
+    leg.cn_payload_type = 13  # type: ignore[attr-defined]
+    speech = RtpPacket(8, 1, 1000, 7, b"\x55" * 160)
+    leg.rtp_received(speech.serialize(), ("127.0.0.1", 9))  # type: ignore[attr-defined]
+    assert [u.payload for u in stream.units] == [b"\x55" * 160]
+    cn = RtpPacket(13, 2, 1160, 7, bytes([40]))
+    leg.rtp_received(cn.serialize(), ("127.0.0.1", 9))  # type: ignore[attr-defined]
+    assert len(stream.units) == 2
+    await asyncio.sleep(5 * TICK)
+    leg._fill_noise(asyncio.get_running_loop().time())  # what the pacer does every slot
+    noise = stream.units[1:]
+    assert 5 <= len(noise) <= 7
+    assert all(len(u.payload) == 160 and u.payload != b"\xd5" * 160 for u in noise)
+    assert all(abs(_rms_dbov(u.payload) + 40) < 3 for u in noise)
+    stamps = [u.timestamp for u in stream.units]
+    assert all(b - a == 20 for a, b in itertools.pairwise(stamps))  # 160 samples = 20 ms
+    speech = RtpPacket(8, 3, 1160 + 160 * len(noise), 7, b"\x66" * 160)
+    leg.rtp_received(speech.serialize(), ("127.0.0.1", 9))  # type: ignore[attr-defined]
+    count = len(stream.units)
+    await asyncio.sleep(3 * TICK)
+    leg._fill_noise(asyncio.get_running_loop().time())  # type: ignore[attr-defined]
+    assert len(stream.units) == count and stream.units[-1].payload == b"\x66" * 160

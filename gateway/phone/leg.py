@@ -105,6 +105,16 @@ class _RtpProtocol(asyncio.DatagramProtocol):
         pass
 
 
+@dataclass
+class _Noise:
+    """Comfort noise being played into the consultation (RFC 3389)."""
+
+    frames: list[bytes]
+    timestamp: int  # the next frame's RTP timestamp (the phone's clock)
+    due: float  # loop time the next frame is due
+    count: int = 0
+
+
 class PhoneLeg:
     """One call. ``hang_up_sip`` sends the BYE; ``check_code`` decides a code."""
 
@@ -162,6 +172,10 @@ class PhoneLeg:
         self._pacer: asyncio.Task[None] | None = None
         self._next_at = 0.0  # loop time of the next unfilled 20 ms slot (_pace)
         self._waiting_since: float | None = None  # a whole packet waits since (loop time)
+        # RFC 3389: the payload type of comfort noise if the call negotiated it, and the
+        # noise the consultation hears while the phone describes rather than sends
+        self.cn_payload_type: int | None = None
+        self._noise: _Noise | None = None
         self._route: Route | None = None
         self._connection: Connection | None = None
         self._owns_stream = False
@@ -219,6 +233,7 @@ class PhoneLeg:
                 now = loop.time()
                 if now - self._next_at > 0.2:  # the loop stalled: start afresh, do not burst
                     self._next_at = now
+                self._fill_noise(now)
                 if now >= self._next_at - SLOT_SLACK:  # due, and not filled ahead
                     self._send_frame()
                     self._next_at += TICK
@@ -305,8 +320,39 @@ class PhoneLeg:
             digit = self._collector.feed(packet)
             if digit is not None:
                 self.digit(digit)
+        elif packet.payload_type == self.cn_payload_type and self.state == "joined":
+            self._comfort_noise(packet)
         elif packet.payload_type == self.payload_type and self.state == "joined":
+            self._noise = None  # speech again: the phone's noise description ends
             self._publish(packet)
+
+    # -- comfort noise (RFC 3389) -----------------------------------------------------------
+    def _comfort_noise(self, packet: RtpPacket) -> None:
+        """The phone stopped sending in a pause and described its background noise (the
+        level byte, -dBov): the consultation hears that noise, not a hole, until speech
+        comes again (RFC 3389 section 4). A new description only changes the level."""
+        level = packet.payload[0] & 0x7F if packet.payload else 127
+        frames = self.prompts.noise(self.codec, level)
+        if self._noise is None:
+            now = asyncio.get_running_loop().time()
+            self._noise = _Noise(frames, packet.timestamp, now)
+        else:
+            self._noise.frames = frames
+        self._fill_noise(asyncio.get_running_loop().time())
+
+    def _fill_noise(self, now: float) -> None:
+        """Publish the noise frames due by ``now`` (called per packet and by the pacer)."""
+        noise = self._noise
+        if noise is None:
+            return
+        if now - noise.due > 0.2:  # the loop stalled: go on from now, do not burst
+            noise.due = now
+        while noise.due <= now:
+            frame = noise.frames[noise.count % len(noise.frames)]
+            self._publish(RtpPacket(self.payload_type, 0, noise.timestamp, 0, frame))
+            noise.timestamp = (noise.timestamp + RTP_CLOCK * PTIME_MS // 1000) & 0xFFFFFFFF
+            noise.due += TICK
+            noise.count += 1
 
     def _publish(self, packet: RtpPacket) -> None:
         if self._stream is None:

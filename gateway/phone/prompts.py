@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import shutil
 import struct
 
@@ -67,6 +68,7 @@ class Prompts:
         self._pcm = pcm
         self._encoded: dict[tuple[str, str, str], bytes] = {}
         self._silence: dict[str, bytes] = {}
+        self._noise: dict[tuple[str, int], list[bytes]] = {}
         self.ready: set[str] = set()  # codecs every prompt is encoded for
 
     @classmethod
@@ -109,6 +111,26 @@ class Prompts:
         found = self._encoded.get(key)
         if found is None:
             found = self._encoded[key] = encode_clip(self._pcm[key[:2]], PCM_RATE, codec)
+        return found
+
+    def noise(self, codec: str, level: int) -> list[bytes]:
+        """200 ms of comfort noise at ``level`` -dBov (RFC 3389 section 3.1), in 20 ms
+        frames of ``codec``: white noise of that RMS, made once per codec and 3 dB step."""
+        step = min(127, max(0, level)) // 3 * 3
+        found = self._noise.get((codec, step))
+        if found is None:
+            rms = 32767 * 10 ** (-step / 20)
+            peak = rms * math.sqrt(3)  # a uniform distribution's RMS is peak / sqrt(3)
+            rng = random.Random(step)
+            samples = PCM_RATE // 5
+            pcm = struct.pack(
+                f"<{samples}h", *(round(rng.uniform(-peak, peak)) for _ in range(samples))
+            )
+            clip = encode_clip(pcm, PCM_RATE, codec)
+            size = len(clip) // 10
+            found = self._noise[(codec, step)] = [
+                clip[i : i + size] for i in range(0, 10 * size, size)
+            ]
         return found
 
     def silence(self, codec: str) -> bytes:

@@ -30,6 +30,7 @@ from aiosipua import (
     OutgoingCall,
     Registration,
     RegistrationState,
+    SdpMessage,
     SdpNegotiationError,
     SipDigestAuth,
     SipMessage,
@@ -66,6 +67,26 @@ REGISTER_EXPIRES = 300  # s asked of the registrar (--sip-register); refreshed a
 REGISTER_RETRY_MIN = 30.0  # s after a refused or lapsed registration, doubling ...
 REGISTER_RETRY_MAX = 300.0  # ... up to this
 REGISTER_ANSWER_TIMEOUT = 32.0  # s: RFC 3261's Timer F (64 * T1) for an unanswered REGISTER
+
+
+def accept_comfort_noise(offer: SdpMessage, answer: SdpMessage) -> int | None:
+    """RFC 3389 comfort noise, if the offer has it at 8 kHz: in the answer too (same
+    payload type), so the phone may describe its pauses instead of sending them; its
+    payload type, or None. aiosipua's negotiation answers the chosen codec alone."""
+    if offer.audio is None or answer.audio is None:
+        return None
+    pt = next(
+        (
+            c.payload_type
+            for c in offer.audio.codecs
+            if c.encoding_name.upper() == "CN" and c.clock_rate == 8000
+        ),
+        None,
+    )
+    if pt is not None and str(pt) not in answer.audio.formats:
+        answer.audio.formats.append(str(pt))
+        answer.audio.attributes.setdefault("rtpmap", []).append(f"{pt} CN/8000")
+    return pt
 
 
 class RefusalBudget:
@@ -440,6 +461,7 @@ class PhoneFrontEnd:
         audio = answer.audio
         assert audio is not None  # negotiate_sdp answered the offer's audio section
         audio.port = port
+        leg.cn_payload_type = accept_comfort_noise(offer, answer)
         self.legs[call.call_id] = leg
         call.accept(answer)
         leg.start()
