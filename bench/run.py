@@ -69,6 +69,8 @@ SCENARIOS = (
     "latency",
     # issue 16: cluster mode with redis-server and PostgreSQL (bench/cluster.py)
     "cluster",
+    # issue 15: telephone legs from SIPp (bench/phone.py)
+    "phone",
 )
 # Not in the default set: the py-spy profiles.
 OPTIONAL = ("profile", "profile-bridge")
@@ -702,7 +704,46 @@ RUNNERS: dict[str, Callable[[Durations], dict[str, Any]]] = {
     "bridge-capacity-passthrough": lambda d: scenario_bridge(d, True, True),
     "latency": lambda d: scenario_latency(d),
     "cluster": lambda d: scenario_cluster(d),
+    "phone": lambda d: scenario_phone(d),
 }
+
+
+def scenario_phone(d: Durations) -> dict[str, Any]:
+    """bench/phone.py in its own process: SIPp legs with G.711 RTP against consultations
+    with an RTMP advisor, 10 legs and the issue's 50 (its exit code says whether all
+    held; the figures are kept either way)."""
+    out: dict[str, Any] = {}
+    for legs in (5,) if d == QUICK else (10, 50):
+        cmd = [
+            PY,
+            "-m",
+            "bench.phone",
+            "--legs",
+            str(legs),
+            "--window",
+            "8" if d == QUICK else "20",
+        ]
+        log(" ".join(cmd[1:]))
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, timeout=1200)
+        out[f"{legs}_legs"] = json.loads(proc.stdout)
+    return out
+
+
+def phone_lines(r: dict[str, Any]) -> list[str]:
+    out = [
+        "phone (SIPp G.711 legs, Speex advisor over RTMP; yardstick: ffmpeg CLI Speex -> A-law):"
+    ]
+    for p in r.values():
+        if not isinstance(p, dict) or "legs" not in p:
+            continue
+        lat = next(iter(p.get("latency_to_phone", {}).values()), {})
+        out.append(
+            f"  {p['legs']} legs: joined {p['joined']}, still joined {p.get('still_joined')}; "
+            f"gateway {100 * p['gateway_cpu_per_leg']:.2f} % of a core per leg against "
+            f"ffmpeg {100 * p['ffmpeg_cpu_per_leg']:.2f} % ({p['ratio']}x); added latency "
+            f"p50/p95 {lat.get('p50_ms')}/{lat.get('p95_ms')} ms"
+        )
+    return out
 
 
 def scenario_cluster(d: Durations) -> dict[str, Any]:
@@ -945,6 +986,8 @@ def report(results: dict[str, Any]) -> str:
                 f"{step['clients_cpu_percent_of_core']:5.1f}% of a core; "
                 f"{_own_latency(step)}"
             )
+    if "phone" in results and "error" not in results["phone"]:
+        lines.extend(phone_lines(results["phone"]))
     if "cluster" in results and "error" not in results["cluster"]:
         lines.extend(cluster_lines(results["cluster"]))
     if "latency" in results and "error" not in results["latency"]:
