@@ -58,6 +58,14 @@ class Cluster:
         self.nodes.append(node)
         return node
 
+    def remove_node(self, node: GatewayProcess) -> None:
+        """A node a test added and drained: killed if it is still up, its log checked."""
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
+        node.check_log()
+        self.nodes.remove(node)
+
     def node_of(self, url: str) -> GatewayProcess:
         return next(n for n in self.nodes if url.startswith(n.base + "/"))
 
@@ -467,11 +475,7 @@ async def test_draining_node_takes_nothing_new_and_loses_no_consultation(
         assert code == 0
         assert "drained: 0 consultation(s) left" in node.log()  # none cut off
     finally:
-        if node.proc is not None and node.proc.poll() is None:
-            node.proc.kill()
-            node.proc.wait()
-        node.check_log()
-        cluster.nodes.remove(node)
+        cluster.remove_node(node)
 
 
 async def test_redis_restarted_under_load(cluster: Cluster) -> None:
@@ -675,8 +679,4 @@ def test_operator_drains_a_node_by_clicking_on_ops(cluster: Cluster, artifacts: 
         assert node.proc.wait(30) == 0
         assert "drained: 0 consultation(s) left" in node.log()
     finally:
-        if node.proc is not None and node.proc.poll() is None:
-            node.proc.kill()
-            node.proc.wait()
-        node.check_log()
-        cluster.nodes.remove(node)
+        cluster.remove_node(node)

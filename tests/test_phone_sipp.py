@@ -298,67 +298,46 @@ async def test_a_retransmitted_invite_is_one_call(sipp_gateway: GatewayProcess) 
 
 # -- the gateway as an extension of the PBX (--sip-register), SIPp as the registrar --------
 
-REGISTRAR = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="registrar with digest">
-  <recv request="REGISTER"/>
-  <send><![CDATA[
-SIP/2.0 401 Unauthorized
+
+def _registrar_answer(status: str, extra: str = "") -> str:
+    """A registrar's response to the REGISTER just received (SIPp keywords)."""
+    return f"""  <send><![CDATA[
+SIP/2.0 {status}
 [last_Via:]
 [last_From:]
 [last_To:];tag=[pid]SIPpTag01[call_number]
 [last_Call-ID:]
 [last_CSeq:]
-WWW-Authenticate: Digest realm="pbx.bank.test", nonce="[pid]a1b2c3[call_number]", algorithm=MD5
-Content-Length: 0
+{extra}Content-Length: 0
 
 ]]></send>
-  <recv request="REGISTER">
+"""
+
+
+CHALLENGE = 'WWW-Authenticate: Digest realm="pbx.bank.test", nonce="[pid]a1b2c3[call_number]"'
+REGISTRAR = (
+    '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="registrar with digest">\n'
+    '  <recv request="REGISTER"/>\n'
+    + _registrar_answer("401 Unauthorized", CHALLENGE + ", algorithm=MD5\n")
+    + """  <recv request="REGISTER">
     <action>
       <verifyauth assign_to="authvalid" username="4711" password="{password}"/>
     </action>
   </recv>
   <nop hide="true" test="authvalid" next="good"/>
-  <send next="end"><![CDATA[
-SIP/2.0 403 Forbidden
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <label id="good"/>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-[last_Contact:];expires=120
-Content-Length: 0
-
-]]></send>
-  <recv request="REGISTER" timeout="60000">
+"""
+    + _registrar_answer("403 Forbidden").replace("<send>", '<send next="end">')
+    + '  <label id="good"/>\n'
+    + _registrar_answer("200 OK", "[last_Contact:];expires=120\n")
+    + """  <recv request="REGISTER" timeout="60000">
     <action>
       <ereg regexp="Expires: 0" search_in="msg" check_it="true" assign_to="gone"/>
     </action>
   </recv>
-  <send><![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-]]></send>
-  <label id="end"/>
-  <Reference variables="gone"/>
-</scenario>
 """
+    + _registrar_answer("200 OK")
+    + '  <label id="end"/>\n  <Reference variables="gone"/>\n</scenario>\n'
+)
 
 
 @pytest.mark.parametrize("password", ["geheim-4711", "falsch"])
