@@ -1010,6 +1010,10 @@ def cluster_lines(c: dict[str, Any]) -> list[str]:
             f"cluster: POST /api/sessions through 1 of 3 nodes p50/p95 {post['p50']:.1f}/"
             f"{post['p95']:.1f} ms; one gateway without cluster mode {single['p50']:.1f}/"
             f"{single['p95']:.1f} ms (yardstick; ratio p95 {p['cluster_vs_single_p95']})",
+            f"  {p['cluster_concurrent_post_ms']['clients']} clients at once: cluster p50/p95 "
+            f"{p['cluster_concurrent_post_ms']['p50']:.1f}/{p['cluster_concurrent_post_ms']['p95']:.1f}"
+            f" ms, one gateway {p['single_node_concurrent_post_ms']['p50']:.1f}/"
+            f"{p['single_node_concurrent_post_ms']['p95']:.1f} ms",
             f"  Redis commands per consultation lifetime {p['redis_commands_per_consultation']} "
             f"({p['redis_commands_by_purpose']}); heartbeat "
             f"{p['heartbeat_commands_per_node_second']} per node and second",
