@@ -28,11 +28,8 @@ from typing import Any
 from aiosipua import (
     IncomingCall,
     OutgoingCall,
-    Registration,
-    RegistrationState,
     SdpMessage,
     SdpNegotiationError,
-    SipDigestAuth,
     SipMessage,
     SipRequest,
     SipResponse,
@@ -49,6 +46,7 @@ from gateway.events import PhoneState
 from gateway.phone import seams
 from gateway.phone.leg import PhoneLeg
 from gateway.phone.prompts import Prompts
+from gateway.phone.registration import PbxRegistration
 from gateway.phone.rtp import CODECS, PREFERENCE, parse_info_digit
 from gateway.phonecall import mask_number
 from gateway.service import Gateway
@@ -63,10 +61,6 @@ access_log = logging.getLogger("gateway.access")
 
 MAX_DATAGRAM = 16 * 1024  # a SIP message over UDP stays under the path MTU anyway
 USER_AGENT = "Video-Beratung"
-REGISTER_EXPIRES = 300  # s asked of the registrar (--sip-register); refreshed at 90 %
-REGISTER_RETRY_MIN = 30.0  # s after a refused or lapsed registration, doubling ...
-REGISTER_RETRY_MAX = 300.0  # ... up to this
-REGISTER_ANSWER_TIMEOUT = 32.0  # s: RFC 3261's Timer F (64 * T1) for an unanswered REGISTER
 
 
 def accept_comfort_noise(offer: SdpMessage, answer: SdpMessage) -> int | None:
@@ -268,7 +262,7 @@ class PhoneFrontEnd:
             with contextlib.suppress(ValueError):
                 self.gate.allow.append(ipaddress.ip_network(self.trunk[0]))
         # the gateway as an extension of the PBX (--sip-register): the registrar may call
-        self.registration: Registration | None = None
+        self.registration: PbxRegistration | None = None
         self._register: tuple[str, str, tuple[str, int]] | None = None
         if cfg.sip_register:
             from gateway.config import sip_registration
@@ -277,7 +271,6 @@ class PhoneFrontEnd:
             with contextlib.suppress(ValueError):
                 self.gate.allow.append(ipaddress.ip_network(self._register[2][0]))
         self._password = cfg.sip_password
-        self._register_retry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # INVITEs being answered or answered, by Call-ID (retransmissions are not calls)
         self._invites: dict[str, IncomingCall] = {}
@@ -306,63 +299,16 @@ class PhoneFrontEnd:
             len(self.gate.allow),
         )
         if self._register is not None and self.uac is not None:
-            self._start_registration(self.uac, *self._register)
-
-    # -- the gateway as an extension of the PBX (--sip-register) -----------------------
-    def _start_registration(
-        self, uac: SipUAC, aor: str, user: str, registrar: tuple[str, int]
-    ) -> None:
-        """REGISTER (digest answered), refreshed before it expires (aiosipua's
-        Registration); a refused or expired one is tried again, from 30 s up to 5 min."""
-        auth = SipDigestAuth(user, self._password) if self._password else None
-        reg = Registration(
-            uac, aor, registrar, expires=REGISTER_EXPIRES, auth=auth, user_agent=USER_AGENT
-        )
-        self.registration = reg
-        delay = [REGISTER_RETRY_MIN]
-
-        def registered(r: Registration) -> None:
-            delay[0] = REGISTER_RETRY_MIN
-            log.info("SIP: registered at %s:%d for %d s", *registrar, r.granted_expires)
-
-        def attempt() -> None:
-            reg.register()
-            # a registrar that never answers (aiosipua reports no transaction timeout
-            # to a registration): after SIP's 32 s transaction time it counts as failed
-            self._register_retry = asyncio.get_running_loop().call_later(
-                REGISTER_ANSWER_TIMEOUT, unanswered
+            self.registration = PbxRegistration(
+                self.uac, *self._register, self._password, USER_AGENT
             )
-
-        def unanswered() -> None:
-            if reg.state is RegistrationState.REGISTERING:
-                retry("not answered")
-
-        def retry(what: str) -> None:
-            log.warning(
-                "SIP: registration at %s:%d %s; next try in %.0f s", *registrar, what, delay[0]
-            )
-            if self._register_retry is not None:
-                self._register_retry.cancel()
-            loop = asyncio.get_running_loop()
-            self._register_retry = loop.call_later(delay[0], attempt)
-            delay[0] = min(delay[0] * 2, REGISTER_RETRY_MAX)
-
-        reg.on_registered = registered
-        reg.on_failed = lambda r, status, reason: retry(f"refused ({status} {reason})")
-        reg.on_expired = lambda r: retry("expired without a refresh")
-        attempt()
+            self.registration.start()
 
     async def stop(self) -> None:
         for leg in list(self.legs.values()):
             leg.end("shutdown", send_bye=True)
-        if self._register_retry is not None:
-            self._register_retry.cancel()
-        reg = self.registration
-        if reg is not None and reg.state is RegistrationState.REGISTERED:
-            reg.unregister()  # the PBX stops routing calls here (Expires: 0)
-            deadline = time.monotonic() + 2.0
-            while reg.state is not RegistrationState.UNREGISTERED and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+        if self.registration is not None:
+            await self.registration.stop()  # the PBX stops routing calls here
         for uas in self._uas:
             with contextlib.suppress(Exception):
                 await uas.stop()
@@ -636,5 +582,5 @@ class PhoneFrontEnd:
             "ignored": self.gate.budget.ignored,
             "parse_errors": self.gate.parse_errors,
             # --sip-register: unregistered, registering, registered, failed, expired
-            "registration": self.registration.state.value if self.registration else None,
+            "registration": self.registration.state if self.registration else None,
         }
